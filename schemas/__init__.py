@@ -1,0 +1,1 @@
+"""Request and response models of the torchlab HTTP API (pydantic; no torch import here)."""

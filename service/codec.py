@@ -1,0 +1,303 @@
+"""Wire tensors <-> ``torch.Tensor``.
+
+Three input forms (a nested list, ``{"data", "shape", "dtype"}``, ``{"b64", "shape",
+"dtype"}``) and two output encodings (JSON lists, base64 of little-endian C-order bytes).
+Lists go to numpy in one ``np.array`` call and come back through orjson's numpy
+serialiser, so no Python loop ever walks the elements. Non-finite floats travel as the
+strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import torch
+
+from service.errors import LimitExceeded, TensorDecodeError
+
+MAX_DIMS = 8
+
+Encoding = Literal["json", "b64"]
+
+# The dtype table and its inverse. bfloat16 has no numpy dtype: its JSON values pass through
+# float32 and its raw bytes through uint16.
+DTYPES: dict[str, torch.dtype] = {
+    "bool": torch.bool,
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+OIP_ALIASES: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "BF16": "bfloat16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+_NUMPY_JSON: dict[torch.dtype, np.dtype[Any]] = {
+    torch.bool: np.dtype(np.bool_),
+    torch.uint8: np.dtype(np.uint8),
+    torch.int8: np.dtype(np.int8),
+    torch.int16: np.dtype(np.int16),
+    torch.int32: np.dtype(np.int32),
+    torch.int64: np.dtype(np.int64),
+    torch.float16: np.dtype(np.float16),
+    torch.bfloat16: np.dtype(np.float32),
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}
+# Raw bytes: same as above but little-endian, and bfloat16 carried as its 16 bits.
+_NUMPY_RAW: dict[torch.dtype, np.dtype[Any]] = {
+    dtype: np_dtype.newbyteorder("<") for dtype, np_dtype in _NUMPY_JSON.items()
+}
+_NUMPY_RAW[torch.bfloat16] = np.dtype("<u2")
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_WIRE_KEYS = frozenset({"data", "b64", "shape", "dtype", "datatype"})
+
+
+def parse_dtype(name: object, where: str = "dtype") -> torch.dtype:
+    """A torch dtype from its wire name (``float32``) or its Open Inference Protocol alias."""
+    if isinstance(name, str):
+        canonical = OIP_ALIASES.get(name, name)
+        if canonical in DTYPES:
+            return DTYPES[canonical]
+    allowed = ", ".join([*DTYPES, *OIP_ALIASES])
+    raise TensorDecodeError(
+        f"{where}: unknown dtype {name!r}; use one of {allowed}",
+        details={"dtype": repr(name), "allowed": [*DTYPES, *OIP_ALIASES]},
+        code="invalid_dtype",
+    )
+
+
+def numel_of(shape: Sequence[int]) -> int:
+    """Number of elements of a shape, as an exact Python int (no overflow)."""
+    return math.prod(shape)
+
+
+def check_elements(numel: int, max_elements: int, what: str) -> None:
+    """Refuse a tensor over the element limit before anything is allocated for it."""
+    if numel > max_elements:
+        raise LimitExceeded("max_elements", max_elements, numel, what)
+
+
+def _parse_shape(value: object, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in value
+    ):
+        raise TensorDecodeError(
+            f"{where}: shape must be a list of integers, got {value!r}", code="invalid_shape"
+        )
+    if len(value) > MAX_DIMS:
+        raise TensorDecodeError(
+            f"{where}: a tensor has at most {MAX_DIMS} dimensions, the shape has {len(value)}",
+            details={"ndim": len(value), "max_ndim": MAX_DIMS},
+            code="too_many_dims",
+        )
+    if any(s < 0 for s in value):
+        raise TensorDecodeError(
+            f"{where}: shape sizes must be >= 0, got {value}", code="invalid_shape"
+        )
+    return tuple(value)
+
+
+def _array_from_list(data: object, np_dtype: np.dtype[Any] | None, where: str) -> np.ndarray:
+    try:
+        array = np.array(data, dtype=np_dtype)
+        if np_dtype is None and array.dtype.kind == "U":
+            # Strings among numbers: the non-finite floats. Parsed again as floats.
+            array = np.array(data, dtype=np.float32)
+    except ValueError as exc:
+        text = str(exc)
+        if "inhomogeneous" in text or "sequence" in text:
+            raise TensorDecodeError(
+                f"{where}: nesting is not regular (rows of different lengths or mixed depths)",
+                details={"reason": text},
+                code="ragged_tensor",
+            ) from exc
+        raise TensorDecodeError(
+            f"{where}: data must hold numbers, booleans or the strings "
+            f"'NaN', 'Infinity', '-Infinity' ({text})",
+            code="invalid_data",
+        ) from exc
+    except (TypeError, OverflowError) as exc:
+        raise TensorDecodeError(f"{where}: {exc}", code="invalid_data") from exc
+    if array.dtype.kind not in "biuf":
+        raise TensorDecodeError(
+            f"{where}: data must hold numbers, booleans or the strings "
+            "'NaN', 'Infinity', '-Infinity'",
+            code="invalid_data",
+        )
+    if array.dtype.kind == "U":
+        raise TensorDecodeError(f"{where}: unexpected strings in data", code="invalid_data")
+    return array
+
+
+def _tensor_from_array(array: np.ndarray, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is None:
+        # torch.tensor's inference: any float -> the default float dtype (float32).
+        if array.dtype.kind == "f":
+            array = array.astype(np.float32, copy=False)
+        elif array.dtype.kind in "iu":
+            array = array.astype(np.int64, copy=False)
+        return torch.from_numpy(np.ascontiguousarray(array))
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.to(dtype) if tensor.dtype != dtype else tensor
+
+
+def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") -> torch.Tensor:
+    """Decode one wire tensor (any of the three forms) into a CPU tensor.
+
+    Raises :class:`TensorDecodeError` (422) naming what disagrees, or
+    :class:`LimitExceeded` (413) when a declared shape is over the element limit.
+    """
+    if not isinstance(value, dict):
+        array = _array_from_list(value, None, where)
+        _check_ndim(array.ndim, where)
+        check_elements(array.size, max_elements, where)
+        return _tensor_from_array(array, None)
+
+    unknown = set(value) - _WIRE_KEYS
+    if unknown:
+        raise TensorDecodeError(
+            f"{where}: unknown keys {sorted(unknown)}; a tensor object has "
+            "'data' or 'b64', with 'shape' and 'dtype' (or 'datatype')",
+            code="invalid_tensor",
+        )
+    if "dtype" in value and "datatype" in value:
+        raise TensorDecodeError(f"{where}: give 'dtype' or 'datatype', not both")
+    dtype_name = value.get("dtype", value.get("datatype"))
+    dtype = None if dtype_name is None else parse_dtype(dtype_name, f"{where}.dtype")
+    shape = _parse_shape(value["shape"], f"{where}.shape") if "shape" in value else None
+    if shape is not None:
+        check_elements(numel_of(shape), max_elements, where)
+
+    if ("data" in value) == ("b64" in value):
+        raise TensorDecodeError(f"{where}: give exactly one of 'data' and 'b64'")
+    if "b64" in value:
+        if shape is None or dtype is None:
+            raise TensorDecodeError(f"{where}: a 'b64' tensor needs 'shape' and 'dtype'")
+        return _decode_b64(value["b64"], shape, dtype, where)
+
+    np_dtype = None if dtype is None else _NUMPY_JSON[dtype]
+    array = _array_from_list(value["data"], np_dtype, where)
+    if shape is None:
+        _check_ndim(array.ndim, where)
+        check_elements(array.size, max_elements, where)
+    elif array.size != numel_of(shape):
+        raise TensorDecodeError(
+            f"{where}: shape {list(shape)} holds {numel_of(shape)} elements "
+            f"but data has {array.size}",
+            details={"shape": list(shape), "expected": numel_of(shape), "got": array.size},
+            code="shape_mismatch",
+        )
+    else:
+        array = array.reshape(shape)
+    return _tensor_from_array(array, dtype)
+
+
+def _check_ndim(ndim: int, where: str) -> None:
+    if ndim > MAX_DIMS:
+        raise TensorDecodeError(
+            f"{where}: a tensor has at most {MAX_DIMS} dimensions, the data has {ndim}",
+            details={"ndim": ndim, "max_ndim": MAX_DIMS},
+            code="too_many_dims",
+        )
+
+
+def _decode_b64(
+    text: object, shape: tuple[int, ...], dtype: torch.dtype, where: str
+) -> torch.Tensor:
+    if not isinstance(text, str):
+        raise TensorDecodeError(f"{where}.b64 must be a string", code="invalid_base64")
+    raw_dtype = _NUMPY_RAW[dtype]
+    expected = numel_of(shape) * raw_dtype.itemsize
+    # Compare the size the text decodes to before decoding it.
+    approx = len(text) // 4 * 3
+    if abs(approx - expected) > 3:
+        raise TensorDecodeError(
+            f"{where}: shape {list(shape)} of {DTYPE_NAMES[dtype]} needs {expected} bytes, "
+            f"the base64 text holds about {approx}",
+            details={"expected_bytes": expected, "got_bytes": approx},
+            code="shape_mismatch",
+        )
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise TensorDecodeError(
+            f"{where}.b64 is not valid base64: {exc}", code="invalid_base64"
+        ) from exc
+    if len(raw) != expected:
+        raise TensorDecodeError(
+            f"{where}: shape {list(shape)} of {DTYPE_NAMES[dtype]} needs {expected} bytes, "
+            f"the base64 text holds {len(raw)}",
+            details={"expected_bytes": expected, "got_bytes": len(raw)},
+            code="shape_mismatch",
+        )
+    array = np.frombuffer(bytearray(raw), dtype=raw_dtype).reshape(shape)
+    if dtype == torch.bool and array.size and array.view(np.uint8).max() > 1:
+        raise TensorDecodeError(f"{where}: bool bytes must be 0 or 1", code="invalid_data")
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(array.astype(np.int16, copy=False).view(np.int16)).view(
+            torch.bfloat16
+        )
+    return torch.from_numpy(array.astype(raw_dtype.newbyteorder("="), copy=False))
+
+
+def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str, Any]:
+    """A response tensor: ``{"shape", "dtype", "data"}`` or ``{"shape", "dtype", "b64"}``.
+
+    ``data`` is left as a numpy array (or numpy scalar for 0-d) for orjson to write; see
+    :func:`dumps`.
+    """
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    tensor = tensor.contiguous()
+    header = {"shape": list(tensor.shape), "dtype": DTYPE_NAMES[tensor.dtype]}
+    if encoding == "b64":
+        if tensor.dtype == torch.bfloat16:
+            raw = tensor.view(torch.int16).numpy().tobytes()
+        else:
+            raw = tensor.numpy().astype(_NUMPY_RAW[tensor.dtype], copy=False).tobytes()
+        return {**header, "b64": base64.b64encode(raw).decode("ascii")}
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()
+    array = tensor.numpy()
+    return {**header, "data": _json_data(array)}
+
+
+def _json_data(array: np.ndarray) -> Any:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # Rare path: orjson would write null for every non-finite value, losing which.
+        values = array.astype(np.float64).astype(object)
+        values[np.isnan(array)] = "NaN"
+        values[np.isposinf(array)] = "Infinity"
+        values[np.isneginf(array)] = "-Infinity"
+        return values.tolist() if array.ndim else values[()]
+    if array.ndim == 0:
+        return array[()]
+    return array
+
+
+def dumps(content: Any) -> bytes:
+    """JSON bytes of a response body holding numpy arrays, through orjson."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

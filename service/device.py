@@ -1,0 +1,190 @@
+"""The device manager: which devices exist, which one a request gets, and how many run at once.
+
+CUDA is probed when the manager is built (in the app's lifespan), never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import torch
+
+from service.config import Settings
+from service.errors import ComputeTimeout, DeviceOutOfMemory, DeviceUnavailable, TooManyRequests
+from service.limits import Deadline
+from service.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class DeviceManager:
+    """Chooses devices, bounds concurrent compute per device and runs compute off the event loop."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.default = self._resolve(settings.device, "TORCHLAB_DEVICE")
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        workers = settings.max_inflight_per_device * (1 + self.cuda_count) + 2
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compute")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def available(self) -> list[str]:
+        """Every device name a request may ask for, CPU first."""
+        return ["cpu", *(f"cuda:{i}" for i in range(self.cuda_count))]
+
+    def resolve(self, requested: str | None) -> torch.device:
+        """The device for a request: its ``device`` field, or the default for ``None``/``auto``.
+
+        Raises :class:`DeviceUnavailable` (422) for a device this machine does not have.
+        """
+        if requested is None:
+            return self.default
+        return self._resolve(requested, "device")
+
+    def _resolve(self, requested: str, field: str) -> torch.device:
+        if requested == "auto":
+            return torch.device("cuda:0" if self.cuda_count else "cpu")
+        if requested == "cpu":
+            return torch.device("cpu")
+        if requested.startswith("cuda"):
+            index = int(requested.partition(":")[2] or 0)
+            if index < self.cuda_count:
+                return torch.device(f"cuda:{index}")
+        raise DeviceUnavailable(
+            f"{field}: device {requested!r} is not available here; available: "
+            f"{', '.join(self.available)}",
+            details={"requested": requested, "available": self.available},
+        )
+
+    @staticmethod
+    def synchronize(device: torch.device) -> None:
+        """Wait for the device's queued work (a no-op on the CPU)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def info(self) -> list[dict[str, Any]]:
+        """Each device with its name and, for CUDA, total and free memory in bytes."""
+        devices: list[dict[str, Any]] = [
+            {
+                "name": "cpu",
+                "type": "cpu",
+                "device_name": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+            }
+        ]
+        for index in range(self.cuda_count):
+            free, total = torch.cuda.mem_get_info(index)
+            props = torch.cuda.get_device_properties(index)
+            devices.append(
+                {
+                    "name": f"cuda:{index}",
+                    "type": "cuda",
+                    "device_name": props.name,
+                    "total_memory_bytes": total,
+                    "free_memory_bytes": free,
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
+        return devices
+
+    def _slot(self, device: str) -> asyncio.Semaphore:
+        if device not in self._slots:
+            self._slots[device] = asyncio.Semaphore(self.settings.max_inflight_per_device)
+        return self._slots[device]
+
+    async def run(
+        self,
+        fn: Callable[[Deadline], T],
+        devices: Iterable[torch.device],
+        *,
+        autograd: bool = False,
+    ) -> T:
+        """Run ``fn(deadline)`` in a compute thread once every device has a free slot.
+
+        Waits at most ``queue_timeout_s`` for the slots (then 429 with ``Retry-After``) and
+        ``request_timeout_s`` for the result (then 504; the work stops at its next
+        ``deadline.check()`` and keeps its slots until it has). Runs under
+        ``torch.inference_mode()`` unless ``autograd``.
+        """
+        names = sorted({str(device) for device in devices})
+        loop = asyncio.get_running_loop()
+        acquired = await self._acquire(names)
+        deadline = Deadline(self.settings.request_timeout_s)
+
+        def release() -> None:
+            for name in acquired:
+                self._slot(name).release()
+                self.metrics.inflight.labels(name).dec()
+
+        def work() -> T:
+            try:
+                mode = contextlib.nullcontext() if autograd else torch.inference_mode()
+                with mode:
+                    return fn(deadline)
+            except torch.OutOfMemoryError as exc:
+                torch.cuda.empty_cache()
+                raise DeviceOutOfMemory(
+                    "the device ran out of memory; try smaller tensors or another device",
+                    details={"reason": str(exc).splitlines()[0]},
+                ) from exc
+            except MemoryError as exc:
+                raise DeviceOutOfMemory("the host ran out of memory") from exc
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
+                    loop.call_soon_threadsafe(release)
+
+        future = loop.run_in_executor(self._executor, work)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), deadline.remaining())
+        except TimeoutError:
+            deadline.cancelled = True
+            raise ComputeTimeout(
+                f"the request ran past its time limit of {deadline.seconds:g} s",
+                details={"limit": "request_timeout_s", "allowed": deadline.seconds},
+            ) from None
+
+    async def _acquire(self, names: list[str]) -> list[str]:
+        acquired: list[str] = []
+        timeout = self.settings.queue_timeout_s
+        try:
+            for name in names:
+                slot = self._slot(name)
+                self.metrics.queued.labels(name).inc()
+                try:
+                    await asyncio.wait_for(slot.acquire(), timeout)
+                except TimeoutError:
+                    retry = max(1, math.ceil(timeout))
+                    raise TooManyRequests(
+                        f"device {name} is busy: {self.settings.max_inflight_per_device} "
+                        f"requests in flight and none finished within {timeout:g} s; "
+                        f"retry after {retry} s",
+                        details={
+                            "limit": "max_inflight_per_device",
+                            "allowed": self.settings.max_inflight_per_device,
+                            "device": name,
+                        },
+                        headers={"Retry-After": str(retry)},
+                    ) from None
+                finally:
+                    self.metrics.queued.labels(name).dec()
+                acquired.append(name)
+                self.metrics.inflight.labels(name).inc()
+        except BaseException:
+            for name in acquired:
+                self._slot(name).release()
+                self.metrics.inflight.labels(name).dec()
+            raise
+        return acquired

@@ -1,0 +1,90 @@
+"""Admission control: elements, FLOPs and time, checked before memory is allocated.
+
+Shapes are known before any work: ``/tensor/ops`` runs each program once on torch's
+``meta`` device (shapes and dtypes, no storage) and charges every step to a
+:class:`Budget`; only a program that fits runs for real.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+from service.config import Settings
+from service.errors import ComputeTimeout, LimitExceeded
+
+
+def estimate_matmul_flops(a_shape: Sequence[int], b_shape: Sequence[int]) -> int:
+    """FLOPs of ``torch.matmul(a, b)``: 2·m·k·n per batch element (a multiply and an add).
+
+    Follows matmul's rules for 1-D operands and broadcast batch dimensions.
+    """
+    a = list(a_shape) if len(a_shape) > 1 else [1, *a_shape]
+    b = list(b_shape) if len(b_shape) > 1 else [*b_shape, 1]
+    m, k = a[-2], a[-1]
+    n = b[-1]
+    batch_a, batch_b = a[:-2], b[:-2]
+    width = max(len(batch_a), len(batch_b))
+    batch_a = [1] * (width - len(batch_a)) + batch_a
+    batch_b = [1] * (width - len(batch_b)) + batch_b
+    batch = math.prod(max(x, y) for x, y in zip(batch_a, batch_b, strict=True))
+    return 2 * batch * m * k * n
+
+
+class Budget:
+    """What one request may still create and compute; every charge is checked on the spot."""
+
+    def __init__(self, max_elements: int, max_total_elements: int, max_flops: float) -> None:
+        self.max_elements = max_elements
+        self.max_total_elements = max_total_elements
+        self.max_flops = max_flops
+        self.elements = 0
+        self.flops = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Budget:
+        return cls(settings.max_elements, settings.max_total_elements, settings.max_flops)
+
+    def charge_tensor(self, numel: int, what: str) -> None:
+        """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""
+        if numel > self.max_elements:
+            raise LimitExceeded("max_elements", self.max_elements, numel, what)
+        self.elements += numel
+        if self.elements > self.max_total_elements:
+            raise LimitExceeded(
+                "max_total_elements",
+                self.max_total_elements,
+                self.elements,
+                f"{what} brings the request's tensors to a total that",
+            )
+
+    def charge_flops(self, flops: float, what: str) -> None:
+        """Charge estimated floating-point operations against the per-request limit."""
+        self.flops += flops
+        if self.flops > self.max_flops:
+            raise LimitExceeded("max_flops", self.max_flops, self.flops, what)
+
+
+class Deadline:
+    """The request's time limit, checked between units of work (steps, repeats).
+
+    A compute thread cannot be interrupted; the route stops waiting at the deadline
+    (504) and the work itself stops at its next check.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expires = time.monotonic() + seconds
+        self.cancelled = False
+
+    def remaining(self) -> float:
+        return self.expires - time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`ComputeTimeout` once the time is up (or the request was abandoned)."""
+        if self.cancelled or time.monotonic() > self.expires:
+            raise ComputeTimeout(
+                f"the request ran past its time limit of {self.seconds:g} s",
+                details={"limit": "request_timeout_s", "allowed": self.seconds},
+            )

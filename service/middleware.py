@@ -1,0 +1,84 @@
+"""The outermost ASGI layer: request ids, access log, metrics, and the early body-size check."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.config import Settings
+from service.errors import error_response
+from service.metrics import Metrics
+
+access_log = logging.getLogger("torchlab.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives each request an ``X-Request-ID`` (kept if the caller sent a sane one), logs it,
+    counts it in the metrics by route template, and refuses a declared ``Content-Length``
+    over the body limit before reading a byte. Bodies without a length (chunked) are
+    counted while they stream in by FastAPI's own ``max_body_size`` limiter.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        offered = headers.get("x-request-id", "")
+        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        try:
+            length = headers.get("content-length")
+            if (
+                length is not None
+                and length.isdigit()
+                and int(length) > self.settings.max_body_bytes
+            ):
+                limit = self.settings.max_body_bytes
+                response = error_response(
+                    413,
+                    f"the request body has {int(length):,} bytes but the limit "
+                    f"max_body_bytes is {limit:,}",
+                    "body_size_limit",
+                    {"limit": "max_body_bytes", "allowed": limit, "requested": int(length)},
+                )
+                self.metrics.refused.labels("max_body_bytes").inc()
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - start
+            method = scope["method"]
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
+            access_log.info(
+                "%s %s %s %d %.1fms",
+                request_id,
+                method,
+                scope["path"],
+                status,
+                elapsed * 1000,
+            )

@@ -1,0 +1,60 @@
+"""Shared fixtures: an app with small limits, and a client that runs its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from service.config import Settings
+from service.main import create_app
+
+CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not CUDA:
+            item.add_marker(skip_gpu)
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings for tests: small limits so that refusals are cheap to provoke."""
+    values: dict[str, object] = {
+        "device": "auto",
+        "max_body_bytes": 4 * 1024 * 1024,
+        "max_elements": 1 << 22,
+        "max_total_elements": 1 << 24,
+        "max_flops": 1e10,
+        "max_steps": 32,
+        "request_timeout_s": 20.0,
+        "max_inflight_per_device": 2,
+        "queue_timeout_s": 0.5,
+        "api_keys": [],
+        "cors_origins": [],
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings) -> Iterator[TestClient]:
+    """One app for the whole session (building one warms torch's meta kernels, ~1 s)."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def ops(client: TestClient, body: dict[str, object], **params: str) -> dict[str, object]:
+    """POST /tensor/ops and return the JSON of a 200 answer."""
+    response = client.post("/tensor/ops", json=body, params=params)
+    assert response.status_code == 200, response.text
+    result: dict[str, object] = response.json()
+    return result
