@@ -105,6 +105,10 @@ def _eye(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
 
 def _arange(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
     start, end, step = args["start"], args["end"], args["step"]
+    if not all(math.isfinite(v) for v in (start, end, step)):
+        raise InvalidInput(
+            f"arange: start, end and step must be finite, got {start}, {end}, {step}"
+        )
     if step == 0:
         raise InvalidInput("arange: step must not be zero")
     count = max(0, math.ceil((end - start) / step))
@@ -387,15 +391,21 @@ def execute(
             raise
         except torch.OutOfMemoryError:
             raise
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
+            # ArithmeticError: torch's OverflowError for a Python int beyond int64 (a fill
+            # value, a scalar operand, a correction), which would otherwise be a 500.
             raise OpError(f"{where}: {exc}", details={"step": number, "op": op}) from exc
         stored = _store(result, step["out"])
         tensors = [v for v in stored.values() if isinstance(v, torch.Tensor)]
         if ctx.budget is not None:
-            for name, value in stored.items():
-                if isinstance(value, torch.Tensor):
-                    ctx.budget.charge_tensor(value.numel(), f"{where} output {name!r}")
-            ctx.budget.charge_flops(_flops(op, args, tensors), where)
+            try:
+                for name, value in stored.items():
+                    if isinstance(value, torch.Tensor):
+                        ctx.budget.charge_tensor(value.numel(), f"{where} output {name!r}")
+                ctx.budget.charge_flops(_flops(op, args, tensors), where)
+            except ServiceError as exc:
+                exc.details.setdefault("step", number)  # as for limits checked inside ops
+                raise
         if ctx.deadline is not None:
             ctx.deadline.check()
         env.update(stored)
