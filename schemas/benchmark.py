@@ -43,7 +43,7 @@ class BenchmarkRequest(ComputeRequest):
 class BenchmarkResult(BaseModel):
     """Timings on one device."""
 
-    device: str = Field(examples=["cpu"])
+    device: str = Field(description="The device timed.", examples=["cpu"])
     device_name: str = Field(description="Hardware name.", examples=["x86_64"])
     first_run_s: float = Field(
         description="The first multiplication on this device in this "
@@ -71,14 +71,14 @@ class BenchmarkResult(BaseModel):
 class BenchmarkResponse(ComputeResponse):
     """One result per device, plus how far their norms disagree."""
 
-    torch_version: str = Field(examples=["2.14.1"])
-    cuda_available: bool
-    m: int
-    k: int
-    n: int
-    dtype: BenchDType
+    torch_version: str = Field(description="torch's version.", examples=["2.14.1"])
+    cuda_available: bool = Field(description="Whether CUDA devices can be used here.")
+    m: int = Field(description="Rows of a.")
+    k: int = Field(description="Columns of a, rows of b.")
+    n: int = Field(description="Columns of b.")
+    dtype: BenchDType = Field(description="Element type of a and b.")
     flops_per_run: int = Field(description="2·m·k·n.")
-    results: list[BenchmarkResult]
+    results: list[BenchmarkResult] = Field(description="One entry per device, in order.")
     max_norm_rel_diff: float | None = Field(
         description="Largest |norm − norm of the first device| / norm of the first device; "
         "null with one device."

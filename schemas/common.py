@@ -119,26 +119,20 @@ TensorOrScalar = str | int | float | Tensor
 """A name, an inline tensor, or a plain number (a Python scalar keeps the other operand's
 dtype, as in torch)."""
 
+_DEVICE_DOC = (
+    "Where to compute: `auto` (CUDA when present, else CPU), `cpu`, `cuda` (= `cuda:0`) or "
+    "`cuda:N`; default: the service's default device. A device that is not present is a 422 "
+    "`device_unavailable`."
+)
+_SEED_DOC = (
+    "Seeds every random draw of the request, so it is reproducible. Random numbers are drawn "
+    "on the CPU and moved, so a seed gives the same numbers on any device."
+)
 Device = Annotated[
     str,
-    Field(
-        pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$",
-        description="Where to compute: `auto` (CUDA when present, else CPU), `cpu`, `cuda` "
-        "(= `cuda:0`) or `cuda:N`. A device that is not present is a 422 device_unavailable.",
-        examples=["auto"],
-    ),
+    Field(pattern=r"^(auto|cpu|cuda(:\d{1,2})?)$", description=_DEVICE_DOC, examples=["auto"]),
 ]
-Seed = Annotated[
-    int,
-    Field(
-        ge=0,
-        le=2**63 - 1,
-        description="Seeds every random draw of the request, so it is reproducible. Random "
-        "numbers are drawn on the CPU and moved, so a seed gives the same numbers on any "
-        "device.",
-        examples=[0],
-    ),
-]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description=_SEED_DOC, examples=[0])]
 
 
 class StrictModel(BaseModel):
@@ -150,8 +144,8 @@ class StrictModel(BaseModel):
 class ComputeRequest(StrictModel):
     """Fields every compute request may carry."""
 
-    device: Device | None = None
-    seed: Seed | None = None
+    device: Annotated[Device | None, Field(description=_DEVICE_DOC)] = None
+    seed: Annotated[Seed | None, Field(description=_SEED_DOC)] = None
 
 
 class TensorData(BaseModel):

@@ -31,8 +31,10 @@ class InfoResponse(BaseModel):
 
     name: str = Field(description="Service name.", examples=["torchlab"])
     version: str = Field(description="Service version.", examples=["0.1.0"])
-    torch_version: str = Field(examples=["2.14.1"])
-    torchvision_version: str | None = Field(examples=["0.29.1"])
+    torch_version: str = Field(description="torch's version.", examples=["2.14.1"])
+    torchvision_version: str | None = Field(
+        description="torchvision's version.", examples=["0.29.1"]
+    )
     cuda_available: bool = Field(description="Whether CUDA devices can be used.")
     cpu_threads: int = Field(description="torch intra-op threads on the CPU.")
     default_device: str = Field(

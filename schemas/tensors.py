@@ -32,6 +32,36 @@ OptDims = Annotated[
     Field(description="Dimension(s) to reduce; null reduces over every dimension."),
 ]
 Number = int | float
+KeepDim = Annotated[bool, Field(description="Keep each reduced dimension, with size 1.")]
+ResultDType = Annotated[
+    DType | None,
+    Field(description="dtype of the result (the input is cast first); default: torch's choice."),
+]
+ArgDim = Annotated[
+    int | None, Field(description="Dimension to reduce; null: over the flattened tensor.")
+]
+Alpha = Annotated[Number, Field(description="Multiplier of y.")]
+Correction = Annotated[
+    Number,
+    Field(description="Subtracted from the count in the divisor: 1 = sample, 0 = population."),
+]
+Shape = Annotated[
+    list[Annotated[int, Field(ge=-1)]],
+    Field(
+        max_length=8,
+        description="The new shape; one size may be -1 (inferred).",
+        examples=[[2, 2, -1]],
+    ),
+]
+Tensors = Annotated[
+    list[TensorRef],
+    Field(
+        min_length=1,
+        max_length=64,
+        description="Tensors (names or inline) to join.",
+        examples=[["a", "a"]],
+    ),
+]
 
 
 class Step(StrictModel):
@@ -103,17 +133,20 @@ class ArangeStep(Step):
     start: Number = Field(default=0, description="First value.")
     end: Number = Field(description="End (exclusive).", examples=[16])
     step: Number = Field(default=1, description="Spacing; not zero.")
-    dtype: DType | None = None
+    dtype: DType | None = Field(
+        default=None,
+        description="Default int64 when start, end and step are all integers, else float32.",
+    )
 
 
 class LinspaceStep(Step):
     """`torch.linspace(start, end, steps)`: evenly spaced, both ends included."""
 
     op: Literal["linspace"]
-    start: Number = Field(examples=[-6])
-    end: Number = Field(examples=[6])
-    steps: int = Field(ge=0, examples=[100])
-    dtype: DType | None = None
+    start: Number = Field(description="First value.", examples=[-6])
+    end: Number = Field(description="Last value (included).", examples=[6])
+    steps: int = Field(ge=0, description="Number of values.", examples=[100])
+    dtype: DType | None = Field(default=None, description="Default float32.")
 
 
 class RandStep(Step):
@@ -138,8 +171,8 @@ class RandintStep(Step):
     """`torch.randint(low, high, size)`: integers in [low, high)."""
 
     op: Literal["randint"]
-    low: int = Field(default=0)
-    high: int = Field(examples=[10])
+    low: int = Field(default=0, description="Smallest value (included).")
+    high: int = Field(description="One above the largest value.", examples=[10])
     size: Size
     dtype: DType | None = Field(default=None, description="Default int64.")
     seed: Seed | None = Field(default=None, description="Seed for this step alone.")
@@ -153,7 +186,7 @@ class ReshapeStep(Step):
 
     op: Literal["reshape"]
     x: X
-    shape: list[Annotated[int, Field(ge=-1)]] = Field(max_length=8, examples=[[2, 2, -1]])
+    shape: Shape
 
 
 class ViewStep(Step):
@@ -161,7 +194,7 @@ class ViewStep(Step):
 
     op: Literal["view"]
     x: X
-    shape: list[Annotated[int, Field(ge=-1)]] = Field(max_length=8, examples=[[-1]])
+    shape: Shape
 
 
 class FlattenStep(Step):
@@ -194,7 +227,9 @@ class PermuteStep(Step):
 
     op: Literal["permute"]
     x: X
-    dims: list[int] = Field(max_length=8, examples=[[1, 0]])
+    dims: list[int] = Field(
+        max_length=8, description="The new order of the dimensions.", examples=[[1, 0]]
+    )
 
 
 class TransposeStep(Step):
@@ -217,7 +252,7 @@ class CatStep(Step):
     """`torch.cat(tensors, dim)`: join along an existing dimension."""
 
     op: Literal["cat"]
-    tensors: list[TensorRef] = Field(min_length=1, max_length=64, examples=[["a", "a"]])
+    tensors: Tensors
     dim: Dim = 0
 
 
@@ -225,7 +260,7 @@ class StackStep(Step):
     """`torch.stack(tensors, dim)`: join along a new dimension."""
 
     op: Literal["stack"]
-    tensors: list[TensorRef] = Field(min_length=1, max_length=64, examples=[["a", "a"]])
+    tensors: Tensors
     dim: Dim = 0
 
 
@@ -234,7 +269,10 @@ class SplitStep(Step):
 
     op: Literal["split"]
     x: X
-    split_size_or_sections: int | list[int] = Field(examples=[2])
+    split_size_or_sections: int | list[int] = Field(
+        description="Size of each piece (the last may be smaller), or the list of sizes.",
+        examples=[2],
+    )
     dim: Dim = 0
 
 
@@ -243,7 +281,9 @@ class ChunkStep(Step):
 
     op: Literal["chunk"]
     x: X
-    chunks: int = Field(ge=1, examples=[2])
+    chunks: int = Field(
+        ge=1, description="Number of pieces (fewer when the size does not divide).", examples=[2]
+    )
     dim: Dim = 0
 
 
@@ -252,7 +292,11 @@ class ExpandStep(Step):
 
     op: Literal["expand"]
     x: X
-    size: list[Annotated[int, Field(ge=-1)]] = Field(max_length=8, examples=[[3, 4]])
+    size: list[Annotated[int, Field(ge=-1)]] = Field(
+        max_length=8,
+        description="The expanded size; -1 keeps a size; new leading dimensions may be added.",
+        examples=[[3, 4]],
+    )
 
 
 class RepeatStep(Step):
@@ -260,7 +304,11 @@ class RepeatStep(Step):
 
     op: Literal["repeat"]
     x: X
-    repeats: list[Annotated[int, Field(ge=0)]] = Field(max_length=8, examples=[[2, 1]])
+    repeats: list[Annotated[int, Field(ge=0)]] = Field(
+        max_length=8,
+        description="Copies along each dimension (at least one per dimension of x).",
+        examples=[[2, 1]],
+    )
 
 
 class ContiguousStep(Step):
@@ -296,7 +344,7 @@ class ToStep(Step):
 
     op: Literal["to"]
     x: X
-    dtype: DType = Field(examples=["float64"])
+    dtype: DType = Field(description="The dtype to convert to.", examples=["float64"])
 
 
 # --- elementwise and reductions -------------------------------------------------------------
@@ -308,7 +356,7 @@ class AddStep(Step):
     op: Literal["add"]
     x: X
     y: Y
-    alpha: Number = 1
+    alpha: Alpha = 1
 
 
 class SubStep(Step):
@@ -317,7 +365,7 @@ class SubStep(Step):
     op: Literal["sub"]
     x: X
     y: Y
-    alpha: Number = 1
+    alpha: Alpha = 1
 
 
 class MulStep(Step):
@@ -334,7 +382,9 @@ class DivStep(Step):
     op: Literal["div"]
     x: X
     y: Y
-    rounding_mode: Literal["trunc", "floor"] | None = None
+    rounding_mode: Literal["trunc", "floor"] | None = Field(
+        default=None, description="null: true division; `trunc` or `floor`: integer-style rounding."
+    )
 
 
 class PowStep(Step):
@@ -342,7 +392,9 @@ class PowStep(Step):
 
     op: Literal["pow"]
     x: X
-    exponent: TensorOrScalar = Field(examples=[2])
+    exponent: TensorOrScalar = Field(
+        description="A number, a name or an inline tensor (broadcast).", examples=[2]
+    )
 
 
 class ClampStep(Step):
@@ -350,8 +402,8 @@ class ClampStep(Step):
 
     op: Literal["clamp"]
     x: X
-    min: Number | None = None
-    max: Number | None = None
+    min: Number | None = Field(default=None, description="Lower bound; null: none.")
+    max: Number | None = Field(default=None, description="Upper bound; null: none.")
 
 
 class MatmulStep(Step):
@@ -434,8 +486,8 @@ class SumStep(Step):
     op: Literal["sum"]
     x: X
     dim: OptDims = None
-    keepdim: bool = False
-    dtype: DType | None = None
+    keepdim: KeepDim = False
+    dtype: ResultDType = None
 
 
 class MeanStep(Step):
@@ -444,8 +496,8 @@ class MeanStep(Step):
     op: Literal["mean"]
     x: X
     dim: OptDims = None
-    keepdim: bool = False
-    dtype: DType | None = None
+    keepdim: KeepDim = False
+    dtype: ResultDType = None
 
 
 class StdStep(Step):
@@ -454,8 +506,8 @@ class StdStep(Step):
     op: Literal["std"]
     x: X
     dim: OptDims = None
-    correction: Number = 1
-    keepdim: bool = False
+    correction: Correction = 1
+    keepdim: KeepDim = False
 
 
 class VarStep(Step):
@@ -464,8 +516,8 @@ class VarStep(Step):
     op: Literal["var"]
     x: X
     dim: OptDims = None
-    correction: Number = 1
-    keepdim: bool = False
+    correction: Correction = 1
+    keepdim: KeepDim = False
 
 
 class MaxStep(Step):
@@ -474,8 +526,8 @@ class MaxStep(Step):
 
     op: Literal["max"]
     x: X
-    dim: int | None = None
-    keepdim: bool = False
+    dim: ArgDim = None
+    keepdim: KeepDim = False
 
 
 class MinStep(Step):
@@ -484,8 +536,8 @@ class MinStep(Step):
 
     op: Literal["min"]
     x: X
-    dim: int | None = None
-    keepdim: bool = False
+    dim: ArgDim = None
+    keepdim: KeepDim = False
 
 
 class ArgmaxStep(Step):
@@ -493,8 +545,8 @@ class ArgmaxStep(Step):
 
     op: Literal["argmax"]
     x: X
-    dim: int | None = None
-    keepdim: bool = False
+    dim: ArgDim = None
+    keepdim: KeepDim = False
 
 
 class ArgminStep(Step):
@@ -502,8 +554,8 @@ class ArgminStep(Step):
 
     op: Literal["argmin"]
     x: X
-    dim: int | None = None
-    keepdim: bool = False
+    dim: ArgDim = None
+    keepdim: KeepDim = False
 
 
 class NormStep(Step):
@@ -511,9 +563,12 @@ class NormStep(Step):
 
     op: Literal["norm"]
     x: X
-    p: Number | Literal["fro", "nuc"] = "fro"
+    p: Number | Literal["fro", "nuc"] = Field(
+        default="fro",
+        description="Order of the norm: `fro` (Frobenius; 2 for vectors), `nuc` (nuclear), or a number (`inf` is not accepted; use a large p).",
+    )
     dim: OptDims = None
-    keepdim: bool = False
+    keepdim: KeepDim = False
 
 
 class CumsumStep(Step):
@@ -522,7 +577,7 @@ class CumsumStep(Step):
     op: Literal["cumsum"]
     x: X
     dim: Dim = Field(examples=[0])
-    dtype: DType | None = None
+    dtype: ResultDType = None
 
 
 class SoftmaxStep(Step):
@@ -531,7 +586,7 @@ class SoftmaxStep(Step):
     op: Literal["softmax"]
     x: X
     dim: Dim = Field(examples=[-1])
-    dtype: DType | None = None
+    dtype: ResultDType = None
 
 
 class InfoStep(Step):
@@ -646,7 +701,7 @@ class TensorInfo(BaseModel):
         description="Elements to skip per step in each dimension.", examples=[[8, 4, 1]]
     )
     numel: int = Field(description="Number of elements.", examples=[16])
-    dtype: str = Field(examples=["int64"])
+    dtype: str = Field(description="torch dtype name.", examples=["int64"])
     is_contiguous: bool = Field(description="Whether the layout is C-ordered without gaps.")
 
 

@@ -33,11 +33,20 @@ class DeviceManager:
         self.cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.default = self._resolve(settings.device, "TORCHLAB_DEVICE")
         self._slots: dict[str, asyncio.Semaphore] = {}
-        workers = settings.max_inflight_per_device * (1 + self.cuda_count) + 2
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Fresh compute threads and slots, bound to the event loop that serves from now on."""
+        self.close()
+        self._slots = {}
+        workers = self.settings.max_inflight_per_device * (1 + self.cuda_count) + 2
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compute")
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop taking compute work; running work finishes in the background."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     @property
     def available(self) -> list[str]:
@@ -121,6 +130,8 @@ class DeviceManager:
         """
         names = sorted({str(device) for device in devices})
         loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self.start()
         acquired = await self._acquire(names)
         deadline = Deadline(self.settings.request_timeout_s)
 

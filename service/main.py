@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up()
+        devices.start()
         logging.getLogger("torchlab").info(
             "torchlab %s on %s (devices: %s)",
             __version__,

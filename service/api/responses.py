@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 from schemas.common import ErrorResponse
 from service.codec import dumps
 
 
-class FastJSONResponse(Response):
+class FastJSONResponse(JSONResponse):
     """JSON written by orjson straight from numpy arrays (no pydantic pass over the data)."""
 
     media_type = "application/json"

@@ -1,0 +1,35 @@
+# Two commands do all the set-up:  `make serve`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint bench
+
+# The service's dependencies (torch's CUDA build: about 2 minutes and 5.8 GB the first time).
+$(VENV)/.serve-deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.serve-deps
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+serve: $(VENV)/.serve-deps
+	$(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest -n 2 --dist loadfile
+
+bench: $(VENV)/.serve-deps
+	$(PY) bench/transport.py
+	$(PY) bench/overhead.py
+	$(PY) bench/matmul.py
