@@ -563,9 +563,10 @@ class NormStep(Step):
 
     op: Literal["norm"]
     x: X
-    p: Number | Literal["fro", "nuc"] = Field(
+    p: Number | Literal["fro", "nuc", "Infinity", "-Infinity"] = Field(
         default="fro",
-        description="Order of the norm: `fro` (Frobenius; 2 for vectors), `nuc` (nuclear), or a number (`inf` is not accepted; use a large p).",
+        description="Order of the norm: `fro` (Frobenius; 2 for vectors), `nuc` (nuclear), "
+        "a number, or `Infinity` / `-Infinity` (largest / smallest absolute value).",
     )
     dim: OptDims = None
     keepdim: KeepDim = False

@@ -22,6 +22,7 @@ import torch
 from service.errors import LimitExceeded, TensorDecodeError
 
 MAX_DIMS = 8
+_MAX_EXTENT = 2**48
 
 Encoding = Literal["json", "b64"]
 
@@ -96,7 +97,9 @@ def numel_of(shape: Sequence[int]) -> int:
 def check_elements(numel: int, max_elements: int, what: str) -> None:
     """Refuse a tensor over the element limit before anything is allocated for it."""
     if numel > max_elements:
-        raise LimitExceeded("max_elements", max_elements, numel, what)
+        # orjson cannot write ints past 64 bits into the details; sizes are < 2**63 each.
+        requested = numel if numel < 2**63 else float(numel)
+        raise LimitExceeded("max_elements", max_elements, requested, what)
 
 
 def _parse_shape(value: object, where: str) -> tuple[int, ...]:
@@ -116,50 +119,107 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
         raise TensorDecodeError(
             f"{where}: shape sizes must be >= 0, got {value}", code="invalid_shape"
         )
+    if any(s >= 2**63 for s in value):
+        # torch sizes are int64 (and the value itself may be too long to print).
+        raise TensorDecodeError(
+            f"{where}: shape sizes must be less than 2**63", code="invalid_shape"
+        )
+    # A 0 passes the element limit, but numpy and torch cannot even describe [0, 10**30]:
+    # bound the product of the other sizes (strides must fit in int64). Without a 0 that
+    # product is the element count, which the limit (413) checks.
+    if 0 in value and math.prod(s for s in value if s) > _MAX_EXTENT:
+        raise TensorDecodeError(
+            f"{where}: shape {value} is too large to describe (sizes other than 0 may "
+            f"multiply to at most {_MAX_EXTENT})",
+            details={"max_extent": _MAX_EXTENT},
+            code="invalid_shape",
+        )
     return tuple(value)
 
 
 def _array_from_list(data: object, np_dtype: np.dtype[Any] | None, where: str) -> np.ndarray:
+    # One np.array call infers the natural dtype, which exposes strings (kind U), nulls and
+    # other objects (kind O), and integers past int64 (uint64), none of which a dtype given
+    # to np.array would reveal: it parses "1.5", turns null into NaN or False, "x" into True.
     try:
-        array = np.array(data, dtype=np_dtype)
-        if np_dtype is None and array.dtype.kind == "U":
-            # Strings among numbers: the non-finite floats. Parsed again as floats.
-            array = np.array(data, dtype=np.float32)
+        array = np.array(data)
     except ValueError as exc:
         text = str(exc)
+        if "maximum number of dimension" in text:
+            raise TensorDecodeError(
+                f"{where}: a tensor has at most {MAX_DIMS} dimensions, the data has more",
+                details={"max_ndim": MAX_DIMS},
+                code="too_many_dims",
+            ) from exc
         if "inhomogeneous" in text or "sequence" in text:
             raise TensorDecodeError(
                 f"{where}: nesting is not regular (rows of different lengths or mixed depths)",
                 details={"reason": text},
                 code="ragged_tensor",
             ) from exc
-        raise TensorDecodeError(
-            f"{where}: data must hold numbers, booleans or the strings "
-            f"'NaN', 'Infinity', '-Infinity' ({text})",
-            code="invalid_data",
-        ) from exc
+        raise TensorDecodeError(f"{where}: {text}", code="invalid_data") from exc
     except (TypeError, OverflowError) as exc:
         raise TensorDecodeError(f"{where}: {exc}", code="invalid_data") from exc
+    if array.dtype.kind == "U":
+        # Rare path: the non-finite floats, written as strings. Any other string is an error.
+        _check_ndim(array.ndim, where)
+        return _array_from_list(_non_finite(data, where), np_dtype, where)
     if array.dtype.kind not in "biuf":
         raise TensorDecodeError(
             f"{where}: data must hold numbers, booleans or the strings "
-            "'NaN', 'Infinity', '-Infinity'",
+            "'NaN', 'Infinity', '-Infinity' (null, objects and integers beyond 64 bits are "
+            "not allowed)",
             code="invalid_data",
         )
-    if array.dtype.kind == "U":
-        raise TensorDecodeError(f"{where}: unexpected strings in data", code="invalid_data")
-    return array
+    target = np.dtype(np.int64) if np_dtype is None and array.dtype.kind == "u" else np_dtype
+    if target is None:
+        return array
+    if target.kind in "iu" and array.dtype.kind in "iuf" and array.size:
+        # Like torch.tensor: floats in [min, max + 1) truncate toward zero, others are errors.
+        info = np.iinfo(target)
+        low, high = array.min().item(), array.max().item()
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise TensorDecodeError(
+                f"{where}: NaN and infinities cannot be stored in {target.name}",
+                code="invalid_data",
+            )
+        if low < info.min or high >= info.max + 1:
+            raise TensorDecodeError(
+                f"{where}: values from {low} to {high} do not fit {target.name}",
+                details={"min": low, "max": high, "dtype": target.name},
+                code="invalid_data",
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        return array.astype(target, copy=False)
+
+
+def _non_finite(data: object, where: str) -> object:
+    """``data`` with the strings "NaN", "Infinity", "-Infinity" replaced by floats."""
+    if isinstance(data, list):
+        return [_non_finite(item, where) for item in data]
+    if isinstance(data, str):
+        if data not in _NON_FINITE:
+            raise TensorDecodeError(
+                f"{where}: unexpected string {data[:40]!r} in data; the only strings allowed "
+                "are 'NaN', 'Infinity' and '-Infinity'",
+                code="invalid_data",
+            )
+        return _NON_FINITE[data]
+    return data
 
 
 def _tensor_from_array(array: np.ndarray, dtype: torch.dtype | None) -> torch.Tensor:
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # ndim >= 1 here: 0-d arrays are contiguous
     if dtype is None:
         # torch.tensor's inference: any float -> the default float dtype (float32).
         if array.dtype.kind == "f":
-            array = array.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # past float32's range is inf, as in torch
+                array = array.astype(np.float32, copy=False)
         elif array.dtype.kind in "iu":
             array = array.astype(np.int64, copy=False)
-        return torch.from_numpy(np.ascontiguousarray(array))
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return torch.from_numpy(array)
+    tensor = torch.from_numpy(array)
     return tensor.to(dtype) if tensor.dtype != dtype else tensor
 
 
@@ -231,7 +291,7 @@ def _decode_b64(
     raw_dtype = _NUMPY_RAW[dtype]
     expected = numel_of(shape) * raw_dtype.itemsize
     # Compare the size the text decodes to before decoding it.
-    approx = len(text) // 4 * 3
+    approx = len(text) // 4 * 3 - text[-2:].count("=")
     if abs(approx - expected) > 3:
         raise TensorDecodeError(
             f"{where}: shape {list(shape)} of {DTYPE_NAMES[dtype]} needs {expected} bytes, "
@@ -288,7 +348,8 @@ def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str
 def _json_data(array: np.ndarray) -> Any:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         # Rare path: orjson would write null for every non-finite value, losing which.
-        values = array.astype(np.float64).astype(object)
+        with np.errstate(invalid="ignore"):  # signalling NaNs
+            values = array.astype(np.float64).astype(object)
         values[np.isnan(array)] = "NaN"
         values[np.isposinf(array)] = "Infinity"
         values[np.isneginf(array)] = "-Infinity"

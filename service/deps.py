@@ -15,17 +15,17 @@ from service.errors import Unauthorized
 from service.metrics import Metrics
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_devices(request: Request) -> DeviceManager:
+async def get_devices(request: Request) -> DeviceManager:
     devices: DeviceManager = request.app.state.devices
     return devices
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -45,7 +45,7 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`.")
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],

@@ -12,9 +12,11 @@ import os
 import platform
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+from prometheus_client import Gauge
 
 from service.config import Settings
 from service.errors import ComputeTimeout, DeviceOutOfMemory, DeviceUnavailable, TooManyRequests
@@ -32,7 +34,7 @@ class DeviceManager:
         self.metrics = metrics or Metrics()
         self.cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         self.default = self._resolve(settings.device, "TORCHLAB_DEVICE")
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[str, _Slot] = {}
         self._executor: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
@@ -109,9 +111,13 @@ class DeviceManager:
             )
         return devices
 
-    def _slot(self, device: str) -> asyncio.Semaphore:
+    def _slot(self, device: str) -> _Slot:
         if device not in self._slots:
-            self._slots[device] = asyncio.Semaphore(self.settings.max_inflight_per_device)
+            self._slots[device] = _Slot(
+                asyncio.Semaphore(self.settings.max_inflight_per_device),
+                self.metrics.inflight.labels(device),
+                self.metrics.queued.labels(device),
+            )
         return self._slots[device]
 
     async def run(
@@ -128,17 +134,16 @@ class DeviceManager:
         ``deadline.check()`` and keeps its slots until it has). Runs under
         ``torch.inference_mode()`` unless ``autograd``.
         """
-        names = sorted({str(device) for device in devices})
-        loop = asyncio.get_running_loop()
         if self._executor is None:
             self.start()
-        acquired = await self._acquire(names)
+        slots = [self._slot(name) for name in sorted({str(device) for device in devices})]
+        await self._acquire(slots)
+        loop = asyncio.get_running_loop()
         deadline = Deadline(self.settings.request_timeout_s)
 
         def release() -> None:
-            for name in acquired:
-                self._slot(name).release()
-                self.metrics.inflight.labels(name).dec()
+            for slot in slots:
+                slot.release()
 
         def work() -> T:
             try:
@@ -157,9 +162,11 @@ class DeviceManager:
                 with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
                     loop.call_soon_threadsafe(release)
 
-        future = loop.run_in_executor(self._executor, work)
+        # Shielded: a timed-out request must not cancel work that holds its slots.
+        future = asyncio.shield(loop.run_in_executor(self._executor, work))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), deadline.remaining())
+            async with asyncio.timeout(deadline.remaining()):
+                return await future
         except TimeoutError:
             deadline.cancelled = True
             raise ComputeTimeout(
@@ -167,35 +174,49 @@ class DeviceManager:
                 details={"limit": "request_timeout_s", "allowed": deadline.seconds},
             ) from None
 
-    async def _acquire(self, names: list[str]) -> list[str]:
-        acquired: list[str] = []
-        timeout = self.settings.queue_timeout_s
+    async def _acquire(self, slots: list[_Slot]) -> None:
+        acquired: list[_Slot] = []
         try:
-            for name in names:
-                slot = self._slot(name)
-                self.metrics.queued.labels(name).inc()
-                try:
-                    await asyncio.wait_for(slot.acquire(), timeout)
-                except TimeoutError:
-                    retry = max(1, math.ceil(timeout))
-                    raise TooManyRequests(
-                        f"device {name} is busy: {self.settings.max_inflight_per_device} "
-                        f"requests in flight and none finished within {timeout:g} s; "
-                        f"retry after {retry} s",
-                        details={
-                            "limit": "max_inflight_per_device",
-                            "allowed": self.settings.max_inflight_per_device,
-                            "device": name,
-                        },
-                        headers={"Retry-After": str(retry)},
-                    ) from None
-                finally:
-                    self.metrics.queued.labels(name).dec()
-                acquired.append(name)
-                self.metrics.inflight.labels(name).inc()
+            for slot in slots:
+                await self._wait_for(slot)
+                acquired.append(slot)
         except BaseException:
-            for name in acquired:
-                self._slot(name).release()
-                self.metrics.inflight.labels(name).dec()
+            for slot in acquired:
+                slot.release()
             raise
-        return acquired
+
+    async def _wait_for(self, slot: _Slot) -> None:
+        if not slot.semaphore.locked():  # the common case: no queue, no timer
+            await slot.semaphore.acquire()
+            slot.inflight.inc()
+            return
+        timeout = self.settings.queue_timeout_s
+        slot.queued.inc()
+        try:
+            async with asyncio.timeout(timeout):
+                await slot.semaphore.acquire()
+        except TimeoutError:
+            retry = max(1, math.ceil(timeout))
+            limit = self.settings.max_inflight_per_device
+            raise TooManyRequests(
+                f"the device is busy: {limit} requests in flight and none finished within "
+                f"{timeout:g} s; retry after {retry} s",
+                details={"limit": "max_inflight_per_device", "allowed": limit},
+                headers={"Retry-After": str(retry)},
+            ) from None
+        finally:
+            slot.queued.dec()
+        slot.inflight.inc()
+
+
+@dataclass
+class _Slot:
+    """A device's compute slots and its metric gauges."""
+
+    semaphore: asyncio.Semaphore
+    inflight: Gauge
+    queued: Gauge
+
+    def release(self) -> None:
+        self.semaphore.release()
+        self.inflight.dec()

@@ -170,10 +170,25 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         return error_response(
             400, "the request body is not valid JSON", "malformed_body", {"errors": errors}
         )
+    if _is_unparsed_body(request, errors):
+        return error_response(
+            415,
+            "the body was not read as JSON: send 'Content-Type: application/json'",
+            "unsupported_media_type",
+            {"content_type": request.headers.get("content-type")},
+        )
     first = errors[0] if errors else {}
     where = ".".join(str(part) for part in first.get("loc", ()))
     message = f"invalid request: {where}: {first.get('msg', 'invalid value')}"
     return error_response(422, message, "validation_error", {"errors": errors})
+
+
+def _is_unparsed_body(request: Request, errors: list[dict[str, Any]]) -> bool:
+    # FastAPI parses a body as JSON only when its Content-Type says so (a CSRF guard); any
+    # other body reaches validation as raw bytes and fails as a whole.
+    content_type = request.headers.get("content-type", "")
+    is_json = content_type.split(";")[0].strip().endswith("json")
+    return not is_json and any(tuple(err.get("loc", ())) == ("body",) for err in errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
-from starlette.requests import Request
-from starlette.responses import Response
 
 from service import __version__
 from service.api.routes import benchmark, system, tensors
@@ -34,27 +29,6 @@ activations, regression, data loading and a CPU/GPU matrix-multiply benchmark.
 **Errors** are always `{"error", "code", "details"}`. Limits (body bytes, elements, FLOPs,
 time, requests in flight) are listed by `GET /info` and checked before memory is allocated.
 """
-
-
-class ORJSONRequest(Request):
-    """A request whose JSON body is parsed by orjson (several times faster on big tensors)."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
-        return self._json
-
-
-class ORJSONRoute(APIRoute):
-    """Routes that hand their handlers an :class:`ORJSONRequest`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def orjson_handler(request: Request) -> Response:
-            return await handler(ORJSONRequest(request.scope, request.receive))
-
-        return orjson_handler
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,17 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
-    app.router.route_class = ORJSONRoute
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.devices = devices
 
-    for module in (system, tensors, benchmark):
-        for router in ([module.public] if hasattr(module, "public") else []) + [module.router]:
-            router.route_class = ORJSONRoute
-            app.include_router(router)
+    for router in (system.public, system.router, tensors.router, benchmark.router):
+        app.include_router(router)
 
     install_error_handlers(app)
     if settings.cors_origins:

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
@@ -18,11 +19,24 @@ access_log = logging.getLogger("torchlab.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes the limit.
+
+    An ``HTTPException`` because FastAPI re-raises those from body parsing (anything else
+    becomes a 400), so the error handler map renders it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413)
+
+
 class RequestContextMiddleware:
     """Gives each request an ``X-Request-ID`` (kept if the caller sent a sane one), logs it,
-    counts it in the metrics by route template, and refuses a declared ``Content-Length``
-    over the body limit before reading a byte. Bodies without a length (chunked) are
-    counted while they stream in by FastAPI's own ``max_body_size`` limiter.
+    counts it in the metrics by route template, and enforces the body-size limit: a declared
+    ``Content-Length`` over it is refused before a byte is read, and every body (chunked
+    ones too) is counted while it streams in.
+
+    (Starlette's own limiter answers in plain text, outside the contract's error shape.)
     """
 
     def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
@@ -40,6 +54,17 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 500
+        received = 0
+        limit = self.settings.max_body_bytes
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -49,13 +74,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            length = headers.get("content-length")
-            if (
-                length is not None
-                and length.isdigit()
-                and int(length) > self.settings.max_body_bytes
-            ):
-                limit = self.settings.max_body_bytes
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
                 response = error_response(
                     413,
                     f"the request body has {int(length):,} bytes but the limit "
@@ -66,7 +86,7 @@ class RequestContextMiddleware:
                 self.metrics.refused.labels("max_body_bytes").inc()
                 await response(scope, receive, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive_counted, send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

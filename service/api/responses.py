@@ -25,6 +25,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed body (not JSON).",
         401: "Missing or wrong API key (when keys are configured).",
+        415: "A body that is not JSON: send `Content-Type: application/json`.",
         413: "Over a limit: body size, elements, FLOPs or steps. `details` names the limit "
         "and the requested amount.",
         422: "Well-formed but invalid: shape mismatch, unknown name or op, a torch error, "
@@ -36,5 +37,5 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": text[status]} for status in statuses}
 
 
-COMPUTE_ERRORS = _errors(400, 401, 413, 422, 429, 503, 504)
+COMPUTE_ERRORS = _errors(400, 401, 413, 415, 422, 429, 503, 504)
 READ_ERRORS = _errors(401)

@@ -224,7 +224,8 @@ def _norm(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
             f"norm needs a float tensor, x is {DTYPE_NAMES[x.dtype]}; "
             "convert it first with a 'to' step"
         )
-    norm: torch.Tensor = torch.norm(x, p=args["p"], dim=_dims(args["dim"]), keepdim=args["keepdim"])
+    p = {"Infinity": math.inf, "-Infinity": -math.inf}.get(args["p"], args["p"])
+    norm: torch.Tensor = torch.norm(x, p=p, dim=_dims(args["dim"]), keepdim=args["keepdim"])
     return norm
 
 

@@ -22,8 +22,13 @@ from tests.conftest import make_settings
 
 # Small limits: generated sizes are refused (413) in milliseconds instead of computed.
 app = create_app(
-    make_settings(max_elements=1 << 16, max_total_elements=1 << 18, max_flops=1e8,
-                  request_timeout_s=5.0, queue_timeout_s=2.0)
+    make_settings(
+        max_elements=1 << 16,
+        max_total_elements=1 << 18,
+        max_flops=1e8,
+        request_timeout_s=5.0,
+        queue_timeout_s=2.0,
+    )
 )
 # The coverage phase enumerates boundary variants of every field of every step model (about
 # sixty ops): thousands of requests. Examples and fuzzing cover the schema within minutes.

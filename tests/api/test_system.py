@@ -100,8 +100,7 @@ class TestApiKeys:
         assert_error(client.get("/info"), 401, "unauthorized")
         assert_error(client.get("/metrics", headers={"X-API-Key": "nope"}), 401, "unauthorized")
         body = {"steps": [{"op": "ones", "size": [2]}]}
-        response = client.post("/tensor/ops", json=body,
-                               headers={"Authorization": "Bearer nope"})
+        response = client.post("/tensor/ops", json=body, headers={"Authorization": "Bearer nope"})
         assert_error(response, 401, "unauthorized")
 
     def test_either_header_with_any_key_works(self) -> None:
@@ -154,3 +153,19 @@ def test_every_model_and_field_is_documented() -> None:
             if not (spec.get("description") or "$ref" in spec):
                 missing.append(f"{name}.{field}")
     assert missing == []
+
+
+def test_bodies_are_parsed_by_orjson(client: TestClient) -> None:
+    # The standard library reads the non-JSON literal NaN; orjson (strict JSON) refuses it.
+    body = b'{"inputs": {"a": [NaN]}, "steps": [{"op": "clone", "x": "a"}]}'
+    response = client.post(
+        "/tensor/ops", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_error(response, 400, "malformed_body")
+
+
+def test_a_body_not_sent_as_json_is_415(client: TestClient) -> None:
+    response = client.post(
+        "/tensor/ops", content=b'{"steps": []}', headers={"Content-Type": "text/plain"}
+    )
+    assert_error(response, 415, "unsupported_media_type")

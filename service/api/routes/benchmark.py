@@ -9,12 +9,15 @@ from fastapi import APIRouter
 
 from schemas.benchmark import BenchmarkRequest, BenchmarkResponse
 from service.api.responses import COMPUTE_ERRORS
+from service.api.routing import ORJSONRoute
 from service.codec import DTYPES
 from service.deps import Authorized, DevicesDep, SettingsDep
 from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.benchmark import matmul_benchmark, max_norm_rel_diff
 
-router = APIRouter(tags=["benchmark"], dependencies=[Authorized], responses=COMPUTE_ERRORS)
+router = APIRouter(
+    route_class=ORJSONRoute, tags=["benchmark"], dependencies=[Authorized], responses=COMPUTE_ERRORS
+)
 
 
 @router.post("/benchmark", operation_id="benchmark", summary="Time a matrix multiply per device")

@@ -12,10 +12,13 @@ from starlette.responses import Response
 from schemas.system import DeviceInfo, HealthResponse, InfoResponse
 from service import __version__
 from service.api.responses import READ_ERRORS
+from service.api.routing import ORJSONRoute
 from service.deps import Authorized, DevicesDep, MetricsDep, SettingsDep
 
-public = APIRouter(tags=["system"])
-router = APIRouter(tags=["system"], dependencies=[Authorized], responses=READ_ERRORS)
+public = APIRouter(route_class=ORJSONRoute, tags=["system"])
+router = APIRouter(
+    route_class=ORJSONRoute, tags=["system"], dependencies=[Authorized], responses=READ_ERRORS
+)
 
 
 @public.get("/health", operation_id="health", summary="Liveness")

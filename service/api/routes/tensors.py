@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from schemas.common import Tensor
 from schemas.tensors import TensorOpsRequest, TensorOpsResponse
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
+from service.api.routing import ORJSONRoute
 from service.codec import Encoding, decode_tensor, encode_tensor
 from service.config import Settings
 from service.deps import Authorized, DevicesDep, EncodingDep, SettingsDep
@@ -17,7 +18,9 @@ from service.errors import LimitExceeded
 from service.limits import Budget, Deadline
 from service.ops.program import run_program
 
-router = APIRouter(tags=["tensors"], dependencies=[Authorized], responses=COMPUTE_ERRORS)
+router = APIRouter(
+    route_class=ORJSONRoute, tags=["tensors"], dependencies=[Authorized], responses=COMPUTE_ERRORS
+)
 
 
 def _decode_arg(value: Any, settings: Settings, where: str) -> Any:

@@ -1,0 +1,132 @@
+"""Limits through HTTP: body size (declared and streamed), time (504), concurrency (429)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from tests.api.test_system import assert_error
+from tests.conftest import make_settings
+
+SLOW_BENCHMARK = {"m": 1536, "k": 1536, "n": 1536, "repeats": 100, "warmup": 0, "devices": ["cpu"]}
+
+
+def test_declared_body_over_the_limit_is_413_before_reading(client: TestClient, settings) -> None:
+    size = settings.max_body_bytes + 1
+    response = client.post(
+        "/tensor/ops", content=b" " * size, headers={"Content-Type": "application/json"}
+    )
+    body = assert_error(response, 413, "body_size_limit")
+    assert body["details"] == {
+        "limit": "max_body_bytes",
+        "allowed": settings.max_body_bytes,
+        "requested": size,
+    }
+    assert client.get("/health").status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413_while_streaming(client: TestClient, settings) -> None:
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        piece = b"[" + b"1," * 32767 + b"1]"
+        while sent <= settings.max_body_bytes * 4:
+            sent += len(piece)
+            yield piece
+
+    response = client.post(
+        "/tensor/ops", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    body = assert_error(response, 413, "body_size_limit")
+    assert body["details"]["limit"] == "max_body_bytes"
+    assert client.get("/health").status_code == 200
+
+
+def test_over_the_time_limit_is_504_and_the_server_recovers() -> None:
+    app = create_app(make_settings(request_timeout_s=0.3, max_flops=1e12))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        start = time.perf_counter()
+        response = client.post("/benchmark", json=SLOW_BENCHMARK)
+        assert time.perf_counter() - start < 5
+        body = assert_error(response, 504, "timeout")
+        assert body["details"]["limit"] == "request_timeout_s"
+        assert client.get("/health").status_code == 200
+        # The abandoned work stops at its next check and gives its slot back.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            small = client.post("/tensor/ops", json={"steps": [{"op": "ones", "size": [2]}]})
+            if small.status_code == 200:
+                break
+        assert small.status_code == 200
+        assert 'torchlab_limit_refusals_total{limit="request_timeout_s"} 1.0' in (
+            client.get("/metrics").text
+        )
+
+
+def test_more_compute_than_the_device_allows_is_429_with_retry_after() -> None:
+    app = create_app(
+        make_settings(
+            max_inflight_per_device=1, queue_timeout_s=0.2, request_timeout_s=30, max_flops=1e12
+        )
+    )
+    slow = {**SLOW_BENCHMARK, "repeats": 40}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.create_task(client.post("/benchmark", json=slow))
+            await asyncio.sleep(0.1)  # let it take the only CPU slot
+            second = await client.post("/tensor/ops", json={"steps": [{"op": "ones", "size": [2]}]})
+            health = await client.get("/health")
+            return await first, second, health
+
+    first, second, health = asyncio.run(scenario())
+    assert first.status_code == 200, first.text
+    body = assert_error(second, 429, "too_many_requests")
+    assert second.headers["Retry-After"] == "1"
+    assert body["details"]["limit"] == "max_inflight_per_device"
+    assert health.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("program", "limit"),
+    [
+        ({"steps": [{"op": "zeros", "size": [1000000, 1000000]}]}, "max_elements"),
+        (
+            {
+                "steps": [
+                    {"op": "rand", "size": [100000, 1]},
+                    {"op": "rand", "size": [1, 100000], "out": "b"},
+                    {"op": "add", "x": "out", "y": "b"},
+                ]
+            },
+            "max_elements",
+        ),
+        (
+            {
+                "steps": [
+                    {"op": "ones", "size": [2000, 2000]},
+                    {"op": "ones", "size": [2000, 2000], "out": "b"},
+                    {"op": "matmul", "x": "out", "y": "b"},
+                ]
+            },
+            "max_flops",
+        ),
+        ({"steps": [{"op": "ones", "size": [2]}] * 33}, "max_steps"),
+    ],
+)
+def test_limits_answer_in_milliseconds(client: TestClient, program, limit: str) -> None:
+    start = time.perf_counter()
+    response = client.post("/tensor/ops", json=program)
+    elapsed = time.perf_counter() - start
+    body = assert_error(response, 413, response.json()["code"])
+    assert body["details"]["limit"] == limit
+    assert body["details"]["requested"] > body["details"]["allowed"]
+    assert elapsed < 0.5
+    assert client.get("/health").status_code == 200
