@@ -126,6 +126,7 @@ class DeviceManager:
         devices: Iterable[torch.device],
         *,
         autograd: bool = False,
+        inline: bool = False,
     ) -> T:
         """Run ``fn(deadline)`` in a compute thread once every device has a free slot.
 
@@ -133,7 +134,14 @@ class DeviceManager:
         ``request_timeout_s`` for the result (then 504; the work stops at its next
         ``deadline.check()`` and keeps its slots until it has). Runs under
         ``torch.inference_mode()`` unless ``autograd``.
+
+        ``inline`` runs ``fn`` at once on the event loop instead: for work the caller has
+        measured as tiny (microseconds), where a thread hop would cost more than the work.
         """
+        if inline:
+            mode = contextlib.nullcontext() if autograd else torch.inference_mode()
+            with mode:
+                return fn(Deadline(self.settings.request_timeout_s))
         if self._executor is None:
             self.start()
         slots = [self._slot(name) for name in sorted({str(device) for device in devices})]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,7 +16,7 @@ from service.config import Settings
 from service.device import DeviceManager
 from service.errors import install_error_handlers
 from service.metrics import Metrics
-from service.middleware import RequestContextMiddleware
+from service.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from service.ops.program import warm_up
 
 DESCRIPTION = """
@@ -31,12 +32,42 @@ time, requests in flight) are listed by `GET /info` and checked before memory is
 """
 
 
+def _document_api_keys(app: FastAPI) -> None:
+    """Declare the two ways to send a key, so the docs page offers "Authorize"."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer <key>`",
+                },
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "`X-API-Key: <key>`",
+                },
+            }
+            for path, item in schema["paths"].items():
+                if path not in ApiKeyMiddleware.OPEN_PATHS:
+                    for operation in item.values():
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Settings default to the ``TORCHLAB_*`` environment."""
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    # Our loggers at the configured level; other libraries keep theirs (root: warnings).
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("torchlab").setLevel(settings.log_level.upper())
     metrics = Metrics()
     devices = DeviceManager(settings, metrics)
 
@@ -67,6 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     install_error_handlers(app)
+    if settings.api_keys:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
+        _document_api_keys(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
@@ -102,3 +103,47 @@ class RequestContextMiddleware:
                 status,
                 elapsed * 1000,
             )
+
+
+class ApiKeyMiddleware:
+    """Refuses (401) every request without one of the configured keys, before its body is
+    read, except ``/health``, the docs pages and CORS preflights.
+
+    A key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; every configured
+    key is compared in constant time.
+    """
+
+    OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in self.OPEN_PATHS
+            or scope["method"] == "OPTIONS"
+            or self._accepts(Headers(scope=scope))
+        ):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401,
+            "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            "unauthorized",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)
+
+    def _accepts(self, headers: Headers) -> bool:
+        offered = headers.get("x-api-key")
+        if offered is None:
+            scheme, _, credentials = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                return False
+            offered = credentials.strip()
+        matched = False
+        for key in self.keys:  # no early exit: the time taken does not depend on which key
+            matched |= hmac.compare_digest(offered.encode(), key)
+        return matched

@@ -70,27 +70,30 @@ def test_over_the_time_limit_is_504_and_the_server_recovers() -> None:
 
 
 def test_more_compute_than_the_device_allows_is_429_with_retry_after() -> None:
-    app = create_app(
-        make_settings(
-            max_inflight_per_device=1, queue_timeout_s=0.2, request_timeout_s=30, max_flops=1e12
-        )
-    )
+    app = create_app(make_settings(max_inflight_per_device=1, queue_timeout_s=0.2,
+                                   request_timeout_s=30, max_flops=1e12))
     slow = {**SLOW_BENCHMARK, "repeats": 40}
+    # Over the inline threshold, so it needs a compute slot like any real work.
+    small = {"steps": [{"op": "ones", "size": [100, 100]}]}
+    # Tiny programs run on the event loop and never wait for a slot.
+    tiny = {"steps": [{"op": "ones", "size": [2]}]}
 
-    async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+    async def scenario() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             first = asyncio.create_task(client.post("/benchmark", json=slow))
             await asyncio.sleep(0.1)  # let it take the only CPU slot
-            second = await client.post("/tensor/ops", json={"steps": [{"op": "ones", "size": [2]}]})
+            refused = await client.post("/tensor/ops", json=small)
+            answered = await client.post("/tensor/ops", json=tiny)
             health = await client.get("/health")
-            return await first, second, health
+            return [await first, refused, answered, health]
 
-    first, second, health = asyncio.run(scenario())
+    first, refused, answered, health = asyncio.run(scenario())
     assert first.status_code == 200, first.text
-    body = assert_error(second, 429, "too_many_requests")
-    assert second.headers["Retry-After"] == "1"
+    body = assert_error(refused, 429, "too_many_requests")
+    assert refused.headers["Retry-After"] == "1"
     assert body["details"]["limit"] == "max_inflight_per_device"
+    assert answered.status_code == 200
     assert health.status_code == 200
 
 

@@ -15,7 +15,7 @@ from service.api.routes.tensors import _plain_steps
 from service.codec import decode_tensor
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline, estimate_matmul_flops
-from service.ops.program import META, OPS, Context, execute, run_program, warm_up
+from service.ops.program import META, OPS, Context, execute, plan_program, run_program, warm_up
 from tests.api.test_tensor_ops import INPUTS, OP_CASES, RANDOM_CASES
 from tests.conftest import make_settings
 
@@ -42,14 +42,11 @@ def big_budget() -> Budget:
 def run(body: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     inputs, steps = compile_program(body)
     request = TensorOpsRequest.model_validate(body)
-    options: dict[str, Any] = {
-        "device": CPU,
-        "budget": big_budget(),
-        "deadline": Deadline(30.0),
-        "seed": request.seed,
-    }
+    budget = kwargs.pop("budget", None) or big_budget()
+    names = plan_program(inputs, steps, request.returns, budget)
+    options: dict[str, Any] = {"device": CPU, "deadline": Deadline(30.0), "seed": request.seed}
     options.update(kwargs)
-    return run_program(inputs, steps, request.returns, **options)
+    return run_program(inputs, steps, names, **options)
 
 
 # --- the op table and the schema agree -------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 
 import torch
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -13,12 +13,10 @@ from schemas.system import DeviceInfo, HealthResponse, InfoResponse
 from service import __version__
 from service.api.responses import READ_ERRORS
 from service.api.routing import ORJSONRoute
-from service.deps import Authorized, DevicesDep, MetricsDep, SettingsDep
+from service.deps import devices_of, metrics_of, settings_of
 
 public = APIRouter(route_class=ORJSONRoute, tags=["system"])
-router = APIRouter(
-    route_class=ORJSONRoute, tags=["system"], dependencies=[Authorized], responses=READ_ERRORS
-)
+router = APIRouter(route_class=ORJSONRoute, tags=["system"], responses=READ_ERRORS)
 
 
 @public.get("/health", operation_id="health", summary="Liveness")
@@ -35,9 +33,10 @@ def _version(package: str) -> str | None:
 
 
 @router.get("/info", operation_id="info", summary="Versions, devices and limits")
-def info(settings: SettingsDep, devices: DevicesDep) -> InfoResponse:
+def info(request: Request) -> InfoResponse:
     """Service and library versions, each device (with CUDA memory), the default device and
     the limits in force."""
+    settings, devices = settings_of(request), devices_of(request)
     return InfoResponse(
         name="torchlab",
         version=__version__,
@@ -64,7 +63,8 @@ def info(settings: SettingsDep, devices: DevicesDep) -> InfoResponse:
         }
     },
 )
-def metrics(registry: MetricsDep) -> Response:
+def metrics(request: Request) -> Response:
     """Requests by route and status, latency histograms, refusals by limit, compute in flight
     and queued, in the Prometheus text format."""
-    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+    registry = metrics_of(request).registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

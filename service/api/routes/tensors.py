@@ -1,26 +1,30 @@
-"""``POST /tensor/ops``: decode, check limits, run the program, encode."""
+"""``POST /tensor/ops``: decode, plan against the limits, run the program, encode."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import APIRouter
+import torch
+from fastapi import APIRouter, Request
 
 from schemas.common import Tensor
 from schemas.tensors import TensorOpsRequest, TensorOpsResponse
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
-from service.codec import Encoding, decode_tensor, encode_tensor
+from service.codec import Encoding, decode_tensor, dumps, encode_tensor
 from service.config import Settings
-from service.deps import Authorized, DevicesDep, EncodingDep, SettingsDep
+from service.deps import EncodingDep, devices_of, settings_of
 from service.errors import LimitExceeded
 from service.limits import Budget, Deadline
-from service.ops.program import run_program
+from service.ops.program import plan_program, run_program
 
-router = APIRouter(
-    route_class=ORJSONRoute, tags=["tensors"], dependencies=[Authorized], responses=COMPUTE_ERRORS
-)
+router = APIRouter(route_class=ORJSONRoute, tags=["tensors"], responses=COMPUTE_ERRORS)
+
+# A program this small runs on the event loop: a thread hop would cost more than the work.
+INLINE_BODY_BYTES = 16 * 1024
+INLINE_ELEMENTS = 4096
+INLINE_FLOPS = 1e5
 
 
 def _decode_arg(value: Any, settings: Settings, where: str) -> Any:
@@ -46,6 +50,23 @@ def _encode(value: Any, encoding: Encoding) -> Any:
     return value if isinstance(value, dict) else encode_tensor(value, encoding)
 
 
+class _Program:
+    """One request's program: decoded, planned against the limits, then run."""
+
+    def __init__(self, body: TensorOpsRequest, settings: Settings) -> None:
+        self.inputs = {
+            name: decode_tensor(t.root, max_elements=settings.max_elements, where=f"inputs.{name}")
+            for name, t in body.inputs.items()
+        }
+        self.steps = _plain_steps(body, settings)
+        self.budget = Budget.from_settings(settings)
+        self.names = plan_program(self.inputs, self.steps, body.returns, self.budget)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.budget.elements <= INLINE_ELEMENTS and self.budget.flops <= INLINE_FLOPS
+
+
 @router.post(
     "/tensor/ops",
     operation_id="tensor_ops",
@@ -54,10 +75,7 @@ def _encode(value: Any, encoding: Encoding) -> Any:
     response_class=FastJSONResponse,
 )
 async def tensor_ops(
-    body: TensorOpsRequest,
-    settings: SettingsDep,
-    devices: DevicesDep,
-    encoding: EncodingDep = "json",
+    body: TensorOpsRequest, request: Request, encoding: EncodingDep = "json"
 ) -> FastJSONResponse:
     """Named `inputs`, then `steps` in order (each op with torch's parameter names), then the
     tensors named in `return` (default: what the last step stored).
@@ -67,29 +85,29 @@ async def tensor_ops(
     The tutorial's chapter 3 is the example: `arange(16).reshape(2, 2, -1)[:, 1, :-1]` and
     `cat`.
     """
+    settings, devices = settings_of(request), devices_of(request)
     if len(body.steps) > settings.max_steps:
         raise LimitExceeded("max_steps", settings.max_steps, len(body.steps), "the program")
     device = devices.resolve(body.device)
+    # Small bodies are decoded and planned here; big ones in the compute thread.
+    small_body = int(request.headers.get("content-length") or "0") <= INLINE_BODY_BYTES
+    planned = _Program(body, settings) if small_body else None
 
     def compute(deadline: Deadline) -> bytes:
-        inputs = {
-            name: decode_tensor(t.root, max_elements=settings.max_elements, where=f"inputs.{name}")
-            for name, t in body.inputs.items()
-        }
-        steps = _plain_steps(body, settings)
+        program = planned or _Program(body, settings)
         start = time.perf_counter()
         outputs = run_program(
-            inputs,
-            steps,
-            body.returns,
+            program.inputs,
+            program.steps,
+            program.names,
             device=device,
-            budget=Budget.from_settings(settings),
             deadline=deadline,
             seed=body.seed,
+            max_elements=settings.max_elements,
         )
         devices.synchronize(device)
         elapsed_ms = (time.perf_counter() - start) * 1000
-        return FastJSONResponse(None).render(
+        return dumps(
             {
                 "outputs": {name: _encode(value, encoding) for name, value in outputs.items()},
                 "device": str(device),
@@ -97,4 +115,5 @@ async def tensor_ops(
             }
         )
 
-    return FastJSONResponse(await devices.run(compute, [device]))
+    inline = planned is not None and planned.is_tiny and device == torch.device("cpu")
+    return FastJSONResponse(await devices.run(compute, [device], inline=inline))

@@ -1,0 +1,276 @@
+"""Per-request overhead: requests/s of a tiny ``POST /tensor/ops`` against a bare route.
+
+Both routes live in one server (``bench._bare_app:app``: the service's app plus
+``POST /bare`` returning ``{"ok": true}``), so they share the process, the middleware and
+the configuration. Load: ``hey`` or ``wrk`` when on PATH, else a Python load generator
+(several processes, one keep-alive ``http.client`` connection each). Each target runs for
+a fixed time, the two alternate ``--repeats`` times, and the best run of each counts.
+Goal: tensor_ops rps / bare rps >= 0.7.
+
+    .venv/bin/python bench/overhead.py [--duration 5] [--concurrency 8] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import orjson
+from _common import Server, base_parser, environment, print_ratio, print_table, write_json
+
+GOAL = 0.7
+TARGETS: dict[str, tuple[str, bytes]] = {
+    "bare": ("/bare", b"{}"),
+    "tensor_ops": ("/tensor/ops", orjson.dumps({"steps": [{"op": "arange", "end": 4}]})),
+}
+
+
+# --- the Python load generator ----------------------------------------------------------------
+
+
+def _worker(port: int, path: str, body: bytes, start_at: float, end_at: float, queue: Any) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+
+    def once() -> int:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    once()  # connect and warm up, untimed
+    time.sleep(max(0.0, start_at - time.time()))
+    ok = errors = 0
+    latencies: list[float] = []
+    while time.time() < end_at:
+        start = time.perf_counter()
+        try:
+            status = once()
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            continue
+        latencies.append(time.perf_counter() - start)
+        if status == 200:
+            ok += 1
+        else:
+            errors += 1
+    conn.close()
+    queue.put((ok, errors, latencies))
+
+
+def python_load(port: int, path: str, body: bytes, duration: float, concurrency: int) -> dict:
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 1.0  # time for every process to start and connect
+    end_at = start_at + duration
+    procs = [
+        ctx.Process(target=_worker, args=(port, path, body, start_at, end_at, queue))
+        for _ in range(concurrency)
+    ]
+    for proc in procs:
+        proc.start()
+    parts = [queue.get(timeout=duration + 60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+    ok = sum(p[0] for p in parts)
+    errors = sum(p[1] for p in parts)
+    latencies = sorted(x for p in parts for x in p[2])
+    return {
+        "rps": ok / duration,
+        "ok": ok,
+        "errors": errors,
+        "p50_ms": statistics.median(latencies) * 1e3 if latencies else None,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3 if latencies else None,
+    }
+
+
+# --- hey and wrk ----------------------------------------------------------------------------
+
+
+def hey_load(port: int, path: str, body: bytes, duration: float, concurrency: int) -> dict:
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{duration:g}s",
+            "-c",
+            str(concurrency),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-d",
+            body.decode(),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    ok = codes.get(200, 0)
+    p50 = re.search(r"50%+ in ([\d.]+) secs", out)
+    p99 = re.search(r"99%+ in ([\d.]+) secs", out)
+    return {
+        "rps": ok / duration,
+        "rps_reported": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "ok": ok,
+        "errors": sum(codes.values()) - ok,
+        "p50_ms": float(p50.group(1)) * 1e3 if p50 else None,
+        "p99_ms": float(p99.group(1)) * 1e3 if p99 else None,
+    }
+
+
+def wrk_load(port: int, path: str, body: bytes, duration: float, concurrency: int) -> dict:
+    script = (
+        'wrk.method = "POST"\n'
+        f"wrk.body = {orjson.dumps(body.decode()).decode()}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{min(2, concurrency)}",
+                f"-c{concurrency}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                "-s",
+                handle.name,
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        * (total - errors)
+        / max(total, 1),
+        "ok": total - errors,
+        "errors": errors,
+        "p50_ms": float(p50.group(1)) * scale[p50.group(2)] if p50 else None,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else None,
+    }
+
+
+GENERATORS = {"python": python_load, "hey": hey_load, "wrk": wrk_load}
+
+
+def pick_generator(name: str) -> str:
+    if name != "auto":
+        if name != "python" and not shutil.which(name):
+            raise SystemExit(f"{name} is not on PATH")
+        return name
+    for tool in ("hey", "wrk"):
+        if shutil.which(tool):
+            return tool
+    return "python"
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], repeats=2)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--concurrency", type=int, default=8, help="connections (8)")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "hey", "wrk", "python"],
+        default="auto",
+        help="load generator (auto: hey, else wrk, else Python)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="untimed seconds per target first (1)"
+    )
+    parser.add_argument(
+        "--app", default="bench._bare_app:app", help="ASGI app with both routes (default)"
+    )
+    args = parser.parse_args()
+    generator = pick_generator(args.generator)
+    load = GENERATORS[generator]
+    print(
+        f"generator {generator}, concurrency {args.concurrency}, {args.duration:g} s per run, "
+        f"{args.repeats} alternating rounds"
+    )
+
+    runs: list[dict[str, Any]] = []
+    with Server(args.app) as server:
+        for name, (path, body) in TARGETS.items():
+            # Each route must answer 200 before any load is put on it.
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            text = response.read()
+            conn.close()
+            if response.status != 200:
+                raise SystemExit(f"{name}: HTTP {response.status}: {text[:300]!r}")
+            if args.warmup > 0:
+                python_load(server.port, path, body, args.warmup, 2)
+        for round_ in range(args.repeats):
+            for name, (path, body) in TARGETS.items():
+                result = load(server.port, path, body, args.duration, args.concurrency)
+                result.update({"target": name, "round": round_ + 1})
+                runs.append(result)
+                print(f"  round {round_ + 1} {name:10s} {result['rps']:8.1f} req/s", flush=True)
+                time.sleep(0.5)
+
+    best = {name: max(r["rps"] for r in runs if r["target"] == name) for name in TARGETS}
+    print()
+    print_table(
+        ["target", "round", "req/s", "ok", "errors", "p50 ms", "p99 ms"],
+        [
+            [
+                r["target"],
+                r["round"],
+                f"{r['rps']:.1f}",
+                r["ok"],
+                r["errors"],
+                "-" if r["p50_ms"] is None else f"{r['p50_ms']:.2f}",
+                "-" if r["p99_ms"] is None else f"{r['p99_ms']:.2f}",
+            ]
+            for r in runs
+        ],
+    )
+    print(f"best: bare {best['bare']:.1f} req/s, tensor_ops {best['tensor_ops']:.1f} req/s")
+    print()
+    ratio = print_ratio(
+        "tensor_ops rps / bare rps", best["tensor_ops"] / best["bare"], GOAL, "higher"
+    )
+    if any(r["errors"] for r in runs):
+        print("  WARNING: some requests failed (non-200 or connection errors); see the table")
+    write_json(
+        args.json,
+        {
+            "env": environment(),
+            "app": args.app,
+            "generator": generator,
+            "duration_s": args.duration,
+            "concurrency": args.concurrency,
+            "runs": runs,
+            "best_rps": best,
+            "ratio": ratio,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
