@@ -136,9 +136,10 @@ Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description=_SEED_DOC, examples=
 
 
 class StrictModel(BaseModel):
-    """Base of every request model: unknown fields are an error, not silently ignored."""
+    """Base of every request model: unknown fields are an error, not silently ignored, and
+    values are not coerced (``true`` is not the integer 1, ``"3"`` is not the number 3)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ComputeRequest(StrictModel):

@@ -70,8 +70,11 @@ def test_over_the_time_limit_is_504_and_the_server_recovers() -> None:
 
 
 def test_more_compute_than_the_device_allows_is_429_with_retry_after() -> None:
-    app = create_app(make_settings(max_inflight_per_device=1, queue_timeout_s=0.2,
-                                   request_timeout_s=30, max_flops=1e12))
+    app = create_app(
+        make_settings(
+            max_inflight_per_device=1, queue_timeout_s=0.2, request_timeout_s=30, max_flops=1e12
+        )
+    )
     slow = {**SLOW_BENCHMARK, "repeats": 40}
     # Over the inline threshold, so it needs a compute slot like any real work.
     small = {"steps": [{"op": "ones", "size": [100, 100]}]}
