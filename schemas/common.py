@@ -2,57 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
 
-DTYPE_NAMES = (
-    "bool",
-    "uint8",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "float16",
-    "bfloat16",
-    "float32",
-    "float64",
-)
-OIP_DTYPE_NAMES = (
-    "BOOL",
-    "UINT8",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "BF16",
-    "FP32",
-    "FP64",
-)
-
-DType = Literal[
-    "bool",
-    "uint8",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "float16",
-    "bfloat16",
-    "float32",
-    "float64",
-    "BOOL",
-    "UINT8",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "BF16",
-    "FP32",
-    "FP64",
+TorchDType = Literal[
+    "bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64"
 ]
+"""torch's dtype names without the ``torch.`` prefix."""
+
+OIPDType = Literal[
+    "BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64"
+]
+"""The Open Inference Protocol's names, in the same order."""
+
+DTYPE_NAMES: tuple[str, ...] = get_args(TorchDType)
+OIP_DTYPE_NAMES: tuple[str, ...] = get_args(OIPDType)
+
+DType = TorchDType | OIPDType
 """A torch dtype name without the ``torch.`` prefix, or its Open Inference Protocol alias."""
 
 _SHAPE_SCHEMA = {

@@ -19,6 +19,8 @@ import numpy as np
 import orjson
 import torch
 
+from schemas.common import DTYPE_NAMES as WIRE_DTYPE_NAMES
+from schemas.common import OIP_DTYPE_NAMES
 from service.errors import LimitExceeded, TensorDecodeError
 
 MAX_DIMS = 8
@@ -28,30 +30,8 @@ Encoding = Literal["json", "b64"]
 
 # The dtype table and its inverse. bfloat16 has no numpy dtype: its JSON values pass through
 # float32 and its raw bytes through uint16.
-DTYPES: dict[str, torch.dtype] = {
-    "bool": torch.bool,
-    "uint8": torch.uint8,
-    "int8": torch.int8,
-    "int16": torch.int16,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
-OIP_ALIASES: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "BF16": "bfloat16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in WIRE_DTYPE_NAMES}
+OIP_ALIASES: dict[str, str] = dict(zip(OIP_DTYPE_NAMES, WIRE_DTYPE_NAMES, strict=True))
 DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
 _NUMPY_JSON: dict[torch.dtype, np.dtype[Any]] = {
     torch.bool: np.dtype(np.bool_),
