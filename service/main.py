@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
-from service.api.routes import benchmark, system, tensors
+from service.api.routes import activations, autograd, benchmark, layers, system, tensors
 from service.config import Settings
 from service.device import DeviceManager
 from service.errors import install_error_handlers
@@ -94,7 +94,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.devices = devices
 
-    for router in (system.public, system.router, tensors.router, benchmark.router):
+    routers = (
+        system.public,
+        system.router,
+        benchmark.router,
+        tensors.router,
+        autograd.router,
+        activations.router,
+        layers.router,
+    )
+    for router in routers:
         app.include_router(router)
 
     install_error_handlers(app)

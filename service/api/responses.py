@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from schemas.common import ErrorResponse
 from service.codec import dumps
@@ -35,6 +35,27 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         504: "Over the request time limit.",
     }
     return {status: {"model": ErrorResponse, "description": text[status]} for status in statuses}
+
+
+PNG_MEDIA_TYPE = "image/png"
+
+
+def json_or_png(model: type[Any], what: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI for a 200 that is JSON (``model``) or, with ``"format": "png"``, a picture."""
+    return {
+        200: {
+            "description": f'JSON, or with `"format": "png"` a PNG image: {what}.',
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+
+
+def png_response(data: bytes, headers: dict[str, str] | None = None) -> Response:
+    """A PNG picture as the response."""
+    return Response(data, media_type=PNG_MEDIA_TYPE, headers=headers)
 
 
 COMPUTE_ERRORS = _errors(400, 401, 413, 415, 422, 429, 503, 504)
