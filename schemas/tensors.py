@@ -77,7 +77,10 @@ class Step(StrictModel):
 X = Annotated[TensorRef, Field(description="Input tensor: a name or an inline tensor.")]
 Y = Annotated[
     TensorOrScalar,
-    Field(description="Second operand: a name, inline tensor or number (broadcast as in torch)."),
+    Field(
+        description="Second operand: a name, an inline tensor or a number (broadcast as in "
+        'torch); non-finite numbers are the strings "NaN", "Infinity", "-Infinity".'
+    ),
 ]
 
 
@@ -393,7 +396,9 @@ class PowStep(Step):
     op: Literal["pow"]
     x: X
     exponent: TensorOrScalar = Field(
-        description="A number, a name or an inline tensor (broadcast).", examples=[2]
+        description='A number (non-finite ones as "NaN", "Infinity", "-Infinity"), '
+        "a name or an inline tensor (broadcast).",
+        examples=[2],
     )
 
 

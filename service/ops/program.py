@@ -335,8 +335,13 @@ OPS: dict[str, OpFn] = {
 TENSOR_ARGS = ("x", "y", "exponent", "data")
 
 
+_NON_FINITE_SCALARS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def _resolve(value: Any, env: Mapping[str, Value], ctx: Context, where: str) -> Any:
     if isinstance(value, str):
+        if value not in env and value in _NON_FINITE_SCALARS:
+            return _NON_FINITE_SCALARS[value]  # a non-finite scalar, written as JSON allows
         if value not in env:
             known = ", ".join(sorted(env)) or "none yet"
             raise InvalidInput(
@@ -349,6 +354,8 @@ def _resolve(value: Any, env: Mapping[str, Value], ctx: Context, where: str) -> 
             raise InvalidInput(f"{where}: {value!r} is an info result, not a tensor")
         return found
     if isinstance(value, torch.Tensor):
+        if ctx.budget is not None:  # an inline tensor: it counts like an input
+            ctx.budget.charge_tensor(value.numel(), where)
         return value.to(ctx.device)
     return value  # a Python number
 

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from schemas.tensors import TUTORIAL_PROGRAM, TensorStepUnion
+from service.main import create_app
 from service.ops.indexing import IndexItem, format_index
-from tests.conftest import ops
+from tests.conftest import make_settings, ops
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -1366,3 +1367,37 @@ def test_index_matches_torch_and_numpy(
     assert list(expected.shape) == list(np.shape(numpy_result))
     out = run_ops(client, body)["outputs"]
     assert_tensor(out["r"], expected)
+
+
+def test_non_finite_scalars_are_written_as_strings(client: TestClient) -> None:
+    steps = [
+        {"op": "ones", "size": [3], "out": "x"},
+        {"op": "mul", "x": "x", "y": "Infinity", "out": "a"},
+        {"op": "add", "x": "x", "y": "NaN", "out": "b"},
+        {"op": "pow", "x": "x", "exponent": "-Infinity", "out": "c"},
+    ]
+    body = client.post("/tensor/ops", json={"steps": steps, "return": ["a", "b", "c"]}).json()
+    x = torch.ones(3)
+    for name, expected in (
+        ("a", x * math.inf),
+        ("b", x + math.nan),
+        ("c", torch.pow(x, -math.inf)),
+    ):
+        out = body["outputs"][name]["data"]
+        got = torch.tensor(
+            [
+                {"NaN": math.nan, "Infinity": math.inf}.get(v, v) if isinstance(v, str) else v
+                for v in out
+            ]
+        )
+        torch.testing.assert_close(got, expected, equal_nan=True)
+
+
+def test_inline_tensors_count_toward_the_total_element_limit(settings: Any) -> None:
+    app = create_app(make_settings(max_elements=1000, max_total_elements=1500))
+    with TestClient(app) as small:
+        inline = {"data": [0.0] * 1000, "shape": [1000]}
+        steps = [{"op": "add", "x": inline, "y": inline}]
+        response = small.post("/tensor/ops", json={"steps": steps})
+    assert response.status_code == 413, response.text
+    assert response.json()["details"]["limit"] == "max_total_elements"
