@@ -19,7 +19,7 @@ $(VENV)/.test-deps: $(VENV)/.serve-deps
 	touch $@
 
 serve: $(VENV)/.serve-deps
-	$(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT)
+	$(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT) --no-access-log
 
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check .
