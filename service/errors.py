@@ -66,13 +66,14 @@ class LimitExceeded(ServiceError):
         "max_total_elements": "elements",
         "max_flops": "FLOPs",
         "max_steps": "steps",
+        "max_plot_points": "points",
         "max_body_bytes": "bytes",
     }
 
     def __init__(self, limit: str, allowed: float, requested: float, what: str) -> None:
-        unit = self.UNITS.get(limit, "")
+        amount = f"{_fmt(requested)} {self.UNITS.get(limit, '')}".rstrip()
         super().__init__(
-            f"{what} needs {_fmt(requested)} {unit} but the limit {limit} is {_fmt(allowed)}",
+            f"{what} needs {amount} but the limit {limit} is {_fmt(allowed)}",
             details={"limit": limit, "allowed": allowed, "requested": requested},
             code=f"{limit.removeprefix('max_')}_limit",
         )

@@ -1,0 +1,244 @@
+"""``GET /activate`` and ``POST /activate``: activation functions, their derivatives and
+plots (tutorial chapter 6.3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from schemas.common import ComputeRequest, ComputeResponse, StrictModel, Tensor, TensorOut
+
+MAX_FUNCTIONS = 32
+"""Functions (and PNG panels) per request."""
+
+FunctionName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+        description="A function: `torch.nn.functional`'s name (`leaky_relu`) or the "
+        "`torch.nn` class name (`LeakyReLU`); case and underscores are ignored. "
+        "`GET /activate` lists them. An unknown name is a 422 `unknown_function`.",
+        examples=["relu"],
+    ),
+]
+ParamName = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+ParamValue = bool | int | float | str | Annotated[list[int | float], Field(max_length=4096)]
+Params = Annotated[
+    dict[ParamName, ParamValue],
+    Field(
+        max_length=16,
+        description="Parameter values by torch's names (`negative_slope`, `alpha`, `beta`, "
+        "`lambd`, `min_val`, `approximate`, `dim`, …; see `GET /activate`); the rest keep "
+        "torch's defaults. A name the function does not take is a 422 `unknown_param`, "
+        "a value of the wrong kind a 422 `invalid_param`. `prelu`'s `weight` is one slope "
+        "or a list of one slope per channel (x's dimension 1).",
+        examples=[{"negative_slope": 0.1}],
+    ),
+]
+
+_DERIVATIVE_DOC = (
+    "Also compute `dydx` by autograd. For element-wise functions it is dy/dx at each "
+    "element (at a kink, torch's choice: relu'(0) = 0). For the softmax family (softmax, "
+    "log_softmax, softmin) it is the diagonal of the Jacobian along `dim`, ∂y_i/∂x_i "
+    "(softmax: s_i·(1 − s_i)), not the sum over outputs (which is 0 for softmax)."
+)
+
+
+class ActivationRange(StrictModel):
+    """`torch.linspace(start, end, steps)`: the inputs when no `x` is given."""
+
+    start: int | float = Field(default=-6, description="First value.", examples=[-6])
+    end: int | float = Field(default=6, description="Last value (included).", examples=[6])
+    steps: int = Field(
+        default=100,
+        ge=1,
+        description="Number of values; counts against the element limit.",
+        examples=[100],
+    )
+    dtype: Literal["float32", "float64"] = Field(
+        default="float32", description="Floating dtype of the values."
+    )
+
+
+class ActivationSpec(StrictModel):
+    """A function with parameters of its own (which win over the request's shared `params`)."""
+
+    function: FunctionName
+    params: Params = Field(default_factory=dict)
+
+
+class ActivateRequest(ComputeRequest):
+    """One or several activation functions over `x` or a `range`, with their derivatives,
+    as JSON or as a PNG of one panel per function (the tutorial's figure)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "functions": ["sigmoid", "tanh", "relu", "softplus"],
+                    "range": {"start": -6, "end": 6, "steps": 100},
+                },
+                {
+                    "function": "LeakyReLU",
+                    "x": [-2.0, -1.0, 0.0, 1.0, 2.0],
+                    "params": {"negative_slope": 0.1},
+                    "derivative": True,
+                },
+                {
+                    "function": "softmax",
+                    "x": [[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]],
+                    "dim": 1,
+                    "derivative": True,
+                },
+                {
+                    "functions": ["gelu", {"function": "gelu", "params": {"approximate": "tanh"}}],
+                    "derivative": True,
+                    "format": "png",
+                },
+            ]
+        }
+    }
+
+    function: FunctionName | None = Field(
+        default=None, description="One function; give this or `functions`."
+    )
+    functions: list[FunctionName | ActivationSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FUNCTIONS,
+        description="Several functions, each a name or `{function, params}`; one result (and "
+        "one panel) each, in order. Default when neither this nor `function` is given: the "
+        "tutorial's four, sigmoid, tanh, relu and softplus.",
+    )
+    x: Tensor | None = Field(
+        default=None,
+        description="The inputs, any shape. Integer and boolean tensors become float32; "
+        "float dtypes are kept. Give this or `range`.",
+        examples=[[-2.0, -1.0, 0.0, 1.0, 2.0]],
+    )
+    range: ActivationRange | None = Field(
+        default=None,
+        description="Evenly spaced inputs, when `x` is not given; default the tutorial's "
+        "`torch.linspace(-6, 6, 100)`.",
+    )
+    params: Params = Field(default_factory=dict)
+    dim: int | None = Field(
+        default=None,
+        ge=-8,
+        le=7,
+        description="Shorthand for `params.dim`: the dimension the softmax family "
+        "normalises along (default -1, the last).",
+    )
+    derivative: bool = Field(default=False, description=_DERIVATIVE_DOC)
+    format: Literal["json", "png"] = Field(
+        default="json",
+        description="`json`: the tensors. `png`: a picture, one panel per function titled "
+        "with its torch.nn class name, y in red and (with `derivative`) dy/dx dashed blue, "
+        "grids on; each panel 350×300 pixels, `columns` per row. The headers "
+        "`X-Panel-Count` and `X-Panel-Layout` (`<rows>x<columns>`) describe the grid. "
+        "Inputs of several dimensions are plotted flattened, sorted by x.",
+    )
+    columns: int | None = Field(
+        default=None,
+        ge=1,
+        le=8,
+        description="PNG panels per row; default 4, or fewer when there are fewer panels "
+        "(the tutorial's four side by side).",
+    )
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> ActivateRequest:
+        if self.function is not None and self.functions is not None:
+            raise ValueError("give `function` or `functions`, not both")
+        if self.x is not None and self.range is not None:
+            raise ValueError("give `x` or `range`, not both")
+        if self.dim is not None and "dim" in self.params:
+            raise ValueError("give `dim` or `params.dim`, not both")
+        return self
+
+
+class ActivationResult(BaseModel):
+    """One function over the inputs."""
+
+    function: str = Field(description="The function's canonical name.", examples=["leaky_relu"])
+    params: dict[str, Any] = Field(
+        description="Every parameter's value as used: the given ones and torch's defaults.",
+        examples=[{"negative_slope": 0.1}],
+    )
+    x: TensorOut = Field(description="The inputs (as a float tensor).")
+    y: TensorOut = Field(description="f(x), the shape of x.")
+    dydx: TensorOut | None = Field(
+        default=None,
+        description="With `derivative`: "
+        + _DERIVATIVE_DOC.removeprefix("Also compute ")
+        + " Null otherwise.",
+    )
+
+
+class ActivateResponse(ComputeResponse):
+    """One result per function, in the order asked."""
+
+    results: list[ActivationResult] = Field(description="One entry per function.")
+
+
+class ActivationParamInfo(BaseModel):
+    """One parameter of a function."""
+
+    name: str = Field(description="torch's name for it.", examples=["negative_slope"])
+    type: str = Field(
+        description="What a value is: `a number`, `an integer`, `one of …` or (prelu's "
+        "weight) `a number or a non-empty list of numbers`.",
+        examples=["a number"],
+    )
+    default: int | float | str | None = Field(
+        description="torch's default; null when it must be given (threshold's two).",
+        examples=[0.01],
+    )
+    required: bool = Field(description="Whether it must be given.")
+    choices: list[str] | None = Field(
+        default=None, description="The values allowed, for a choice.", examples=[["none", "tanh"]]
+    )
+    description: str = Field(description="What it does.")
+
+
+class ActivationInfo(BaseModel):
+    """One supported function."""
+
+    name: str = Field(description="`torch.nn.functional`'s name.", examples=["leaky_relu"])
+    nn_class: str = Field(
+        description="The `torch.nn` class, also accepted as its name.", examples=["LeakyReLU"]
+    )
+    formula: str = Field(
+        description="The formula in plain text.", examples=["x if x ≥ 0 else negative_slope·x"]
+    )
+    latex: str = Field(description="The formula in LaTeX.")
+    output_range: str = Field(
+        description="The values it takes over the reals.", examples=["(−∞, ∞)"]
+    )
+    params: list[ActivationParamInfo] = Field(description="Its parameters, in torch's order.")
+    along_dim: bool = Field(
+        description="True for the softmax family, which normalises along `dim`; false for "
+        "element-wise functions."
+    )
+    derivative: str = Field(description="What `dydx` holds for it.")
+
+
+class ActivationListResponse(BaseModel):
+    """Every function `POST /activate` supports, and its defaults."""
+
+    functions: list[ActivationInfo] = Field(description="The supported functions.")
+    default_functions: list[str] = Field(
+        description="What is plotted when no function is named: the tutorial's four.",
+        examples=[["sigmoid", "tanh", "relu", "softplus"]],
+    )
+    default_range: ActivationRange = Field(
+        description="The inputs when neither `x` nor `range` is given."
+    )
+    max_functions: int = Field(description="Functions per request, at most.", examples=[32])
+    max_plot_points: int = Field(
+        description="Points a PNG may draw, summed over its lines (x's elements per line).",
+        examples=[1048576],
+    )

@@ -1,0 +1,117 @@
+"""Figures as PNG bytes: a grid of line-plot panels, drawn with matplotlib's Agg backend.
+
+Built on ``matplotlib.figure.Figure`` with an Agg canvas, never ``pyplot``: pyplot keeps
+global state (the current figure) that threads would share. matplotlib is imported on first
+use, as its import takes a noticeable fraction of a second.
+
+The layout follows the tutorial's activation figure (chapter 6.3): ``figsize=(14, 3)`` for
+four panels in one row, so each panel is 3.5 × 3 inches, at 100 dpi 350 × 300 pixels, with a
+title and a grid; its curves are red lines (``"r-"``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.errors import LimitExceeded
+
+PANEL_WIDTH_IN = 3.5
+PANEL_HEIGHT_IN = 3.0
+DPI = 100
+DEFAULT_COLUMNS = 4
+"""Panels per row unless the caller says otherwise: the tutorial's four side by side."""
+MAX_POINTS = 1 << 20
+"""Points one figure may draw, summed over its lines: bounds the time a PNG takes."""
+
+# matplotlib's module-level caches (fonts, text layout, rcParams) are not documented as safe
+# to share between threads, so one figure renders at a time.
+_RENDER_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Line:
+    """One curve of a panel: ``y`` over ``x`` in a matplotlib format string (``"r-"``)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    style: str = "r-"
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One subplot: a title, its lines and optional axis labels. The grid is always on."""
+
+    title: str
+    lines: Sequence[Line] = field(default_factory=tuple)
+    xlabel: str | None = None
+    ylabel: str | None = None
+
+    @property
+    def points(self) -> int:
+        """Points drawn in this panel, summed over its lines."""
+        return sum(int(line.x.size) for line in self.lines)
+
+
+def check_points(points: int, what: str) -> None:
+    """Refuse (413 ``plot_points_limit``) a figure of more than :data:`MAX_POINTS` points,
+    before anything is computed for it."""
+    if points > MAX_POINTS:
+        raise LimitExceeded("max_plot_points", MAX_POINTS, points, what)
+
+
+def panel_grid(count: int, columns: int | None = None) -> tuple[int, int]:
+    """``(rows, columns)`` of the grid holding ``count`` panels, ``columns`` per row at most
+    (default :data:`DEFAULT_COLUMNS`); one row when they fit in it."""
+    per_row = max(1, min(count, columns or DEFAULT_COLUMNS))
+    return max(1, math.ceil(count / per_row)), per_row
+
+
+def figure_size_px(count: int, columns: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` in pixels of the PNG that :func:`line_panels` draws."""
+    rows, cols = panel_grid(count, columns)
+    return round(cols * PANEL_WIDTH_IN * DPI), round(rows * PANEL_HEIGHT_IN * DPI)
+
+
+def line_panels(panels: Sequence[Panel], *, columns: int | None = None) -> bytes:
+    """A PNG of ``panels`` in a grid (see :func:`panel_grid`), each with its title and grid,
+    and a legend where any line has a label. The image is exactly
+    :func:`figure_size_px` pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (slow import)
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    rows, cols = panel_grid(len(panels), columns)
+    with _RENDER_LOCK:
+        figure = Figure(
+            figsize=(cols * PANEL_WIDTH_IN, rows * PANEL_HEIGHT_IN), dpi=DPI, layout="constrained"
+        )
+        FigureCanvasAgg(figure)
+        axes: Any = figure.subplots(rows, cols, squeeze=False)
+        for index, ax in enumerate(axes.flat):
+            if index >= len(panels):
+                ax.set_visible(False)
+                continue
+            _draw(ax, panels[index])
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _draw(ax: Any, panel: Panel) -> None:
+    for line in panel.lines:
+        ax.plot(line.x, line.y, line.style, label=line.label)
+    ax.set_title(panel.title)
+    if panel.xlabel:
+        ax.set_xlabel(panel.xlabel)
+    if panel.ylabel:
+        ax.set_ylabel(panel.ylabel)
+    ax.grid(visible=True)
+    if any(line.label for line in panel.lines):
+        ax.legend()
