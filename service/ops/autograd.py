@@ -1,0 +1,263 @@
+"""Value, gradients and (optionally) hessians of an expression: ``POST /grad`` in pure torch.
+
+:func:`plan_gradient` parses the expression, evaluates it on the ``meta`` device and charges
+every intermediate, the backward pass and the hessian to a :class:`Budget`, so nothing is
+allocated for a request over a limit. :func:`compute_gradient` then evaluates it for real
+with ``requires_grad`` leaves and ``torch.autograd.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from service.codec import DTYPE_NAMES
+from service.errors import InvalidInput, LimitExceeded, OpError
+from service.limits import Budget, Deadline
+from service.ops.expressions import (
+    META,
+    Evaluation,
+    Expression,
+    Value,
+    check_input_names,
+    evaluate,
+    parse_expression,
+)
+
+MAX_HESSIAN_ELEMENTS = 1024
+"""Most elements, over every ``wrt`` input together, that a hessian is computed for: the
+hessian has that many squared entries and costs one backward pass per element."""
+
+# Backward costs about twice the forward; each hessian row is a backward pass through the
+# graph of the gradient, about twice that again.
+_BACKWARD_FACTOR = 2
+_HESSIAN_ROW_FACTOR = 4
+
+
+@dataclass
+class GradientPlan:
+    """A checked request: the parsed expression, its inputs and what to differentiate."""
+
+    expression: Expression
+    inputs: dict[str, torch.Tensor]
+    wrt: list[str]
+    hessian: bool
+    budget: Budget
+
+
+@dataclass
+class Gradient:
+    """The value of an expression and its derivatives with respect to the ``wrt`` inputs."""
+
+    value: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    hessians: dict[str, dict[str, torch.Tensor]] | None
+
+
+def _is_float(tensor: torch.Tensor) -> bool:
+    return tensor.is_floating_point()
+
+
+def _float_hint(name: str, tensor: torch.Tensor) -> str:
+    return (
+        f"{name!r} is {DTYPE_NAMES[tensor.dtype]}: gradients exist only for floating-point "
+        f'tensors; write its numbers with a decimal point (1.0) or give "dtype": "float32"'
+    )
+
+
+def resolve_wrt(inputs: Mapping[str, torch.Tensor], wrt: Sequence[str] | None) -> list[str]:
+    """The inputs to differentiate with respect to: ``wrt``, or every floating input.
+
+    Raises :class:`InvalidInput` (422) for a name that is not an input, for an integer or
+    bool input asked for, and when ``wrt`` is left out and the only inputs are integers.
+    """
+    if wrt is None:
+        names = [name for name, tensor in inputs.items() if _is_float(tensor)]
+        if not names and inputs:
+            name, tensor = next(iter(inputs.items()))
+            raise InvalidInput(
+                "no floating-point input to differentiate with respect to; "
+                + _float_hint(name, tensor),
+                details={"name": name, "dtype": DTYPE_NAMES[tensor.dtype]},
+                code="integer_gradient",
+            )
+        return names
+    names = list(dict.fromkeys(wrt))
+    for name in names:
+        if name not in inputs:
+            raise InvalidInput(
+                f"wrt: {name!r} is not an input; the inputs are: {', '.join(inputs) or 'none'}",
+                details={"name": name, "known": list(inputs)},
+                code="unknown_name",
+            )
+        if not _is_float(inputs[name]):
+            raise InvalidInput(
+                f"wrt: {_float_hint(name, inputs[name])}",
+                details={"name": name, "dtype": DTYPE_NAMES[inputs[name].dtype]},
+                code="integer_gradient",
+            )
+    return names
+
+
+def _as_tensor(value: Value, expression: Expression, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (int, float)):  # bool too: "2 + 3" has a value and zero gradients
+        return torch.as_tensor(value, device=device)
+    kind = "None" if value is None else "a tuple"
+    raise InvalidInput(
+        f"the expression's value is {kind}, not a number or a tensor",
+        details={"column": 0},
+        code="not_scalar",
+    )
+
+
+def _check_scalar(value: torch.Tensor, expression: Expression) -> None:
+    if value.numel() == 1:
+        return
+    text = expression.text.strip()
+    example = f"sum({text})" if len(text) <= 80 else "sum(...)"
+    raise InvalidInput(
+        f"the expression's value has shape {list(value.shape)} ({value.numel()} elements) but "
+        f"a gradient needs a single number: reduce it, e.g. {example} (or mean, norm, a "
+        "subscript)",
+        details={"shape": list(value.shape), "suggestion": example},
+        code="not_scalar",
+    )
+
+
+def plan_gradient(
+    text: str,
+    inputs: Mapping[str, torch.Tensor],
+    wrt: Sequence[str] | None,
+    *,
+    hessian: bool,
+    budget: Budget,
+) -> GradientPlan:
+    """Parse, check and charge a gradient request before anything real is computed.
+
+    The expression is evaluated on the ``meta`` device: each intermediate's elements and
+    FLOPs, the gradients, the backward pass and (with ``hessian``) the hessian are charged
+    to ``budget``. Raises :class:`InvalidInput` / :class:`OpError` (422) or
+    :class:`LimitExceeded` (413).
+    """
+    check_input_names(inputs)
+    expression = parse_expression(text, inputs)
+    names = resolve_wrt(inputs, wrt)
+    for name, tensor in inputs.items():
+        budget.charge_tensor(tensor.numel(), f"input {name!r}")
+    evaluation = Evaluation(META, budget=budget)
+    with torch.no_grad():
+        meta = {name: inputs[name].to(META) for name in expression.names}
+        value = _as_tensor(evaluate(expression, meta, evaluation), expression, META)
+    _check_scalar(value, expression)
+    for name in names:
+        budget.charge_tensor(inputs[name].numel(), f"the gradient of {name!r}")
+    budget.charge_flops(_BACKWARD_FACTOR * evaluation.flops, "the backward pass")
+    if hessian:
+        count = sum(inputs[name].numel() for name in names)
+        if count > MAX_HESSIAN_ELEMENTS:
+            exc = LimitExceeded("max_hessian_elements", MAX_HESSIAN_ELEMENTS, count, "")
+            exc.message = (
+                f"the hessian is asked for {count:,} input elements ({', '.join(names)}) but "
+                f"the limit max_hessian_elements is {MAX_HESSIAN_ELEMENTS:,}"
+            )
+            raise exc
+        budget.charge_tensor(count * count, "the hessian")
+        rows = _HESSIAN_ROW_FACTOR * count * max(evaluation.flops, 1.0)
+        budget.charge_flops(rows, "the hessian")
+    return GradientPlan(expression, dict(inputs), names, hessian, budget)
+
+
+def compute_gradient(
+    plan: GradientPlan, *, device: torch.device, deadline: Deadline | None = None
+) -> Gradient:
+    """Evaluate a planned expression on ``device`` and differentiate it.
+
+    A ``wrt`` input the value does not depend on gets zeros. Hessian blocks are
+    ``hessians[a][b]`` = ∂²value/∂a∂b, of shape ``a.shape + b.shape``.
+    """
+    env: dict[str, torch.Tensor] = {}
+    for name in plan.expression.names | set(plan.wrt):
+        tensor = plan.inputs[name].to(device)
+        env[name] = tensor.detach().requires_grad_(True) if name in plan.wrt else tensor
+    leaves = [env[name] for name in plan.wrt]
+    with torch.enable_grad():
+        raw = evaluate(plan.expression, env, Evaluation(device, deadline=deadline))
+        value = _as_tensor(raw, plan.expression, device)
+        grads = _grads(value, leaves, create_graph=plan.hessian)
+        hessians = _hessians(plan, grads, leaves, deadline) if plan.hessian else None
+    return Gradient(
+        value.detach(),
+        {name: grad.detach() for name, grad in zip(plan.wrt, grads, strict=True)},
+        hessians,
+    )
+
+
+def _grads(
+    value: torch.Tensor, leaves: Sequence[torch.Tensor], *, create_graph: bool
+) -> list[torch.Tensor]:
+    if not leaves:
+        return []
+    if not value.requires_grad:  # the value depends on no wrt input (or is an integer)
+        return [torch.zeros_like(leaf) for leaf in leaves]
+    try:
+        grads = torch.autograd.grad(
+            value,
+            leaves,
+            create_graph=create_graph,
+            allow_unused=True,
+            materialize_grads=True,
+        )
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as exc:
+        raise OpError(f"the backward pass failed: {str(exc).splitlines()[0]}") from exc
+    return list(grads)
+
+
+def _hessians(
+    plan: GradientPlan,
+    grads: Sequence[torch.Tensor],
+    leaves: Sequence[torch.Tensor],
+    deadline: Deadline | None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    sizes = [leaf.numel() for leaf in leaves]
+    # blocks[i][j][r] is row r of ∂(grad i)/∂(leaf j), flattened.
+    blocks = [
+        [
+            torch.zeros(size_i, size_j, dtype=leaf_j.dtype, device=leaf_j.device)
+            for size_j, leaf_j in zip(sizes, leaves, strict=True)
+        ]
+        for size_i in sizes
+    ]
+    for i, grad in enumerate(grads):
+        if not grad.requires_grad:  # linear in every leaf: the second derivatives are zero
+            continue
+        flat = grad.reshape(-1)
+        for row in range(sizes[i]):
+            try:
+                second = torch.autograd.grad(
+                    flat[row],
+                    leaves,
+                    retain_graph=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                )
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:
+                raise OpError(f"the hessian failed: {str(exc).splitlines()[0]}") from exc
+            for j, piece in enumerate(second):
+                blocks[i][j][row] = piece.reshape(-1)
+            if deadline is not None:
+                deadline.check()
+    return {
+        a: {
+            b: blocks[i][j].reshape((*leaves[i].shape, *leaves[j].shape))
+            for j, b in enumerate(plan.wrt)
+        }
+        for i, a in enumerate(plan.wrt)
+    }
