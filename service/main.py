@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
-from service.api.routes import activations, autograd, benchmark, layers, system, tensors
+from service.api.routes import (
+    activations,
+    autograd,
+    benchmark,
+    data,
+    images,
+    layers,
+    regression,
+    system,
+    tensors,
+    vision,
+)
 from service.config import Settings
 from service.device import DeviceManager
 from service.errors import install_error_handlers
@@ -102,6 +113,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         autograd.router,
         activations.router,
         layers.router,
+        vision.router,
+        regression.router,
+        data.router,
+        images.router,
     )
     for router in routers:
         app.include_router(router)
