@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
+from service.api.forms import add_form_models
 from service.api.routes import (
     activations,
     autograd,
@@ -43,34 +44,41 @@ time, requests in flight) are listed by `GET /info` and checked before memory is
 """
 
 
-def _document_api_keys(app: FastAPI) -> None:
-    """Declare the two ways to send a key, so the docs page offers "Authorize"."""
+def _customize_openapi(app: FastAPI, settings: Settings) -> None:
+    """Add what FastAPI cannot infer: the models of JSON-or-multipart bodies and, when keys
+    are configured, the two ways to send one (so the docs page offers "Authorize")."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "`Authorization: Bearer <key>`",
-                },
-                "apiKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-API-Key",
-                    "description": "`X-API-Key: <key>`",
-                },
-            }
-            for path, item in schema["paths"].items():
-                if path not in ApiKeyMiddleware.OPEN_PATHS:
-                    for operation in item.values():
-                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            add_form_models(schema)
+            if settings.api_keys:
+                _declare_api_keys(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_api_keys(schema: dict[str, Any]) -> None:
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Authorization: Bearer <key>`",
+        },
+        "apiKey": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-API-Key",
+            "description": "`X-API-Key: <key>`",
+        },
+    }
+    for path, item in schema["paths"].items():
+        if path not in ApiKeyMiddleware.OPEN_PATHS:
+            for operation in item.values():
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -122,9 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     install_error_handlers(app)
+    _customize_openapi(app, settings)
     if settings.api_keys:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
-        _document_api_keys(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
