@@ -8,6 +8,7 @@ request every other field is a form field holding a plain value or JSON text
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -100,7 +101,7 @@ async def parse_body(
     elif content_type == JSON or content_type.endswith("+json"):
         try:
             data = await request.json()
-        except orjson.JSONDecodeError as exc:
+        except json.JSONDecodeError as exc:  # orjson's error is a subclass
             raise MalformedBody("the request body is not valid JSON") from exc
     else:
         raise UnsupportedMediaType(
