@@ -4,7 +4,6 @@ derivatives, as JSON or as the tutorial's figure of one panel per function (chap
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from schemas.activations import (
     ActivationParamInfo,
     ActivationRange,
 )
+from service.api.compute import run_compute
 from service.api.responses import (
     COMPUTE_ERRORS,
     READ_ERRORS,
@@ -30,7 +30,7 @@ from service.api.responses import (
     png_response,
 )
 from service.api.routing import ORJSONRoute
-from service.codec import DTYPES, decode_tensor, dumps, encode_tensor
+from service.codec import DTYPES, decode_tensor
 from service.deps import EncodingDep, devices_of, settings_of
 from service.errors import OpError
 from service.limits import Budget, Deadline
@@ -48,9 +48,6 @@ from service.ops.activations import (
 from service.ops.plots import MAX_POINTS, Line, Panel, check_points, line_panels, panel_grid
 
 router = APIRouter(route_class=ORJSONRoute, tags=["activations"])
-
-INLINE_BODY_BYTES = 16 * 1024
-"""Bodies up to this size are decoded on the event loop; bigger ones in the compute thread."""
 
 PANEL_HEADERS = {
     "X-Panel-Count": {
@@ -184,13 +181,7 @@ async def activate(
             )
         return x
 
-    # A small body is decoded here; a big one in the compute thread, off the event loop.
-    small_body = int(request.headers.get("content-length") or "0") <= INLINE_BODY_BYTES
-    admitted = admit() if small_body else None
-
-    def compute(deadline: Deadline) -> bytes:
-        x = admit() if admitted is None else admitted
-        start = time.perf_counter()
+    def compute(x: torch.Tensor, deadline: Deadline) -> dict[str, Any] | bytes:
         on_device = x.to(device)
         evaluations = []
         for bound in functions:
@@ -198,30 +189,24 @@ async def activate(
             evaluations.append(
                 evaluate(bound, on_device, derivative=body.derivative, deadline=deadline)
             )
-        devices.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1000
         if png:
             return line_panels(_panels(functions, x, evaluations), columns=body.columns)
-        return dumps(
-            {
-                "results": [
-                    {
-                        "function": bound.name,
-                        "params": bound.params,
-                        "x": encode_tensor(x, encoding),
-                        "y": encode_tensor(result.y, encoding),
-                        "dydx": None
-                        if result.dydx is None
-                        else encode_tensor(result.dydx, encoding),
-                    }
-                    for bound, result in zip(functions, evaluations, strict=True)
-                ],
-                "device": str(device),
-                "elapsed_ms": elapsed_ms,
-            }
-        )
+        return {
+            "results": [
+                {
+                    "function": bound.name,
+                    "params": bound.params,
+                    "x": x,
+                    "y": result.y,
+                    "dydx": result.dydx,
+                }
+                for bound, result in zip(functions, evaluations, strict=True)
+            ]
+        }
 
-    content = await devices.run(compute, [device], autograd=body.derivative)
+    content = await run_compute(
+        request, device, admit, compute, encoding=encoding, autograd=body.derivative
+    )
     if not png:
         return FastJSONResponse(content)
     rows, columns = panel_grid(len(functions), body.columns)

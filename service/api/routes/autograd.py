@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
-import torch
 from fastapi import APIRouter, Request
 
 from schemas.autograd import GradRequest, GradResponse
+from service.api.compute import run_compute
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
-from service.codec import decode_tensor, dumps, encode_tensor
+from service.codec import decode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
 from service.limits import Budget, Deadline
@@ -18,11 +18,6 @@ from service.ops.autograd import GradientPlan, compute_gradient, plan_gradient
 
 router = APIRouter(route_class=ORJSONRoute, tags=["autograd"], responses=COMPUTE_ERRORS)
 
-# A request this small is planned, and if tiny also run, on the event loop: a thread hop
-# would cost more than the work (as for /tensor/ops).
-INLINE_BODY_BYTES = 16 * 1024
-INLINE_ELEMENTS = 4096
-INLINE_FLOPS = 1e5
 INLINE_EXPRESSION_CHARS = 256
 
 
@@ -38,10 +33,6 @@ def _plan(body: GradRequest, settings: Settings) -> GradientPlan:
         hessian=body.hessian,
         budget=Budget.from_settings(settings),
     )
-
-
-def _is_tiny(plan: GradientPlan) -> bool:
-    return plan.budget.elements <= INLINE_ELEMENTS and plan.budget.flops <= INLINE_FLOPS
 
 
 @router.post(
@@ -75,31 +66,23 @@ async def grad(
     """
     settings, devices = settings_of(request), devices_of(request)
     device = devices.resolve(body.device)
-    # Small requests are decoded and planned here; big ones in the compute thread.
-    small = (
-        int(request.headers.get("content-length") or "0") <= INLINE_BODY_BYTES
-        and len(body.expression) <= INLINE_EXPRESSION_CHARS
-    )
-    planned = _plan(body, settings) if small else None
 
-    def compute(deadline: Deadline) -> bytes:
-        plan = planned or _plan(body, settings)
-        start = time.perf_counter()
+    def compute(plan: GradientPlan, deadline: Deadline) -> dict[str, Any]:
         result = compute_gradient(plan, device=device, deadline=deadline)
-        devices.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        content = {
-            "value": encode_tensor(result.value, encoding),
-            "grads": {name: encode_tensor(g, encoding) for name, g in result.grads.items()},
-            "device": str(device),
-            "elapsed_ms": elapsed_ms,
-        }
+        content: dict[str, Any] = {"value": result.value, "grads": result.grads}
         if result.hessians is not None:
-            content["hessians"] = {
-                a: {b: encode_tensor(block, encoding) for b, block in row.items()}
-                for a, row in result.hessians.items()
-            }
-        return dumps(content)
+            content["hessians"] = result.hessians
+        return content
 
-    inline = planned is not None and _is_tiny(planned) and device == torch.device("cpu")
-    return FastJSONResponse(await devices.run(compute, [device], autograd=True, inline=inline))
+    content = await run_compute(
+        request,
+        device,
+        lambda: _plan(body, settings),
+        compute,
+        encoding=encoding,
+        autograd=True,
+        budget=lambda plan: plan.budget,
+        # Planning walks the expression on the meta device: only short ones on the loop.
+        cheap_to_prepare=len(body.expression) <= INLINE_EXPRESSION_CHARS,
+    )
+    return FastJSONResponse(content)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 import torch
 from fastapi import APIRouter, Request
 
 from schemas.common import Tensor
 from schemas.layers import LinearRequest, LinearResponse, RNNRequest, RNNResponse
+from service.api.compute import run_compute
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
-from service.codec import decode_tensor, dumps, encode_tensor
+from service.codec import decode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
 from service.limits import Budget, Deadline
@@ -29,25 +28,11 @@ from service.ops.layers import (
 
 router = APIRouter(route_class=ORJSONRoute, tags=["layers"], responses=COMPUTE_ERRORS)
 
-# Bodies up to this size are decoded and planned on the event loop, so a refusal needs no
-# compute slot; bigger ones in the compute thread.
-INLINE_BODY_BYTES = 64 * 1024
-
-P = TypeVar("P")
-
 
 def _decode(value: Tensor | None, settings: Settings, where: str) -> torch.Tensor | None:
     if value is None:
         return None
     return decode_tensor(value.root, max_elements=settings.max_elements, where=where)
-
-
-def _prepared(request: Request, prepare: Callable[[], P]) -> Callable[[], P]:
-    """``prepare`` run now for a small body, else deferred to the compute thread."""
-    if int(request.headers.get("content-length") or "0") <= INLINE_BODY_BYTES:
-        result = prepare()
-        return lambda: result
-    return prepare
 
 
 @dataclass(frozen=True)
@@ -94,11 +79,7 @@ async def linear_layer(
         )
         return inputs
 
-    prepared = _prepared(request, prepare)
-
-    def compute(deadline: Deadline) -> bytes:
-        inputs = prepared()
-        start = time.perf_counter()
+    def compute(inputs: _LinearInputs, deadline: Deadline) -> dict[str, Any]:
         result = linear_forward(
             spec,
             inputs.input,
@@ -108,19 +89,9 @@ async def linear_layer(
             device=device,
             deadline=deadline,
         )
-        devices.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        return dumps(
-            {
-                "output": encode_tensor(result.output, encoding),
-                "weight": encode_tensor(result.weight, encoding),
-                "bias": None if result.bias is None else encode_tensor(result.bias, encoding),
-                "device": str(device),
-                "elapsed_ms": elapsed_ms,
-            }
-        )
+        return {"output": result.output, "weight": result.weight, "bias": result.bias}
 
-    return FastJSONResponse(await devices.run(compute, [device]))
+    return FastJSONResponse(await run_compute(request, device, prepare, compute, encoding=encoding))
 
 
 @dataclass(frozen=True)
@@ -188,11 +159,7 @@ async def rnn_layer(
         )
         return inputs
 
-    prepared = _prepared(request, prepare)
-
-    def compute(deadline: Deadline) -> bytes:
-        inputs = prepared()
-        start = time.perf_counter()
+    def compute(inputs: _RNNInputs, deadline: Deadline) -> dict[str, Any]:
         result = rnn_forward(
             spec,
             inputs.input,
@@ -203,25 +170,12 @@ async def rnn_layer(
             device=device,
             deadline=deadline,
         )
-        devices.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        weights = (
-            {name: encode_tensor(value, encoding) for name, value in result.parameters.items()}
-            if body.return_weights
-            else None
-        )
-        return dumps(
-            {
-                "output": encode_tensor(result.output, encoding),
-                "h_n": encode_tensor(result.h_n, encoding),
-                "c_n": None if result.c_n is None else encode_tensor(result.c_n, encoding),
-                "parameters": {
-                    name: list(value.shape) for name, value in result.parameters.items()
-                },
-                "weights": weights,
-                "device": str(device),
-                "elapsed_ms": elapsed_ms,
-            }
-        )
+        return {
+            "output": result.output,
+            "h_n": result.h_n,
+            "c_n": result.c_n,
+            "parameters": {name: list(value.shape) for name, value in result.parameters.items()},
+            "weights": result.parameters if body.return_weights else None,
+        }
 
-    return FastJSONResponse(await devices.run(compute, [device]))
+    return FastJSONResponse(await run_compute(request, device, prepare, compute, encoding=encoding))

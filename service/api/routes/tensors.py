@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import torch
 from fastapi import APIRouter, Request
 
 from schemas.common import Tensor
 from schemas.tensors import TensorOpsRequest, TensorOpsResponse
+from service.api.compute import run_compute
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
-from service.codec import Encoding, decode_tensor, dumps, encode_tensor
+from service.codec import decode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
 from service.errors import LimitExceeded
@@ -20,11 +19,6 @@ from service.limits import Budget, Deadline
 from service.ops.program import plan_program, run_program
 
 router = APIRouter(route_class=ORJSONRoute, tags=["tensors"], responses=COMPUTE_ERRORS)
-
-# A program this small runs on the event loop: a thread hop would cost more than the work.
-INLINE_BODY_BYTES = 16 * 1024
-INLINE_ELEMENTS = 4096
-INLINE_FLOPS = 1e5
 
 
 def _decode_arg(value: Any, settings: Settings, where: str) -> Any:
@@ -46,12 +40,8 @@ def _plain_steps(body: TensorOpsRequest, settings: Settings) -> list[dict[str, A
     ]
 
 
-def _encode(value: Any, encoding: Encoding) -> Any:
-    return value if isinstance(value, dict) else encode_tensor(value, encoding)
-
-
 class _Program:
-    """One request's program: decoded, planned against the limits, then run."""
+    """One request's program: decoded, then planned against the limits."""
 
     def __init__(self, body: TensorOpsRequest, settings: Settings) -> None:
         self.inputs = {
@@ -61,10 +51,6 @@ class _Program:
         self.steps = _plain_steps(body, settings)
         self.budget = Budget.from_settings(settings)
         self.names = plan_program(self.inputs, self.steps, body.returns, self.budget)
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.budget.elements <= INLINE_ELEMENTS and self.budget.flops <= INLINE_FLOPS
 
 
 @router.post(
@@ -89,13 +75,8 @@ async def tensor_ops(
     if len(body.steps) > settings.max_steps:
         raise LimitExceeded("max_steps", settings.max_steps, len(body.steps), "the program")
     device = devices.resolve(body.device)
-    # Small bodies are decoded and planned here; big ones in the compute thread.
-    small_body = int(request.headers.get("content-length") or "0") <= INLINE_BODY_BYTES
-    planned = _Program(body, settings) if small_body else None
 
-    def compute(deadline: Deadline) -> bytes:
-        program = planned or _Program(body, settings)
-        start = time.perf_counter()
+    def compute(program: _Program, deadline: Deadline) -> dict[str, Any]:
         outputs = run_program(
             program.inputs,
             program.steps,
@@ -105,15 +86,14 @@ async def tensor_ops(
             seed=body.seed,
             max_elements=settings.max_elements,
         )
-        devices.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        return dumps(
-            {
-                "outputs": {name: _encode(value, encoding) for name, value in outputs.items()},
-                "device": str(device),
-                "elapsed_ms": elapsed_ms,
-            }
-        )
+        return {"outputs": outputs}
 
-    inline = planned is not None and planned.is_tiny and device == torch.device("cpu")
-    return FastJSONResponse(await devices.run(compute, [device], inline=inline))
+    content = await run_compute(
+        request,
+        device,
+        lambda: _Program(body, settings),
+        compute,
+        encoding=encoding,
+        budget=lambda program: program.budget,
+    )
+    return FastJSONResponse(content)
