@@ -859,7 +859,7 @@ def evaluate(
     ``evaluation.budget``. Raises :class:`InvalidInput` / :class:`OpError` (422) naming the
     column of the part that failed, :class:`LimitExceeded` (413) over a limit.
     """
-    return _Evaluator(expression, env, evaluation).eval(expression.tree.body)
+    return _Evaluator(expression, env, evaluation).evaluate(expression.tree.body)
 
 
 class _Evaluator:
@@ -873,7 +873,7 @@ class _Evaluator:
     def where(self, node: ast.AST) -> str:
         return f"{self.expression.source(node)!r} at column {self.expression.column(node)}"
 
-    def eval(self, node: ast.expr) -> Value:
+    def evaluate(self, node: ast.expr) -> Value:
         if isinstance(node, ast.Constant):
             # Only numbers, bools and (as arguments) None get here: the checker saw to it.
             return cast(Value, node.value)
@@ -882,13 +882,13 @@ class _Evaluator:
                 return self.env[node.id]
             return CONSTANTS[node.id]
         if isinstance(node, ast.BinOp):
-            left, right = self.eval(node.left), self.eval(node.right)
+            left, right = self.evaluate(node.left), self.evaluate(node.right)
             op = type(node.op)
             if _is_number(left) and _is_number(right):
                 return self._numbers(node, op, left, right)
             return self.apply(node, _BINARY[op], [left, right], matmul=op is ast.MatMult)
         if isinstance(node, ast.UnaryOp):
-            operand = self.eval(node.operand)
+            operand = self.evaluate(node.operand)
             if isinstance(node.op, ast.UAdd):
                 return (
                     self.apply(node, operator.pos, [operand])
@@ -899,7 +899,7 @@ class _Evaluator:
                 return self._int64(node, -operand)
             return self.apply(node, operator.neg, [operand])
         if isinstance(node, ast.Compare):
-            left, right = self.eval(node.left), self.eval(node.comparators[0])
+            left, right = self.evaluate(node.left), self.evaluate(node.comparators[0])
             compare = _COMPARE[type(node.ops[0])]
             if _is_number(left) and _is_number(right):
                 return bool(compare(left, right))
@@ -959,7 +959,7 @@ class _Evaluator:
         )
 
     def _subscript(self, node: ast.Subscript) -> Value:
-        value = self.eval(node.value)
+        value = self.evaluate(node.value)
         if not isinstance(value, torch.Tensor):
             raise InvalidInput(
                 f"{self.where(node)}: only tensors can be indexed, not a plain number",
@@ -983,10 +983,10 @@ class _Evaluator:
         spec = FUNCTIONS[name]
         args: dict[str, Value] = dict(spec.defaults)
         for param, arg in zip(spec.params, node.args, strict=False):
-            args[param] = self.eval(arg)
+            args[param] = self.evaluate(arg)
         for kw in node.keywords:
             assert kw.arg is not None
-            args[kw.arg] = self.eval(kw.value)
+            args[kw.arg] = self.evaluate(kw.value)
         if name == "pow" and _is_number(args["input"]) and _is_number(args["exponent"]):
             return self._numbers(node, ast.Pow, args["input"], args["exponent"])
         for param in spec.tensors:
