@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench
+.PHONY: serve test lint bench tutorial
 
 # The service's dependencies (torch's CUDA build: about 2 minutes and 5.8 GB the first time).
 $(VENV)/.serve-deps: pyproject.toml
@@ -14,7 +14,11 @@ $(VENV)/.serve-deps: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test-deps: $(VENV)/.serve-deps
+$(VENV)/.client-deps: $(VENV)/.serve-deps clients/python/pyproject.toml
+	$(PY) -m pip install --quiet -e ./clients/python
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.client-deps
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -33,3 +37,6 @@ bench: $(VENV)/.serve-deps
 	$(PY) bench/transport.py
 	$(PY) bench/overhead.py
 	$(PY) bench/matmul.py
+
+tutorial: $(VENV)/.client-deps
+	$(PY) examples/tutorial.py http://$(HOST):$(PORT) --out tutorial-figures

@@ -1,0 +1,269 @@
+"""Every exception the client raises, and the one function that maps an error answer to one.
+
+The tree::
+
+    TorchlabError                      anything this client raises on purpose
+    ├── APIError                       the service answered with an error body
+    │   │                              (status_code, code, message, details, request_id)
+    │   ├── ValidationError            400, 415, 422: the request is wrong; never retried
+    │   │   └── DeviceUnavailableError 422 device_unavailable: that device is not there
+    │   ├── TooLargeError              413 *_limit: over a limit (limit, allowed, requested)
+    │   ├── UnauthorizedError          401: missing or wrong API key
+    │   ├── NotFoundError              404: unknown route or name
+    │   ├── RateLimitedError           429 too_many_requests: busy (retry_after); retried
+    │   ├── ComputeTimeoutError        504 timeout: over the service's time limit
+    │   └── ServerError                5xx otherwise (a 500 is a bug in the service)
+    │       └── DeviceOutOfMemoryError 503 device_out_of_memory: retried
+    ├── TransportError                 httpx could not complete the exchange (__cause__ is
+    │   │                              httpx's exception); connection errors are retried
+    │   ├── ConnectError               could not connect
+    │   └── TransportTimeoutError      the client's own timeout ran out
+    └── ProtocolError                  a success answer that is not what the contract says
+
+The family is chosen by the stable ``code`` of the body (``{"error", "code", "details"}``)
+first and the status second, so a proxy's bare 502 still becomes a :class:`ServerError`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "APIError",
+    "ComputeTimeoutError",
+    "ConnectError",
+    "DeviceOutOfMemoryError",
+    "DeviceUnavailableError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitedError",
+    "ServerError",
+    "TooLargeError",
+    "TorchlabError",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnauthorizedError",
+    "ValidationError",
+    "error_from_response",
+    "parse_retry_after",
+]
+
+
+class TorchlabError(Exception):
+    """Base of every exception this client raises on purpose."""
+
+
+class APIError(TorchlabError):
+    """The service answered with an error: the contract's ``{"error", "code", "details"}``.
+
+    Attributes:
+        status_code: the HTTP status.
+        code: the stable snake_case code to branch on (``elements_limit``,
+            ``device_unavailable``, ...); ``http_<status>`` when the body was not the
+            contract's.
+        message: the human-readable ``error``.
+        details: machine-readable context (for limits ``limit``, ``allowed``, ``requested``).
+        request_id: the ``X-Request-ID`` of the answer, to quote when reporting a bug.
+        response: the :class:`httpx.Response` itself.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(f"{status_code} {code}: {message}")
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+        self.request_id = request_id
+        self.response = response
+
+
+class ValidationError(APIError):
+    """400, 415 or 422: the request is malformed or invalid (shapes that disagree, an
+    unknown op, an integer tensor asked for a gradient). Retrying cannot help."""
+
+
+class DeviceUnavailableError(ValidationError):
+    """422 ``device_unavailable``: the device asked for is not present on the service."""
+
+
+class TooLargeError(APIError):
+    """413: over a limit (body size, elements, FLOPs, pixels, steps)."""
+
+    @property
+    def limit(self) -> str | None:
+        """The limit's name, e.g. ``max_elements``."""
+        value = self.details.get("limit")
+        return value if isinstance(value, str) else None
+
+    @property
+    def allowed(self) -> Any:
+        """The limit's value."""
+        return self.details.get("allowed")
+
+    @property
+    def requested(self) -> Any:
+        """What the request would have needed."""
+        return self.details.get("requested")
+
+
+class UnauthorizedError(APIError):
+    """401: the API key is missing or wrong."""
+
+
+class NotFoundError(APIError):
+    """404: an unknown route (an older service) or an unknown name (dataset, ...)."""
+
+
+class RateLimitedError(APIError):
+    """429 ``too_many_requests``: the device is busy. ``retry_after`` is the service's hint
+    in seconds (from the ``Retry-After`` header), or None."""
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the service asked to wait before trying again."""
+        if self.response is None:
+            return None
+        return parse_retry_after(self.response.headers.get("retry-after"))
+
+
+class ComputeTimeoutError(APIError):
+    """504 ``timeout``: the computation ran past the service's time limit."""
+
+
+class ServerError(APIError):
+    """A 5xx other than a timeout. A 500 is a bug in the service: quote ``request_id``."""
+
+
+class DeviceOutOfMemoryError(ServerError):
+    """503 ``device_out_of_memory``: the device ran out of memory (and freed it again)."""
+
+
+class TransportError(TorchlabError):
+    """httpx could not complete the exchange; ``__cause__`` is httpx's own exception."""
+
+
+class ConnectError(TransportError):
+    """The service could not be reached."""
+
+
+class TransportTimeoutError(TransportError):
+    """The client's own timeout (the ``timeout`` argument) ran out."""
+
+
+class ProtocolError(TorchlabError):
+    """A success answer the client cannot read as the contract says (not JSON, a tensor
+    without shape, a PNG that is not one)."""
+
+
+_BY_CODE: dict[str, type[APIError]] = {
+    "validation_error": ValidationError,
+    "malformed_body": ValidationError,
+    "unsupported_media_type": ValidationError,
+    "device_unavailable": DeviceUnavailableError,
+    "unauthorized": UnauthorizedError,
+    "not_found": NotFoundError,
+    "too_many_requests": RateLimitedError,
+    "timeout": ComputeTimeoutError,
+    "device_out_of_memory": DeviceOutOfMemoryError,
+}
+
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: ValidationError,
+    401: UnauthorizedError,
+    404: NotFoundError,
+    413: TooLargeError,
+    415: ValidationError,
+    422: ValidationError,
+    429: RateLimitedError,
+    503: ServerError,
+    504: ComputeTimeoutError,
+}
+
+
+def _family(status: int, code: str) -> type[APIError]:
+    if code in _BY_CODE:
+        return _BY_CODE[code]
+    if code.endswith("_limit") or status == 413:
+        return TooLargeError
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status >= 500:
+        return ServerError
+    if 400 <= status < 500:
+        return ValidationError
+    return APIError
+
+
+def error_from_response(response: httpx.Response) -> APIError:
+    """The exception for an error answer, chosen by its ``code`` (then its status)."""
+    status = response.status_code
+    code = f"http_{status}"
+    message = response.reason_phrase or "error"
+    details: dict[str, Any] = {}
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+        text = response.content[:500].decode("utf-8", "replace").strip()
+        if text:
+            message = text
+    if isinstance(body, dict):
+        if isinstance(body.get("code"), str):
+            code = body["code"]
+        if isinstance(body.get("error"), str):
+            message = body["error"]
+        elif "detail" in body:  # a plain FastAPI/Starlette answer, outside the contract
+            message = str(body["detail"])
+        if isinstance(body.get("details"), dict):
+            details = body["details"]
+    cls = _family(status, code)
+    return cls(
+        status,
+        code,
+        message,
+        details,
+        request_id=response.headers.get("x-request-id"),
+        response=response,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def transport_error(exc: httpx.TransportError) -> TransportError:
+    """Our exception for one of httpx's (raise it ``from`` the original)."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return TransportTimeoutError(f"the request timed out: {exc!r}")
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ConnectError(f"could not connect to the service: {exc}")
+    return TransportError(f"the exchange with the service failed: {exc!r}")
