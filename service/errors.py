@@ -67,6 +67,11 @@ class LimitExceeded(ServiceError):
         "max_flops": "FLOPs",
         "max_steps": "steps",
         "max_plot_points": "points",
+        "max_image_pixels": "pixels",
+        "max_png_pixels": "pixels",
+        "max_archive_entries": "entries",
+        "max_archive_entry_bytes": "bytes",
+        "max_archive_bytes": "bytes",
         "max_body_bytes": "bytes",
     }
 

@@ -134,6 +134,8 @@ def json_or_form_body(
             else {**binary, "description": description}
         )
     for name, field in model.model_fields.items():
+        if name in files:  # the JSON form's base64 text: in a form, the file picker above
+            continue
         properties[name] = {
             "type": "string",
             "description": f"{field.description or name} (a plain value or JSON text)",

@@ -1,0 +1,159 @@
+"""Pictures in, tensors out, safely: Pillow restricted to a few formats, sizes checked from
+the header before a pixel is decoded.
+
+Three guards stand between an upload and memory:
+
+* Pillow only tries the parsers of :data:`ALLOWED_FORMATS` (``Image.open(formats=...)``);
+  anything else is a 415, never handed to a less-used parser.
+* The header's width × height is checked against :data:`MAX_IMAGE_PIXELS` and the decoded
+  tensor's elements against the request's element limit, both before ``load()``: a PNG of
+  a few kilobytes that claims 30000 × 30000 pixels is a 413 in microseconds. Pillow's own
+  guard, ``Image.MAX_IMAGE_PIXELS``, is set to the same value as a second line.
+* Truncated or corrupt data of an allowed format is a 422 (``LOAD_TRUNCATED_IMAGES`` stays
+  off, so Pillow never pads a short file with grey).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import struct
+import zlib
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from service.codec import check_elements
+from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
+
+ImageMode = Literal["L", "RGB"]
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+"""The formats Pillow may parse; its other plugins are never tried on a request's bytes."""
+FORMAT_NAMES = "PNG, JPEG, BMP, GIF, WebP or TIFF"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+"""File name endings taken for pictures (in archives), lower case."""
+
+MAX_IMAGE_PIXELS = 1 << 26
+"""Width × height of one picture, at most (67 million pixels, 8192 × 8192)."""
+
+# Pillow's own decompression-bomb guard (a process-wide setting of the library): a warning
+# above this many pixels and an error above twice as many, in Image.open itself.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+_CHANNELS: dict[str, int] = {"L": 1, "RGB": 3}
+_DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+# What Pillow's decoders raise on truncated or corrupt data of an identified format.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+
+
+def decode_base64(text: str, where: str) -> bytes:
+    """The bytes of base64 text (standard alphabet; a ``data:...;base64,`` prefix and line
+    breaks are allowed). Anything else is a 422 ``invalid_base64``."""
+    body = _DATA_URL.sub("", text, count=1)
+    if "\n" in body or "\r" in body:
+        body = body.replace("\n", "").replace("\r", "")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(
+            f"{where}: not valid base64 ({exc})", code="invalid_base64", details={"field": where}
+        ) from exc
+
+
+def open_image(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The picture in ``data`` with its header read and checked, not yet decoded.
+
+    415 ``unsupported_image`` unless it is one of :data:`ALLOWED_FORMATS`; 413
+    ``image_pixels_limit`` when width × height is over ``max_pixels``.
+    """
+    if not data:
+        raise UnsupportedMediaType(
+            f"{where}: the file is empty, not a {FORMAT_NAMES} image",
+            code="unsupported_image",
+            details={"allowed": list(ALLOWED_FORMATS)},
+        )
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        found = _BOMB_PIXELS.search(str(exc))
+        requested = int(found.group(1)) if found else 2 * MAX_IMAGE_PIXELS + 1
+        raise LimitExceeded(
+            "max_image_pixels", max_pixels, requested, f"{where}: the image"
+        ) from exc
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
+        raise UnsupportedMediaType(
+            f"{where}: not a {FORMAT_NAMES} image (Pillow cannot identify it as one)",
+            code="unsupported_image",
+            details={"allowed": list(ALLOWED_FORMATS)},
+        ) from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise LimitExceeded(
+            "max_image_pixels", max_pixels, width * height, f"{where}: a {width}×{height} image"
+        )
+    return image
+
+
+def load_pixels(image: Image.Image, mode: ImageMode, where: str) -> np.ndarray:
+    """The decoded picture as uint8, ``[H, W]`` for ``L`` or ``[H, W, 3]`` for ``RGB``
+    (Pillow's ``convert``; the first frame of an animation). Corrupt or truncated data is
+    a 422 ``invalid_image``."""
+    try:
+        image.load()
+        converted = image if image.mode == mode else image.convert(mode)
+        return np.array(converted, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # a later frame or tile that grew
+        raise LimitExceeded(
+            "max_image_pixels", MAX_IMAGE_PIXELS, 2 * MAX_IMAGE_PIXELS + 1, f"{where}: the image"
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(
+            f"{where}: the {image.format or 'image'} data is truncated or corrupt: {message}",
+            code="invalid_image",
+            details={"format": image.format},
+        ) from exc
+    finally:
+        image.close()
+
+
+def decode_image(
+    data: bytes,
+    mode: ImageMode,
+    where: str,
+    *,
+    max_elements: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> np.ndarray:
+    """``data`` decoded as uint8 pixels (see :func:`load_pixels`), after its header passed
+    the pixel limit and its decoded size the element limit (413 ``elements_limit``)."""
+    image = open_image(data, where, max_pixels=max_pixels)
+    width, height = image.size
+    try:
+        check_elements(_CHANNELS[mode] * width * height, max_elements, f"{where} ({mode})")
+    except LimitExceeded:
+        image.close()
+        raise
+    return load_pixels(image, mode, where)
+
+
+def pixels_to_tensor(pixels: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[H, W]`` or ``[H, W, C]`` pixels as a ``[C, H, W]`` tensor of ``dtype`` (values kept:
+    0–255)."""
+    tensor = torch.from_numpy(pixels)
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return tensor.to(dtype).contiguous()
+
+
+def image_tensor(data: bytes, mode: ImageMode, where: str, *, max_elements: int) -> torch.Tensor:
+    """A picture as the tutorial feeds it to a convolution: ``[1, C, H, W]`` float32 in
+    [0, 255], C = 1 for ``L`` and 3 for ``RGB``."""
+    pixels = decode_image(data, mode, where, max_elements=max_elements)
+    return pixels_to_tensor(pixels).unsqueeze(0)
