@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up()
+        # torchvision takes seconds to import; /data/images would pay it on its first call.
+        importlib.import_module("torchvision.transforms.v2")
         devices.start()
         logging.getLogger("torchlab").info(
             "torchlab %s on %s (devices: %s)",
