@@ -227,14 +227,24 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
     dtype_name = value.get("dtype", value.get("datatype"))
     dtype = None if dtype_name is None else parse_dtype(dtype_name, f"{where}.dtype")
     shape = _parse_shape(value["shape"], f"{where}.shape") if "shape" in value else None
-    if shape is not None:
-        check_elements(numel_of(shape), max_elements, where)
-
+    # The object's form first (422), then its size (413): a malformed tensor is invalid
+    # whatever shape it declares.
     if ("data" in value) == ("b64" in value):
         raise TensorDecodeError(f"{where}: give exactly one of 'data' and 'b64'")
     if "b64" in value:
         if shape is None or dtype is None:
             raise TensorDecodeError(f"{where}: a 'b64' tensor needs 'shape' and 'dtype'")
+        if not isinstance(value["b64"], str):
+            raise TensorDecodeError(f"{where}.b64 must be a string", code="invalid_base64")
+    elif not isinstance(value["data"], list | int | float | bool | str):
+        raise TensorDecodeError(
+            f"{where}.data must be a (nested) list of numbers or one number",
+            code="invalid_data",
+        )
+    if shape is not None:
+        check_elements(numel_of(shape), max_elements, where)
+    if "b64" in value:
+        assert shape is not None and dtype is not None
         return _decode_b64(value["b64"], shape, dtype, where)
 
     np_dtype = None if dtype is None else _NUMPY_JSON[dtype]

@@ -72,6 +72,9 @@ class LimitExceeded(ServiceError):
         "max_archive_entries": "entries",
         "max_archive_entry_bytes": "bytes",
         "max_archive_bytes": "bytes",
+        "max_csv_rows": "rows",
+        "max_csv_columns": "columns",
+        "max_classes": "classes",
         "max_body_bytes": "bytes",
     }
 

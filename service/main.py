@@ -94,8 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warm_up()
-        # torchvision takes seconds to import; /data/images would pay it on its first call.
+        # torchvision and scikit-learn take seconds to import; the first /data/images or
+        # /datasets call would pay for it.
         importlib.import_module("torchvision.transforms.v2")
+        importlib.import_module("sklearn.datasets")
         devices.start()
         logging.getLogger("torchlab").info(
             "torchlab %s on %s (devices: %s)",

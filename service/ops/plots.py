@@ -32,7 +32,7 @@ MAX_POINTS = 1 << 20
 
 # matplotlib's module-level caches (fonts, text layout, rcParams) are not documented as safe
 # to share between threads, so one figure renders at a time.
-_RENDER_LOCK = threading.Lock()
+RENDER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def line_panels(panels: Sequence[Panel], *, columns: int | None = None) -> bytes
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     rows, cols = panel_grid(len(panels), columns)
-    with _RENDER_LOCK:
+    with RENDER_LOCK:
         figure = Figure(
             figsize=(cols * PANEL_WIDTH_IN, rows * PANEL_HEIGHT_IN), dpi=DPI, layout="constrained"
         )

@@ -1,0 +1,231 @@
+"""Regression fits over HTTP against scikit-learn in this process.
+
+* linear: ``POST /regress/linear`` (``lstsq``) of a float64 20000×40 problem sent as b64
+  tensors, against ``LinearRegression().fit`` on the same arrays. Goal: HTTP <= 1.5x.
+* logistic: ``POST /regress/logistic`` (L-BFGS, the default) of a 20000×20 binary problem
+  (``make_classification``), against ``LogisticRegression(solver="lbfgs").fit``. Both train
+  on the same 80% and are scored on the same held-out 20% (the service's model is applied
+  here, from the JSON it returned), with matching regularisation (C = 1 is
+  l2 = 1 / n_train). Goal: HTTP <= 1.5x, test accuracies within 0.5 point.
+
+Request bodies are encoded once; the timed region is the HTTP round trip (send the bytes
+on a keep-alive ``httpx.Client``, read the whole response). Fits in-process and over HTTP
+alternate, so that load from elsewhere on the machine hits both alike, each after a short
+untimed pause (``SETTLE_S``) that lets the other side's worker threads go idle.
+
+    .venv/bin/python bench/regression.py [--rows 20000] [--repeats 7] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from _common import (
+    Server,
+    base_parser,
+    environment,
+    print_ratio,
+    print_table,
+    section,
+    summarize,
+    write_json,
+)
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+TIME_GOAL = 1.5
+ACCURACY_GOAL = 0.005
+SETTLE_S = 0.2
+"""Untimed pause before each timed call: the other side's BLAS and OpenMP worker threads
+spin for a while after their last task, and on a small machine they would steal the cores
+from the call being timed."""
+
+
+def b64(array: np.ndarray, dtype: str) -> dict[str, Any]:
+    """A tensor in the wire's b64 form."""
+    numpy_dtype = {"float64": "<f8", "int64": "<i8"}[dtype]
+    data = np.ascontiguousarray(array, dtype=numpy_dtype)
+    return {
+        "b64": base64.b64encode(data.tobytes()).decode("ascii"),
+        "shape": list(data.shape),
+        "dtype": dtype,
+    }
+
+
+def linear_case(rows: int, cols: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, cols))
+    y = x @ rng.standard_normal(cols) + 0.1 * rng.standard_normal(rows) + 2.0
+    body = orjson.dumps({"x": b64(x, "float64"), "y": b64(y, "float64")})
+    return {"x": x, "y": y, "body": body}
+
+
+def logistic_case(rows: int, cols: int, seed: int) -> dict[str, Any]:
+    x, y = make_classification(
+        n_samples=rows, n_features=cols, n_informative=10, n_redundant=4, random_state=seed
+    )
+    order = np.random.default_rng(seed).permutation(rows)
+    n_test = rows // 5
+    test, train = order[:n_test], order[n_test:]
+    l2 = 1.0 / len(train)  # scikit-learn's C = 1
+    body = orjson.dumps({"x": b64(x[train], "float64"), "y": b64(y[train], "int64"), "l2": l2})
+    return {"x": x, "y": y, "train": train, "test": test, "body": body}
+
+
+def service_accuracy(model: dict[str, Any], x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of a binary logistic model as the service returned it, applied here."""
+    scaler = model["scaler"]
+    if scaler is not None:
+        x = (x - np.array(scaler["mean"])) / np.array(scaler["scale"])
+    logits = x @ np.array(model["coef"]) + model["intercept"]
+    positive = 1 / (1 + np.exp(-logits)) > model["threshold"]
+    predicted = np.array(model["classes"])[positive.astype(int)]
+    return float(np.mean(predicted == y))
+
+
+def alternate(
+    local: Callable[[], object], remote: Callable[[], httpx.Response], repeats: int
+) -> tuple[list[float], list[float], list[int]]:
+    local_times: list[float] = []
+    http_times: list[float] = []
+    statuses: list[int] = []
+    for _ in range(repeats):
+        time.sleep(SETTLE_S)
+        start = time.perf_counter()
+        local()
+        local_times.append(time.perf_counter() - start)
+        time.sleep(SETTLE_S)
+        start = time.perf_counter()
+        response = remote()
+        response.read()
+        http_times.append(time.perf_counter() - start)
+        statuses.append(response.status_code)
+    return local_times, http_times, statuses
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], repeats=7)
+    parser.add_argument("--rows", type=int, default=20000, help="samples (default 20000)")
+    parser.add_argument("--linear-cols", type=int, default=40, help="linear features (40)")
+    parser.add_argument("--logistic-cols", type=int, default=20, help="logistic features (20)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    linear = linear_case(args.rows, args.linear_cols, args.seed)
+    logistic = logistic_case(args.rows, args.logistic_cols, args.seed)
+    print(
+        f"linear   float64 [{args.rows}, {args.linear_cols}]: "
+        f"body {len(linear['body']) / 1e6:.2f} MB"
+    )
+    print(
+        f"logistic float64 [{args.rows}, {args.logistic_cols}] binary, 80/20 split: "
+        f"body {len(logistic['body']) / 1e6:.2f} MB"
+    )
+    x_train, y_train = logistic["x"][logistic["train"]], logistic["y"][logistic["train"]]
+    x_test, y_test = logistic["x"][logistic["test"]], logistic["y"][logistic["test"]]
+
+    results: dict[str, Any] = {"env": environment(), "rows": args.rows, "repeats": args.repeats}
+    headers = {"content-type": "application/json"}
+    with Server() as server, httpx.Client(base_url=server.url, timeout=120.0) as client:
+
+        def post(path: str, body: bytes) -> Callable[[], httpx.Response]:
+            return lambda: client.post(path, content=body, headers=headers)
+
+        # linear: correctness once (also the warm-up of both sides), then timed.
+        reference = LinearRegression().fit(linear["x"], linear["y"])
+        check = post("/regress/linear", linear["body"])()
+        if check.status_code != 200:
+            raise SystemExit(f"linear: HTTP {check.status_code}: {check.text[:500]}")
+        fitted = orjson.loads(check.content)
+        coef_diff = float(np.max(np.abs(np.array(fitted["model"]["coef"]) - reference.coef_)))
+        local, http, statuses = alternate(
+            lambda: LinearRegression().fit(linear["x"], linear["y"]),
+            post("/regress/linear", linear["body"]),
+            args.repeats,
+        )
+        results["linear"] = {
+            "request_bytes": len(linear["body"]),
+            "in_process": summarize(local),
+            "http": summarize(http),
+            "server_elapsed_ms": fitted["elapsed_ms"],
+            "max_coef_abs_diff": coef_diff,
+            "non_200": sum(s != 200 for s in statuses),
+        }
+
+        # logistic
+        def sklearn_fit() -> LogisticRegression:
+            return LogisticRegression(solver="lbfgs").fit(x_train, y_train)
+
+        baseline = sklearn_fit()
+        check = post("/regress/logistic", logistic["body"])()
+        if check.status_code != 200:
+            raise SystemExit(f"logistic: HTTP {check.status_code}: {check.text[:500]}")
+        fitted = orjson.loads(check.content)
+        local, http, statuses = alternate(
+            sklearn_fit, post("/regress/logistic", logistic["body"]), args.repeats
+        )
+        results["logistic"] = {
+            "request_bytes": len(logistic["body"]),
+            "in_process": summarize(local),
+            "http": summarize(http),
+            "server_elapsed_ms": fitted["elapsed_ms"],
+            "sklearn_iterations": int(baseline.n_iter_[0]),
+            "service_epochs": fitted["epochs"],
+            "sklearn_test_accuracy": float(baseline.score(x_test, y_test)),
+            "service_test_accuracy": service_accuracy(fitted["model"], x_test, y_test),
+            "non_200": sum(s != 200 for s in statuses),
+        }
+
+    with section(f"results (median of {args.repeats}, milliseconds)"):
+        rows = []
+        for name in ("linear", "logistic"):
+            entry = results[name]
+            rows.append(
+                [
+                    name,
+                    f"{entry['request_bytes'] / 1e6:.2f}",
+                    f"{entry['in_process']['median_s'] * 1e3:.1f}",
+                    f"{entry['http']['median_s'] * 1e3:.1f}",
+                    f"{entry['http']['min_s'] * 1e3:.1f}",
+                    f"{entry['server_elapsed_ms']:.1f}",
+                ]
+            )
+        print_table(
+            ["fit", "req MB", "sklearn ms", "HTTP ms", "HTTP min ms", "server fit ms"], rows
+        )
+        entry = results["logistic"]
+        print(
+            f"\nlogistic test accuracy: scikit-learn {entry['sklearn_test_accuracy']:.4f} "
+            f"({entry['sklearn_iterations']} iterations), torchlab "
+            f"{entry['service_test_accuracy']:.4f} ({entry['service_epochs']} epochs)"
+        )
+        print(
+            "linear max |coef difference| vs scikit-learn: "
+            f"{results['linear']['max_coef_abs_diff']:.2e}"
+        )
+    print()
+    results["ratios"] = []
+    for name in ("linear", "logistic"):
+        entry = results[name]
+        ratio = entry["http"]["median_s"] / entry["in_process"]["median_s"]
+        results["ratios"].append(
+            print_ratio(f"{name} HTTP / scikit-learn in-process", ratio, TIME_GOAL, "lower")
+        )
+        if entry["non_200"]:
+            print(f"  WARNING {name}: {entry['non_200']} answers were not 200")
+    entry = results["logistic"]
+    gap = abs(entry["service_test_accuracy"] - entry["sklearn_test_accuracy"])
+    status = "PASS" if gap <= ACCURACY_GOAL else "MISS"
+    print(f"ACCURACY logistic test accuracy gap: {gap * 100:.2f} points  (goal <= 0.5)  {status}")
+    results["accuracy_gap"] = {"gap": gap, "goal": ACCURACY_GOAL, "status": status}
+    write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
