@@ -29,12 +29,13 @@ import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from PIL import Image
 
+from schemas.images import TransformName
 from service.codec import parse_dtype
 from service.errors import InvalidInput, LimitExceeded, OpError, UnsupportedMediaType
 from service.limits import Budget, Deadline
@@ -44,28 +45,8 @@ from service.ops.imageio import (
     decode_image,
 )
 
-TRANSFORMS = (
-    "Resize",
-    "CenterCrop",
-    "RandomCrop",
-    "RandomResizedCrop",
-    "RandomHorizontalFlip",
-    "RandomVerticalFlip",
-    "RandomRotation",
-    "RandomAffine",
-    "RandomPerspective",
-    "ColorJitter",
-    "Grayscale",
-    "RandomGrayscale",
-    "RandomInvert",
-    "GaussianBlur",
-    "Pad",
-    "Normalize",
-    "RandomErasing",
-    "ToImage",
-    "ToDtype",
-)
-"""The ``torchvision.transforms.v2`` classes a pipeline may use."""
+TRANSFORMS: tuple[str, ...] = get_args(TransformName)
+"""The ``torchvision.transforms.v2`` classes a pipeline may use (the schema names them)."""
 DEFAULT_TRANSFORMS: tuple[dict[str, Any], ...] = (
     {"name": "ToImage"},
     {"name": "ToDtype", "dtype": "float32", "scale": True},
