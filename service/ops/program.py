@@ -338,10 +338,15 @@ TENSOR_ARGS = ("x", "y", "exponent", "data")
 _NON_FINITE_SCALARS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _resolve(value: Any, env: Mapping[str, Value], ctx: Context, where: str) -> Any:
+def _resolve(
+    value: Any, env: Mapping[str, Value], ctx: Context, where: str, *, scalar_ok: bool = False
+) -> Any:
     if isinstance(value, str):
         if value not in env and value in _NON_FINITE_SCALARS:
-            return _NON_FINITE_SCALARS[value]  # a non-finite scalar, written as JSON allows
+            # A non-finite number written as JSON allows: a Python scalar where one may
+            # stand (y, exponent), else a 0-d tensor, as torch.tensor(float("nan")).
+            number = _NON_FINITE_SCALARS[value]
+            return number if scalar_ok else torch.tensor(number, device=ctx.device)
         if value not in env:
             known = ", ".join(sorted(env)) or "none yet"
             raise InvalidInput(
@@ -397,7 +402,8 @@ def execute(
         args = {key: value for key, value in step.items() if key not in ("op", "out")}
         for key in TENSOR_ARGS:
             if key in args:
-                args[key] = _resolve(args[key], env, ctx, f"{where}.{key}")
+                scalar_ok = key in ("y", "exponent")
+                args[key] = _resolve(args[key], env, ctx, f"{where}.{key}", scalar_ok=scalar_ok)
         if "tensors" in args:
             args["tensors"] = [
                 _resolve(v, env, ctx, f"{where}.tensors[{i}]")

@@ -1401,3 +1401,9 @@ def test_inline_tensors_count_toward_the_total_element_limit(settings: Any) -> N
         response = small.post("/tensor/ops", json={"steps": steps})
     assert response.status_code == 413, response.text
     assert response.json()["details"]["limit"] == "max_total_elements"
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_a_bare_non_finite_string_is_a_0d_tensor(client: TestClient, text: str) -> None:
+    body = client.post("/tensor/ops", json={"steps": [{"op": "clone", "x": text}]}).json()
+    assert body["outputs"]["out"] == {"shape": [], "dtype": "float32", "data": text}
