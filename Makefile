@@ -31,7 +31,7 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci
 
 bench: $(VENV)/.serve-deps
 	$(PY) bench/transport.py

@@ -7,11 +7,16 @@ from collections.abc import Iterator
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from service.config import Settings
 from service.main import create_app
 
 CUDA = torch.cuda.is_available()
+
+# `make test` (and so CI) runs the property tests on a fixed sequence of examples, so that a
+# run's result does not depend on chance; run pytest alone to explore new examples.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
