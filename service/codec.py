@@ -21,7 +21,7 @@ import torch
 
 from schemas.common import DTYPE_NAMES as WIRE_DTYPE_NAMES
 from schemas.common import OIP_DTYPE_NAMES
-from service.errors import LimitExceeded, TensorDecodeError
+from service.errors import ErrorCode, LimitExceeded, TensorDecodeError
 
 MAX_DIMS = 8
 _MAX_EXTENT = 2**48
@@ -65,7 +65,7 @@ def parse_dtype(name: object, where: str = "dtype") -> torch.dtype:
     raise TensorDecodeError(
         f"{where}: unknown dtype {name!r}; use one of {allowed}",
         details={"dtype": repr(name), "allowed": [*DTYPES, *OIP_ALIASES]},
-        code="invalid_dtype",
+        code=ErrorCode.INVALID_DTYPE,
     )
 
 
@@ -87,22 +87,23 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
         isinstance(s, int) and not isinstance(s, bool) for s in value
     ):
         raise TensorDecodeError(
-            f"{where}: shape must be a list of integers, got {value!r}", code="invalid_shape"
+            f"{where}: shape must be a list of integers, got {value!r}",
+            code=ErrorCode.INVALID_SHAPE,
         )
     if len(value) > MAX_DIMS:
         raise TensorDecodeError(
             f"{where}: a tensor has at most {MAX_DIMS} dimensions, the shape has {len(value)}",
             details={"ndim": len(value), "max_ndim": MAX_DIMS},
-            code="too_many_dims",
+            code=ErrorCode.TOO_MANY_DIMS,
         )
     if any(s < 0 for s in value):
         raise TensorDecodeError(
-            f"{where}: shape sizes must be >= 0, got {value}", code="invalid_shape"
+            f"{where}: shape sizes must be >= 0, got {value}", code=ErrorCode.INVALID_SHAPE
         )
     if any(s >= 2**63 for s in value):
         # torch sizes are int64 (and the value itself may be too long to print).
         raise TensorDecodeError(
-            f"{where}: shape sizes must be less than 2**63", code="invalid_shape"
+            f"{where}: shape sizes must be less than 2**63", code=ErrorCode.INVALID_SHAPE
         )
     # A 0 passes the element limit, but numpy and torch cannot even describe [0, 10**30]:
     # bound the product of the other sizes (strides must fit in int64). Without a 0 that
@@ -112,7 +113,7 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
             f"{where}: shape {value} is too large to describe (sizes other than 0 may "
             f"multiply to at most {_MAX_EXTENT})",
             details={"max_extent": _MAX_EXTENT},
-            code="invalid_shape",
+            code=ErrorCode.INVALID_SHAPE,
         )
     return tuple(value)
 
@@ -129,17 +130,17 @@ def _array_from_list(data: object, np_dtype: np.dtype[Any] | None, where: str) -
             raise TensorDecodeError(
                 f"{where}: a tensor has at most {MAX_DIMS} dimensions, the data has more",
                 details={"max_ndim": MAX_DIMS},
-                code="too_many_dims",
+                code=ErrorCode.TOO_MANY_DIMS,
             ) from exc
         if "inhomogeneous" in text or "sequence" in text:
             raise TensorDecodeError(
                 f"{where}: nesting is not regular (rows of different lengths or mixed depths)",
                 details={"reason": text},
-                code="ragged_tensor",
+                code=ErrorCode.RAGGED_TENSOR,
             ) from exc
-        raise TensorDecodeError(f"{where}: {text}", code="invalid_data") from exc
+        raise TensorDecodeError(f"{where}: {text}", code=ErrorCode.INVALID_DATA) from exc
     except (TypeError, OverflowError) as exc:
-        raise TensorDecodeError(f"{where}: {exc}", code="invalid_data") from exc
+        raise TensorDecodeError(f"{where}: {exc}", code=ErrorCode.INVALID_DATA) from exc
     if array.dtype.kind == "U":
         # Rare path: the non-finite floats, written as strings. Any other string is an error.
         _check_ndim(array.ndim, where)
@@ -149,7 +150,7 @@ def _array_from_list(data: object, np_dtype: np.dtype[Any] | None, where: str) -
             f"{where}: data must hold numbers, booleans or the strings "
             "'NaN', 'Infinity', '-Infinity' (null, objects and integers beyond 64 bits are "
             "not allowed)",
-            code="invalid_data",
+            code=ErrorCode.INVALID_DATA,
         )
     target = np.dtype(np.int64) if np_dtype is None and array.dtype.kind == "u" else np_dtype
     if target is None:
@@ -161,13 +162,13 @@ def _array_from_list(data: object, np_dtype: np.dtype[Any] | None, where: str) -
         if not (math.isfinite(low) and math.isfinite(high)):
             raise TensorDecodeError(
                 f"{where}: NaN and infinities cannot be stored in {target.name}",
-                code="invalid_data",
+                code=ErrorCode.INVALID_DATA,
             )
         if low < info.min or high >= info.max + 1:
             raise TensorDecodeError(
                 f"{where}: values from {low} to {high} do not fit {target.name}",
                 details={"min": low, "max": high, "dtype": target.name},
-                code="invalid_data",
+                code=ErrorCode.INVALID_DATA,
             )
     with np.errstate(over="ignore", invalid="ignore"):
         return array.astype(target, copy=False)
@@ -182,7 +183,7 @@ def _non_finite(data: object, where: str) -> object:
             raise TensorDecodeError(
                 f"{where}: unexpected string {data[:40]!r} in data; the only strings allowed "
                 "are 'NaN', 'Infinity' and '-Infinity'",
-                code="invalid_data",
+                code=ErrorCode.INVALID_DATA,
             )
         return _NON_FINITE[data]
     return data
@@ -220,7 +221,7 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
         raise TensorDecodeError(
             f"{where}: unknown keys {sorted(unknown)}; a tensor object has "
             "'data' or 'b64', with 'shape' and 'dtype' (or 'datatype')",
-            code="invalid_tensor",
+            code=ErrorCode.INVALID_TENSOR,
         )
     if "dtype" in value and "datatype" in value:
         raise TensorDecodeError(f"{where}: give 'dtype' or 'datatype', not both")
@@ -235,11 +236,11 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
         if shape is None or dtype is None:
             raise TensorDecodeError(f"{where}: a 'b64' tensor needs 'shape' and 'dtype'")
         if not isinstance(value["b64"], str):
-            raise TensorDecodeError(f"{where}.b64 must be a string", code="invalid_base64")
+            raise TensorDecodeError(f"{where}.b64 must be a string", code=ErrorCode.INVALID_BASE64)
     elif not isinstance(value["data"], list | int | float | bool | str):
         raise TensorDecodeError(
             f"{where}.data must be a (nested) list of numbers or one number",
-            code="invalid_data",
+            code=ErrorCode.INVALID_DATA,
         )
     if shape is not None:
         check_elements(numel_of(shape), max_elements, where)
@@ -257,7 +258,7 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
             f"{where}: shape {list(shape)} holds {numel_of(shape)} elements "
             f"but data has {array.size}",
             details={"shape": list(shape), "expected": numel_of(shape), "got": array.size},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     else:
         array = array.reshape(shape)
@@ -269,7 +270,7 @@ def _check_ndim(ndim: int, where: str) -> None:
         raise TensorDecodeError(
             f"{where}: a tensor has at most {MAX_DIMS} dimensions, the data has {ndim}",
             details={"ndim": ndim, "max_ndim": MAX_DIMS},
-            code="too_many_dims",
+            code=ErrorCode.TOO_MANY_DIMS,
         )
 
 
@@ -277,7 +278,7 @@ def _decode_b64(
     text: object, shape: tuple[int, ...], dtype: torch.dtype, where: str
 ) -> torch.Tensor:
     if not isinstance(text, str):
-        raise TensorDecodeError(f"{where}.b64 must be a string", code="invalid_base64")
+        raise TensorDecodeError(f"{where}.b64 must be a string", code=ErrorCode.INVALID_BASE64)
     raw_dtype = _NUMPY_RAW[dtype]
     expected = numel_of(shape) * raw_dtype.itemsize
     # Compare the size the text decodes to before decoding it.
@@ -287,24 +288,24 @@ def _decode_b64(
             f"{where}: shape {list(shape)} of {DTYPE_NAMES[dtype]} needs {expected} bytes, "
             f"the base64 text holds about {approx}",
             details={"expected_bytes": expected, "got_bytes": approx},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise TensorDecodeError(
-            f"{where}.b64 is not valid base64: {exc}", code="invalid_base64"
+            f"{where}.b64 is not valid base64: {exc}", code=ErrorCode.INVALID_BASE64
         ) from exc
     if len(raw) != expected:
         raise TensorDecodeError(
             f"{where}: shape {list(shape)} of {DTYPE_NAMES[dtype]} needs {expected} bytes, "
             f"the base64 text holds {len(raw)}",
             details={"expected_bytes": expected, "got_bytes": len(raw)},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     array = np.frombuffer(bytearray(raw), dtype=raw_dtype).reshape(shape)
     if dtype == torch.bool and array.size and array.view(np.uint8).max() > 1:
-        raise TensorDecodeError(f"{where}: bool bytes must be 0 or 1", code="invalid_data")
+        raise TensorDecodeError(f"{where}: bool bytes must be 0 or 1", code=ErrorCode.INVALID_DATA)
     if dtype == torch.bfloat16:
         return torch.from_numpy(array.astype(np.int16, copy=False).view(np.int16)).view(
             torch.bfloat16

@@ -1,23 +1,35 @@
-"""Service settings, read once from ``TORCHLAB_*`` environment variables and passed in."""
+"""Service settings, read once from ``TORCHLAB_*`` environment variables and passed in.
+
+Every limit of the service is a field of :class:`Limits` (``Settings.limits``), settable as
+``TORCHLAB_<NAME>`` and listed whole by ``GET /info``. Limits that the OpenAPI document also
+states (expression length, ...) default to the constant in ``schemas/`` that states it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.autograd import (
+    MAX_EXPRESSION_DEPTH,
+    MAX_EXPRESSION_LENGTH,
+    MAX_EXPRESSION_NODES,
+    MAX_HESSIAN_ELEMENTS,
+)
+from schemas.regression import MAX_CLASSES
+
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+ENV_PREFIX = "TORCHLAB_"
 
 
-class Settings(BaseSettings):
-    """Every limit and switch of the service. ``GET /info`` reports the limits in force."""
+class Limits(BaseSettings):
+    """What one request may ask of the service; each is checked before the work it bounds."""
 
-    model_config = SettingsConfigDict(env_prefix="TORCHLAB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
-    """Default compute device: ``auto`` picks ``cuda:0`` when CUDA is available, else ``cpu``."""
-
+    # Requests and compute
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Largest request body accepted, counted while it streams in (chunked bodies too)."""
 
@@ -42,6 +54,76 @@ class Settings(BaseSettings):
     queue_timeout_s: Annotated[float, Field(ge=0)] = 2.0
     """How long a request waits for a free compute slot before a 429 with ``Retry-After``."""
 
+    # Pictures and figures
+    max_image_pixels: Annotated[int, Field(ge=1)] = 1 << 26
+    """Largest picture accepted (width × height), read from its header before decoding."""
+
+    max_png_pixels: Annotated[int, Field(ge=1)] = 1 << 25
+    """Largest PNG the service draws (width × height), checked before drawing."""
+
+    max_plot_points: Annotated[int, Field(ge=1)] = 1 << 20
+    """Largest number of points drawn in one figure."""
+
+    # Uploads
+    max_archive_entries: Annotated[int, Field(ge=1)] = 10_000
+    """Most entries in an uploaded zip, read from its directory before decompressing."""
+
+    max_archive_entry_bytes: Annotated[int, Field(ge=1)] = 32 << 20
+    """Largest decompressed size of one entry of an uploaded zip."""
+
+    max_archive_bytes: Annotated[int, Field(ge=1)] = 256 << 20
+    """Largest decompressed size of all the entries of an uploaded zip together."""
+
+    max_csv_rows: Annotated[int, Field(ge=1)] = 1_000_000
+    """Most data rows in an uploaded CSV."""
+
+    max_csv_columns: Annotated[int, Field(ge=1)] = 10_000
+    """Most columns in an uploaded CSV."""
+
+    max_csv_bytes: Annotated[int, Field(ge=1)] = 64 * 1024 * 1024
+    """Largest uploaded CSV file."""
+
+    # Models and expressions
+    max_classes: Annotated[int, Field(ge=2, le=MAX_CLASSES)] = MAX_CLASSES
+    """Most classes of a classification (labels of a logistic fit or a dataset's target)."""
+
+    max_expression_length: Annotated[int, Field(ge=1, le=MAX_EXPRESSION_LENGTH)] = (
+        MAX_EXPRESSION_LENGTH
+    )
+    """Longest ``/grad`` expression, in characters."""
+
+    max_expression_nodes: Annotated[int, Field(ge=1, le=MAX_EXPRESSION_NODES)] = (
+        MAX_EXPRESSION_NODES
+    )
+    """Most syntax-tree nodes of a ``/grad`` expression."""
+
+    max_expression_depth: Annotated[int, Field(ge=1, le=MAX_EXPRESSION_DEPTH)] = (
+        MAX_EXPRESSION_DEPTH
+    )
+    """Deepest nesting of a ``/grad`` expression."""
+
+    max_hessian_elements: Annotated[int, Field(ge=1)] = MAX_HESSIAN_ELEMENTS
+    """Most elements of the inputs a ``/grad`` hessian is taken over, all together."""
+
+
+LIMIT_NAMES = frozenset(Limits.model_fields)
+
+
+class Settings(BaseSettings):
+    """Every limit and switch of the service. ``GET /info`` reports the limits in force.
+
+    The limits may also be given flat, as keyword arguments (``Settings(max_elements=8)``):
+    they go to :attr:`limits`, whose other fields keep their environment or defaults.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
+    """Default compute device: ``auto`` picks ``cuda:0`` when CUDA is available, else ``cpu``."""
+
+    limits: Limits = Field(default_factory=Limits)
+    """Every limit (``TORCHLAB_MAX_ELEMENTS``, ...)."""
+
     api_keys: Annotated[list[str], NoDecode] = []
     """Accepted API keys, comma-separated; empty means no authentication."""
 
@@ -51,22 +133,25 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the service's logs, the access log included."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_limits(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        flat = {key: values[key] for key in LIMIT_NAMES if key in values}
+        if not flat:
+            return values
+        rest = {key: value for key, value in values.items() if key not in flat}
+        given = rest.get("limits")
+        if isinstance(given, Limits):
+            rest["limits"] = given.model_copy(update=flat)
+        else:
+            rest["limits"] = Limits(**{**(given or {}), **flat})
+        return rest
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
-
-    def limits(self) -> dict[str, float | int]:
-        """The limits in force, as ``GET /info`` reports them."""
-        return {
-            "max_body_bytes": self.max_body_bytes,
-            "max_elements": self.max_elements,
-            "max_total_elements": self.max_total_elements,
-            "max_flops": self.max_flops,
-            "max_steps": self.max_steps,
-            "request_timeout_s": self.request_timeout_s,
-            "max_inflight_per_device": self.max_inflight_per_device,
-            "queue_timeout_s": self.queue_timeout_s,
-        }

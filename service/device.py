@@ -41,7 +41,7 @@ class DeviceManager:
         """Fresh compute threads and slots, bound to the event loop that serves from now on."""
         self.close()
         self._slots = {}
-        workers = self.settings.max_inflight_per_device * (1 + self.cuda_count) + 2
+        workers = self.settings.limits.max_inflight_per_device * (1 + self.cuda_count) + 2
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compute")
 
     def close(self) -> None:
@@ -114,7 +114,7 @@ class DeviceManager:
     def _slot(self, device: str) -> _Slot:
         if device not in self._slots:
             self._slots[device] = _Slot(
-                asyncio.Semaphore(self.settings.max_inflight_per_device),
+                asyncio.Semaphore(self.settings.limits.max_inflight_per_device),
                 self.metrics.inflight.labels(device),
                 self.metrics.queued.labels(device),
             )
@@ -141,13 +141,13 @@ class DeviceManager:
         if inline:
             mode = contextlib.nullcontext() if autograd else torch.inference_mode()
             with mode:
-                return fn(Deadline(self.settings.request_timeout_s))
+                return fn(Deadline(self.settings.limits.request_timeout_s))
         if self._executor is None:
             self.start()
         slots = [self._slot(name) for name in sorted({str(device) for device in devices})]
         await self._acquire(slots)
         loop = asyncio.get_running_loop()
-        deadline = Deadline(self.settings.request_timeout_s)
+        deadline = Deadline(self.settings.limits.request_timeout_s)
 
         def release() -> None:
             for slot in slots:
@@ -198,14 +198,14 @@ class DeviceManager:
             await slot.semaphore.acquire()
             slot.inflight.inc()
             return
-        timeout = self.settings.queue_timeout_s
+        timeout = self.settings.limits.queue_timeout_s
         slot.queued.inc()
         try:
             async with asyncio.timeout(timeout):
                 await slot.semaphore.acquire()
         except TimeoutError:
             retry = max(1, math.ceil(timeout))
-            limit = self.settings.max_inflight_per_device
+            limit = self.settings.limits.max_inflight_per_device
             raise TooManyRequests(
                 f"the device is busy: {limit} requests in flight and none finished within "
                 f"{timeout:g} s; retry after {retry} s",

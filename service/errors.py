@@ -7,6 +7,7 @@ the handlers registered by :func:`install_error_handlers` builds one.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -18,18 +19,149 @@ from starlette.responses import Response
 logger = logging.getLogger("torchlab.errors")
 
 
-class ServiceError(Exception):
-    """Base of every error the service answers on purpose."""
+class ErrorCode(StrEnum):
+    """Every ``code`` an error response can carry, each with its HTTP status.
 
-    status_code = 500
-    code = "internal_error"
+    The one registry: errors are raised with a member, never a string, and the README's
+    table of codes is generated from this class (``tests/unit/test_errors.py`` keeps it so).
+    """
+
+    status: int
+
+    def __new__(cls, value: str, status: int) -> ErrorCode:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.status = status
+        return member
+
+    # 400: the body cannot be read
+    MALFORMED_BODY = "malformed_body", 400
+    # 401, 404, 405
+    UNAUTHORIZED = "unauthorized", 401
+    NOT_FOUND = "not_found", 404
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    # 413: over a limit; ``details`` = {limit, allowed, requested}
+    LIMIT_EXCEEDED = "limit_exceeded", 413
+    BODY_SIZE_LIMIT = "body_size_limit", 413
+    ELEMENTS_LIMIT = "elements_limit", 413
+    TOTAL_ELEMENTS_LIMIT = "total_elements_limit", 413
+    FLOPS_LIMIT = "flops_limit", 413
+    STEPS_LIMIT = "steps_limit", 413
+    IMAGE_PIXELS_LIMIT = "image_pixels_limit", 413
+    PNG_PIXELS_LIMIT = "png_pixels_limit", 413
+    PLOT_POINTS_LIMIT = "plot_points_limit", 413
+    ARCHIVE_ENTRIES_LIMIT = "archive_entries_limit", 413
+    ARCHIVE_ENTRY_BYTES_LIMIT = "archive_entry_bytes_limit", 413
+    ARCHIVE_BYTES_LIMIT = "archive_bytes_limit", 413
+    CSV_ROWS_LIMIT = "csv_rows_limit", 413
+    CSV_COLUMNS_LIMIT = "csv_columns_limit", 413
+    CSV_BYTES_LIMIT = "csv_bytes_limit", 413
+    CLASSES_LIMIT = "classes_limit", 413
+    HESSIAN_ELEMENTS_LIMIT = "hessian_elements_limit", 413
+    EXPRESSION_LENGTH_LIMIT = "expression_length_limit", 413
+    EXPRESSION_NODES_LIMIT = "expression_nodes_limit", 413
+    EXPRESSION_DEPTH_LIMIT = "expression_depth_limit", 413
+    # 415: a body or file of a kind the route does not take
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415
+    UNSUPPORTED_IMAGE = "unsupported_image", 415
+    UNSUPPORTED_ARCHIVE = "unsupported_archive", 415
+    # 422: well-formed but invalid
+    VALIDATION_ERROR = "validation_error", 422
+    INVALID_INPUT = "invalid_input", 422
+    INVALID_TENSOR = "invalid_tensor", 422
+    INVALID_BASE64 = "invalid_base64", 422
+    INVALID_DTYPE = "invalid_dtype", 422
+    INVALID_SHAPE = "invalid_shape", 422
+    INVALID_DATA = "invalid_data", 422
+    INVALID_INDEX = "invalid_index", 422
+    INVALID_ARGUMENT = "invalid_argument", 422
+    INVALID_PARAM = "invalid_param", 422
+    INVALID_NAME = "invalid_name", 422
+    INVALID_MODEL = "invalid_model", 422
+    INVALID_GROUPS = "invalid_groups", 422
+    INVALID_KERNEL_SIZE = "invalid_kernel_size", 422
+    INVALID_IMAGE = "invalid_image", 422
+    RAGGED_TENSOR = "ragged_tensor", 422
+    TOO_MANY_DIMS = "too_many_dims", 422
+    SHAPE_MISMATCH = "shape_mismatch", 422
+    SIZE_MISMATCH = "size_mismatch", 422
+    LENGTH_MISMATCH = "length_mismatch", 422
+    CHANNEL_MISMATCH = "channel_mismatch", 422
+    NUMBER_OUT_OF_RANGE = "number_out_of_range", 422
+    VALUES_TOO_LARGE = "values_too_large", 422
+    NON_FINITE = "non_finite", 422
+    NOT_SCALAR = "not_scalar", 422
+    DEVICE_UNAVAILABLE = "device_unavailable", 422
+    OP_FAILED = "op_failed", 422
+    UNKNOWN_NAME = "unknown_name", 422
+    UNKNOWN_FUNCTION = "unknown_function", 422
+    UNKNOWN_PARAM = "unknown_param", 422
+    MISSING_PARAM = "missing_param", 422
+    UNEXPECTED_ARGUMENT = "unexpected_argument", 422
+    EXPRESSION_SYNTAX = "expression_syntax", 422
+    EXPRESSION_NOT_ALLOWED = "expression_not_allowed", 422
+    INTEGER_GRADIENT = "integer_gradient", 422
+    AMBIGUOUS_INPUT = "ambiguous_input", 422
+    MISSING_INPUT = "missing_input", 422
+    UNEXPECTED_FILE = "unexpected_file", 422
+    TOO_MANY_FILES = "too_many_files", 422
+    DUPLICATE_FIELD = "duplicate_field", 422
+    UNKNOWN_KERNEL = "unknown_kernel", 422
+    UNKNOWN_POOL = "unknown_pool", 422
+    UNKNOWN_DATASET = "unknown_dataset", 422
+    IMAGE_DATASET = "image_dataset", 422
+    UNKNOWN_FEATURE = "unknown_feature", 422
+    DUPLICATE_FEATURE = "duplicate_feature", 422
+    UNKNOWN_TARGET = "unknown_target", 422
+    UNKNOWN_COLUMN = "unknown_column", 422
+    UNEXPECTED_TARGET = "unexpected_target", 422
+    NO_DATA = "no_data", 422
+    SEVERAL_SOURCES = "several_sources", 422
+    NO_FEATURES = "no_features", 422
+    NO_SAMPLES = "no_samples", 422
+    NO_TARGETS = "no_targets", 422
+    TOO_FEW_SAMPLES = "too_few_samples", 422
+    EMPTY_CSV = "empty_csv", 422
+    CSV_NOT_TEXT = "csv_not_text", 422
+    CSV_NOT_NUMERIC = "csv_not_numeric", 422
+    TARGETS_NOT_NUMERIC = "targets_not_numeric", 422
+    LABELS_NOT_INTEGERS = "labels_not_integers", 422
+    BAD_LABELS = "bad_labels", 422
+    SINGLE_CLASS = "single_class", 422
+    NOT_CLASSIFICATION = "not_classification", 422
+    THRESHOLD_NOT_BINARY = "threshold_not_binary", 422
+    DIVERGED = "diverged", 422
+    NON_FINITE_FIT = "non_finite_fit", 422
+    EMPTY_ARCHIVE = "empty_archive", 422
+    CORRUPT_ARCHIVE = "corrupt_archive", 422
+    UNSAFE_ARCHIVE_ENTRY = "unsafe_archive_entry", 422
+    EMPTY_BATCH = "empty_batch", 422
+    TRANSFORM_FAILED = "transform_failed", 422
+    CSV_BAD_HEADER = "csv_bad_header", 422
+    CSV_MALFORMED = "csv_malformed", 422
+    CSV_NO_FEATURES = "csv_no_features", 422
+    CSV_NO_HEADER = "csv_no_header", 422
+    CSV_RAGGED = "csv_ragged", 422
+    KERNEL_SIZE_MISMATCH = "kernel_size_mismatch", 422
+    UNKNOWN_TRANSFORM = "unknown_transform", 422
+    # 429, 5xx
+    TOO_MANY_REQUESTS = "too_many_requests", 429
+    INTERNAL_ERROR = "internal_error", 500
+    DEVICE_OUT_OF_MEMORY = "device_out_of_memory", 503
+    TIMEOUT = "timeout", 504
+
+
+class ServiceError(Exception):
+    """Base of every error the service answers on purpose; its status is its code's."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
 
     def __init__(
         self,
         message: str,
         *,
         details: dict[str, Any] | None = None,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -39,27 +171,29 @@ class ServiceError(Exception):
             self.code = code
         self.headers = headers or {}
 
+    @property
+    def status_code(self) -> int:
+        return self.code.status
+
 
 class MalformedBody(ServiceError):
-    status_code = 400
-    code = "malformed_body"
+    code = ErrorCode.MALFORMED_BODY
 
 
 class Unauthorized(ServiceError):
-    status_code = 401
-    code = "unauthorized"
+    code = ErrorCode.UNAUTHORIZED
 
 
 class NotFound(ServiceError):
-    status_code = 404
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
 
 
 class LimitExceeded(ServiceError):
-    """Over a limit; ``details`` names the limit, its value and the requested amount."""
+    """Over a limit; ``details`` names the limit, its value and the requested amount (always
+    numbers). ``limit`` is the name of a :class:`service.config.Limits` field; the code is
+    derived from it (``max_elements`` → ``elements_limit``)."""
 
-    status_code = 413
-    code = "limit_exceeded"
+    code = ErrorCode.LIMIT_EXCEEDED
 
     UNITS = {
         "max_elements": "elements",
@@ -74,59 +208,69 @@ class LimitExceeded(ServiceError):
         "max_archive_bytes": "bytes",
         "max_csv_rows": "rows",
         "max_csv_columns": "columns",
+        "max_csv_bytes": "bytes",
         "max_classes": "classes",
         "max_body_bytes": "bytes",
+        "max_hessian_elements": "elements",
+        "max_expression_length": "characters",
+        "max_expression_nodes": "nodes",
+        "max_expression_depth": "levels",
     }
 
-    def __init__(self, limit: str, allowed: float, requested: float, what: str) -> None:
-        amount = f"{_fmt(requested)} {self.UNITS.get(limit, '')}".rstrip()
+    def __init__(
+        self,
+        limit: str,
+        allowed: float,
+        requested: float,
+        what: str,
+        *,
+        message: str | None = None,
+    ) -> None:
+        if message is None:
+            amount = f"{_fmt(requested)} {self.UNITS.get(limit, '')}".rstrip()
+            message = f"{what} needs {amount} but the limit {limit} is {_fmt(allowed)}"
         super().__init__(
-            f"{what} needs {amount} but the limit {limit} is {_fmt(allowed)}",
+            message,
             details={"limit": limit, "allowed": allowed, "requested": requested},
-            code=f"{limit.removeprefix('max_')}_limit",
+            code=ErrorCode(f"{limit.removeprefix('max_')}_limit"),  # type: ignore[call-arg]
         )
         self.limit = limit
 
 
 class UnsupportedMediaType(ServiceError):
-    status_code = 415
-    code = "unsupported_media_type"
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
 
 
 class InvalidInput(ServiceError):
     """Well-formed but invalid: shapes that disagree, an unknown name, a bad dtype."""
 
-    status_code = 422
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
 
 
 class TensorDecodeError(InvalidInput):
-    code = "invalid_tensor"
+    code = ErrorCode.INVALID_TENSOR
 
 
 class DeviceUnavailable(InvalidInput):
-    code = "device_unavailable"
+    code = ErrorCode.DEVICE_UNAVAILABLE
 
 
 class OpError(InvalidInput):
     """torch refused an operation; the message is torch's own, prefixed by where it happened."""
 
-    code = "op_failed"
+    code = ErrorCode.OP_FAILED
 
 
 class TooManyRequests(ServiceError):
-    status_code = 429
-    code = "too_many_requests"
+    code = ErrorCode.TOO_MANY_REQUESTS
 
 
 class DeviceOutOfMemory(ServiceError):
-    status_code = 503
-    code = "device_out_of_memory"
+    code = ErrorCode.DEVICE_OUT_OF_MEMORY
 
 
 class ComputeTimeout(ServiceError):
-    status_code = 504
-    code = "timeout"
+    code = ErrorCode.TIMEOUT
 
 
 def _fmt(value: float) -> str:
@@ -136,19 +280,19 @@ def _fmt(value: float) -> str:
 
 
 def error_response(
-    status: int,
+    code: ErrorCode,
     message: str,
-    code: str,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """The contract's error body. Used by the handler map and the ASGI middlewares."""
+    """The contract's error body, with the code's status. Used by the handler map and the
+    ASGI middlewares."""
     body = orjson.dumps(
         {"error": message, "code": code, "details": details or {}},
         option=orjson.OPT_SERIALIZE_NUMPY,
         default=str,
     )
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return Response(body, status_code=code.status, media_type="application/json", headers=headers)
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -169,7 +313,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
         _count_refusal(request, limit)
     if exc.status_code >= 500 and exc.status_code not in (503, 504):
         logger.error("request %s failed: %s", _request_id(request), exc.message)
-    return error_response(exc.status_code, exc.message, exc.code, exc.details, exc.headers)
+    return error_response(exc.code, exc.message, exc.details, exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -177,19 +321,18 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     errors = _validation_details(exc)
     if any(err.get("type") == "json_invalid" for err in errors):
         return error_response(
-            400, "the request body is not valid JSON", "malformed_body", {"errors": errors}
+            ErrorCode.MALFORMED_BODY, "the request body is not valid JSON", {"errors": errors}
         )
     if _is_unparsed_body(request, errors):
         return error_response(
-            415,
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             "the body was not read as JSON: send 'Content-Type: application/json'",
-            "unsupported_media_type",
             {"content_type": request.headers.get("content-type")},
         )
     first = errors[0] if errors else {}
     where = ".".join(str(part) for part in first.get("loc", ()))
     message = f"invalid request: {where}: {first.get('msg', 'invalid value')}"
-    return error_response(422, message, "validation_error", {"errors": errors})
+    return error_response(ErrorCode.VALIDATION_ERROR, message, {"errors": errors})
 
 
 def _is_unparsed_body(request: Request, errors: list[dict[str, Any]]) -> bool:
@@ -202,29 +345,32 @@ def _is_unparsed_body(request: Request, errors: list[dict[str, Any]]) -> bool:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed", 400: "malformed_body"}
-    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    codes = {
+        404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
+        413: ErrorCode.BODY_SIZE_LIMIT,
+    }
+    code = codes.get(exc.status_code, ErrorCode.MALFORMED_BODY)
     message = str(exc.detail) if exc.detail else code.replace("_", " ")
     details: dict[str, Any] = {}
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 413:
-        # FastAPI's streaming limiter: the body grew past the limit while it was read.
-        allowed = request.app.state.settings.max_body_bytes
-        code = "body_size_limit"
+    elif code is ErrorCode.BODY_SIZE_LIMIT:
+        # The streaming limiter: the body grew past the limit while it was read.
+        allowed = request.app.state.settings.limits.max_body_bytes
+        received = getattr(exc, "received", allowed + 1)
         message = f"the request body is larger than the limit max_body_bytes of {allowed:,} bytes"
-        details = {"limit": "max_body_bytes", "allowed": allowed, "requested": f"> {allowed}"}
+        details = {"limit": "max_body_bytes", "allowed": allowed, "requested": received}
         _count_refusal(request, "max_body_bytes")
-    return error_response(exc.status_code, message, code, details, dict(exc.headers or {}))
+    return error_response(code, message, details, dict(exc.headers or {}))
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
     request_id = _request_id(request)
     logger.exception("request %s failed with an unhandled error", request_id)
     return error_response(
-        500,
+        ErrorCode.INTERNAL_ERROR,
         f"internal error; quote request id {request_id} when reporting it",
-        "internal_error",
         {"request_id": request_id},
         {"X-Request-ID": request_id},
     )

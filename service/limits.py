@@ -44,7 +44,11 @@ class Budget:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Budget:
-        return cls(settings.max_elements, settings.max_total_elements, settings.max_flops)
+        return cls(
+            settings.limits.max_elements,
+            settings.limits.max_total_elements,
+            settings.limits.max_flops,
+        )
 
     def charge_tensor(self, numel: int, what: str) -> None:
         """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
-from service.errors import error_response
+from service.errors import ErrorCode, error_response
 from service.metrics import Metrics
 
 access_log = logging.getLogger("torchlab.access")
@@ -27,8 +27,9 @@ class BodyTooLarge(HTTPException):
     becomes a 400), so the error handler map renders it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, received: int) -> None:
         super().__init__(status_code=413)
+        self.received = received
 
 
 class RequestContextMiddleware:
@@ -56,7 +57,7 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         status = 500
         received = 0
-        limit = self.settings.max_body_bytes
+        limit = self.settings.limits.max_body_bytes
 
         async def receive_counted() -> Message:
             nonlocal received
@@ -64,7 +65,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(received)
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -78,10 +79,9 @@ class RequestContextMiddleware:
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
                 response = error_response(
-                    413,
+                    ErrorCode.BODY_SIZE_LIMIT,
                     f"the request body has {int(length):,} bytes but the limit "
                     f"max_body_bytes is {limit:,}",
-                    "body_size_limit",
                     {"limit": "max_body_bytes", "allowed": limit, "requested": int(length)},
                 )
                 self.metrics.refused.labels("max_body_bytes").inc()
@@ -129,9 +129,8 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         response = error_response(
-            401,
+            ErrorCode.UNAUTHORIZED,
             "a valid API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            "unauthorized",
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from service.config import Settings
-from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
+from service.errors import ErrorCode, InvalidInput, MalformedBody, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -76,7 +76,7 @@ async def parse_body(
                 # One spare of each, so that one file too many gets our clearer 422.
                 max_files=sum(files.values()) + 1,
                 max_fields=len(model.model_fields) + 1,
-                max_part_size=settings.max_body_bytes,
+                max_part_size=settings.limits.max_body_bytes,
             )
         except MultiPartException as exc:
             raise MalformedBody(f"the multipart body could not be read: {exc.message}") from exc
@@ -87,15 +87,17 @@ async def parse_body(
                     raise InvalidInput(
                         f"unexpected file field {key!r}; this route takes "
                         f"{', '.join(repr(name) for name in files) or 'no files'}",
-                        code="unexpected_file",
+                        code=ErrorCode.UNEXPECTED_FILE,
                     )
                 uploads.setdefault(key, []).append(value)
                 if len(uploads[key]) > files[key]:
                     raise InvalidInput(
-                        f"at most {files[key]} file(s) in {key!r}", code="too_many_files"
+                        f"at most {files[key]} file(s) in {key!r}", code=ErrorCode.TOO_MANY_FILES
                     )
             elif key in data:
-                raise InvalidInput(f"form field {key!r} is given twice", code="duplicate_field")
+                raise InvalidInput(
+                    f"form field {key!r} is given twice", code=ErrorCode.DUPLICATE_FIELD
+                )
             else:
                 data[key] = _form_value(model, key, value)
     elif content_type == JSON or content_type.endswith("+json"):

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
-from service.errors import InvalidInput, OpError
+from service.errors import ErrorCode, InvalidInput, OpError
 from service.limits import Budget, Deadline
 
 ParamKind = Literal["number", "integer", "choice", "weight"]
@@ -68,7 +68,7 @@ class Param:
         raise InvalidInput(
             f"{where}: {self.name} must be {self.expected}, got {value!r}"[:300],
             details={"param": self.name, "expected": self.expected},
-            code="invalid_param",
+            code=ErrorCode.INVALID_PARAM,
         )
 
     @property
@@ -438,7 +438,7 @@ def find_activation(name: str) -> Activation:
             f"unknown activation function {name[:64]!r}; supported: {', '.join(allowed)} "
             "(or their torch.nn class names, e.g. LeakyReLU)",
             details={"function": name[:64], "allowed": allowed},
-            code="unknown_function",
+            code=ErrorCode.UNKNOWN_FUNCTION,
         )
     return activation
 
@@ -511,7 +511,7 @@ def bind(
                     f"{activation.name} needs the parameter {param.name!r} (torch has no "
                     f"default for it); give it in params",
                     details={"function": activation.name, "param": param.name},
-                    code="missing_param",
+                    code=ErrorCode.MISSING_PARAM,
                 )
         bound.append(BoundActivation(activation, values))
     return bound
@@ -522,7 +522,7 @@ def _unknown_param(name: str, allowed: list[str], where: str, functions: list[st
     return InvalidInput(
         f"{where}: unknown parameter {name[:64]!r} for {', '.join(functions)}; it takes {takes}",
         details={"param": name[:64], "allowed": allowed, "functions": functions},
-        code="unknown_param",
+        code=ErrorCode.UNKNOWN_PARAM,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from service.codec import DTYPE_NAMES
-from service.errors import InvalidInput, LimitExceeded, OpError
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
 from service.ops.expressions import (
     META,
@@ -81,7 +81,7 @@ def resolve_wrt(inputs: Mapping[str, torch.Tensor], wrt: Sequence[str] | None) -
                 "no floating-point input to differentiate with respect to; "
                 + _float_hint(name, tensor),
                 details={"name": name, "dtype": DTYPE_NAMES[tensor.dtype]},
-                code="integer_gradient",
+                code=ErrorCode.INTEGER_GRADIENT,
             )
         return names
     names = list(dict.fromkeys(wrt))
@@ -90,13 +90,13 @@ def resolve_wrt(inputs: Mapping[str, torch.Tensor], wrt: Sequence[str] | None) -
             raise InvalidInput(
                 f"wrt: {name!r} is not an input; the inputs are: {', '.join(inputs) or 'none'}",
                 details={"name": name, "known": list(inputs)},
-                code="unknown_name",
+                code=ErrorCode.UNKNOWN_NAME,
             )
         if not _is_float(inputs[name]):
             raise InvalidInput(
                 f"wrt: {_float_hint(name, inputs[name])}",
                 details={"name": name, "dtype": DTYPE_NAMES[inputs[name].dtype]},
-                code="integer_gradient",
+                code=ErrorCode.INTEGER_GRADIENT,
             )
     return names
 
@@ -110,7 +110,7 @@ def _as_tensor(value: Value, expression: Expression, device: torch.device) -> to
     raise InvalidInput(
         f"the expression's value is {kind}, not a number or a tensor",
         details={"column": 0},
-        code="not_scalar",
+        code=ErrorCode.NOT_SCALAR,
     )
 
 
@@ -124,7 +124,7 @@ def _check_scalar(value: torch.Tensor, expression: Expression) -> None:
         f"a gradient needs a single number: reduce it, e.g. {example} (or mean, norm, a "
         "subscript)",
         details={"shape": list(value.shape), "suggestion": example},
-        code="not_scalar",
+        code=ErrorCode.NOT_SCALAR,
     )
 
 

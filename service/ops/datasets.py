@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from service.codec import decode_tensor
-from service.errors import InvalidInput, LimitExceeded
+from service.errors import ErrorCode, InvalidInput, LimitExceeded
 
 DatasetTask = Literal["regression", "classification", "images"]
 
@@ -215,11 +215,12 @@ def load_dataset(name: str) -> Table:
         raise InvalidInput(
             f"unknown dataset {name!r}; built-in: {', '.join(DATASETS)}",
             details={"dataset": name, "available": list(DATASETS)},
-            code="unknown_dataset",
+            code=ErrorCode.UNKNOWN_DATASET,
         )
     if dataset.task == "images":
         raise InvalidInput(
-            f"{name!r} is a dataset of pictures, for POST /data/images", code="image_dataset"
+            f"{name!r} is a dataset of pictures, for POST /data/images",
+            code=ErrorCode.IMAGE_DATASET,
         )
     table: Table = dataset.load()
     _LOADED[name] = table
@@ -309,24 +310,24 @@ def check_wire_form(value: object, where: str) -> None:
         raise InvalidInput(
             f"{where} must hold one value per sample (a list or a tensor object), not a "
             "single number",
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     if set(value) - _WIRE_KEYS or ("data" in value) == ("b64" in value):
         raise InvalidInput(
             f"{where}: a tensor object has 'data' or 'b64', with 'shape' and 'dtype' (or "
             "'datatype')",
-            code="invalid_tensor",
+            code=ErrorCode.INVALID_TENSOR,
         )
     if "b64" in value and not isinstance(value["b64"], str):
-        raise InvalidInput(f"{where}.b64 must be a string", code="invalid_base64")
+        raise InvalidInput(f"{where}.b64 must be a string", code=ErrorCode.INVALID_BASE64)
     if "data" in value and (value["data"] is None or isinstance(value["data"], str | dict)):
         raise InvalidInput(
             f"{where}.data must be a nested list of numbers (or one number)",
-            code="invalid_data",
+            code=ErrorCode.INVALID_DATA,
         )
     for key in ("dtype", "datatype"):
         if key in value and not isinstance(value[key], str):
-            raise InvalidInput(f"{where}.{key} must be a dtype name", code="invalid_dtype")
+            raise InvalidInput(f"{where}.{key} must be a dtype name", code=ErrorCode.INVALID_DTYPE)
 
 
 def table_from_tensors(x_wire: object, y_wire: object | None, *, max_elements: int) -> Table:
@@ -342,7 +343,7 @@ def table_from_tensors(x_wire: object, y_wire: object | None, *, max_elements: i
         raise InvalidInput(
             f"x has shape {list(x.shape)}; it must be [n_samples, n_features] or [n_samples]",
             details={"shape": list(x.shape)},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     x = x.to(torch.float64)
     names = tuple(f"x{i}" for i in range(x.shape[1]))
@@ -367,7 +368,7 @@ def table_from_tensors(x_wire: object, y_wire: object | None, *, max_elements: i
         raise InvalidInput(
             f"y has shape {list(y.shape)}; it must be [n_samples] or [n_samples, n_targets]",
             details={"shape": list(y.shape)},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     _check_lengths(x.shape[0], y.shape[0])
     if y.dtype == torch.bool:
@@ -385,14 +386,14 @@ def _check_lengths(n_x: int, n_y: int) -> None:
         raise InvalidInput(
             f"x has {n_x} samples but y has {n_y}; they must have one target per sample",
             details={"x_samples": n_x, "y_samples": n_y},
-            code="length_mismatch",
+            code=ErrorCode.LENGTH_MISMATCH,
         )
 
 
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def _csv_error(message: str, code: str, **details: object) -> InvalidInput:
+def _csv_error(message: str, code: ErrorCode, **details: object) -> InvalidInput:
     return InvalidInput(message, details=dict(details), code=code)
 
 
@@ -426,7 +427,8 @@ def read_csv(
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _csv_error(
-            f"the CSV is not UTF-8 text (byte {exc.start} cannot be decoded)", "csv_not_text"
+            f"the CSV is not UTF-8 text (byte {exc.start} cannot be decoded)",
+            ErrorCode.CSV_NOT_TEXT,
         ) from exc
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
@@ -447,7 +449,7 @@ def read_csv(
                 raise _csv_error(
                     f"CSV line {reader.line_num} has {len(fields)} cells, the header has "
                     f"{len(header)}",
-                    "csv_ragged",
+                    ErrorCode.CSV_RAGGED,
                     line=reader.line_num,
                     cells=len(fields),
                     columns=len(header),
@@ -462,26 +464,28 @@ def read_csv(
             lines.append(reader.line_num)
     except csv.Error as exc:
         raise _csv_error(
-            f"CSV line {reader.line_num}: {exc}", "csv_malformed", line=reader.line_num
+            f"CSV line {reader.line_num}: {exc}", ErrorCode.CSV_MALFORMED, line=reader.line_num
         ) from exc
     if header is None:
-        raise _csv_error("the CSV is empty: it needs a header row and data rows", "empty_csv")
+        raise _csv_error(
+            "the CSV is empty: it needs a header row and data rows", ErrorCode.EMPTY_CSV
+        )
     _check_header(header)
     if not rows:
-        raise _csv_error("the CSV has a header but no data rows", "empty_csv")
+        raise _csv_error("the CSV has a header but no data rows", ErrorCode.EMPTY_CSV)
 
     target_name = header[-1] if target is None else target
     if target_name not in header:
         raise _csv_error(
             f"target {target_name!r} is not a column of the CSV; columns: {_names_list(header)}",
-            "unknown_column",
+            ErrorCode.UNKNOWN_COLUMN,
             target=target_name,
             columns=header[:50],
         )
     if len(header) < 2:
         raise _csv_error(
             "the CSV has one column; it needs feature columns and a target column",
-            "csv_no_features",
+            ErrorCode.CSV_NO_FEATURES,
         )
     target_index = header.index(target_name)
     feature_index = [i for i in range(len(header)) if i != target_index]
@@ -516,21 +520,23 @@ def _check_header(header: list[str]) -> None:
     if all(_is_number(cell) for cell in header):
         raise _csv_error(
             "the CSV's first row holds numbers: it needs a header row naming the columns",
-            "csv_no_header",
+            ErrorCode.CSV_NO_HEADER,
             first_row=header[:20],
         )
     for index, cell in enumerate(header):
         if not cell:
             raise _csv_error(
                 f"the CSV's header has an empty name in column {index + 1}",
-                "csv_bad_header",
+                ErrorCode.CSV_BAD_HEADER,
                 column=index + 1,
             )
     seen: set[str] = set()
     for cell in header:
         if cell in seen:
             raise _csv_error(
-                f"the CSV's header names column {cell!r} twice", "csv_bad_header", column=cell
+                f"the CSV's header names column {cell!r} twice",
+                ErrorCode.CSV_BAD_HEADER,
+                column=cell,
             )
         seen.add(cell)
 
@@ -553,7 +559,7 @@ def _numbers(cells: np.ndarray, names: list[str], lines: list[int]) -> np.ndarra
             f"CSV line {lines[row]} (data row {row + 1}), column {names[col]!r}: "
             f"{cell[:40]!r} is not a finite number (every cell must be a number, except "
             "class labels in the target column of a classification)",
-            "csv_not_numeric",
+            ErrorCode.CSV_NOT_NUMERIC,
             line=lines[row],
             row=row + 1,
             column=names[col],
@@ -582,7 +588,7 @@ def select(table: Table, features: Sequence[str] | None, target: str | None) -> 
     if features is None:
         return table
     if len(set(features)) != len(features):
-        raise InvalidInput("features: a name is given twice", code="duplicate_feature")
+        raise InvalidInput("features: a name is given twice", code=ErrorCode.DUPLICATE_FEATURE)
     index = {name: i for i, name in enumerate(table.feature_names)}
     missing = [name for name in features if name not in index]
     if missing:
@@ -590,7 +596,7 @@ def select(table: Table, features: Sequence[str] | None, target: str | None) -> 
             f"features: {_names_list(missing, 5)} not in the data; its features: "
             f"{_names_list(table.feature_names)}",
             details={"unknown": list(missing[:20]), "available": list(table.feature_names[:100])},
-            code="unknown_feature",
+            code=ErrorCode.UNKNOWN_FEATURE,
         )
     columns = torch.tensor([index[name] for name in features], dtype=torch.int64)
     return replace(table, x=table.x.index_select(1, columns), feature_names=tuple(features))
@@ -601,14 +607,14 @@ def _select_target(table: Table, target: str) -> Table:
         raise InvalidInput(
             "target names a column of an uploaded CSV or one of a dataset's targets; with "
             "x/y the target is y",
-            code="unexpected_target",
+            code=ErrorCode.UNEXPECTED_TARGET,
         )
     if target not in table.target_names:
         raise InvalidInput(
             f"target {target!r} is not a target of {table.name!r}; its targets: "
             f"{_names_list(table.target_names)}",
             details={"target": target, "available": list(table.target_names)},
-            code="unknown_target",
+            code=ErrorCode.UNKNOWN_TARGET,
         )
     if table.y is None or table.y.ndim == 1:
         return table
@@ -626,9 +632,9 @@ def check_values(table: Table) -> None:
     and infinities (``non_finite``), and values beyond ±:data:`MAX_MAGNITUDE`
     (``values_too_large``) in the features and numeric targets."""
     if table.n_samples == 0:
-        raise InvalidInput("the data has no samples", code="no_samples")
+        raise InvalidInput("the data has no samples", code=ErrorCode.NO_SAMPLES)
     if table.n_features == 0:
-        raise InvalidInput("the data has no features (x has 0 columns)", code="no_features")
+        raise InvalidInput("the data has no features (x has 0 columns)", code=ErrorCode.NO_FEATURES)
     for name, values in (("x", table.x), ("y", table.y)):
         if values is None or not values.is_floating_point():
             continue
@@ -642,7 +648,7 @@ def check_values(table: Table) -> None:
                 f"{name} holds NaN or infinite values (the first at index {position}); the "
                 "data must be finite",
                 details={"tensor": name, "index": position},
-                code="non_finite",
+                code=ErrorCode.NON_FINITE,
             )
         large = values.abs() > MAX_MAGNITUDE
         if bool(large.any()):
@@ -651,7 +657,7 @@ def check_values(table: Table) -> None:
                 f"{name} holds values beyond ±{MAX_MAGNITUDE:g} (the first at index "
                 f"{position}); rescale the data",
                 details={"tensor": name, "index": position, "max_magnitude": MAX_MAGNITUDE},
-                code="values_too_large",
+                code=ErrorCode.VALUES_TOO_LARGE,
             )
 
 
@@ -673,24 +679,26 @@ def encode_labels(table: Table, where: str = "y") -> EncodedLabels:
         return EncodedLabels(indices, names)
     y = table.y
     if y is None:
-        raise InvalidInput("the data has no targets", code="no_targets")
+        raise InvalidInput("the data has no targets", code=ErrorCode.NO_TARGETS)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
         raise InvalidInput(
             f"{where}: class labels must be one per sample, [n_samples]; got shape {list(y.shape)}",
             details={"shape": list(y.shape)},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     if y.is_floating_point():
         if not bool(torch.isfinite(y).all()) or not bool((y == torch.round(y)).all()):
             raise InvalidInput(
                 f"{where}: class labels must be integers or strings; these are not whole "
                 "numbers (for numeric targets use POST /regress/linear or task regression)",
-                code="labels_not_integers",
+                code=ErrorCode.LABELS_NOT_INTEGERS,
             )
         if y.numel() and float(y.abs().max()) >= 2**53:
-            raise InvalidInput(f"{where}: integer labels must be below 2**53", code="bad_labels")
+            raise InvalidInput(
+                f"{where}: integer labels must be below 2**53", code=ErrorCode.BAD_LABELS
+            )
         y = y.to(torch.int64)
     values, indices = torch.unique(y.to(torch.int64), sorted=True, return_inverse=True)
     return EncodedLabels(indices, [int(v) for v in values.tolist()])

@@ -47,7 +47,7 @@ from typing import Any, TypeGuard, cast
 import torch
 from torch.nn import functional
 
-from service.errors import InvalidInput, LimitExceeded, OpError, ServiceError
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError, ServiceError
 from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.indexing import IndexItem, check_index
 
@@ -145,7 +145,7 @@ def _extremum(
         if other is not None:
             if dim is not None:
                 raise InvalidInput(
-                    "give a second operand or dim=, not both", code="invalid_argument"
+                    "give a second operand or dim=, not both", code=ErrorCode.INVALID_ARGUMENT
                 )
             if isinstance(other, torch.Tensor):
                 return elementwise(input, other)
@@ -175,7 +175,7 @@ def _where(condition: torch.Tensor, input: Value, other: Value) -> torch.Tensor:
     if condition.dtype != torch.bool:
         raise InvalidInput(
             "where: the condition must be a bool tensor, such as a comparison (x > 0)",
-            code="invalid_argument",
+            code=ErrorCode.INVALID_ARGUMENT,
         )
     return torch.where(condition, input, other)  # type: ignore[arg-type]
 
@@ -344,7 +344,9 @@ def function_signatures() -> list[str]:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def _syntax(message: str, column: int, code: str = "expression_syntax") -> InvalidInput:
+def _syntax(
+    message: str, column: int, code: ErrorCode = ErrorCode.EXPRESSION_SYNTAX
+) -> InvalidInput:
     return InvalidInput(message, details={"column": column}, code=code)
 
 
@@ -461,7 +463,7 @@ def _scan(text: str) -> None:
             shown = repr(char) if char.isprintable() else f"{char!r} (U+{ord(char):04X})"
             reason = "only ASCII letters, digits, operators, brackets, ',', '.', ':' and spaces"
             raise _syntax(f"unexpected character {shown} at column {column}; {reason}", column)
-        raise _syntax(f"{problem} (column {column})", column, "expression_not_allowed")
+        raise _syntax(f"{problem} (column {column})", column, ErrorCode.EXPRESSION_NOT_ALLOWED)
     _scan_numbers(text)
     depth = deepest = 0
     for char in text:
@@ -593,7 +595,7 @@ def _not_allowed(
         f"{reason} (column {column}); an expression is made of numbers, input names, pi, e, "
         "+ - * / ** @ %, comparisons, indexing and calls of the listed functions",
         details={"column": column, "construct": type(node).__name__},
-        code="expression_not_allowed",
+        code=ErrorCode.EXPRESSION_NOT_ALLOWED,
     )
 
 
@@ -605,7 +607,7 @@ class _Checker:
         self.names = names
         self.used: set[str] = set()
 
-    def _error(self, node: ast.AST, message: str, code: str, **details: Any) -> InvalidInput:
+    def _error(self, node: ast.AST, message: str, code: ErrorCode, **details: Any) -> InvalidInput:
         column = self.expression.column(node)
         return InvalidInput(
             f"{message} (column {column})", details={"column": column, **details}, code=code
@@ -626,7 +628,7 @@ class _Checker:
                 raise self._error(
                     node,
                     "chained comparisons (a < b < c) are not allowed; compare two values",
-                    "expression_not_allowed",
+                    ErrorCode.EXPRESSION_NOT_ALLOWED,
                 )
             self.check(node.left)
             self.check(node.comparators[0])
@@ -641,16 +643,16 @@ class _Checker:
             raise self._error(
                 node,
                 "tuples and lists are allowed only as function arguments, e.g. sum(x, dim=(0, 1))",
-                "expression_not_allowed",
+                ErrorCode.EXPRESSION_NOT_ALLOWED,
             )
         else:  # Slice outside a subscript: the grammar does not produce it elsewhere
             raise _not_allowed(self.expression, node)
 
     def _index_error(self, node: ast.AST, message: str) -> InvalidInput:
-        return self._error(node, message, "invalid_index")
+        return self._error(node, message, ErrorCode.INVALID_INDEX)
 
     def _argument_error(self, node: ast.AST, message: str) -> InvalidInput:
-        return self._error(node, message, "invalid_argument")
+        return self._error(node, message, ErrorCode.INVALID_ARGUMENT)
 
     def _constant(self, node: ast.Constant, *, argument: bool) -> None:
         value = node.value
@@ -659,7 +661,7 @@ class _Checker:
         if isinstance(value, int):
             if not _INT64_MIN <= value <= _INT64_MAX:
                 raise self._error(
-                    node, "integer literal out of the int64 range", "number_out_of_range"
+                    node, "integer literal out of the int64 range", ErrorCode.NUMBER_OUT_OF_RANGE
                 )
             return
         if isinstance(value, float):
@@ -671,7 +673,7 @@ class _Checker:
             type(None): "None is allowed only as a function argument or an index",
             EllipsisType: "... is allowed only in an index",
         }.get(type(value), f"the constant {value!r} is not allowed")
-        raise self._error(node, kind, "expression_not_allowed")
+        raise self._error(node, kind, ErrorCode.EXPRESSION_NOT_ALLOWED)
 
     def _name(self, node: ast.Name) -> None:
         if node.id in self.names:
@@ -687,7 +689,7 @@ class _Checker:
             node,
             f"unknown name {node.id!r}; the names are the inputs and the constants: "
             f"{', '.join(known)}{hint}",
-            "unknown_name",
+            ErrorCode.UNKNOWN_NAME,
             name=node.id,
             known=known,
         )
@@ -695,7 +697,9 @@ class _Checker:
     def _call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Name):
             raise self._error(
-                node, "only the listed functions can be called, by name", "expression_not_allowed"
+                node,
+                "only the listed functions can be called, by name",
+                ErrorCode.EXPRESSION_NOT_ALLOWED,
             )
         name = node.func.id
         spec = FUNCTIONS.get(name)
@@ -703,7 +707,7 @@ class _Checker:
             raise self._error(
                 node,
                 f"unknown function {name!r}; the functions are: {', '.join(FUNCTIONS)}",
-                "unknown_function",
+                ErrorCode.UNKNOWN_FUNCTION,
                 name=name,
                 allowed=list(FUNCTIONS),
             )
@@ -713,19 +717,21 @@ class _Checker:
                 node,
                 f"{name} takes at most {len(spec.params)} arguments, got {len(node.args)}: "
                 f"{signature}",
-                "invalid_argument",
+                ErrorCode.INVALID_ARGUMENT,
                 function=name,
                 signature=signature,
             )
         given = list(spec.params[: len(node.args)])
         for kw in node.keywords:
             if kw.arg is None:
-                raise self._error(kw, "**arguments are not allowed", "expression_not_allowed")
+                raise self._error(
+                    kw, "**arguments are not allowed", ErrorCode.EXPRESSION_NOT_ALLOWED
+                )
             if kw.arg not in spec.params:
                 raise self._error(
                     kw,
                     f"{name} has no parameter {kw.arg!r}: {signature}",
-                    "invalid_argument",
+                    ErrorCode.INVALID_ARGUMENT,
                     function=name,
                     signature=signature,
                 )
@@ -733,7 +739,7 @@ class _Checker:
                 raise self._error(
                     kw,
                     f"{name} got {kw.arg!r} twice: {signature}",
-                    "invalid_argument",
+                    ErrorCode.INVALID_ARGUMENT,
                     function=name,
                     signature=signature,
                 )
@@ -743,7 +749,7 @@ class _Checker:
             raise self._error(
                 node,
                 f"{name} needs {', '.join(missing)}: {signature}",
-                "invalid_argument",
+                ErrorCode.INVALID_ARGUMENT,
                 function=name,
                 signature=signature,
             )
@@ -916,7 +922,7 @@ class _Evaluator:
         return InvalidInput(
             f"{self.where(node)}: {message}",
             details={"column": self.expression.column(node)},
-            code="invalid_index",
+            code=ErrorCode.INVALID_INDEX,
         )
 
     def _int64(self, node: ast.AST, value: Number) -> Number:
@@ -938,13 +944,13 @@ class _Evaluator:
             raise InvalidInput(
                 f"{self.where(node)}: division by zero",
                 details={"column": self.expression.column(node)},
-                code="op_failed",
+                code=ErrorCode.OP_FAILED,
             ) from None
         except OverflowError:
             raise InvalidInput(
                 f"{self.where(node)}: the result is too large for a float",
                 details={"column": self.expression.column(node)},
-                code="number_out_of_range",
+                code=ErrorCode.NUMBER_OUT_OF_RANGE,
             ) from None
         if isinstance(result, complex):  # (-8) ** 0.5: not a real number, as in torch
             return math.nan
@@ -955,7 +961,7 @@ class _Evaluator:
             f"{self.where(node)}: the integer result is out of the int64 range; "
             "write a float (9.0**99) for large numbers",
             details={"column": self.expression.column(node)},
-            code="number_out_of_range",
+            code=ErrorCode.NUMBER_OUT_OF_RANGE,
         )
 
     def _subscript(self, node: ast.Subscript) -> Value:
@@ -964,7 +970,7 @@ class _Evaluator:
             raise InvalidInput(
                 f"{self.where(node)}: only tensors can be indexed, not a plain number",
                 details={"column": self.expression.column(node)},
-                code="invalid_index",
+                code=ErrorCode.INVALID_INDEX,
             )
         index = static_index(node.slice, self._index_error)
         try:
@@ -973,7 +979,7 @@ class _Evaluator:
             raise InvalidInput(
                 f"{self.where(node)}: the index does not fit shape {list(value.shape)}: {exc}",
                 details={"column": self.expression.column(node), "shape": list(value.shape)},
-                code="invalid_index",
+                code=ErrorCode.INVALID_INDEX,
             ) from None
         return self.apply(node, operator.getitem, [value, index])
 
@@ -997,7 +1003,7 @@ class _Evaluator:
                 raise InvalidInput(
                     f"{self.where(node)}: {name}'s {param} must be a tensor or a number",
                     details={"column": self.expression.column(node), "function": name},
-                    code="invalid_argument",
+                    code=ErrorCode.INVALID_ARGUMENT,
                 )
         return self.apply(node, spec.fn, [], args, matmul=spec.matmul)
 
@@ -1063,5 +1069,5 @@ def check_input_names(names: Iterable[str]) -> None:
                 f"(letters, digits, _), not Python keywords or the constants "
                 f"{', '.join(CONSTANTS)}",
                 details={"name": name},
-                code="invalid_name",
+                code=ErrorCode.INVALID_NAME,
             )

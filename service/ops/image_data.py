@@ -37,7 +37,7 @@ from PIL import Image
 
 from schemas.images import TransformName
 from service.codec import parse_dtype
-from service.errors import InvalidInput, LimitExceeded, OpError, UnsupportedMediaType
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError, UnsupportedMediaType
 from service.limits import Budget, Deadline
 from service.ops.imageio import (
     IMAGE_EXTENSIONS,
@@ -165,7 +165,7 @@ def builtin_images(
         return ImageSet(images, list(range(len(photos))), classes, "sample_images")
     raise InvalidInput(
         f"unknown image dataset {name!r}; built in: {', '.join(BUILTIN_SETS)}",
-        code="unknown_dataset",
+        code=ErrorCode.UNKNOWN_DATASET,
         details={"allowed": list(BUILTIN_SETS)},
     )
 
@@ -193,7 +193,7 @@ def uploaded_images(
         raise InvalidInput(
             f"labels has {len(labels)} entries for {len(files)} image(s); give one class "
             "name per image",
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
             details={"labels": len(labels), "images": len(files)},
         )
     names = list(labels) if labels is not None else ["images"] * len(files)
@@ -211,7 +211,7 @@ def uploaded_images(
 def _unsafe(name: str, reason: str) -> InvalidInput:
     return InvalidInput(
         f"archive entry {name[:200]!r} refused: {reason}",
-        code="unsafe_archive_entry",
+        code=ErrorCode.UNSAFE_ARCHIVE_ENTRY,
         details={"entry": name[:200], "reason": reason},
     )
 
@@ -260,7 +260,7 @@ def read_archive(
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise UnsupportedMediaType(
             f"archive: not a zip archive ({exc})",
-            code="unsupported_archive",
+            code=ErrorCode.UNSUPPORTED_ARCHIVE,
             details={"expected": "a zip archive in ImageFolder layout: class/file.png"},
         ) from exc
     with archive:
@@ -338,7 +338,7 @@ def _read_entry(
     ) as exc:
         raise InvalidInput(
             f"archive entry {path[:200]!r} cannot be read: {exc}",
-            code="corrupt_archive",
+            code=ErrorCode.CORRUPT_ARCHIVE,
             details={"entry": path[:200]},
         ) from exc
     return b"".join(chunks)
@@ -363,7 +363,7 @@ def archive_images(
         raise InvalidInput(
             "archive: no pictures in class folders (expected class/file.png with "
             f"{', '.join(IMAGE_EXTENSIONS)})",
-            code="empty_archive",
+            code=ErrorCode.EMPTY_ARCHIVE,
             details={"skipped": skipped[:100]},
         )
     paths = [path.split("/") for path, _ in entries]
@@ -401,7 +401,7 @@ class BuiltTransform:
         return f"{self.name}({shown})"
 
 
-def _bad_param(where: str, message: str, code: str, **details: object) -> InvalidInput:
+def _bad_param(where: str, message: str, code: ErrorCode, **details: object) -> InvalidInput:
     return InvalidInput(f"{where}: {message}", code=code, details=dict(details))
 
 
@@ -416,7 +416,7 @@ def _check_sizes(name: str, value: object, where: str) -> None:
             raise _bad_param(
                 where,
                 f"{name} must be between 0 and {MAX_TRANSFORM_SIDE}, got {item}",
-                "invalid_param",
+                ErrorCode.INVALID_PARAM,
                 param=name,
             )
 
@@ -433,7 +433,7 @@ def build_transform(spec: Mapping[str, Any], index: int) -> BuiltTransform:
         raise _bad_param(
             where,
             f"unknown transform {str(name)[:64]!r}; allowed: {', '.join(TRANSFORMS)}",
-            "unknown_transform",
+            ErrorCode.UNKNOWN_TRANSFORM,
             allowed=list(TRANSFORMS),
         )
     cls = getattr(v2, name)
@@ -450,7 +450,7 @@ def build_transform(spec: Mapping[str, Any], index: int) -> BuiltTransform:
             raise _bad_param(
                 where,
                 f"{name} has no parameter {key[:64]!r}; it takes {takes}",
-                "unknown_param",
+                ErrorCode.UNKNOWN_PARAM,
                 param=key[:64],
                 allowed=list(accepted),
             )
@@ -459,7 +459,7 @@ def build_transform(spec: Mapping[str, Any], index: int) -> BuiltTransform:
             raise _bad_param(
                 where,
                 f"{name} needs the parameter {key!r} (torchvision has no default for it)",
-                "missing_param",
+                ErrorCode.MISSING_PARAM,
                 param=key,
             )
     kwargs: dict[str, Any] = {}
@@ -476,7 +476,9 @@ def build_transform(spec: Mapping[str, Any], index: int) -> BuiltTransform:
         transform = cls(**kwargs)
     except _TORCHVISION_ERRORS as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _bad_param(where, f"{name}: {message}", "invalid_param", transform=name) from exc
+        raise _bad_param(
+            where, f"{name}: {message}", ErrorCode.INVALID_PARAM, transform=name
+        ) from exc
     return BuiltTransform(name, params, transform)
 
 
@@ -577,14 +579,14 @@ def plan_pipeline(
                     raise _bad_param(
                         f"transforms[{index}]",
                         f"{step.name}: unusable parameters {step.params!r}"[:300],
-                        "invalid_param",
+                        ErrorCode.INVALID_PARAM,
                         transform=step.name,
                     ) from exc
                 if min(shape) < 0:
                     raise _bad_param(
                         f"transforms[{index}]",
                         f"{step.name} would make a picture of shape {list(shape)}",
-                        "invalid_param",
+                        ErrorCode.INVALID_PARAM,
                         transform=step.name,
                     )
                 peak = max(peak, step_peak)
@@ -632,7 +634,7 @@ def apply_pipeline(
                 raise OpError(
                     f"the transforms turned picture {number} into {type(value).__name__}, "
                     "not an image",
-                    code="transform_failed",
+                    code=ErrorCode.TRANSFORM_FAILED,
                 )
             tensor = value.as_subclass(torch.Tensor)
             if tensor.numel() > max_elements:
@@ -652,7 +654,7 @@ def _run_step(step: BuiltTransform, index: int, value: Any) -> Any:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OpError(
             f"transforms[{index}] {step.name}: {message}",
-            code="transform_failed",
+            code=ErrorCode.TRANSFORM_FAILED,
             details={"transform": step.name, "index": index},
         ) from exc
 
@@ -670,7 +672,7 @@ def channel_stats(
         raise InvalidInput(
             f"the pictures have different channel counts {sorted(channels)} after the "
             "transforms; add Grayscale, or choose one mode",
-            code="channel_mismatch",
+            code=ErrorCode.CHANNEL_MISMATCH,
             details={"channels": sorted(channels)},
         )
     (count,) = channels
@@ -721,7 +723,7 @@ def first_batch(
     if n_batches == 0:
         raise InvalidInput(
             f"drop_last with batch_size {batch_size} leaves no batch of {len(dataset)} picture(s)",
-            code="empty_batch",
+            code=ErrorCode.EMPTY_BATCH,
         )
     try:
         x, y = next(iter(loader))
@@ -730,7 +732,7 @@ def first_batch(
         raise InvalidInput(
             f"the pictures of the first batch differ in size ({exc}); add a Resize or "
             "CenterCrop transform so that they agree, or use batch_size 1",
-            code="size_mismatch",
+            code=ErrorCode.SIZE_MISMATCH,
             details={"shapes": [list(s) for s in sizes]},
         ) from exc
     return Batch(x, y, n_batches)

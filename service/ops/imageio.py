@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from service.codec import check_elements
-from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, UnsupportedMediaType
 
 ImageMode = Literal["L", "RGB"]
 
@@ -62,7 +62,9 @@ def decode_base64(text: str, where: str) -> bytes:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidInput(
-            f"{where}: not valid base64 ({exc})", code="invalid_base64", details={"field": where}
+            f"{where}: not valid base64 ({exc})",
+            code=ErrorCode.INVALID_BASE64,
+            details={"field": where},
         ) from exc
 
 
@@ -75,7 +77,7 @@ def open_image(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -
     if not data:
         raise UnsupportedMediaType(
             f"{where}: the file is empty, not a {FORMAT_NAMES} image",
-            code="unsupported_image",
+            code=ErrorCode.UNSUPPORTED_IMAGE,
             details={"allowed": list(ALLOWED_FORMATS)},
         )
     try:
@@ -89,7 +91,7 @@ def open_image(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -
     except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
         raise UnsupportedMediaType(
             f"{where}: not a {FORMAT_NAMES} image (Pillow cannot identify it as one)",
-            code="unsupported_image",
+            code=ErrorCode.UNSUPPORTED_IMAGE,
             details={"allowed": list(ALLOWED_FORMATS)},
         ) from exc
     width, height = image.size
@@ -117,7 +119,7 @@ def load_pixels(image: Image.Image, mode: ImageMode, where: str) -> np.ndarray:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(
             f"{where}: the {image.format or 'image'} data is truncated or corrupt: {message}",
-            code="invalid_image",
+            code=ErrorCode.INVALID_IMAGE,
             details={"format": image.format},
         ) from exc
     finally:

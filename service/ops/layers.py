@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from service.errors import InvalidInput
+from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline, estimate_matmul_flops
 
 RNNMode = Literal["rnn", "lstm", "gru"]
@@ -39,7 +39,7 @@ def _shape_error(message: str, got: Sequence[int], expected: Sequence[int] | Non
     details: dict[str, object] = {"got": _shape(got)}
     if expected is not None:
         details["expected"] = _shape(expected)
-    return InvalidInput(message, details=details, code="shape_mismatch")
+    return InvalidInput(message, details=details, code=ErrorCode.SHAPE_MISMATCH)
 
 
 def compute_dtype(input_dtype: torch.dtype) -> torch.dtype:
@@ -124,7 +124,7 @@ def plan_linear(
             raise InvalidInput(
                 "bias_values is given but bias is false: a layer without bias has no bias "
                 "values; set bias to true or leave bias_values out",
-                code="unexpected_argument",
+                code=ErrorCode.UNEXPECTED_ARGUMENT,
             )
         if _shape(bias_shape) != [spec.out_features]:
             raise _shape_error(
@@ -276,12 +276,12 @@ def plan_rnn(
         raise InvalidInput(
             f"nonlinearity applies to mode 'rnn' only; {name} has fixed gates (sigmoid and "
             "tanh): leave nonlinearity out",
-            code="unexpected_argument",
+            code=ErrorCode.UNEXPECTED_ARGUMENT,
         )
     if c0_shape is not None and spec.mode != "lstm":
         raise InvalidInput(
             f"c0 is given but only an LSTM has a cell state; {name} takes h0 alone",
-            code="unexpected_argument",
+            code=ErrorCode.UNEXPECTED_ARGUMENT,
         )
     layout = "[N, L, input_size]" if spec.batch_first else "[L, N, input_size]"
     if len(input_shape) not in (2, 3):
@@ -337,7 +337,7 @@ def plan_rnn(
                 f"weights: {spec.describe()} has no parameter {param!r}; its parameters are "
                 f"{', '.join(shapes)}",
                 details={"name": param, "allowed": list(shapes)},
-                code="unknown_parameter",
+                code=ErrorCode.UNKNOWN_PARAM,
             )
         if _shape(shape) != shapes[param]:
             raise _shape_error(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from service.codec import DTYPE_NAMES, check_elements, parse_dtype
-from service.errors import InvalidInput, OpError, ServiceError
+from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
 from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.indexing import IndexParseError, check_index, parse_index
 
@@ -179,17 +179,17 @@ def _index(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
         raise InvalidInput(
             f"index {args['index']!r}: {exc}",
             details={"column": exc.position},
-            code="invalid_index",
+            code=ErrorCode.INVALID_INDEX,
         ) from exc
     except IndexError as exc:
         raise InvalidInput(
             f"index {args['index']!r} does not fit shape {list(x.shape)}: {exc}",
-            code="invalid_index",
+            code=ErrorCode.INVALID_INDEX,
         ) from exc
     if any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in index):
         raise InvalidInput(
             f"index {args['index']!r}: torch does not support negative slice steps; use flip",
-            code="invalid_index",
+            code=ErrorCode.INVALID_INDEX,
         )
     return x[index]
 
@@ -352,7 +352,7 @@ def _resolve(
             raise InvalidInput(
                 f"{where}: unknown tensor {value!r}; known names: {known}",
                 details={"name": value, "known": sorted(env)},
-                code="unknown_name",
+                code=ErrorCode.UNKNOWN_NAME,
             )
         found = env[value]
         if not isinstance(found, torch.Tensor):
@@ -459,7 +459,7 @@ def plan_program(
         raise InvalidInput(
             f"return: unknown names {missing}; known: {', '.join(sorted(planned))}",
             details={"unknown": missing, "known": sorted(planned)},
-            code="unknown_name",
+            code=ErrorCode.UNKNOWN_NAME,
         )
     return names
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 from torch import nn
 
-from service.errors import InvalidInput, LimitExceeded, OpError
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
 from service.ops.datasets import EncodedLabels, Table, encode_labels
 
@@ -86,7 +86,7 @@ def split_samples(n: int, test_size: float, generator: torch.Generator, minimum:
             f"{n} samples with test_size {test_size:g} leave {n - n_test} to train; at "
             f"least {minimum} are needed",
             details={"n_samples": n, "n_test": n_test, "min_train": minimum},
-            code="too_few_samples",
+            code=ErrorCode.TOO_FEW_SAMPLES,
         )
     if n_test == 0:
         return Split(torch.arange(n), torch.arange(0))
@@ -118,7 +118,7 @@ def _diverged(epoch: int, lr: float) -> InvalidInput:
         f"training diverged: the loss is not finite after epoch {epoch} (lr {lr:g}); lower "
         "lr, or standardise the data",
         details={"epoch": epoch, "lr": lr},
-        code="diverged",
+        code=ErrorCode.DIVERGED,
     )
 
 
@@ -162,10 +162,10 @@ def regression_targets(table: Table) -> torch.Tensor:
         raise InvalidInput(
             "the targets are text labels; a linear regression needs numbers (use "
             "POST /regress/logistic for classes)",
-            code="targets_not_numeric",
+            code=ErrorCode.TARGETS_NOT_NUMERIC,
         )
     if table.y is None:
-        raise InvalidInput("the data has no targets", code="no_targets")
+        raise InvalidInput("the data has no targets", code=ErrorCode.NO_TARGETS)
     return table.y.to(F64)
 
 
@@ -263,7 +263,7 @@ def fit_linear(
         raise InvalidInput(
             "the fit has non-finite coefficients: the data's values are too large for "
             "float64 arithmetic; rescale them",
-            code="non_finite_fit",
+            code=ErrorCode.NON_FINITE_FIT,
         )
     deadline.check()
     predictions = table.x.to(F64) @ coef.T + intercept
@@ -467,7 +467,7 @@ def classification_labels(table: Table) -> EncodedLabels:
             f"{table.name!r} is a regression dataset: its targets are measurements, not "
             "classes (use POST /regress/linear, or a classification dataset)",
             details={"dataset": table.name},
-            code="not_classification",
+            code=ErrorCode.NOT_CLASSIFICATION,
         )
     return encode_labels(table)
 
@@ -482,7 +482,7 @@ def check_classes(labels: EncodedLabels, options: LogisticOptions) -> None:
             if count
             else "the data has no samples",
             details={"classes": list(labels.classes)},
-            code="single_class",
+            code=ErrorCode.SINGLE_CLASS,
         )
     if count > MAX_CLASSES:
         raise LimitExceeded("max_classes", MAX_CLASSES, count, "the labels")
@@ -490,7 +490,7 @@ def check_classes(labels: EncodedLabels, options: LogisticOptions) -> None:
         raise InvalidInput(
             f"threshold applies to two classes; these labels hold {count} (the most "
             "probable class wins)",
-            code="threshold_not_binary",
+            code=ErrorCode.THRESHOLD_NOT_BINARY,
         )
 
 
@@ -785,7 +785,7 @@ def _ratios(numerator: torch.Tensor, denominator: torch.Tensor) -> list[float | 
 
 
 def _model_error(message: str, **details: object) -> InvalidInput:
-    return InvalidInput(f"model: {message}", details=dict(details), code="invalid_model")
+    return InvalidInput(f"model: {message}", details=dict(details), code=ErrorCode.INVALID_MODEL)
 
 
 def _vector(values: Sequence[float], where: str) -> torch.Tensor:
@@ -965,11 +965,11 @@ def prediction_input(x: torch.Tensor, n_features: int) -> torch.Tensor:
             f"x has shape {list(x.shape)}; this model takes [n_samples, {n_features}]"
             + (" (or [n_samples])" if n_features == 1 else ""),
             details={"shape": list(x.shape), "n_features": n_features},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     x = x.to(F64)
     if not bool(torch.isfinite(x).all()):
-        raise InvalidInput("x holds NaN or infinite values", code="non_finite")
+        raise InvalidInput("x holds NaN or infinite values", code=ErrorCode.NON_FINITE)
     return x
 
 

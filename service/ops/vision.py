@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
-from service.errors import InvalidInput, OpError
+from service.errors import ErrorCode, InvalidInput, OpError
 from service.limits import Budget, Deadline
 from service.ops.activations import BoundActivation, charge, evaluate
 
@@ -83,13 +83,13 @@ def preset_kernel(name: str, size: int, sigma: float | None = None) -> torch.Ten
             f"unknown kernel {name[:64]!r}; presets: {', '.join(PRESETS)}, or an explicit "
             "kernel (a nested list)",
             details={"kernel": name[:64], "allowed": list(PRESETS)},
-            code="unknown_kernel",
+            code=ErrorCode.UNKNOWN_KERNEL,
         )
     if size < 3 or size % 2 == 0:
         raise InvalidInput(
             f"the preset kernel {name!r} needs an odd kernel_size of at least 3, got {size}",
             details={"kernel": name, "kernel_size": size},
-            code="invalid_kernel_size",
+            code=ErrorCode.INVALID_KERNEL_SIZE,
         )
     center = size // 2
     smooth = _binomial(size - 1)
@@ -145,7 +145,7 @@ def as_batch(x: torch.Tensor, where: str = "input") -> torch.Tensor:
         raise InvalidInput(
             f"{where} must be [H, W], [C, H, W] or [N, C, H, W], got shape {list(x.shape)}",
             details={"shape": list(x.shape)},
-            code="shape_mismatch",
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return x.to(dtype)
@@ -186,7 +186,7 @@ class ConvWeight:
     labels: list[str]
 
 
-def _kernel_error(message: str, code: str, **details: object) -> InvalidInput:
+def _kernel_error(message: str, code: ErrorCode, **details: object) -> InvalidInput:
     return InvalidInput(message, details=dict(details), code=code)
 
 
@@ -200,7 +200,7 @@ def _explicit_rows(kernel: torch.Tensor, index: int, per_group: int) -> torch.Te
             raise _kernel_error(
                 f"{where} has shape {list(kernel.shape)}: a 3-D kernel is [C/groups, kh, kw] "
                 f"and the input has {per_group} channel(s) per group",
-                "shape_mismatch",
+                ErrorCode.SHAPE_MISMATCH,
                 got=list(kernel.shape),
             )
         return kernel.unsqueeze(0)
@@ -209,14 +209,14 @@ def _explicit_rows(kernel: torch.Tensor, index: int, per_group: int) -> torch.Te
             raise _kernel_error(
                 f"{where} has shape {list(kernel.shape)}: a 4-D kernel is "
                 f"[out, C/groups, kh, kw] and the input has {per_group} channel(s) per group",
-                "shape_mismatch",
+                ErrorCode.SHAPE_MISMATCH,
                 got=list(kernel.shape),
             )
         return kernel
     raise _kernel_error(
         f"{where} must be [kh, kw], [C/groups, kh, kw] or [out, C/groups, kh, kw], "
         f"got shape {list(kernel.shape)}",
-        "shape_mismatch",
+        ErrorCode.SHAPE_MISMATCH,
         got=list(kernel.shape),
     )
 
@@ -229,7 +229,7 @@ def kernel_size_of(kernels: Sequence[KernelInput], requested: int | None) -> tup
             raise _kernel_error(
                 f"kernels[{index}] must be [kh, kw], [C/groups, kh, kw] or "
                 f"[out, C/groups, kh, kw], got shape {list(kernel.shape)}",
-                "shape_mismatch",
+                ErrorCode.SHAPE_MISMATCH,
                 got=list(kernel.shape),
             )
     sizes = {tuple(int(s) for s in k.shape[-2:]) for k in kernels if isinstance(k, torch.Tensor)}
@@ -237,7 +237,7 @@ def kernel_size_of(kernels: Sequence[KernelInput], requested: int | None) -> tup
         raise _kernel_error(
             f"the explicit kernels have different sizes {sorted(sizes)}; a convolution's "
             "kernels share one size",
-            "kernel_size_mismatch",
+            ErrorCode.KERNEL_SIZE_MISMATCH,
             sizes=sorted(sizes),
         )
     presets = any(isinstance(k, str) for k in kernels)
@@ -250,7 +250,7 @@ def kernel_size_of(kernels: Sequence[KernelInput], requested: int | None) -> tup
             raise _kernel_error(
                 f"the explicit kernels are {explicit[0]}×{explicit[1]}: give a square "
                 "kernel_size of that size for the presets, or square kernels",
-                "kernel_size_mismatch",
+                ErrorCode.KERNEL_SIZE_MISMATCH,
                 sizes=[list(explicit)],
             )
         size = requested if requested is not None else explicit[0]
@@ -258,7 +258,7 @@ def kernel_size_of(kernels: Sequence[KernelInput], requested: int | None) -> tup
             raise _kernel_error(
                 f"kernel_size {size} differs from the explicit kernels' "
                 f"{explicit[0]}×{explicit[1]}; a convolution's kernels share one size",
-                "kernel_size_mismatch",
+                ErrorCode.KERNEL_SIZE_MISMATCH,
                 sizes=[list(explicit)],
                 kernel_size=size,
             )
@@ -266,7 +266,7 @@ def kernel_size_of(kernels: Sequence[KernelInput], requested: int | None) -> tup
         raise _kernel_error(
             f"kernel_size {requested} differs from the explicit kernels' "
             f"{explicit[0]}×{explicit[1]}",
-            "kernel_size_mismatch",
+            ErrorCode.KERNEL_SIZE_MISMATCH,
             sizes=[list(explicit)],
             kernel_size=requested,
         )
@@ -303,7 +303,7 @@ def build_weight(
             f"groups={groups} must divide both the input channels ({in_channels}) and the "
             f"output channels ({out_channels})",
             details={"groups": groups, "in_channels": in_channels, "out_channels": out_channels},
-            code="invalid_groups",
+            code=ErrorCode.INVALID_GROUPS,
         )
     per_group = in_channels // groups
     if budget is not None:
@@ -344,7 +344,7 @@ def build_weight(
                 f"bias_values has shape {list(bias_values.shape)}; the convolution has "
                 f"{out_channels} output channel(s), so it must be [{out_channels}]",
                 details={"got": list(bias_values.shape), "expected": [out_channels]},
-                code="shape_mismatch",
+                code=ErrorCode.SHAPE_MISMATCH,
             )
         bias = bias_values.to(dtype)
     return ConvWeight(weight, bias, labels)
@@ -357,7 +357,7 @@ def check_kernel_name(name: str, index: int) -> None:
             f"kernels[{index}]: unknown kernel {name[:64]!r}; presets: {', '.join(PRESETS)}, "
             "or an explicit kernel (a nested list)",
             details={"kernel": name[:64], "allowed": list(PRESETS)},
-            code="unknown_kernel",
+            code=ErrorCode.UNKNOWN_KERNEL,
         )
 
 
@@ -467,7 +467,7 @@ def pool2d(x: torch.Tensor, spec: PoolSpec) -> torch.Tensor:
         )
     size = spec.output_size
     if size is None:
-        raise InvalidInput(f"pool kind {kind!r} needs output_size", code="missing_param")
+        raise InvalidInput(f"pool kind {kind!r} needs output_size", code=ErrorCode.MISSING_PARAM)
     if kind == "adaptive_avg":
         return _torch_op("adaptive_avg_pool2d", lambda: F.adaptive_avg_pool2d(x, size))
     if kind == "adaptive_max":
@@ -476,7 +476,7 @@ def pool2d(x: torch.Tensor, spec: PoolSpec) -> torch.Tensor:
             lambda: F.adaptive_max_pool2d(x, size),  # type: ignore[arg-type]
         )
     raise InvalidInput(
-        f"unknown pool kind {kind!r}; kinds: {', '.join(POOL_KINDS)}", code="unknown_pool"
+        f"unknown pool kind {kind!r}; kinds: {', '.join(POOL_KINDS)}", code=ErrorCode.UNKNOWN_POOL
     )
 
 

@@ -107,7 +107,7 @@ def test_over_the_flop_limit_is_413(client: TestClient, settings) -> None:
     runs = 1 + 1 + 5  # cold + warm-up + repeats, every one counted
     assert body["details"] == {
         "limit": "max_flops",
-        "allowed": settings.max_flops,
+        "allowed": settings.limits.max_flops,
         "requested": 2 * 2000**3 * runs,
     }
     assert client.get("/health").status_code == 200

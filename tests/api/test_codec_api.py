@@ -245,7 +245,7 @@ def test_element_limit_is_413_in_milliseconds(client: TestClient, settings: Sett
     body = assert_error(response, 413, "elements_limit")
     assert body["details"] == {
         "limit": "max_elements",
-        "allowed": settings.max_elements,
+        "allowed": settings.limits.max_elements,
         "requested": 10**12,
     }
     assert response.elapsed.total_seconds() < 1.0

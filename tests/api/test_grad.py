@@ -259,7 +259,7 @@ def test_a_huge_intermediate_is_refused_before_allocation(
     payload = assert_error(client.post("/grad", json=body), 413, "elements_limit")
     assert time.perf_counter() - start < 1.0
     assert payload["details"]["limit"] == "max_elements"
-    assert payload["details"]["allowed"] == settings.max_elements
+    assert payload["details"]["allowed"] == settings.limits.max_elements
     assert payload["details"]["requested"] == n * n
 
 

@@ -259,7 +259,7 @@ def test_rnn_return_weights_false(client: TestClient) -> None:
         ),
         ({"input": [[[[1.0] * 4]]]}, "shape_mismatch", "input has 4 dimensions"),
         ({"weights": {"weight_ih_l0": [[1.0]]}}, "shape_mismatch", "weights.weight_ih_l0"),
-        ({"weights": {"weight_ih_l5": [[1.0]]}}, "unknown_parameter", "weight_ih_l5"),
+        ({"weights": {"weight_ih_l5": [[1.0]]}}, "unknown_param", "weight_ih_l5"),
         ({"mode": "gru", "c0": np.zeros((2, 1, 3)).tolist()}, "unexpected_argument", "c0"),
         ({"nonlinearity": "relu"}, "unexpected_argument", "nonlinearity"),
     ],

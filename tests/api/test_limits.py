@@ -17,14 +17,14 @@ SLOW_BENCHMARK = {"m": 1536, "k": 1536, "n": 1536, "repeats": 100, "warmup": 0, 
 
 
 def test_declared_body_over_the_limit_is_413_before_reading(client: TestClient, settings) -> None:
-    size = settings.max_body_bytes + 1
+    size = settings.limits.max_body_bytes + 1
     response = client.post(
         "/tensor/ops", content=b" " * size, headers={"Content-Type": "application/json"}
     )
     body = assert_error(response, 413, "body_size_limit")
     assert body["details"] == {
         "limit": "max_body_bytes",
-        "allowed": settings.max_body_bytes,
+        "allowed": settings.limits.max_body_bytes,
         "requested": size,
     }
     assert client.get("/health").status_code == 200
@@ -36,7 +36,7 @@ def test_chunked_body_over_the_limit_is_413_while_streaming(client: TestClient, 
     def chunks():
         nonlocal sent
         piece = b"[" + b"1," * 32767 + b"1]"
-        while sent <= settings.max_body_bytes * 4:
+        while sent <= settings.limits.max_body_bytes * 4:
             sent += len(piece)
             yield piece
 

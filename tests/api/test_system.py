@@ -37,7 +37,7 @@ def test_info_reports_versions_devices_and_limits(client: TestClient, settings: 
     assert names[0] == "cpu"
     assert names[1:] == [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     assert body["default_device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    assert body["limits"] == settings.limits()
+    assert body["limits"] == settings.limits.model_dump()
     assert body["auth_required"] is False
     for device in body["devices"][1:]:
         assert 0 < device["free_memory_bytes"] <= device["total_memory_bytes"]

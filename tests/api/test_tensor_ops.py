@@ -1153,14 +1153,14 @@ def test_arange_non_finite_is_422(client: TestClient, end: str) -> None:
 
 
 def test_too_many_steps(client: TestClient, settings: Any) -> None:
-    steps = [{"op": "ones", "size": [1]}] * (settings.max_steps + 1)
+    steps = [{"op": "ones", "size": [1]}] * (settings.limits.max_steps + 1)
     payload = assert_error(client, {"steps": steps}, 413)
     assert payload["details"]["limit"] == "max_steps"
-    assert payload["details"]["allowed"] == settings.max_steps
-    assert payload["details"]["requested"] == settings.max_steps + 1
+    assert payload["details"]["allowed"] == settings.limits.max_steps
+    assert payload["details"]["requested"] == settings.limits.max_steps + 1
     assert_healthy(client)
     # exactly at the limit is fine
-    run_ops(client, {"steps": steps[: settings.max_steps]})
+    run_ops(client, {"steps": steps[: settings.limits.max_steps]})
 
 
 def test_zeros_over_the_element_limit_is_refused_fast(client: TestClient, settings: Any) -> None:
@@ -1170,7 +1170,7 @@ def test_zeros_over_the_element_limit_is_refused_fast(client: TestClient, settin
     assert elapsed < 0.5, elapsed
     assert payload["details"]["limit"] == "max_elements"
     assert payload["details"]["requested"] == 10**12
-    assert payload["details"]["allowed"] == settings.max_elements
+    assert payload["details"]["allowed"] == settings.limits.max_elements
     assert_healthy(client)
 
 
@@ -1272,7 +1272,7 @@ def test_limits_are_413_and_fast(
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0, elapsed
     assert payload["details"]["limit"] == limit
-    assert payload["details"]["allowed"] == getattr(settings, limit)
+    assert payload["details"]["allowed"] == getattr(settings.limits, limit)
     if requested is not None:
         assert payload["details"]["requested"] == requested
     assert payload["details"]["requested"] > payload["details"]["allowed"]
@@ -1284,8 +1284,8 @@ def test_limits_are_413_and_fast(
 def test_matmul_flop_estimate(client: TestClient, settings: Any) -> None:
     """2·m·k·n of [2000, 2000] @ [2000, 2000] is over the fixture's limit; each operand fits."""
     m = k = n = 2000
-    assert m * k <= settings.max_elements
-    assert 2 * m * k * n > settings.max_flops
+    assert m * k <= settings.limits.max_elements
+    assert 2 * m * k * n > settings.limits.max_flops
     payload = assert_error(client, {"steps": LIMIT_CASES[5].values[0]}, 413)
     assert payload["code"] == "flops_limit"
     # The estimate is the product's, plus at most a few FLOPs per element of the factories.

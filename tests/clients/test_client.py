@@ -66,7 +66,7 @@ def png_check(width: int | None = None, height: int | None = None) -> Callable[[
 def check_info(info: tl.ServiceInfo) -> None:
     assert info.name == "torchlab"
     assert info.default_device in {d.name for d in info.devices}
-    assert info.limits["max_elements"] == make_settings().max_elements
+    assert info.limits["max_elements"] == make_settings().limits.max_elements
     assert not info.auth_required
 
 
@@ -749,7 +749,9 @@ def test_limits_are_too_large_errors(sync_client: tl.Client) -> None:
     assert caught.value.code == "elements_limit"
     assert caught.value.limit == "max_elements"
     assert caught.value.requested == 10**12
-    big = np.zeros(make_settings().max_body_bytes // 8 + 1024)  # float64: over the body limit
+    big = np.zeros(
+        make_settings().limits.max_body_bytes // 8 + 1024
+    )  # float64: over the body limit
     with pytest.raises(tl.TooLargeError) as caught:
         sync_client.tensor_ops({"op": "clone", "x": "a"}, {"a": big})
     assert caught.value.code == "body_size_limit"

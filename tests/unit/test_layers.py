@@ -350,7 +350,7 @@ LSTM2 = RNNSpec("lstm", 10, 20, num_layers=2, bidirectional=True)
             LSTM2,
             (5, 3, 10),
             {"weight_shapes": {"weight_ih_l2": (80, 40)}},
-            "unknown_parameter",
+            "unknown_param",
             "has no parameter 'weight_ih_l2'",
         ),
         (
@@ -364,7 +364,7 @@ LSTM2 = RNNSpec("lstm", 10, 20, num_layers=2, bidirectional=True)
             RNNSpec("rnn", 10, 20, bias=False),
             (5, 3, 10),
             {"weight_shapes": {"bias_ih_l0": (20,)}},
-            "unknown_parameter",
+            "unknown_param",
             "bias_ih_l0",
         ),
     ],

@@ -29,7 +29,7 @@ def compile_program(
     """Inputs and plain steps exactly as the route hands them to the interpreter."""
     request = TensorOpsRequest.model_validate(body)
     inputs = {
-        name: decode_tensor(t.root, max_elements=SETTINGS.max_elements)
+        name: decode_tensor(t.root, max_elements=SETTINGS.limits.max_elements)
         for name, t in request.inputs.items()
     }
     return inputs, _plain_steps(request, SETTINGS)

@@ -171,7 +171,7 @@ async def activate(
     def admit() -> torch.Tensor:
         """The inputs, once every output and the plot fit the limits."""
         budget = Budget.from_settings(settings)
-        x = as_input(_inputs(body, settings.max_elements, budget))
+        x = as_input(_inputs(body, settings.limits.max_elements, budget))
         charge(functions, x, budget, derivative=body.derivative)
         if png:
             lines = 2 if body.derivative else 1

@@ -23,7 +23,9 @@ INLINE_EXPRESSION_CHARS = 256
 
 def _plan(body: GradRequest, settings: Settings) -> GradientPlan:
     inputs = {
-        name: decode_tensor(t.root, max_elements=settings.max_elements, where=f"inputs.{name}")
+        name: decode_tensor(
+            t.root, max_elements=settings.limits.max_elements, where=f"inputs.{name}"
+        )
         for name, t in body.inputs.items()
     }
     return plan_gradient(

@@ -21,7 +21,7 @@ from service.api.routing import ORJSONRoute
 from service.codec import DTYPE_NAMES, dumps
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
-from service.errors import InvalidInput, LimitExceeded
+from service.errors import ErrorCode, InvalidInput, LimitExceeded
 from service.limits import Budget, Deadline
 from service.ops.datasets import (
     Table,
@@ -68,8 +68,8 @@ async def read_upload(files: dict[str, list[UploadFile]], settings: Settings) ->
     size = 0
     while chunk := await upload.read(CHUNK_BYTES):
         size += len(chunk)
-        if size > settings.max_body_bytes:
-            raise LimitExceeded("max_body_bytes", settings.max_body_bytes, size, "the CSV")
+        if size > settings.limits.max_body_bytes:
+            raise LimitExceeded("max_body_bytes", settings.limits.max_body_bytes, size, "the CSV")
         chunks.append(chunk)
     return Upload(b"".join(chunks), upload.filename or "csv")
 
@@ -93,18 +93,20 @@ def load_table(
     if not given:
         raise InvalidInput(
             "no data: give `dataset`, or `x` and `y`, or upload a CSV as `file`",
-            code="no_data",
+            code=ErrorCode.NO_DATA,
         )
     if len(given) > 1:
         raise InvalidInput(
-            f"give one source of data, not {' and '.join(given)}", code="several_sources"
+            f"give one source of data, not {' and '.join(given)}", code=ErrorCode.SEVERAL_SOURCES
         )
     target = body.target
     if body.dataset is not None:
         table = load_dataset(body.dataset)
     elif body.x is not None:
         table = table_from_tensors(
-            body.x.root, None if body.y is None else body.y.root, max_elements=settings.max_elements
+            body.x.root,
+            None if body.y is None else body.y.root,
+            max_elements=settings.limits.max_elements,
         )
     else:
         assert upload is not None
@@ -113,7 +115,7 @@ def load_table(
             name=upload.filename,
             target=target,
             text_target=text_target,
-            max_elements=settings.max_elements,
+            max_elements=settings.limits.max_elements,
         )
         target = None
     table = select(table, body.features, target)
@@ -189,10 +191,10 @@ def _class_targets(table: Table) -> tuple[torch.Tensor, list[int] | list[str] | 
         raise InvalidInput(
             "task classification needs integer (or string) labels; these targets are not "
             "whole numbers (use task regression)",
-            code="labels_not_integers",
+            code=ErrorCode.LABELS_NOT_INTEGERS,
         )
     if y.is_floating_point() and y.numel() and float(y.abs().max()) >= 2**63:
-        raise InvalidInput("labels must fit int64", code="labels_not_integers")
+        raise InvalidInput("labels must fit int64", code=ErrorCode.LABELS_NOT_INTEGERS)
     return y.to(torch.int64), None
 
 
@@ -239,7 +241,7 @@ async def data_loader(request: Request, encoding: EncodingDep = "json") -> FastJ
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise InvalidInput(
                     f"{what} holds values beyond float32's range (±3.4e38), the loader's dtype",
-                    code="values_too_large",
+                    code=ErrorCode.VALUES_TOO_LARGE,
                 )
         n, d = table.n_samples, table.n_features
         budget = Budget.from_settings(settings)

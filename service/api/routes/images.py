@@ -16,7 +16,7 @@ from service.api.routes.vision import png_or_json
 from service.api.routing import ORJSONRoute
 from service.codec import DTYPE_NAMES, dumps, encode_tensor
 from service.deps import EncodingDep, devices_of, settings_of
-from service.errors import InvalidInput
+from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
 from service.ops.image_data import (
     ImageSet,
@@ -90,10 +90,10 @@ async def data_images(request: Request, encoding: EncodingDep = "json") -> Respo
             "give one source of pictures: `dataset`, `images` (base64 or uploaded files) or "
             "`archive` (base64 or an uploaded zip)"
             + (f"; {sources} were given" if sources else ""),
-            code="ambiguous_input" if sources else "missing_input",
+            code=ErrorCode.AMBIGUOUS_INPUT if sources else ErrorCode.MISSING_INPUT,
         )
     if body.labels is not None and not (body.images or uploads):
-        raise InvalidInput("labels name the classes of `images`", code="invalid_input")
+        raise InvalidInput("labels name the classes of `images`", code=ErrorCode.INVALID_INPUT)
     device = devices.resolve(body.device)
     specs = (
         None
@@ -130,7 +130,7 @@ async def data_images(request: Request, encoding: EncodingDep = "json") -> Respo
             image_set.images,
             pipeline,
             seed=body.seed,
-            max_elements=settings.max_elements,
+            max_elements=settings.limits.max_elements,
             deadline=deadline,
         )
         mean, std = channel_stats(tensors, device)

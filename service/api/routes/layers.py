@@ -32,7 +32,7 @@ router = APIRouter(route_class=ORJSONRoute, tags=["layers"], responses=COMPUTE_E
 def _decode(value: Tensor | None, settings: Settings, where: str) -> torch.Tensor | None:
     if value is None:
         return None
-    return decode_tensor(value.root, max_elements=settings.max_elements, where=where)
+    return decode_tensor(value.root, max_elements=settings.limits.max_elements, where=where)
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,9 @@ async def linear_layer(
 
     def prepare() -> _LinearInputs:
         inputs = _LinearInputs(
-            input=decode_tensor(body.input.root, max_elements=settings.max_elements, where="input"),
+            input=decode_tensor(
+                body.input.root, max_elements=settings.limits.max_elements, where="input"
+            ),
             weight=_decode(body.weight, settings, "weight"),
             bias=_decode(body.bias_values, settings, "bias_values"),
         )
@@ -139,12 +141,14 @@ async def rnn_layer(
     def prepare() -> _RNNInputs:
         weights = {
             name: decode_tensor(
-                value.root, max_elements=settings.max_elements, where=f"weights.{name}"
+                value.root, max_elements=settings.limits.max_elements, where=f"weights.{name}"
             )
             for name, value in (body.weights or {}).items()
         }
         inputs = _RNNInputs(
-            input=decode_tensor(body.input.root, max_elements=settings.max_elements, where="input"),
+            input=decode_tensor(
+                body.input.root, max_elements=settings.limits.max_elements, where="input"
+            ),
             h0=_decode(body.h0, settings, "h0"),
             c0=_decode(body.c0, settings, "c0"),
             weights=weights,

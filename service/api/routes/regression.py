@@ -288,7 +288,9 @@ async def predict(
             )
             outputs = 2 * len(model.classes)
         check_wire_form(body.x.root, "x")
-        x = decode_tensor(float64_wire(body.x.root), max_elements=settings.max_elements, where="x")
+        x = decode_tensor(
+            float64_wire(body.x.root), max_elements=settings.limits.max_elements, where="x"
+        )
         x = prediction_input(x, params.n_features)
         budget = Budget.from_settings(settings)
         plan_predict(int(x.shape[0]), params.n_features, outputs, budget)

@@ -46,7 +46,7 @@ def info(request: Request) -> InfoResponse:
         cpu_threads=torch.get_num_threads(),
         default_device=str(devices.default),
         devices=[DeviceInfo.model_validate(d) for d in devices.info()],
-        limits=settings.limits(),
+        limits=settings.limits.model_dump(),
         auth_required=bool(settings.api_keys),
     )
 

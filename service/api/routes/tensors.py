@@ -23,7 +23,7 @@ router = APIRouter(route_class=ORJSONRoute, tags=["tensors"], responses=COMPUTE_
 
 def _decode_arg(value: Any, settings: Settings, where: str) -> Any:
     if isinstance(value, Tensor):
-        return decode_tensor(value.root, max_elements=settings.max_elements, where=where)
+        return decode_tensor(value.root, max_elements=settings.limits.max_elements, where=where)
     if isinstance(value, list):
         return [_decode_arg(item, settings, f"{where}[{i}]") for i, item in enumerate(value)]
     return value
@@ -45,7 +45,9 @@ class _Program:
 
     def __init__(self, body: TensorOpsRequest, settings: Settings) -> None:
         self.inputs = {
-            name: decode_tensor(t.root, max_elements=settings.max_elements, where=f"inputs.{name}")
+            name: decode_tensor(
+                t.root, max_elements=settings.limits.max_elements, where=f"inputs.{name}"
+            )
             for name, t in body.inputs.items()
         }
         self.steps = _plain_steps(body, settings)
@@ -72,8 +74,8 @@ async def tensor_ops(
     `cat`.
     """
     settings, devices = settings_of(request), devices_of(request)
-    if len(body.steps) > settings.max_steps:
-        raise LimitExceeded("max_steps", settings.max_steps, len(body.steps), "the program")
+    if len(body.steps) > settings.limits.max_steps:
+        raise LimitExceeded("max_steps", settings.limits.max_steps, len(body.steps), "the program")
     device = devices.resolve(body.device)
 
     def compute(program: _Program, deadline: Deadline) -> dict[str, Any]:
@@ -84,7 +86,7 @@ async def tensor_ops(
             device=device,
             deadline=deadline,
             seed=body.seed,
-            max_elements=settings.max_elements,
+            max_elements=settings.limits.max_elements,
         )
         return {"outputs": outputs}
 

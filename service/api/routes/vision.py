@@ -31,7 +31,7 @@ from service.api.routing import ORJSONRoute
 from service.codec import decode_tensor, dumps, encode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
-from service.errors import InvalidInput
+from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
 from service.ops.activations import BoundActivation, bind
 from service.ops.image_plots import FeatureLayout, feature_maps_png, figure_layout
@@ -110,12 +110,12 @@ async def _read(request: Request, model: type[M], settings: Settings) -> tuple[M
     if given > 1:
         raise InvalidInput(
             "give one input: `input` (a tensor), `image` (base64) or an uploaded `image` file",
-            code="ambiguous_input",
+            code=ErrorCode.AMBIGUOUS_INPUT,
         )
     if given == 0:
         raise InvalidInput(
             "no input: give `input` (a tensor), `image` (base64) or upload an `image` file",
-            code="missing_input",
+            code=ErrorCode.MISSING_INPUT,
         )
     return body, data
 
@@ -126,11 +126,13 @@ def _load_input(
     """The input as ``[N, C, H, W]`` float, decoded (pictures after their header passed
     the limits) and charged."""
     if body.input is not None:
-        raw = decode_tensor(body.input.root, max_elements=settings.max_elements, where="input")
+        raw = decode_tensor(
+            body.input.root, max_elements=settings.limits.max_elements, where="input"
+        )
         x = as_batch(raw)
     else:
         data = upload if upload is not None else decode_base64(body.image or "", "image")
-        x = image_tensor(data, body.mode, "image", max_elements=settings.max_elements)
+        x = image_tensor(data, body.mode, "image", max_elements=settings.limits.max_elements)
     budget.charge_tensor(x.numel(), "the input")
     return x
 
@@ -158,7 +160,9 @@ def _kernel(value: str | Tensor, index: int, settings: Settings) -> KernelInput:
         return value
     if isinstance(value.root, str):
         check_kernel_name(value.root, index)
-    return decode_tensor(value.root, max_elements=settings.max_elements, where=f"kernels[{index}]")
+    return decode_tensor(
+        value.root, max_elements=settings.limits.max_elements, where=f"kernels[{index}]"
+    )
 
 
 def _activation(body: ConvRequest) -> BoundActivation | None:
@@ -230,7 +234,9 @@ async def convolution(request: Request, encoding: EncodingDep = "json") -> Respo
             None
             if body.bias_values is None
             else decode_tensor(
-                body.bias_values.root, max_elements=settings.max_elements, where="bias_values"
+                body.bias_values.root,
+                max_elements=settings.limits.max_elements,
+                where="bias_values",
             )
         )
         weight = build_weight(
