@@ -11,7 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from service.config import Settings
+from service.config import Limits, Settings
 from service.errors import ComputeTimeout, LimitExceeded
 
 
@@ -43,12 +43,12 @@ class Budget:
         self.flops = 0.0
 
     @classmethod
+    def from_limits(cls, limits: Limits) -> Budget:
+        return cls(limits.max_elements, limits.max_total_elements, limits.max_flops)
+
+    @classmethod
     def from_settings(cls, settings: Settings) -> Budget:
-        return cls(
-            settings.limits.max_elements,
-            settings.limits.max_total_elements,
-            settings.limits.max_flops,
-        )
+        return cls.from_limits(settings.limits)
 
     def charge_tensor(self, numel: int, what: str) -> None:
         """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""

@@ -1,11 +1,17 @@
-"""The shape every compute route shares: admit, compute, encode.
+"""The one pipeline every compute route uses: decode → plan → compute → encode.
 
-A route gives a ``prepare`` (decode the request and charge its plan to a budget: refusals
-happen here, before anything is allocated) and a ``compute`` (the real work, returning the
-response content with tensors in it). Small bodies are prepared on the event loop, so a
-refusal never waits for a compute slot; big ones in the compute thread, off the loop. A
-prepared plan that is tiny on the CPU runs on the event loop too: a thread hop would cost
-more than the work.
+A route hands :func:`run_compute` a ``prepare`` (decode the request and charge its plan to
+the context's budget: every refusal happens here, before a compute slot is taken and before
+anything big is allocated) and a ``compute`` (the real work on the plan, returning the
+response content with tensors in it, or a :class:`~service.api.responses.Png`).
+
+``compute`` is a module-level function of the plan and the deadline, and the plan holds
+what the work needs (tensors, the device, the seed): nothing of the request or the app.
+
+Small bodies are prepared on the event loop (a thread hop would cost more than the work);
+big ones in a worker thread that holds no compute slot, so that an over-limit request is a
+fast 413, never a 429 from waiting in the queue. A plan that is tiny on the CPU runs on the
+event loop too.
 """
 
 from __future__ import annotations
@@ -16,16 +22,23 @@ from typing import Any, TypeVar
 
 import torch
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
-from service.codec import Encoding, dumps, encode_tensor
-from service.deps import devices_of
+from schemas.common import Encoding
+from service.api.responses import FastJSONResponse, Png, png_response
+from service.codec import dumps, encode_tensor
+from service.deps import devices_of, settings_of
 from service.limits import Budget, Deadline
+from service.ops.context import ComputeContext
 
 P = TypeVar("P")
 
 INLINE_BODY_BYTES = 16 * 1024
 INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
+
+Content = dict[str, Any] | Png
 
 
 def encode_tensors(content: Any, encoding: Encoding) -> Any:
@@ -39,12 +52,78 @@ def encode_tensors(content: Any, encoding: Encoding) -> Any:
     return content
 
 
-def is_small(request: Request) -> bool:
-    """Whether the body is small enough to decode and plan on the event loop."""
-    return int(request.headers.get("content-length") or "0") <= INLINE_BODY_BYTES
+def is_small(request: Request, body_bytes: int | None = None) -> bool:
+    """Whether the body is small enough to decode and plan on the event loop: by the bytes
+    read when the route read them, else by ``Content-Length`` (a chunked body is not)."""
+    if body_bytes is None:
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return False
+        body_bytes = int(length)
+    return body_bytes <= INLINE_BODY_BYTES
+
+
+def compute_context(request: Request, device: str | None) -> ComputeContext:
+    """The request's context: the limits in force and its device (422 for one absent)."""
+    return ComputeContext(settings_of(request).limits, devices_of(request).resolve(device))
 
 
 async def run_compute(
+    request: Request,
+    ctx: ComputeContext,
+    prepare: Callable[[ComputeContext], P],
+    compute: Callable[[P, Deadline], Content],
+    *,
+    encoding: Encoding = "json",
+    autograd: bool = False,
+    body_bytes: int | None = None,
+    devices: list[torch.device] | None = None,
+    prepare_on_loop: bool = True,
+    inline_when_tiny: bool = False,
+) -> Response:
+    """Prepare, compute on the context's device (or every one of ``devices``) and answer:
+    JSON with the content's tensors encoded plus ``device`` and ``elapsed_ms`` (the compute
+    time), or the PNG that ``compute`` drew.
+
+    ``body_bytes``: the body's size when the route has read it (uploads), for the choice to
+    prepare on the event loop; ``prepare_on_loop`` false keeps even a small body's
+    preparation off it (a CSV to parse, a dataset to load). ``inline_when_tiny``: the
+    budget measures the whole cost of the work, so a tiny plan may run on the event loop.
+    """
+    manager = devices_of(request)
+    if prepare_on_loop and is_small(request, body_bytes):
+        plan = prepare(ctx)
+    else:
+        plan = await run_in_threadpool(prepare, ctx)
+    device = ctx.device
+
+    def work(deadline: Deadline) -> bytes | Png:
+        start = time.perf_counter()
+        content = compute(plan, deadline)
+        for used in devices or [device]:
+            manager.synchronize(used)
+        elapsed_ms = (time.perf_counter() - start) * 1000
+        if isinstance(content, Png):
+            return content
+        encoded = encode_tensors(content, encoding)
+        return dumps({**encoded, "device": str(device), "elapsed_ms": elapsed_ms})
+
+    budget = ctx.budget
+    inline = (
+        inline_when_tiny
+        and devices is None
+        and device.type == "cpu"
+        and budget.elements <= INLINE_ELEMENTS
+        and budget.flops <= INLINE_FLOPS
+    )
+    result = await manager.run(work, devices or [device], autograd=autograd, inline=inline)
+    if isinstance(result, Png):
+        return png_response(result.data, result.headers)
+    return FastJSONResponse(result)
+
+
+# The shape before the pipeline above; each route moves off it as it is rewritten.
+async def run_compute_legacy(
     request: Request,
     device: torch.device,
     prepare: Callable[[], P],

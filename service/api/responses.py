@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -39,18 +40,48 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 PNG_MEDIA_TYPE = "image/png"
 
+PANEL_HEADERS = {
+    "X-Panel-Count": {
+        "description": 'With `"format": "png"`: the number of panels.',
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "X-Panel-Layout": {
+        "description": 'With `"format": "png"`: the grid, `<rows>x<columns>`.',
+        "schema": {"type": "string", "pattern": r"^\d+x\d+$"},
+    },
+}
 
-def json_or_png(model: type[Any], what: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI for a 200 that is JSON (``model``) or, with ``"format": "png"``, a picture."""
-    return {
-        200: {
-            "description": f'JSON, or with `"format": "png"` a PNG image: {what}.',
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
-                PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
+
+@dataclass(frozen=True)
+class Png:
+    """A picture a compute drew, with the headers that describe it."""
+
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def panel_headers(panels: int, rows: int, columns: int) -> dict[str, str]:
+    """The headers of a figure of ``panels`` panels on a ``rows`` × ``columns`` grid."""
+    return {"X-Panel-Count": str(panels), "X-Panel-Layout": f"{rows}x{columns}"}
+
+
+def png_or_json(
+    model: type[Any], what: str, *, panels: bool = False, uploads: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that answers JSON (``model``) or, with
+    ``"format": "png"``, a picture: the compute errors (with what uploads add to 413 and 415
+    when ``uploads``) and the 200 in both media types (with the panel headers when
+    ``panels``)."""
+    ok: dict[str, Any] = {
+        "description": f'JSON, or with `"format": "png"` a PNG image: {what}.',
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+            PNG_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
     }
+    if panels:
+        ok["headers"] = PANEL_HEADERS
+    return {**COMPUTE_ERRORS, **(UPLOAD_ERRORS if uploads else {}), 200: ok}
 
 
 def png_response(data: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -60,3 +91,17 @@ def png_response(data: bytes, headers: dict[str, str] | None = None) -> Response
 
 COMPUTE_ERRORS = _errors(400, 401, 413, 415, 422, 429, 503, 504)
 READ_ERRORS = _errors(401)
+
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {
+        **COMPUTE_ERRORS[413],
+        "description": "Over a limit: body size, elements, FLOPs, a picture's pixels (checked "
+        "from its header, before decoding), the PNG's pixels, or a zip's entries and sizes "
+        "(checked before decompressing). `details` names the limit and the requested amount.",
+    },
+    415: {
+        **COMPUTE_ERRORS[415],
+        "description": "The body is neither JSON nor multipart/form-data, or an uploaded or "
+        "base64 file is not an allowed picture (PNG, JPEG, BMP, GIF, WebP, TIFF) or not a zip.",
+    },
+}

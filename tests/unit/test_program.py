@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from schemas.tensors import TensorOpsRequest, TensorStepUnion
-from service.api.routes.tensors import _plain_steps
-from service.codec import decode_tensor
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline, estimate_matmul_flops
+from service.ops.context import ComputeContext
 from service.ops.program import META, OPS, Context, execute, plan_program, run_program, warm_up
+from service.ops.tensors.handlers import decode_program
 from tests.api.test_tensor_ops import INPUTS, OP_CASES, RANDOM_CASES
 from tests.conftest import make_settings
 
@@ -28,11 +28,7 @@ def compile_program(
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Inputs and plain steps exactly as the route hands them to the interpreter."""
     request = TensorOpsRequest.model_validate(body)
-    inputs = {
-        name: decode_tensor(t.root, max_elements=SETTINGS.limits.max_elements)
-        for name, t in request.inputs.items()
-    }
-    return inputs, _plain_steps(request, SETTINGS)
+    return decode_program(ComputeContext(SETTINGS.limits, torch.device("cpu")), request)
 
 
 def big_budget() -> Budget:

@@ -21,12 +21,11 @@ from schemas.activations import (
     ActivationParamInfo,
     ActivationRange,
 )
-from service.api.compute import run_compute
+from service.api.compute import run_compute_legacy
 from service.api.responses import (
-    COMPUTE_ERRORS,
     READ_ERRORS,
     FastJSONResponse,
-    json_or_png,
+    png_or_json,
     png_response,
 )
 from service.api.routing import ORJSONRoute
@@ -60,12 +59,6 @@ PANEL_HEADERS = {
         "schema": {"type": "string", "pattern": r"^\d+x\d+$"},
     },
 }
-
-
-def _png_or_json() -> dict[int | str, dict[str, Any]]:
-    responses = json_or_png(ActivateResponse, "one panel per function, y and dy/dx")
-    responses[200]["headers"] = PANEL_HEADERS
-    return {**COMPUTE_ERRORS, **responses}
 
 
 @functools.cache
@@ -147,7 +140,7 @@ def _inputs(body: ActivateRequest, max_elements: int, budget: Budget) -> torch.T
     summary="Evaluate, differentiate or plot activation functions",
     response_model=ActivateResponse,
     response_class=FastJSONResponse,
-    responses=_png_or_json(),
+    responses=png_or_json(ActivateResponse, "one panel per function, y and dy/dx", panels=True),
 )
 async def activate(
     body: ActivateRequest, request: Request, encoding: EncodingDep = "json"
@@ -204,7 +197,7 @@ async def activate(
             ]
         }
 
-    content = await run_compute(
+    content = await run_compute_legacy(
         request, device, admit, compute, encoding=encoding, autograd=body.derivative
     )
     if not png:

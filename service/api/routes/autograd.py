@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from schemas.autograd import GradRequest, GradResponse
-from service.api.compute import run_compute
+from service.api.compute import run_compute_legacy
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
 from service.codec import decode_tensor
@@ -76,7 +76,7 @@ async def grad(
             content["hessians"] = result.hessians
         return content
 
-    content = await run_compute(
+    content = await run_compute_legacy(
         request,
         device,
         lambda: _plan(body, settings),

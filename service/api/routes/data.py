@@ -14,7 +14,7 @@ from starlette.responses import Response
 from torch.utils.data import DataLoader, TensorDataset
 
 from schemas.datasets import DataLoaderRequest, DataLoaderResponse, DataRequest, DatasetsResponse
-from service.api.compute import run_compute
+from service.api.compute import run_compute_legacy
 from service.api.forms import json_or_form_body, parse_body
 from service.api.responses import COMPUTE_ERRORS, READ_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
@@ -296,7 +296,7 @@ async def data_loader(request: Request, encoding: EncodingDep = "json") -> FastJ
         }
 
     cpu = torch.device("cpu")
-    content = await run_compute(
+    content = await run_compute_legacy(
         request,
         cpu,
         prepare,

@@ -11,8 +11,7 @@ from starlette.responses import Response
 
 from schemas.images import MAX_IMAGES, DataImagesRequest, DataImagesResponse
 from service.api.forms import json_or_form_body, parse_body
-from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, png_response
-from service.api.routes.vision import png_or_json
+from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, png_or_json, png_response
 from service.api.routing import ORJSONRoute
 from service.codec import DTYPE_NAMES, dumps, encode_tensor
 from service.deps import EncodingDep, devices_of, settings_of
@@ -57,7 +56,7 @@ def _count(value: object) -> int:
     summary="Image datasets, torchvision transforms and a DataLoader batch",
     response_model=DataImagesResponse,
     response_class=FastJSONResponse,
-    responses=png_or_json(DataImagesResponse, _PNG_DOC),
+    responses=png_or_json(DataImagesResponse, _PNG_DOC, panels=True, uploads=True),
     openapi_extra=json_or_form_body(DataImagesRequest, UPLOADS, frozenset({"images"})),
 )
 async def data_images(request: Request, encoding: EncodingDep = "json") -> Response:

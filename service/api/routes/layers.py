@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from schemas.common import Tensor
 from schemas.layers import LinearRequest, LinearResponse, RNNRequest, RNNResponse
-from service.api.compute import run_compute
+from service.api.compute import run_compute_legacy
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
 from service.codec import decode_tensor
@@ -93,7 +93,9 @@ async def linear_layer(
         )
         return {"output": result.output, "weight": result.weight, "bias": result.bias}
 
-    return FastJSONResponse(await run_compute(request, device, prepare, compute, encoding=encoding))
+    return FastJSONResponse(
+        await run_compute_legacy(request, device, prepare, compute, encoding=encoding)
+    )
 
 
 @dataclass(frozen=True)
@@ -182,4 +184,6 @@ async def rnn_layer(
             "weights": result.parameters if body.return_weights else None,
         }
 
-    return FastJSONResponse(await run_compute(request, device, prepare, compute, encoding=encoding))
+    return FastJSONResponse(
+        await run_compute_legacy(request, device, prepare, compute, encoding=encoding)
+    )

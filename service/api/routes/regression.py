@@ -20,9 +20,9 @@ from schemas.regression import (
     PredictRequest,
     PredictResponse,
 )
-from service.api.compute import run_compute
+from service.api.compute import run_compute_legacy
 from service.api.forms import json_or_form_body, parse_body
-from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, json_or_png, png_response
+from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, png_or_json, png_response
 from service.api.routes.data import CSV_DOC, CSV_FIELD, load_table, prepare_on_loop, read_upload
 from service.api.routing import ORJSONRoute
 from service.codec import decode_tensor
@@ -93,7 +93,7 @@ def _linear_options(body: LinearRegressionRequest) -> LinearOptions:
     summary="Fit a linear regression",
     response_model=LinearRegressionResponse,
     response_class=FastJSONResponse,
-    responses=json_or_png(LinearRegressionResponse, "the data with the fitted line"),
+    responses=png_or_json(LinearRegressionResponse, "the data with the fitted line"),
     openapi_extra=json_or_form_body(LinearRegressionRequest, {CSV_FIELD: CSV_DOC}),
 )
 async def linear_regression(request: Request) -> Response:
@@ -146,7 +146,7 @@ async def linear_regression(request: Request) -> Response:
             "loss_history": fit.loss_history,
         }
 
-    content = await run_compute(
+    content = await run_compute_legacy(
         request,
         device,
         prepare,
@@ -180,7 +180,7 @@ def _logistic_options(body: LogisticRegressionRequest) -> LogisticOptions:
     summary="Fit a logistic regression (binary or multinomial)",
     response_model=LogisticRegressionResponse,
     response_class=FastJSONResponse,
-    responses=json_or_png(LogisticRegressionResponse, "the decision regions and the loss"),
+    responses=png_or_json(LogisticRegressionResponse, "the decision regions and the loss"),
     openapi_extra=json_or_form_body(LogisticRegressionRequest, {CSV_FIELD: CSV_DOC}),
 )
 async def logistic_regression(request: Request) -> Response:
@@ -228,7 +228,7 @@ async def logistic_regression(request: Request) -> Response:
             "loss_history": fit.loss_history,
         }
 
-    content = await run_compute(
+    content = await run_compute_legacy(
         request,
         device,
         prepare,
@@ -309,7 +309,7 @@ async def predict(
             "proba": plan.params.proba(logits),
         }
 
-    content = await run_compute(
+    content = await run_compute_legacy(
         request, device, prepare, compute, encoding=encoding, budget=lambda plan: plan.budget
     )
     return FastJSONResponse(content)

@@ -5,7 +5,7 @@ convolution or pooling on the request's device, tensors or a PNG of feature maps
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from fastapi import APIRouter, Request
@@ -24,7 +24,7 @@ from service.api.forms import json_or_form_body, parse_body
 from service.api.responses import (
     COMPUTE_ERRORS,
     FastJSONResponse,
-    json_or_png,
+    png_or_json,
     png_response,
 )
 from service.api.routing import ORJSONRoute
@@ -59,46 +59,12 @@ IMAGE_UPLOAD = {
     "channels."
 }
 
-PANEL_HEADERS = {
-    "X-Panel-Count": {
-        "description": 'With `"format": "png"`: the number of panels.',
-        "schema": {"type": "integer", "minimum": 1},
-    },
-    "X-Panel-Layout": {
-        "description": 'With `"format": "png"`: the grid, `<rows>x<columns>`.',
-        "schema": {"type": "string", "pattern": r"^\d+x\d+$"},
-    },
-}
-
 _PNG_DOC = (
     "one row per sample: the input and each output channel side by side at their own pixel "
     "size (maps under 128 pixels tall enlarged by a whole factor, nearest neighbour), each "
     "scaled to 0–255 and labelled above; panels 8 pixels apart, each at least 64 pixels wide "
     "under a 20-pixel label strip"
 )
-
-
-UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {
-        **COMPUTE_ERRORS[413],
-        "description": "Over a limit: body size, elements, FLOPs, a picture's pixels (checked "
-        "from its header, before decoding), the PNG's pixels, or a zip's entries and sizes "
-        "(checked before decompressing). `details` names the limit and the requested amount.",
-    },
-    415: {
-        **COMPUTE_ERRORS[415],
-        "description": "The body is neither JSON nor multipart/form-data, or an uploaded or "
-        "base64 file is not an allowed picture (PNG, JPEG, BMP, GIF, WebP, TIFF) or not a zip.",
-    },
-}
-
-
-def png_or_json(model: type[Any], what: str) -> dict[int | str, dict[str, Any]]:
-    """``responses=``: the compute errors (with what uploads add to 413 and 415) and a 200 of
-    JSON or a PNG with panel headers."""
-    responses = json_or_png(model, what)
-    responses[200]["headers"] = PANEL_HEADERS
-    return {**COMPUTE_ERRORS, **UPLOAD_ERRORS, **responses}
 
 
 async def _read(request: Request, model: type[M], settings: Settings) -> tuple[M, bytes | None]:
@@ -192,7 +158,7 @@ def _answer(content: bytes | tuple[bytes, dict[str, str]]) -> Response:
     summary="2-D convolution of a picture or a tensor",
     response_model=ConvResponse,
     response_class=FastJSONResponse,
-    responses=png_or_json(ConvResponse, _PNG_DOC),
+    responses=png_or_json(ConvResponse, _PNG_DOC, panels=True, uploads=True),
     openapi_extra=json_or_form_body(ConvRequest, IMAGE_UPLOAD),
 )
 async def convolution(request: Request, encoding: EncodingDep = "json") -> Response:
@@ -284,7 +250,7 @@ async def convolution(request: Request, encoding: EncodingDep = "json") -> Respo
     summary="Max, average, adaptive or Lp pooling of a picture or a tensor",
     response_model=PoolResponse,
     response_class=FastJSONResponse,
-    responses=png_or_json(PoolResponse, _PNG_DOC),
+    responses=png_or_json(PoolResponse, _PNG_DOC, panels=True, uploads=True),
     openapi_extra=json_or_form_body(PoolRequest, IMAGE_UPLOAD),
 )
 async def pooling(request: Request, encoding: EncodingDep = "json") -> Response:

@@ -1,0 +1,1 @@
+"""``/tensor/ops``: the program interpreter and NumPy-style indexing."""
