@@ -19,6 +19,8 @@ DatasetName = Literal["exam", "iris", "diabetes", "wine", "breast_cancer", "digi
 DatasetTask = Literal["regression", "classification", "images"]
 Task = Literal["regression", "classification"]
 
+CSV_FIELD = "file"
+"""The multipart field of an uploaded CSV."""
 MAX_SELECTED_FEATURES = 100_000
 MAX_NAME_LENGTH = 200
 MAX_LOADER_BATCH = 2**31 - 1

@@ -30,7 +30,7 @@ from service.device import DeviceManager
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, RequestContextMiddleware
-from service.ops.program import warm_up
+from service.ops.tensors.program import warm_up
 
 DESCRIPTION = """
 PyTorch's fundamentals over HTTP: tensors, autograd, layers, convolution, pooling,

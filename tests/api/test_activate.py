@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.main import create_app
-from service.ops.activations import ACTIVATIONS
-from service.ops.plots import MAX_POINTS
+from service.ops.nn.activations import ACTIVATIONS
+from service.ops.render.plots import MAX_POINTS
 from tests.api.test_system import assert_error
 from tests.conftest import make_settings
 from tests.unit.test_activations import PARAM_DRAWS, reference

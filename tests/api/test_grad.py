@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from schemas.autograd import CHAPTER_5, HESSIAN_EXAMPLE
 from service.config import Settings
 from service.main import create_app
-from service.ops.autograd import MAX_HESSIAN_ELEMENTS
-from service.ops.expressions import MAX_EXPRESSION_LENGTH
+from service.ops.autograd.expressions import MAX_EXPRESSION_LENGTH
+from service.ops.autograd.gradients import MAX_HESSIAN_ELEMENTS
 from tests.api.test_system import assert_error
 from tests.api.test_tensor_ops import wire_to_torch
 from tests.conftest import CUDA, make_settings

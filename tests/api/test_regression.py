@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service.main import create_app
-from service.ops.datasets import EXAM_HOURS, EXAM_SCORES
+from service.ops.data.datasets import EXAM_HOURS, EXAM_SCORES
 from tests.api.test_system import assert_error
 from tests.conftest import make_settings
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from schemas.tensors import TUTORIAL_PROGRAM, TensorStepUnion
 from service.main import create_app
-from service.ops.indexing import IndexItem, format_index
+from service.ops.tensors.indexing import IndexItem, format_index
 from tests.conftest import make_settings, ops
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from PIL import Image
 
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
-from service.ops import activations as ops
-from service.ops.activations import (
+from service.ops.nn import activations as ops
+from service.ops.nn.activations import (
     ACTIVATIONS,
     DEFAULT_FUNCTIONS,
     as_input,
@@ -26,7 +26,7 @@ from service.ops.activations import (
     evaluate,
     find_activation,
 )
-from service.ops.plots import (
+from service.ops.render.plots import (
     MAX_POINTS,
     Line,
     Panel,

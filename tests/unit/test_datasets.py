@@ -12,7 +12,7 @@ import torch
 from sklearn import datasets as sk
 
 from service.errors import InvalidInput, LimitExceeded
-from service.ops.datasets import (
+from service.ops.data.datasets import (
     DATASETS,
     EXAM_HOURS,
     EXAM_SCORES,

@@ -20,15 +20,16 @@ from torch.nn import functional
 from schemas import autograd as schema
 from service.errors import InvalidInput, LimitExceeded, OpError, ServiceError
 from service.limits import Budget, Deadline
-from service.ops import autograd, expressions
-from service.ops.autograd import Gradient, compute_gradient, plan_gradient
-from service.ops.expressions import (
+from service.ops.autograd import expressions
+from service.ops.autograd import gradients as autograd
+from service.ops.autograd.expressions import (
     FUNCTIONS,
     META,
     Evaluation,
     evaluate,
     parse_expression,
 )
+from service.ops.autograd.gradients import Gradient, compute_gradient, plan_gradient
 
 CPU = torch.device("cpu")
 Env = Mapping[str, torch.Tensor]

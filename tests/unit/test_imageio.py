@@ -15,7 +15,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
-from service.ops.imageio import (
+from service.ops.vision.imageio import (
     ALLOWED_FORMATS,
     MAX_IMAGE_PIXELS,
     decode_base64,

@@ -1,4 +1,4 @@
-"""Tests for the text index parser in :mod:`service.ops.indexing`."""
+"""Tests for the text index parser in :mod:`service.ops.tensors.indexing`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.ops.indexing import (
+from service.ops.tensors.indexing import (
     IndexItem,
     IndexParseError,
     check_index,

@@ -12,7 +12,7 @@ from torch import nn
 
 from service.errors import InvalidInput, LimitExceeded
 from service.limits import Budget
-from service.ops.layers import (
+from service.ops.nn.layers import (
     LinearSpec,
     RNNSpec,
     build_linear,

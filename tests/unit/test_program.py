@@ -14,8 +14,16 @@ from schemas.tensors import TensorOpsRequest, TensorStepUnion
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.context import ComputeContext
-from service.ops.program import META, OPS, Context, execute, plan_program, run_program, warm_up
 from service.ops.tensors.handlers import decode_program
+from service.ops.tensors.program import (
+    META,
+    OPS,
+    Context,
+    execute,
+    plan_program,
+    run_program,
+    warm_up,
+)
 from tests.api.test_tensor_ops import INPUTS, OP_CASES, RANDOM_CASES
 from tests.conftest import make_settings
 

@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler
 from schemas.regression import MAX_CLASSES as SCHEMA_MAX_CLASSES
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded
 from service.limits import Budget, Deadline
-from service.ops.datasets import Table, encode_labels, load_dataset, table_from_tensors
-from service.ops.regression import (
+from service.ops.data.datasets import Table, encode_labels, load_dataset, table_from_tensors
+from service.ops.regression.fits import (
     MAX_CLASSES,
     LinearOptions,
     LogisticOptions,
@@ -34,7 +34,7 @@ from service.ops.regression import (
     split_samples,
     strength,
 )
-from service.ops.regression import (
+from service.ops.regression.fits import (
     r2_score as service_r2,
 )
 

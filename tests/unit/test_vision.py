@@ -12,8 +12,8 @@ from torch import nn
 
 from service.errors import InvalidInput, LimitExceeded, OpError
 from service.limits import Budget
-from service.ops.activations import bind
-from service.ops.vision import (
+from service.ops.nn.activations import bind
+from service.ops.vision.conv import (
     PRESETS,
     ConvSpec,
     PoolSpec,

@@ -33,7 +33,7 @@ from service.codec import DTYPES, decode_tensor
 from service.deps import EncodingDep, devices_of, settings_of
 from service.errors import OpError
 from service.limits import Budget, Deadline
-from service.ops.activations import (
+from service.ops.nn.activations import (
     ACTIVATIONS,
     DEFAULT_FUNCTIONS,
     Activation,
@@ -44,7 +44,7 @@ from service.ops.activations import (
     charge,
     evaluate,
 )
-from service.ops.plots import MAX_POINTS, Line, Panel, check_points, line_panels, panel_grid
+from service.ops.render.plots import MAX_POINTS, Line, Panel, check_points, line_panels, panel_grid
 
 router = APIRouter(route_class=ORJSONRoute, tags=["activations"])
 

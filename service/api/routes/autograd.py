@@ -14,7 +14,7 @@ from service.codec import decode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
 from service.limits import Budget, Deadline
-from service.ops.autograd import GradientPlan, compute_gradient, plan_gradient
+from service.ops.autograd.gradients import GradientPlan, compute_gradient, plan_gradient
 
 router = APIRouter(route_class=ORJSONRoute, tags=["autograd"], responses=COMPUTE_ERRORS)
 

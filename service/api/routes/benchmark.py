@@ -13,7 +13,7 @@ from service.api.routing import ORJSONRoute
 from service.codec import DTYPES
 from service.deps import devices_of, settings_of
 from service.limits import Budget, Deadline, estimate_matmul_flops
-from service.ops.benchmark import matmul_benchmark, max_norm_rel_diff
+from service.ops.benchmark.matmul import matmul_benchmark, max_norm_rel_diff
 
 router = APIRouter(route_class=ORJSONRoute, tags=["benchmark"], responses=COMPUTE_ERRORS)
 

@@ -9,126 +9,32 @@ from typing import Any
 
 import torch
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
 from starlette.responses import Response
 from torch.utils.data import DataLoader, TensorDataset
 
-from schemas.datasets import DataLoaderRequest, DataLoaderResponse, DataRequest, DatasetsResponse
+from schemas.datasets import CSV_FIELD, DataLoaderRequest, DataLoaderResponse, DatasetsResponse
 from service.api.compute import run_compute_legacy
 from service.api.forms import json_or_form_body, parse_body
 from service.api.responses import COMPUTE_ERRORS, READ_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
+from service.api.uploads import CSV_DOC, read_csv_upload
 from service.codec import DTYPE_NAMES, dumps
-from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
-from service.errors import ErrorCode, InvalidInput, LimitExceeded
+from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
-from service.ops.datasets import (
+from service.ops.data.datasets import (
     Table,
-    check_values,
     describe_datasets,
     encode_labels,
-    is_loaded,
-    load_dataset,
-    read_csv,
-    select,
-    table_from_tensors,
 )
-from service.ops.regression import make_generator, regression_targets
+from service.ops.data.tables import load_table, prepare_on_loop
+from service.ops.regression.fits import make_generator, regression_targets
 
 router = APIRouter(route_class=ORJSONRoute, tags=["data"])
 
-CSV_FIELD = "file"
-CSV_DOC = (
-    "A CSV file (UTF-8, comma-separated) with a header row naming the columns; `target` "
-    "names the target column (default: the last). Every cell must be a number, except class "
-    "labels in the target column of a classification."
-)
-CHUNK_BYTES = 1 << 20
 SAMPLE_OVERHEAD_FLOPS = 1e4
 """Charged per sample the loader fetches: TensorDataset and the collate work sample by
 sample in Python (microseconds each), which the element count alone would not bound."""
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An uploaded CSV, read whole."""
-
-    data: bytes
-    filename: str
-
-
-async def read_upload(files: dict[str, list[UploadFile]], settings: Settings) -> Upload | None:
-    """The uploaded CSV, read in chunks up to ``max_body_bytes`` (413 past it)."""
-    uploads = files.get(CSV_FIELD)
-    if not uploads:
-        return None
-    upload = uploads[0]
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await upload.read(CHUNK_BYTES):
-        size += len(chunk)
-        if size > settings.limits.max_body_bytes:
-            raise LimitExceeded("max_body_bytes", settings.limits.max_body_bytes, size, "the CSV")
-        chunks.append(chunk)
-    return Upload(b"".join(chunks), upload.filename or "csv")
-
-
-def load_table(
-    body: DataRequest, upload: Upload | None, settings: Settings, *, text_target: bool
-) -> Table:
-    """The request's data as a table: its one source, the chosen columns, finite values.
-
-    ``text_target``: the CSV's target column may hold class labels (strings).
-    """
-    given = [
-        name
-        for name, present in (
-            ("dataset", body.dataset is not None),
-            ("x", body.x is not None),
-            (CSV_FIELD, upload is not None),
-        )
-        if present
-    ]
-    if not given:
-        raise InvalidInput(
-            "no data: give `dataset`, or `x` and `y`, or upload a CSV as `file`",
-            code=ErrorCode.NO_DATA,
-        )
-    if len(given) > 1:
-        raise InvalidInput(
-            f"give one source of data, not {' and '.join(given)}", code=ErrorCode.SEVERAL_SOURCES
-        )
-    target = body.target
-    if body.dataset is not None:
-        table = load_dataset(body.dataset)
-    elif body.x is not None:
-        table = table_from_tensors(
-            body.x.root,
-            None if body.y is None else body.y.root,
-            max_elements=settings.limits.max_elements,
-        )
-    else:
-        assert upload is not None
-        table = read_csv(
-            upload.data,
-            name=upload.filename,
-            target=target,
-            text_target=text_target,
-            max_elements=settings.limits.max_elements,
-        )
-        target = None
-    table = select(table, body.features, target)
-    check_values(table)
-    return table
-
-
-def prepare_on_loop(body: DataRequest, upload: Upload | None) -> bool:
-    """Whether a small body's data may be prepared on the event loop: not when it would
-    load a dataset for the first time (that imports scikit-learn) or parse a CSV."""
-    if upload is not None:
-        return False
-    return body.dataset is None or is_loaded(body.dataset)
 
 
 # --- GET /datasets ---------------------------------------------------------------------------
@@ -222,7 +128,7 @@ async def data_loader(request: Request, encoding: EncodingDep = "json") -> FastJ
     settings = settings_of(request)
     body, files = await parse_body(request, DataLoaderRequest, settings, {CSV_FIELD: 1})
     devices_of(request).resolve(body.device)
-    upload = await read_upload(files, settings)
+    upload = await read_csv_upload(files, settings)
 
     def prepare() -> _LoaderPlan:
         text_target = body.task != "regression"

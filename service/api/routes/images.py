@@ -17,7 +17,7 @@ from service.codec import DTYPE_NAMES, dumps, encode_tensor
 from service.deps import EncodingDep, devices_of, settings_of
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
-from service.ops.image_data import (
+from service.ops.data.images import (
     ImageSet,
     apply_pipeline,
     archive_images,
@@ -29,8 +29,8 @@ from service.ops.image_data import (
     plan_pipeline,
     uploaded_images,
 )
-from service.ops.image_plots import batch_grid_png, grid_layout
-from service.ops.imageio import decode_base64
+from service.ops.render.images import batch_grid_png, grid_layout
+from service.ops.vision.imageio import decode_base64
 
 router = APIRouter(route_class=ORJSONRoute, tags=["images"], responses=COMPUTE_ERRORS)
 

@@ -17,7 +17,7 @@ from service.codec import decode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
 from service.limits import Budget, Deadline
-from service.ops.layers import (
+from service.ops.nn.layers import (
     LinearSpec,
     RNNSpec,
     linear_forward,

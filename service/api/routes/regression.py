@@ -11,6 +11,7 @@ import torch
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from schemas.datasets import CSV_FIELD
 from schemas.regression import (
     LinearModel,
     LinearRegressionRequest,
@@ -23,20 +24,14 @@ from schemas.regression import (
 from service.api.compute import run_compute_legacy
 from service.api.forms import json_or_form_body, parse_body
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, png_or_json, png_response
-from service.api.routes.data import CSV_DOC, CSV_FIELD, load_table, prepare_on_loop, read_upload
 from service.api.routing import ORJSONRoute
+from service.api.uploads import CSV_DOC, read_csv_upload
 from service.codec import decode_tensor
 from service.deps import EncodingDep, devices_of, settings_of
 from service.limits import Budget, Deadline
-from service.ops.datasets import EncodedLabels, Table, check_wire_form, float64_wire
-from service.ops.fit_plots import (
-    check_plot,
-    linear_plot_points,
-    linear_png,
-    logistic_plot_points,
-    logistic_png,
-)
-from service.ops.regression import (
+from service.ops.data.datasets import EncodedLabels, Table, check_wire_form, float64_wire
+from service.ops.data.tables import load_table, prepare_on_loop
+from service.ops.regression.fits import (
     LinearOptions,
     LinearParams,
     LogisticOptions,
@@ -53,6 +48,13 @@ from service.ops.regression import (
     prediction_input,
     regression_targets,
     strength,
+)
+from service.ops.render.fits import (
+    check_plot,
+    linear_plot_points,
+    linear_png,
+    logistic_plot_points,
+    logistic_png,
 )
 
 router = APIRouter(route_class=ORJSONRoute, tags=["regression"], responses=COMPUTE_ERRORS)
@@ -113,7 +115,7 @@ async def linear_regression(request: Request) -> Response:
     settings, devices = settings_of(request), devices_of(request)
     body, files = await parse_body(request, LinearRegressionRequest, settings, {CSV_FIELD: 1})
     device = devices.resolve(body.device)
-    upload = await read_upload(files, settings)
+    upload = await read_csv_upload(files, settings)
     options = _linear_options(body)
     png = body.format == "png"
 
@@ -197,7 +199,7 @@ async def logistic_regression(request: Request) -> Response:
     settings, devices = settings_of(request), devices_of(request)
     body, files = await parse_body(request, LogisticRegressionRequest, settings, {CSV_FIELD: 1})
     device = devices.resolve(body.device)
-    upload = await read_upload(files, settings)
+    upload = await read_csv_upload(files, settings)
     options = _logistic_options(body)
     png = body.format == "png"
 

@@ -20,7 +20,7 @@ from schemas.vision import (
     PoolRequest,
     PoolResponse,
 )
-from service.api.forms import json_or_form_body, parse_body
+from service.api.forms import json_or_form_body
 from service.api.responses import (
     COMPUTE_ERRORS,
     FastJSONResponse,
@@ -28,15 +28,14 @@ from service.api.responses import (
     png_response,
 )
 from service.api.routing import ORJSONRoute
+from service.api.uploads import IMAGE_DOC, IMAGE_FIELD, read_picture_input
 from service.codec import decode_tensor, dumps, encode_tensor
 from service.config import Settings
 from service.deps import EncodingDep, devices_of, settings_of
-from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
-from service.ops.activations import BoundActivation, bind
-from service.ops.image_plots import FeatureLayout, feature_maps_png, figure_layout
-from service.ops.imageio import decode_base64, image_tensor
-from service.ops.vision import (
+from service.ops.nn.activations import BoundActivation, bind
+from service.ops.render.images import FeatureLayout, feature_maps_png, figure_layout
+from service.ops.vision.conv import (
     ConvSpec,
     KernelInput,
     PoolSpec,
@@ -48,16 +47,11 @@ from service.ops.vision import (
     plan_pool,
     pool_forward,
 )
+from service.ops.vision.imageio import decode_base64, image_tensor
 
 router = APIRouter(route_class=ORJSONRoute, tags=["vision"], responses=COMPUTE_ERRORS)
 
 M = TypeVar("M", bound=ImageInputRequest)
-
-IMAGE_UPLOAD = {
-    "image": "A picture: PNG, JPEG, BMP, GIF, WebP or TIFF (instead of `input` or a base64 "
-    "`image`). Grayscale [1, 1, H, W] float32 in [0, 255] by default; `mode` RGB keeps three "
-    "channels."
-}
 
 _PNG_DOC = (
     "one row per sample: the input and each output channel side by side at their own pixel "
@@ -65,25 +59,6 @@ _PNG_DOC = (
     "scaled to 0–255 and labelled above; panels 8 pixels apart, each at least 64 pixels wide "
     "under a 20-pixel label strip"
 )
-
-
-async def _read(request: Request, model: type[M], settings: Settings) -> tuple[M, bytes | None]:
-    """The body and the uploaded picture's bytes, with exactly one input given."""
-    body, files = await parse_body(request, model, settings, {"image": 1})
-    uploads = files.get("image", [])
-    data = await uploads[0].read() if uploads else None
-    given = sum(value is not None for value in (body.input, body.image, data))
-    if given > 1:
-        raise InvalidInput(
-            "give one input: `input` (a tensor), `image` (base64) or an uploaded `image` file",
-            code=ErrorCode.AMBIGUOUS_INPUT,
-        )
-    if given == 0:
-        raise InvalidInput(
-            "no input: give `input` (a tensor), `image` (base64) or upload an `image` file",
-            code=ErrorCode.MISSING_INPUT,
-        )
-    return body, data
 
 
 def _load_input(
@@ -159,7 +134,7 @@ def _answer(content: bytes | tuple[bytes, dict[str, str]]) -> Response:
     response_model=ConvResponse,
     response_class=FastJSONResponse,
     responses=png_or_json(ConvResponse, _PNG_DOC, panels=True, uploads=True),
-    openapi_extra=json_or_form_body(ConvRequest, IMAGE_UPLOAD),
+    openapi_extra=json_or_form_body(ConvRequest, {IMAGE_FIELD: IMAGE_DOC}),
 )
 async def convolution(request: Request, encoding: EncodingDep = "json") -> Response:
     """`torch.nn.functional.conv2d` of the input with the `kernels` (presets such as the
@@ -176,7 +151,7 @@ async def convolution(request: Request, encoding: EncodingDep = "json") -> Respo
     before the convolution runs.
     """
     settings, devices = settings_of(request), devices_of(request)
-    body, upload = await _read(request, ConvRequest, settings)
+    body, upload = await read_picture_input(request, ConvRequest, settings)
     device = devices.resolve(body.device)
     activation = _activation(body)
     pool = None if body.pool is None else _pool_spec(body.pool)
@@ -251,7 +226,7 @@ async def convolution(request: Request, encoding: EncodingDep = "json") -> Respo
     response_model=PoolResponse,
     response_class=FastJSONResponse,
     responses=png_or_json(PoolResponse, _PNG_DOC, panels=True, uploads=True),
-    openapi_extra=json_or_form_body(PoolRequest, IMAGE_UPLOAD),
+    openapi_extra=json_or_form_body(PoolRequest, {IMAGE_FIELD: IMAGE_DOC}),
 )
 async def pooling(request: Request, encoding: EncodingDep = "json") -> Response:
     """`torch.nn.functional`'s pooling of the input: `max` (`max_pool2d`, the tutorial's
@@ -262,7 +237,7 @@ async def pooling(request: Request, encoding: EncodingDep = "json") -> Response:
     file. `"format": "png"` returns the input and each pooled channel side by side.
     """
     settings, devices = settings_of(request), devices_of(request)
-    body, upload = await _read(request, PoolRequest, settings)
+    body, upload = await read_picture_input(request, PoolRequest, settings)
     device = devices.resolve(body.device)
     spec = _pool_spec(body)
     png = body.format == "png"

@@ -12,7 +12,7 @@ from schemas.tensors import TensorOpsRequest
 from service.errors import LimitExceeded
 from service.limits import Deadline
 from service.ops.context import ComputeContext
-from service.ops.program import plan_program, run_program
+from service.ops.tensors.program import plan_program, run_program
 
 
 @dataclass

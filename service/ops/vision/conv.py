@@ -25,7 +25,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
 from service.errors import ErrorCode, InvalidInput, OpError
 from service.limits import Budget, Deadline
-from service.ops.activations import BoundActivation, charge, evaluate
+from service.ops.nn.activations import BoundActivation, charge, evaluate
 
 PRESETS = (
     "edge",

@@ -16,7 +16,7 @@ import torch
 from service.codec import DTYPE_NAMES
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
-from service.ops.expressions import (
+from service.ops.autograd.expressions import (
     META,
     Evaluation,
     Expression,

@@ -18,7 +18,7 @@ import torch
 from service.codec import DTYPE_NAMES, check_elements, parse_dtype
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
 from service.limits import Budget, Deadline, estimate_matmul_flops
-from service.ops.indexing import IndexParseError, check_index, parse_index
+from service.ops.tensors.indexing import IndexParseError, check_index, parse_index
 
 Value = torch.Tensor | dict[str, Any]
 META = torch.device("meta")

@@ -39,7 +39,7 @@ from schemas.images import TransformName
 from service.codec import parse_dtype
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError, UnsupportedMediaType
 from service.limits import Budget, Deadline
-from service.ops.imageio import (
+from service.ops.vision.imageio import (
     IMAGE_EXTENSIONS,
     ImageMode,
     decode_image,

@@ -49,7 +49,7 @@ from torch.nn import functional
 
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError, ServiceError
 from service.limits import Budget, Deadline, estimate_matmul_flops
-from service.ops.indexing import IndexItem, check_index
+from service.ops.tensors.indexing import IndexItem, check_index
 
 MAX_EXPRESSION_LENGTH = 4096
 """Longest expression text, in characters."""

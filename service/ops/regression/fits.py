@@ -29,7 +29,7 @@ from torch import nn
 
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
-from service.ops.datasets import EncodedLabels, Table, encode_labels
+from service.ops.data.datasets import EncodedLabels, Table, encode_labels
 
 CPU = torch.device("cpu")
 F64 = torch.float64

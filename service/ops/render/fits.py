@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.ops.plots import (
+from service.ops.regression.fits import F64, LinearFit, LogisticFit
+from service.ops.render.plots import (
     DPI,
     PANEL_HEIGHT_IN,
     PANEL_WIDTH_IN,
@@ -30,7 +31,6 @@ from service.ops.plots import (
     check_points,
     line_panels,
 )
-from service.ops.regression import F64, LinearFit, LogisticFit
 
 GRID_STEPS = 200
 """Steps of the grid the class regions are evaluated on, along each axis."""

@@ -1,0 +1,1 @@
+"""``/grad``: the expression language (scan, parse, check, evaluate) and autograd over it."""

@@ -1,0 +1,1 @@
+"""``/benchmark``: the CPU-vs-GPU matrix multiply."""

@@ -1,0 +1,2 @@
+"""``/datasets``, ``/data/loader`` and ``/data/images``: tables, CSV, built-in sets, archives,
+transforms and batching."""

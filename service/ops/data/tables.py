@@ -1,0 +1,84 @@
+"""A request's data as a table: a built-in dataset, ``x``/``y`` tensors or an uploaded CSV,
+its chosen columns, finite values. Shared by ``/data/loader`` and the fits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.datasets import CSV_FIELD, DataRequest
+from service.config import Settings
+from service.errors import ErrorCode, InvalidInput
+from service.ops.data.datasets import (
+    Table,
+    check_values,
+    is_loaded,
+    load_dataset,
+    read_csv,
+    select,
+    table_from_tensors,
+)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file, read whole."""
+
+    data: bytes
+    filename: str
+
+
+def load_table(
+    body: DataRequest, upload: Upload | None, settings: Settings, *, text_target: bool
+) -> Table:
+    """The request's data as a table: its one source, the chosen columns, finite values.
+
+    ``text_target``: the CSV's target column may hold class labels (strings).
+    """
+    given = [
+        name
+        for name, present in (
+            ("dataset", body.dataset is not None),
+            ("x", body.x is not None),
+            (CSV_FIELD, upload is not None),
+        )
+        if present
+    ]
+    if not given:
+        raise InvalidInput(
+            "no data: give `dataset`, or `x` and `y`, or upload a CSV as `file`",
+            code=ErrorCode.NO_DATA,
+        )
+    if len(given) > 1:
+        raise InvalidInput(
+            f"give one source of data, not {' and '.join(given)}", code=ErrorCode.SEVERAL_SOURCES
+        )
+    target = body.target
+    if body.dataset is not None:
+        table = load_dataset(body.dataset)
+    elif body.x is not None:
+        table = table_from_tensors(
+            body.x.root,
+            None if body.y is None else body.y.root,
+            max_elements=settings.limits.max_elements,
+        )
+    else:
+        assert upload is not None
+        table = read_csv(
+            upload.data,
+            name=upload.filename,
+            target=target,
+            text_target=text_target,
+            max_elements=settings.limits.max_elements,
+        )
+        target = None
+    table = select(table, body.features, target)
+    check_values(table)
+    return table
+
+
+def prepare_on_loop(body: DataRequest, upload: Upload | None) -> bool:
+    """Whether a small body's data may be prepared on the event loop: not when it would
+    load a dataset for the first time (that imports scikit-learn) or parse a CSV."""
+    if upload is not None:
+        return False
+    return body.dataset is None or is_loaded(body.dataset)

@@ -1,0 +1,2 @@
+"""``/activate`` and ``/layers``: activation functions, torch.nn's Linear and recurrent
+layers."""

@@ -1,0 +1,1 @@
+"""``/regress/*``: linear and logistic fits, their metrics, and predictions."""

@@ -1,0 +1,1 @@
+"""Figures as PNG: activation panels, fits, feature maps and image grids."""

@@ -1,0 +1,1 @@
+"""``/conv`` and ``/pool``: kernels, convolution, pooling, and pictures decoded under limits."""
