@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from schemas.regression import MAX_CLASSES as SCHEMA_MAX_CLASSES
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded
 from service.limits import Budget, Deadline
+from service.ops.context import make_generator
 from service.ops.data.datasets import Table, encode_labels, load_dataset, table_from_tensors
 from service.ops.regression.fits import (
     MAX_CLASSES,
@@ -27,7 +28,6 @@ from service.ops.regression.fits import (
     linear_params,
     logistic_params,
     lstsq,
-    make_generator,
     plan_linear_fit,
     plan_logistic_fit,
     prediction_input,

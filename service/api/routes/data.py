@@ -22,13 +22,14 @@ from service.codec import DTYPE_NAMES, dumps
 from service.deps import EncodingDep, devices_of, settings_of
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
+from service.ops.context import make_generator
 from service.ops.data.datasets import (
     Table,
     describe_datasets,
     encode_labels,
 )
 from service.ops.data.tables import load_table, prepare_on_loop
-from service.ops.regression.fits import make_generator, regression_targets
+from service.ops.regression.fits import regression_targets
 
 router = APIRouter(route_class=ORJSONRoute, tags=["data"])
 
@@ -132,7 +133,7 @@ async def data_loader(request: Request, encoding: EncodingDep = "json") -> FastJ
 
     def prepare() -> _LoaderPlan:
         text_target = body.task != "regression"
-        table = load_table(body, upload, settings, text_target=text_target)
+        table = load_table(settings.limits, body, upload, text_target=text_target)
         task = _task(body, table)
         x = table.x.to(torch.float32)
         classes = None

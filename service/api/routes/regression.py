@@ -120,7 +120,7 @@ async def linear_regression(request: Request) -> Response:
     png = body.format == "png"
 
     def prepare() -> _FitPlan:
-        table = load_table(body, upload, settings, text_target=False)
+        table = load_table(settings.limits, body, upload, text_target=False)
         y = regression_targets(table)
         targets = 1 if y.ndim == 1 else int(y.shape[1])
         budget = Budget.from_settings(settings)
@@ -204,7 +204,7 @@ async def logistic_regression(request: Request) -> Response:
     png = body.format == "png"
 
     def prepare() -> _FitPlan:
-        table = load_table(body, upload, settings, text_target=True)
+        table = load_table(settings.limits, body, upload, text_target=True)
         labels = classification_labels(table)
         check_classes(labels, options)
         budget = Budget.from_settings(settings)

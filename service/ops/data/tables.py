@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.datasets import CSV_FIELD, DataRequest
-from service.config import Settings
+from service.config import Limits
 from service.errors import ErrorCode, InvalidInput
 from service.ops.data.datasets import (
     Table,
@@ -28,7 +28,7 @@ class Upload:
 
 
 def load_table(
-    body: DataRequest, upload: Upload | None, settings: Settings, *, text_target: bool
+    limits: Limits, body: DataRequest, upload: Upload | None, *, text_target: bool
 ) -> Table:
     """The request's data as a table: its one source, the chosen columns, finite values.
 
@@ -59,7 +59,7 @@ def load_table(
         table = table_from_tensors(
             body.x.root,
             None if body.y is None else body.y.root,
-            max_elements=settings.limits.max_elements,
+            max_elements=limits.max_elements,
         )
     else:
         assert upload is not None
@@ -68,7 +68,7 @@ def load_table(
             name=upload.filename,
             target=target,
             text_target=text_target,
-            max_elements=settings.limits.max_elements,
+            max_elements=limits.max_elements,
         )
         target = None
     table = select(table, body.features, target)

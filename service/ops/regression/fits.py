@@ -29,6 +29,7 @@ from torch import nn
 
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
+from service.ops.context import make_generator
 from service.ops.data.datasets import EncodedLabels, Table, encode_labels
 
 CPU = torch.device("cpu")
@@ -57,16 +58,6 @@ def strength(r: float) -> Strength:
     if magnitude < 0.6:
         return "moderate"
     return "strong"
-
-
-def make_generator(seed: int | None) -> torch.Generator:
-    """A private CPU generator: seeded, or from the OS without a seed."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
 
 
 @dataclass(frozen=True)
