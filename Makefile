@@ -29,6 +29,7 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(PY) clients/python/scripts/unasync.py --check
 
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci

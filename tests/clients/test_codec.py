@@ -18,7 +18,7 @@ import pytest
 import torch
 import torchlab_client as tl
 from PIL import Image
-from torchlab_client._base import Retry
+from torchlab_client import Retry
 from torchlab_client._codec import EncodeStats, decode_array, encode_tensor, to_json_values
 from torchlab_client._exceptions import error_from_response, parse_retry_after
 from torchlab_client._images import archive_upload, csv_upload, image_upload

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import torchlab_client as tl
-from torchlab_client import _client
+from torchlab_client import _retry
 
 OK = {"status": "ok"}
 
@@ -43,12 +43,12 @@ def error(code: str, message: str = "no") -> dict[str, Any]:
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Records the waits between tries instead of sleeping (both clients)."""
     waits: list[float] = []
-    monkeypatch.setattr(_client, "_sleep", waits.append)
+    monkeypatch.setattr(_retry, "sleep", waits.append)
 
     async def async_sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr(_client, "_async_sleep", async_sleep)
+    monkeypatch.setattr(_retry, "async_sleep", async_sleep)
     return waits
 
 

@@ -22,8 +22,8 @@ Pillow). Errors are the tree documented in :mod:`torchlab_client._exceptions`:
 (``ConnectError``, ``TransportTimeoutError``) and ``ProtocolError``.
 """
 
-from torchlab_client._base import DEFAULT_B64_THRESHOLD, Retry
-from torchlab_client._client import AsyncClient, Client
+from torchlab_client._async_client import AsyncClient
+from torchlab_client._base import DEFAULT_B64_THRESHOLD
 from torchlab_client._codec import decode_tensor, encode_tensor
 from torchlab_client._exceptions import (
     APIError,
@@ -43,6 +43,8 @@ from torchlab_client._exceptions import (
     ValidationError,
 )
 from torchlab_client._images import PNGImage, encode_png
+from torchlab_client._retry import Retry
+from torchlab_client._sync_client import Client
 from torchlab_client._types import (
     ActivationFunction,
     ActivationList,
