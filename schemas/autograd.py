@@ -21,8 +21,9 @@ MAX_EXPRESSION_LENGTH = 4096
 MAX_EXPRESSION_NODES = 1000
 MAX_EXPRESSION_DEPTH = 100
 MAX_HESSIAN_ELEMENTS = 1024
-"""The limits of the language and of hessians, as documented here; the service's own
-constants (``service.ops``) are checked against these by the tests."""
+"""The limits of the language and of hessians, as documented here: the defaults of the
+``Limits`` fields of the same names (``service.config``); the expression limits may be
+configured lower, never higher."""
 
 FUNCTION_DOCS = (
     "reductions `sum(input, dim=None, keepdim=False)`, `mean`, `prod` (same parameters), "

@@ -20,6 +20,11 @@ MAX_IMAGES = 256
 MAX_TRANSFORMS = 16
 """Transforms in one pipeline, at most."""
 MAX_TRANSFORM_PARAMS = 16
+DEFAULT_GRID_COLUMNS = 8
+"""Pictures per row of the PNG grid when `columns` is not given (``make_grid``'s ``nrow``)."""
+
+ImageDatasetName = Literal["digits", "sample_images"]
+"""The built-in sets of pictures."""
 
 TransformName = Literal[
     "Resize",
@@ -131,7 +136,7 @@ class DataImagesRequest(ComputeRequest):
         }
     }
 
-    dataset: Literal["digits", "sample_images"] | None = Field(
+    dataset: ImageDatasetName | None = Field(
         default=None,
         description="A built-in set: `digits` — scikit-learn's 1797 handwritten digits, "
         "8×8 grayscale (its 0–16 levels scaled to 0–255), classes `0`–`9`; "
@@ -213,7 +218,10 @@ class DataImagesRequest(ComputeRequest):
         "name.",
     )
     columns: int | None = Field(
-        default=None, ge=1, le=64, description="Pictures per row of the PNG grid; default 8."
+        default=None,
+        ge=1,
+        le=64,
+        description=f"Pictures per row of the PNG grid; default {DEFAULT_GRID_COLUMNS}.",
     )
 
     @model_validator(mode="after")

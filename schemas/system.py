@@ -45,4 +45,11 @@ class InfoResponse(BaseModel):
         description="Limits in force (see the configuration table in the README).",
         examples=[{"max_body_bytes": 67108864, "max_elements": 33554432}],
     )
+    throughput: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Each measured device's rates, against which a request's time is "
+        "predicted before it runs: GFLOP/s of a matrix multiply per dtype, and "
+        "`elements_per_s` of a memory-bound pass.",
+        examples=[{"cpu": {"float32": 180.0, "float16": 0.9, "elements_per_s": 1e9}}],
+    )
     auth_required: bool = Field(description="Whether routes other than /health need an API key.")

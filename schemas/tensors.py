@@ -63,6 +63,9 @@ Tensors = Annotated[
     ),
 ]
 
+MAX_INDEX_LENGTH = 1000
+"""Longest index text of an `index` step, in characters."""
+
 
 class Step(StrictModel):
     """Fields every step has."""
@@ -334,7 +337,7 @@ class IndexStep(Step):
     op: Literal["index"]
     x: X
     index: str = Field(
-        max_length=1000,
+        max_length=MAX_INDEX_LENGTH,
         description="Integers (negative count from the end), slices `start:stop:step` (step "
         "> 0, as torch requires), `None` (new axis) and `...`, comma-separated, brackets "
         "optional. Parsed by the service, never evaluated.",

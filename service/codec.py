@@ -52,7 +52,7 @@ _NUMPY_RAW: dict[torch.dtype, np.dtype[Any]] = {
 _NUMPY_RAW[torch.bfloat16] = np.dtype("<u2")
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_WIRE_KEYS = frozenset({"data", "b64", "shape", "dtype", "datatype"})
+WIRE_KEYS = frozenset({"data", "b64", "shape", "dtype", "datatype"})
 
 
 def parse_dtype(name: object, where: str = "dtype") -> torch.dtype:
@@ -216,7 +216,7 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
         check_elements(array.size, max_elements, where)
         return _tensor_from_array(array, None)
 
-    unknown = set(value) - _WIRE_KEYS
+    unknown = set(value) - WIRE_KEYS
     if unknown:
         raise TensorDecodeError(
             f"{where}: unknown keys {sorted(unknown)}; a tensor object has "

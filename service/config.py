@@ -27,7 +27,9 @@ ENV_PREFIX = "TORCHLAB_"
 class Limits(BaseSettings):
     """What one request may ask of the service; each is checked before the work it bounds."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
     # Requests and compute
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
@@ -53,6 +55,10 @@ class Limits(BaseSettings):
 
     queue_timeout_s: Annotated[float, Field(ge=0)] = 2.0
     """How long a request waits for a free compute slot before a 429 with ``Retry-After``."""
+
+    send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """How long a response waits for the client to take its next MiB; past it the
+    connection is closed (a client that stops reading holds nothing for ever)."""
 
     # Pictures and figures
     max_image_pixels: Annotated[int, Field(ge=1)] = 1 << 26
@@ -116,13 +122,20 @@ class Settings(BaseSettings):
     they go to :attr:`limits`, whose other fields keep their environment or defaults.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", use_attribute_docstrings=True
+    )
 
     device: Annotated[str, Field(pattern=DEVICE_PATTERN)] = "auto"
     """Default compute device: ``auto`` picks ``cuda:0`` when CUDA is available, else ``cpu``."""
 
     limits: Limits = Field(default_factory=Limits)
     """Every limit (``TORCHLAB_MAX_ELEMENTS``, ...)."""
+
+    calibration: dict[str, float] = {}
+    """Fixed device rates instead of the start-up probe, as JSON: ``{"cpu/float32": 1e11,
+    "cpu/float16": 1e9, "cpu/elements": 1e9}`` (FLOP/s of a matrix multiply per dtype,
+    elements per second of a memory-bound pass)."""
 
     api_keys: Annotated[list[str], NoDecode] = []
     """Accepted API keys, comma-separated; empty means no authentication."""
@@ -132,6 +145,16 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the service's logs, the access log included."""
+
+    isolate: bool = True
+    """Run compute in worker processes, which are killed at the request's deadline; false
+    runs it in threads of the server's process, which finish their work past a deadline."""
+
+    worker_spares: Annotated[int, Field(ge=0)] = 1
+    """Worker processes per device started ahead of need, to replace one killed at once."""
+
+    worker_max_rss_bytes: Annotated[int, Field(ge=1 << 20)] = 4 << 30
+    """Resident memory past which a worker process is replaced between requests."""
 
     @model_validator(mode="before")
     @classmethod

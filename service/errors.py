@@ -42,6 +42,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed", 405
     # 413: over a limit; ``details`` = {limit, allowed, requested}
     LIMIT_EXCEEDED = "limit_exceeded", 413
+    OVER_TIME_BUDGET = "over_time_budget", 413
     BODY_SIZE_LIMIT = "body_size_limit", 413
     ELEMENTS_LIMIT = "elements_limit", 413
     TOTAL_ELEMENTS_LIMIT = "total_elements_limit", 413
@@ -148,6 +149,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_REQUESTS = "too_many_requests", 429
     INTERNAL_ERROR = "internal_error", 500
     DEVICE_OUT_OF_MEMORY = "device_out_of_memory", 503
+    WORKER_LOST = "worker_lost", 503
     TIMEOUT = "timeout", 504
 
 
@@ -232,9 +234,18 @@ class LimitExceeded(ServiceError):
         super().__init__(
             message,
             details={"limit": limit, "allowed": allowed, "requested": requested},
-            code=ErrorCode(f"{limit.removeprefix('max_')}_limit"),  # type: ignore[call-arg]
+            code=limit_code(limit),
         )
         self.limit = limit
+
+
+def limit_code(limit: str) -> ErrorCode:
+    """The code of a refusal over ``limit``: ``max_elements`` → ``elements_limit``."""
+    if limit == "max_body_bytes":
+        return ErrorCode.BODY_SIZE_LIMIT
+    if limit == "request_timeout_s":  # a plan predicted to run past the time limit
+        return ErrorCode.OVER_TIME_BUDGET
+    return ErrorCode(f"{limit.removeprefix('max_')}_limit")  # type: ignore[call-arg]
 
 
 class UnsupportedMediaType(ServiceError):
@@ -269,6 +280,12 @@ class DeviceOutOfMemory(ServiceError):
     code = ErrorCode.DEVICE_OUT_OF_MEMORY
 
 
+class WorkerLost(ServiceError):
+    """The worker process computing the request died (out of memory, a crash in native code)."""
+
+    code = ErrorCode.WORKER_LOST
+
+
 class ComputeTimeout(ServiceError):
     code = ErrorCode.TIMEOUT
 
@@ -295,9 +312,32 @@ def error_response(
     return Response(body, status_code=code.status, media_type="application/json", headers=headers)
 
 
+QUOTE_CHARS = 200
+"""The most characters of the caller's own input (a key, a value) an error body quotes."""
+MAX_LISTED_ERRORS = 20
+
+
+def clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # pydantic's "input" can be a whole tensor: echoing megabytes back helps nobody.
-    return [{key: err[key] for key in ("loc", "msg", "type") if key in err} for err in exc.errors()]
+    # pydantic's "input" can be a whole tensor and a "loc" a 20 MB key: echoing megabytes
+    # back helps nobody, so inputs are left out and the rest is clipped.
+    listed = []
+    for err in exc.errors()[:MAX_LISTED_ERRORS]:
+        entry: dict[str, Any] = {}
+        if "loc" in err:
+            entry["loc"] = [clip(p) if isinstance(p, str) else p for p in err["loc"]]
+        if "msg" in err:
+            entry["msg"] = clip(str(err["msg"]), 2 * QUOTE_CHARS)
+        if "type" in err:
+            entry["type"] = err["type"]
+        listed.append(entry)
+    return listed
 
 
 def _count_refusal(request: Request, limit: str) -> None:

@@ -11,6 +11,9 @@ import math
 import time
 from collections.abc import Sequence
 
+import torch
+
+from service.calibration import Throughput
 from service.config import Limits, Settings
 from service.errors import ComputeTimeout, LimitExceeded
 
@@ -35,16 +38,35 @@ def estimate_matmul_flops(a_shape: Sequence[int], b_shape: Sequence[int]) -> int
 class Budget:
     """What one request may still create and compute; every charge is checked on the spot."""
 
-    def __init__(self, max_elements: int, max_total_elements: int, max_flops: float) -> None:
+    def __init__(
+        self,
+        max_elements: int,
+        max_total_elements: int,
+        max_flops: float,
+        *,
+        throughput: Throughput | None = None,
+        max_seconds: float = math.inf,
+    ) -> None:
         self.max_elements = max_elements
         self.max_total_elements = max_total_elements
         self.max_flops = max_flops
+        self.throughput = throughput
+        self.max_seconds = max_seconds
         self.elements = 0
         self.flops = 0.0
+        self.seconds = 0.0
 
     @classmethod
-    def from_limits(cls, limits: Limits) -> Budget:
-        return cls(limits.max_elements, limits.max_total_elements, limits.max_flops)
+    def from_limits(cls, limits: Limits, throughput: Throughput | None = None) -> Budget:
+        """A budget of the limits; with the device's ``throughput`` it also predicts the
+        work's time and refuses a plan predicted to run past ``request_timeout_s``."""
+        return cls(
+            limits.max_elements,
+            limits.max_total_elements,
+            limits.max_flops,
+            throughput=throughput,
+            max_seconds=limits.request_timeout_s,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Budget:
@@ -62,12 +84,40 @@ class Budget:
                 self.elements,
                 f"{what} brings the request's tensors to a total that",
             )
+        if self.throughput is not None:
+            self.charge_seconds(numel / self.throughput.elements_per_s, what)
 
-    def charge_flops(self, flops: float, what: str) -> None:
-        """Charge estimated floating-point operations against the per-request limit."""
+    def charge_flops(self, flops: float, what: str, dtype: torch.dtype | None = None) -> None:
+        """Charge estimated floating-point operations against the per-request limit and, at
+        the device's rate for ``dtype`` (float32 by default), against the time limit."""
         self.flops += flops
         if self.flops > self.max_flops:
             raise LimitExceeded("max_flops", self.max_flops, self.flops, what)
+        if self.throughput is not None:
+            self.charge_seconds(flops / self.throughput.rate(dtype), what)
+
+    def charge_elementwise(self, count: float, what: str) -> None:
+        """Charge memory-bound work over ``count`` elements (copies, transforms, encoding)."""
+        if self.throughput is not None:
+            self.charge_seconds(count / self.throughput.elements_per_s, what)
+
+    def charge_seconds(self, seconds: float, what: str) -> None:
+        """Charge predicted seconds; past the time limit the plan is refused (413
+        ``over_time_budget``) instead of being stopped at its deadline."""
+        self.seconds += seconds
+        if self.seconds > self.max_seconds:
+            device = self.throughput.device if self.throughput is not None else "the device"
+            raise LimitExceeded(
+                "request_timeout_s",
+                self.max_seconds,
+                self.seconds,
+                what,
+                message=(
+                    f"{what} is predicted to take {self.seconds:.3g} s on {device}, more than "
+                    f"the limit request_timeout_s of {self.max_seconds:g} s; ask for less work "
+                    "(smaller tensors, fewer steps, a faster dtype such as float32)"
+                ),
+            )
 
 
 class Deadline:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -25,6 +26,7 @@ from service.api.routes import (
     tensors,
     vision,
 )
+from service.calibration import Calibrations
 from service.config import Settings
 from service.device import DeviceManager
 from service.errors import install_error_handlers
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         importlib.import_module("torchvision.transforms.v2")
         importlib.import_module("sklearn.datasets")
         devices.start()
+        for device in devices.available:  # before the first request, not during it
+            app.state.calibrations.get(torch.device(device))
         logging.getLogger("torchlab").info(
             "torchlab %s on %s (devices: %s)",
             __version__,
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.devices = devices
+    app.state.calibrations = Calibrations(settings.calibration)
 
     routers = (
         system.public,

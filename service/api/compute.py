@@ -26,15 +26,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from schemas.common import Encoding
-from service.api.responses import FastJSONResponse, Png, png_response
+from service.api.forms import INLINE_BODY_BYTES
+from service.api.responses import FastJSONResponse, png_response
+from service.calibration import Calibrations
 from service.codec import dumps, encode_tensor
 from service.deps import devices_of, settings_of
-from service.limits import Budget, Deadline
+from service.limits import Deadline
 from service.ops.context import ComputeContext
+from service.ops.render.png import Png
 
 P = TypeVar("P")
 
-INLINE_BODY_BYTES = 16 * 1024
 INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
 
@@ -64,8 +66,11 @@ def is_small(request: Request, body_bytes: int | None = None) -> bool:
 
 
 def compute_context(request: Request, device: str | None) -> ComputeContext:
-    """The request's context: the limits in force and its device (422 for one absent)."""
-    return ComputeContext(settings_of(request).limits, devices_of(request).resolve(device))
+    """The request's context: the limits in force, its device (422 for one absent) and the
+    device's measured rates, against which the plan's time is predicted."""
+    resolved = devices_of(request).resolve(device)
+    calibrations: Calibrations = request.app.state.calibrations
+    return ComputeContext(settings_of(request).limits, resolved, calibrations.get(resolved))
 
 
 async def run_compute(
@@ -106,7 +111,8 @@ async def run_compute(
         if isinstance(content, Png):
             return content
         encoded = encode_tensors(content, encoding)
-        return dumps({**encoded, "device": str(device), "elapsed_ms": elapsed_ms})
+        where = ",".join(str(d) for d in devices) if devices else str(device)
+        return dumps({**encoded, "device": where, "elapsed_ms": elapsed_ms})
 
     budget = ctx.budget
     inline = (
@@ -120,47 +126,3 @@ async def run_compute(
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
     return FastJSONResponse(result)
-
-
-# The shape before the pipeline above; each route moves off it as it is rewritten.
-async def run_compute_legacy(
-    request: Request,
-    device: torch.device,
-    prepare: Callable[[], P],
-    compute: Callable[[P, Deadline], dict[str, Any] | bytes],
-    *,
-    encoding: Encoding = "json",
-    autograd: bool = False,
-    budget: Callable[[P], Budget | None] = lambda plan: None,
-    cheap_to_prepare: bool = True,
-) -> bytes:
-    """Prepare, compute on ``device`` and return the JSON body: the content of ``compute``
-    with its tensors encoded, plus ``device`` and ``elapsed_ms`` (the compute time). Bytes
-    from ``compute`` (a picture) are returned as they are.
-
-    ``budget`` gives the prepared plan's budget, for the choice to run a tiny plan inline;
-    ``cheap_to_prepare`` false keeps even a small body's preparation off the event loop.
-    """
-    devices = devices_of(request)
-    prepared = prepare() if cheap_to_prepare and is_small(request) else None
-
-    def work(deadline: Deadline) -> bytes:
-        plan = prepared if prepared is not None else prepare()
-        start = time.perf_counter()
-        content = compute(plan, deadline)
-        devices.synchronize(device)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        if isinstance(content, bytes):
-            return content
-        return dumps(
-            {**encode_tensors(content, encoding), "device": str(device), "elapsed_ms": elapsed_ms}
-        )
-
-    spent = budget(prepared) if prepared is not None else None
-    inline = (
-        spent is not None
-        and device.type == "cpu"
-        and spent.elements <= INLINE_ELEMENTS
-        and spent.flops <= INLINE_FLOPS
-    )
-    return await devices.run(work, [device], autograd=autograd, inline=inline)

@@ -8,7 +8,6 @@ request every other field is a form field holding a plain value or JSON text
 
 from __future__ import annotations
 
-import json
 import types
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -17,6 +16,7 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
@@ -27,6 +27,10 @@ M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
 FORM = "multipart/form-data"
+
+INLINE_BODY_BYTES = 16 * 1024
+"""Bodies up to this size are parsed and validated on the event loop; larger ones in a
+thread, so that megabytes of JSON never stall the loop."""
 
 # Models whose JSON schema the OpenAPI document must carry for json_or_form_body's $refs.
 FORM_MODELS: dict[str, type[BaseModel]] = {}
@@ -101,17 +105,29 @@ async def parse_body(
             else:
                 data[key] = _form_value(model, key, value)
     elif content_type == JSON or content_type.endswith("+json"):
-        try:
-            data = await request.json()
-        except json.JSONDecodeError as exc:  # orjson's error is a subclass
-            raise MalformedBody("the request body is not valid JSON") from exc
+        raw = await request.body()
+        if len(raw) > INLINE_BODY_BYTES:  # megabytes of JSON: parse and validate off the loop
+            return await run_in_threadpool(_parse_json, raw, model), uploads
+        return _parse_json(raw, model), uploads
     else:
         raise UnsupportedMediaType(
             f"send the body as {JSON} or, with a file, as {FORM}",
             details={"content_type": content_type or None},
         )
+    return _validate(data, model), uploads
+
+
+def _parse_json(raw: bytes, model: type[M]) -> M:
     try:
-        return model.model_validate(data), uploads
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody("the request body is not valid JSON") from exc
+    return _validate(data, model)
+
+
+def _validate(data: Any, model: type[M]) -> M:
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = [
             {**error, "loc": ("body", *error["loc"])}

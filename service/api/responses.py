@@ -2,16 +2,74 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from schemas.common import ErrorResponse
 from service.codec import dumps
 
+logger = logging.getLogger("torchlab.responses")
 
-class FastJSONResponse(JSONResponse):
+SEND_CHUNK_BYTES = 1 << 20
+"""Bodies go out in pieces of this size, so that a client that stops reading holds at most
+one piece in the connection's buffer, not the whole body."""
+
+
+class PacedBodyResponse(Response):
+    """A response whose body is sent in pieces, each within the send timeout
+    (``Limits.send_timeout_s``): a client that stops reading is cut off instead of holding
+    the body in memory for ever. ``on_sent`` runs once the body is sent or given up (it
+    releases what the response held, such as a compute slot)."""
+
+    on_sent: Callable[[], None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = _send_timeout(scope)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            body = self.body
+            starts = range(0, len(body), SEND_CHUNK_BYTES) if body else range(1)
+            for start in starts:
+                end = start + SEND_CHUNK_BYTES
+                message = {
+                    "type": "http.response.body",
+                    "body": body[start:end],
+                    "more_body": end < len(body),
+                }
+                async with asyncio.timeout(timeout):
+                    await send(message)
+        except TimeoutError:
+            logger.warning(
+                "stopped sending a %d-byte response: the client read nothing for %g s",
+                len(self.body),
+                timeout,
+            )
+            return
+        finally:
+            if self.on_sent is not None:
+                self.on_sent()
+        if self.background is not None:
+            await self.background()
+
+
+def _send_timeout(scope: Scope) -> float:
+    app = scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return float(settings.limits.send_timeout_s) if settings is not None else 30.0
+
+
+class FastJSONResponse(PacedBodyResponse, JSONResponse):
     """JSON written by orjson straight from numpy arrays (no pydantic pass over the data)."""
 
     media_type = "application/json"
@@ -20,6 +78,10 @@ class FastJSONResponse(JSONResponse):
         if isinstance(content, bytes):
             return content
         return dumps(content)
+
+
+class PngResponse(PacedBodyResponse):
+    media_type = "image/png"
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -52,19 +114,6 @@ PANEL_HEADERS = {
 }
 
 
-@dataclass(frozen=True)
-class Png:
-    """A picture a compute drew, with the headers that describe it."""
-
-    data: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def panel_headers(panels: int, rows: int, columns: int) -> dict[str, str]:
-    """The headers of a figure of ``panels`` panels on a ``rows`` × ``columns`` grid."""
-    return {"X-Panel-Count": str(panels), "X-Panel-Layout": f"{rows}x{columns}"}
-
-
 def png_or_json(
     model: type[Any], what: str, *, panels: bool = False, uploads: bool = False
 ) -> dict[int | str, dict[str, Any]]:
@@ -86,7 +135,7 @@ def png_or_json(
 
 def png_response(data: bytes, headers: dict[str, str] | None = None) -> Response:
     """A PNG picture as the response."""
-    return Response(data, media_type=PNG_MEDIA_TYPE, headers=headers)
+    return PngResponse(data, media_type=PNG_MEDIA_TYPE, headers=headers)
 
 
 COMPUTE_ERRORS = _errors(400, 401, 413, 415, 422, 429, 503, 504)

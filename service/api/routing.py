@@ -7,8 +7,11 @@ from typing import Any
 
 import orjson
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+
+from service.api.forms import INLINE_BODY_BYTES
 
 
 class ORJSONRequest(Request):
@@ -17,7 +20,11 @@ class ORJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             # Integers beyond 64 bits arrive as floats, as in JavaScript's JSON.parse.
-            self._json = orjson.loads(await self.body())
+            raw = await self.body()
+            if len(raw) > INLINE_BODY_BYTES:  # megabytes: parse off the event loop
+                self._json = await run_in_threadpool(orjson.loads, raw)
+            else:
+                self._json = orjson.loads(raw)
         return self._json
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from service.calibration import Throughput
 from service.codec import decode_tensor
 from service.config import Limits
 from service.limits import Budget
@@ -23,10 +24,12 @@ class ComputeContext:
 
     limits: Limits
     device: torch.device
+    throughput: Throughput | None = None
+    """The device's measured rates: with them the budget predicts the work's seconds."""
     budget: Budget = field(init=False)
 
     def __post_init__(self) -> None:
-        self.budget = Budget.from_limits(self.limits)
+        self.budget = Budget.from_limits(self.limits, self.throughput)
 
     def decode(self, wire: Any, where: str) -> torch.Tensor:
         """A wire tensor as a CPU tensor, refused (413) over ``max_elements`` before its

@@ -16,10 +16,12 @@ from PIL import Image
 
 from service.main import create_app
 from service.ops.nn.activations import ACTIVATIONS
-from service.ops.render.plots import MAX_POINTS
 from tests.api.test_system import assert_error
 from tests.conftest import make_settings
-from tests.unit.test_activations import PARAM_DRAWS, reference
+from tests.unit.ops.nn.test_activations import PARAM_DRAWS, reference
+
+MAX_POINTS = make_settings().limits.max_plot_points
+"""The points limit of the session's app (the ``client`` fixture's settings)."""
 
 
 def tensor(wire: dict[str, Any]) -> torch.Tensor:
@@ -260,6 +262,21 @@ def test_bad_requests_are_422(client: TestClient, body: dict[str, Any], code: st
 def test_limits_are_413(client: TestClient, body: dict[str, Any], code: str) -> None:
     error = assert_error(client.post("/activate", json=body), 413, code)
     assert error["details"]["requested"] > error["details"]["allowed"]
+
+
+def test_the_configured_points_limit_is_listed_and_enforced() -> None:
+    limit = 1000
+    with TestClient(create_app(make_settings(max_plot_points=limit))) as small:
+        assert small.get("/activate").json()["max_plot_points"] == limit
+        fits = {"functions": ["relu"] * 4, "range": {"steps": limit // 4}, "format": "png"}
+        assert small.post("/activate", json=fits).status_code == 200
+        over = {**fits, "range": {"steps": limit // 4 + 1}}
+        error = assert_error(small.post("/activate", json=over), 413, "plot_points_limit")
+        assert error["details"] == {
+            "limit": "max_plot_points",
+            "allowed": limit,
+            "requested": 4 * (limit // 4 + 1),
+        }
 
 
 def test_small_limits_refuse_before_computing() -> None:

@@ -7,8 +7,10 @@ import base64
 import functools
 import io
 import struct
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -20,7 +22,10 @@ from sklearn.datasets import load_sample_images
 from torch import nn
 
 from schemas.vision import ConvRequest, PoolRequest
+from service.main import create_app
+from service.ops.vision import handlers
 from tests.api.test_system import assert_error
+from tests.conftest import make_settings
 
 PRESETS = ["edge", "sobel_x", "sobel_y", "laplacian", "gaussian", "box", "sharpen", "emboss"]
 
@@ -413,6 +418,63 @@ def test_hostile_pictures_are_clear_4xx_and_the_server_stays_healthy(client: Tes
         "/pool", files={"image": ("ok.png", encode(np.zeros((4, 4), np.uint8)), "image/png")}
     )
     assert ok.status_code == 200
+
+
+def test_over_limit_pictures_are_a_413_while_every_compute_slot_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pictures are decoded and checked before a compute slot is taken: with the only slot
+    held by a running convolution, a bomb is a 413 at once, never a 429 from the queue."""
+    running, release = threading.Event(), threading.Event()
+    forward = handlers.conv_forward
+
+    def held_forward(*args: object, **kwargs: object) -> object:
+        running.set()
+        release.wait(30)
+        return forward(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(handlers, "conv_forward", held_forward)
+    settings = make_settings(max_inflight_per_device=1, queue_timeout_s=0)
+    small = {"input": [[1.0] * 6] * 6, "kernels": ["edge"], "kernel_size": 3}
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        slow = pool.submit(client.post, "/conv", json=small)
+        try:
+            assert running.wait(30)
+            # The slot is taken: a request that passes every limit waits and is refused.
+            assert_error(
+                client.post("/pool", json={"input": small["input"]}), 429, "too_many_requests"
+            )
+            bomb = png_header_only(30000, 30000)
+            response = client.post("/conv", files={"image": ("bomb.png", bomb, "image/png")})
+            body = assert_error(response, 413, "image_pixels_limit")
+            assert body["details"]["requested"] == 900_000_000
+            as_base64 = {"image": base64.b64encode(bomb).decode(), "kind": "max"}
+            assert_error(client.post("/pool", json=as_base64), 413, "image_pixels_limit")
+            wide = png_header_only(4096, 2048)  # under the pixel limit, over the element limit
+            response = client.post("/pool", files={"image": ("w.png", wide, "image/png")})
+            assert_error(response, 413, "elements_limit")
+        finally:
+            release.set()
+        assert slow.result(timeout=30).status_code == 200
+
+
+def test_the_picture_and_png_limits_are_the_configured_ones() -> None:
+    settings = make_settings(max_image_pixels=1000, max_png_pixels=50_000)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        picture = encode(np.zeros((40, 30), np.uint8))
+        response = client.post("/conv", files={"image": ("p.png", picture, "image/png")})
+        body = assert_error(response, 413, "image_pixels_limit")
+        assert body["details"]["allowed"] == 1000
+        assert body["details"]["requested"] == 40 * 30
+        x = torch.zeros(1, 1, 200, 200).tolist()
+        response = client.post("/pool", json={"input": x, "format": "png"})
+        body = assert_error(response, 413, "png_pixels_limit")
+        assert body["details"]["allowed"] == 50_000
+        width, height = expected_figure([(200, 200), (100, 100)], 1)
+        assert body["details"]["requested"] == width * height
 
 
 def test_the_docs_offer_a_file_picker(client: TestClient) -> None:

@@ -16,11 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.autograd import CHAPTER_5, HESSIAN_EXAMPLE
+from schemas.autograd import CHAPTER_5, HESSIAN_EXAMPLE, MAX_EXPRESSION_LENGTH, MAX_HESSIAN_ELEMENTS
 from service.config import Settings
 from service.main import create_app
-from service.ops.autograd.expressions import MAX_EXPRESSION_LENGTH
-from service.ops.autograd.gradients import MAX_HESSIAN_ELEMENTS
 from tests.api.test_system import assert_error
 from tests.api.test_tensor_ops import wire_to_torch
 from tests.conftest import CUDA, make_settings
@@ -277,6 +275,44 @@ def test_a_long_expression_is_413(client: TestClient) -> None:
     body = {"expression": "x" + "+x" * MAX_EXPRESSION_LENGTH, "inputs": {"x": 1.0}}
     payload = assert_error(client.post("/grad", json=body), 413, "expression_length_limit")
     assert payload["details"]["allowed"] == MAX_EXPRESSION_LENGTH
+
+
+SMALL_LIMITS = {
+    "max_expression_length": 24,
+    "max_expression_nodes": 8,
+    "max_expression_depth": 4,
+    "max_hessian_elements": 3,
+}
+
+
+def test_configured_expression_and_hessian_limits_are_413() -> None:
+    limits = SMALL_LIMITS
+    long = "x" + " + x" * 6
+    nodes = "sum(x * 2) + sum(x * 3)"  # 12 nodes, 4 levels deep: only the node limit
+    refused = [
+        (long, "max_expression_length", len(long)),
+        (nodes, "max_expression_nodes", limits["max_expression_nodes"] + 1),
+        ("(" * 5 + "x" + ")" * 5, "max_expression_depth", 5),  # the brackets
+        ("-(-(-(-x)))", "max_expression_depth", limits["max_expression_depth"] + 1),  # the tree
+    ]
+    with TestClient(create_app(make_settings(**limits))) as small:
+        for text, limit, requested in refused:
+            body = {"expression": text, "inputs": {"x": [1.0, 2.0]}}
+            code = f"{limit.removeprefix('max_')}_limit"
+            payload = assert_error(small.post("/grad", json=body), 413, code)
+            assert payload["details"] == {
+                "limit": limit,
+                "allowed": limits[limit],
+                "requested": requested,
+            }
+            assert isinstance(payload["details"]["requested"], int)
+        x = [0.5, -1.0, 2.0]  # the hessian at its limit, then one element over it
+        body = grad(small, {"expression": "sum(x ** 3)", "inputs": {"x": x}, "hessian": True})
+        expected = torch.autograd.functional.hessian(lambda t: torch.sum(t**3), torch.tensor(x))
+        torch.testing.assert_close(wire_to_torch(body["hessians"]["x"]["x"]), expected)
+        body = {"expression": "sum(x ** 3)", "inputs": {"x": [*x, 1.0]}, "hessian": True}
+        payload = assert_error(small.post("/grad", json=body), 413, "hessian_elements_limit")
+        assert payload["details"] == {"limit": "max_hessian_elements", "allowed": 3, "requested": 4}
 
 
 # --- hostile text ----------------------------------------------------------------------------

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
 
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from schemas.autograd import GradRequest, GradResponse
-from service.api.compute import run_compute_legacy
+from service.api.compute import compute_context, run_compute
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
-from service.codec import decode_tensor
-from service.config import Settings
-from service.deps import EncodingDep, devices_of, settings_of
-from service.limits import Budget, Deadline
-from service.ops.autograd.gradients import GradientPlan, compute_gradient, plan_gradient
+from service.deps import EncodingDep
+from service.ops.autograd.handlers import compute_grad, prepare_grad
 
 router = APIRouter(route_class=ORJSONRoute, tags=["autograd"], responses=COMPUTE_ERRORS)
 
 INLINE_EXPRESSION_CHARS = 256
-
-
-def _plan(body: GradRequest, settings: Settings) -> GradientPlan:
-    inputs = {
-        name: decode_tensor(
-            t.root, max_elements=settings.limits.max_elements, where=f"inputs.{name}"
-        )
-        for name, t in body.inputs.items()
-    }
-    return plan_gradient(
-        body.expression,
-        inputs,
-        body.wrt,
-        hessian=body.hessian,
-        budget=Budget.from_settings(settings),
-    )
+"""Longest expression planned on the event loop: planning walks it on the meta device."""
 
 
 @router.post(
@@ -44,9 +27,7 @@ def _plan(body: GradRequest, settings: Settings) -> GradientPlan:
     response_model=GradResponse,
     response_class=FastJSONResponse,
 )
-async def grad(
-    body: GradRequest, request: Request, encoding: EncodingDep = "json"
-) -> FastJSONResponse:
+async def grad(body: GradRequest, request: Request, encoding: EncodingDep = "json") -> Response:
     """The tutorial's chapter 5 as a service: `expression` is written in a small subset of
     Python over the named `inputs` (see the field's description for the grammar and the
     functions), and must come to a single number. The response has its `value` and, for each
@@ -66,25 +47,14 @@ async def grad(
     `expression_not_allowed`), torch refusing an operation (422 `op_failed`, with the
     column).
     """
-    settings, devices = settings_of(request), devices_of(request)
-    device = devices.resolve(body.device)
-
-    def compute(plan: GradientPlan, deadline: Deadline) -> dict[str, Any]:
-        result = compute_gradient(plan, device=device, deadline=deadline)
-        content: dict[str, Any] = {"value": result.value, "grads": result.grads}
-        if result.hessians is not None:
-            content["hessians"] = result.hessians
-        return content
-
-    content = await run_compute_legacy(
+    ctx = compute_context(request, body.device)
+    return await run_compute(
         request,
-        device,
-        lambda: _plan(body, settings),
-        compute,
+        ctx,
+        partial(prepare_grad, body=body),
+        compute_grad,
         encoding=encoding,
         autograd=True,
-        budget=lambda plan: plan.budget,
-        # Planning walks the expression on the meta device: only short ones on the loop.
-        cheap_to_prepare=len(body.expression) <= INLINE_EXPRESSION_CHARS,
+        prepare_on_loop=len(body.expression) <= INLINE_EXPRESSION_CHARS,
+        inline_when_tiny=True,
     )
-    return FastJSONResponse(content)

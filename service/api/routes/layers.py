@@ -1,45 +1,25 @@
-"""``POST /layers/linear`` and ``POST /layers/rnn``: decode, plan against the limits, run."""
+"""``POST /layers/linear`` and ``POST /layers/rnn``: a layer's forward pass."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
-import torch
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
-from schemas.common import Tensor
 from schemas.layers import LinearRequest, LinearResponse, RNNRequest, RNNResponse
-from service.api.compute import run_compute_legacy
+from service.api.compute import compute_context, run_compute
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
-from service.codec import decode_tensor
-from service.config import Settings
-from service.deps import EncodingDep, devices_of, settings_of
-from service.limits import Budget, Deadline
-from service.ops.nn.layers import (
-    LinearSpec,
-    RNNSpec,
-    linear_forward,
-    plan_linear,
-    plan_rnn,
-    rnn_forward,
+from service.deps import EncodingDep
+from service.ops.nn.handlers import (
+    compute_linear_layer,
+    compute_rnn_layer,
+    prepare_linear_layer,
+    prepare_rnn_layer,
 )
 
 router = APIRouter(route_class=ORJSONRoute, tags=["layers"], responses=COMPUTE_ERRORS)
-
-
-def _decode(value: Tensor | None, settings: Settings, where: str) -> torch.Tensor | None:
-    if value is None:
-        return None
-    return decode_tensor(value.root, max_elements=settings.limits.max_elements, where=where)
-
-
-@dataclass(frozen=True)
-class _LinearInputs:
-    input: torch.Tensor
-    weight: torch.Tensor | None
-    bias: torch.Tensor | None
 
 
 @router.post(
@@ -51,7 +31,7 @@ class _LinearInputs:
 )
 async def linear_layer(
     body: LinearRequest, request: Request, encoding: EncodingDep = "json"
-) -> FastJSONResponse:
+) -> Response:
     """`torch.nn.Linear(in_features, out_features, bias)(input)` = input·Wᵀ + b (chapter 6.5).
 
     `weight` and `bias_values` are used as given; those not given are initialised as
@@ -60,50 +40,9 @@ async def linear_layer(
     the layer's terms ("input has 12 features, the layer expects 13") and the parameters,
     output and 2·N·in·out FLOPs are charged to the limits before anything is allocated.
     """
-    settings, devices = settings_of(request), devices_of(request)
-    device = devices.resolve(body.device)
-    spec = LinearSpec(body.in_features, body.out_features, body.bias)
-
-    def prepare() -> _LinearInputs:
-        inputs = _LinearInputs(
-            input=decode_tensor(
-                body.input.root, max_elements=settings.limits.max_elements, where="input"
-            ),
-            weight=_decode(body.weight, settings, "weight"),
-            bias=_decode(body.bias_values, settings, "bias_values"),
-        )
-        plan_linear(
-            spec,
-            inputs.input.shape,
-            Budget.from_settings(settings),
-            weight_shape=None if inputs.weight is None else inputs.weight.shape,
-            bias_shape=None if inputs.bias is None else inputs.bias.shape,
-        )
-        return inputs
-
-    def compute(inputs: _LinearInputs, deadline: Deadline) -> dict[str, Any]:
-        result = linear_forward(
-            spec,
-            inputs.input,
-            weight=inputs.weight,
-            bias=inputs.bias,
-            seed=body.seed,
-            device=device,
-            deadline=deadline,
-        )
-        return {"output": result.output, "weight": result.weight, "bias": result.bias}
-
-    return FastJSONResponse(
-        await run_compute_legacy(request, device, prepare, compute, encoding=encoding)
-    )
-
-
-@dataclass(frozen=True)
-class _RNNInputs:
-    input: torch.Tensor
-    h0: torch.Tensor | None
-    c0: torch.Tensor | None
-    weights: dict[str, torch.Tensor]
+    ctx = compute_context(request, body.device)
+    prepare = partial(prepare_linear_layer, body=body)
+    return await run_compute(request, ctx, prepare, compute_linear_layer, encoding=encoding)
 
 
 @router.post(
@@ -113,9 +52,7 @@ class _RNNInputs:
     response_model=RNNResponse,
     response_class=FastJSONResponse,
 )
-async def rnn_layer(
-    body: RNNRequest, request: Request, encoding: EncodingDep = "json"
-) -> FastJSONResponse:
+async def rnn_layer(body: RNNRequest, request: Request, encoding: EncodingDep = "json") -> Response:
     """`torch.nn.RNN`, `LSTM` or `GRU` (by `mode`) applied to `input` with initial states
     `h0` (and `c0`), default zeros (chapter 6.4).
 
@@ -127,63 +64,6 @@ async def rnn_layer(
     parameters, states, outputs and the gate multiplications of every step, layer and
     direction are charged to the limits before anything is allocated.
     """
-    settings, devices = settings_of(request), devices_of(request)
-    device = devices.resolve(body.device)
-    spec = RNNSpec(
-        mode=body.mode,
-        input_size=body.input_size,
-        hidden_size=body.hidden_size,
-        num_layers=body.num_layers,
-        nonlinearity=body.nonlinearity,
-        bias=body.bias,
-        batch_first=body.batch_first,
-        bidirectional=body.bidirectional,
-    )
-
-    def prepare() -> _RNNInputs:
-        weights = {
-            name: decode_tensor(
-                value.root, max_elements=settings.limits.max_elements, where=f"weights.{name}"
-            )
-            for name, value in (body.weights or {}).items()
-        }
-        inputs = _RNNInputs(
-            input=decode_tensor(
-                body.input.root, max_elements=settings.limits.max_elements, where="input"
-            ),
-            h0=_decode(body.h0, settings, "h0"),
-            c0=_decode(body.c0, settings, "c0"),
-            weights=weights,
-        )
-        plan_rnn(
-            spec,
-            inputs.input.shape,
-            Budget.from_settings(settings),
-            h0_shape=None if inputs.h0 is None else inputs.h0.shape,
-            c0_shape=None if inputs.c0 is None else inputs.c0.shape,
-            weight_shapes={name: value.shape for name, value in weights.items()},
-        )
-        return inputs
-
-    def compute(inputs: _RNNInputs, deadline: Deadline) -> dict[str, Any]:
-        result = rnn_forward(
-            spec,
-            inputs.input,
-            h0=inputs.h0,
-            c0=inputs.c0,
-            weights=inputs.weights,
-            seed=body.seed,
-            device=device,
-            deadline=deadline,
-        )
-        return {
-            "output": result.output,
-            "h_n": result.h_n,
-            "c_n": result.c_n,
-            "parameters": {name: list(value.shape) for name, value in result.parameters.items()},
-            "weights": result.parameters if body.return_weights else None,
-        }
-
-    return FastJSONResponse(
-        await run_compute_legacy(request, device, prepare, compute, encoding=encoding)
-    )
+    ctx = compute_context(request, body.device)
+    prepare = partial(prepare_rnn_layer, body=body)
+    return await run_compute(request, ctx, prepare, compute_rnn_layer, encoding=encoding)

@@ -47,6 +47,7 @@ def info(request: Request) -> InfoResponse:
         default_device=str(devices.default),
         devices=[DeviceInfo.model_validate(d) for d in devices.info()],
         limits=settings.limits.model_dump(),
+        throughput=request.app.state.calibrations.report(),
         auth_required=bool(settings.api_keys),
     )
 

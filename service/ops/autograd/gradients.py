@@ -1,9 +1,10 @@
 """Value, gradients and (optionally) hessians of an expression: ``POST /grad`` in pure torch.
 
 :func:`plan_gradient` parses the expression, evaluates it on the ``meta`` device and charges
-every intermediate, the backward pass and the hessian to a :class:`Budget`, so nothing is
-allocated for a request over a limit. :func:`compute_gradient` then evaluates it for real
-with ``requires_grad`` leaves and ``torch.autograd.grad``.
+every intermediate, the backward pass and the hessian to a :class:`Budget` (the hessian also
+to ``max_hessian_elements``), so nothing is allocated for a request over a limit.
+:func:`compute_gradient` then evaluates it for real with ``requires_grad`` leaves and
+``torch.autograd.grad``.
 """
 
 from __future__ import annotations
@@ -14,21 +15,13 @@ from dataclasses import dataclass
 import torch
 
 from service.codec import DTYPE_NAMES
+from service.config import Limits
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
-from service.ops.autograd.expressions import (
-    META,
-    Evaluation,
-    Expression,
-    Value,
-    check_input_names,
-    evaluate,
-    parse_expression,
-)
-
-MAX_HESSIAN_ELEMENTS = 1024
-"""Most elements, over every ``wrt`` input together, that a hessian is computed for: the
-hessian has that many squared entries and costs one backward pass per element."""
+from service.ops.autograd.check import check_input_names
+from service.ops.autograd.evaluate import META, Evaluation, evaluate
+from service.ops.autograd.functions import Value
+from service.ops.autograd.parse import Expression, parse_expression
 
 # Backward costs about twice the forward; each hessian row is a backward pass through the
 # graph of the gradient, about twice that again.
@@ -44,7 +37,6 @@ class GradientPlan:
     inputs: dict[str, torch.Tensor]
     wrt: list[str]
     hessian: bool
-    budget: Budget
 
 
 @dataclass
@@ -135,16 +127,17 @@ def plan_gradient(
     *,
     hessian: bool,
     budget: Budget,
+    limits: Limits,
 ) -> GradientPlan:
     """Parse, check and charge a gradient request before anything real is computed.
 
     The expression is evaluated on the ``meta`` device: each intermediate's elements and
     FLOPs, the gradients, the backward pass and (with ``hessian``) the hessian are charged
-    to ``budget``. Raises :class:`InvalidInput` / :class:`OpError` (422) or
-    :class:`LimitExceeded` (413).
+    to ``budget``. The expression's size and the hessian's are bounded by ``limits``.
+    Raises :class:`InvalidInput` / :class:`OpError` (422) or :class:`LimitExceeded` (413).
     """
     check_input_names(inputs)
-    expression = parse_expression(text, inputs)
+    expression = parse_expression(text, inputs, limits=limits)
     names = resolve_wrt(inputs, wrt)
     for name, tensor in inputs.items():
         budget.charge_tensor(tensor.numel(), f"input {name!r}")
@@ -158,17 +151,20 @@ def plan_gradient(
     budget.charge_flops(_BACKWARD_FACTOR * evaluation.flops, "the backward pass")
     if hessian:
         count = sum(inputs[name].numel() for name in names)
-        if count > MAX_HESSIAN_ELEMENTS:
-            exc = LimitExceeded("max_hessian_elements", MAX_HESSIAN_ELEMENTS, count, "")
-            exc.message = (
-                f"the hessian is asked for {count:,} input elements ({', '.join(names)}) but "
-                f"the limit max_hessian_elements is {MAX_HESSIAN_ELEMENTS:,}"
+        allowed = limits.max_hessian_elements
+        if count > allowed:
+            raise LimitExceeded(
+                "max_hessian_elements",
+                allowed,
+                count,
+                "the hessian",
+                message=f"the hessian is asked for {count:,} input elements "
+                f"({', '.join(names)}) but the limit max_hessian_elements is {allowed:,}",
             )
-            raise exc
         budget.charge_tensor(count * count, "the hessian")
         rows = _HESSIAN_ROW_FACTOR * count * max(evaluation.flops, 1.0)
         budget.charge_flops(rows, "the hessian")
-    return GradientPlan(expression, dict(inputs), names, hessian, budget)
+    return GradientPlan(expression, dict(inputs), names, hessian)
 
 
 def compute_gradient(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from service.limits import Deadline
+from service.ops.context import make_generator
 
 
 def _time_cpu(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -48,11 +49,8 @@ def matmul_benchmark(
     deadline: Deadline,
 ) -> list[dict[str, Any]]:
     """Time ``a @ b`` ([m, k] @ [k, n]) on each device; one result dict per device."""
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
+    # Drawn once on the CPU, so every device multiplies the same numbers.
+    generator = make_generator(seed)
     a_cpu = torch.randn(m, k, generator=generator)
     b_cpu = torch.randn(k, n, generator=generator)
     results = []

@@ -8,15 +8,10 @@ from dataclasses import dataclass
 from schemas.datasets import CSV_FIELD, DataRequest
 from service.config import Limits
 from service.errors import ErrorCode, InvalidInput
-from service.ops.data.datasets import (
-    Table,
-    check_values,
-    is_loaded,
-    load_dataset,
-    read_csv,
-    select,
-    table_from_tensors,
-)
+from service.ops.data.csv_reader import read_csv
+from service.ops.data.datasets import is_loaded, load_dataset
+from service.ops.data.table import Table, check_values, select
+from service.ops.data.wire import table_from_tensors
 
 
 @dataclass(frozen=True)
@@ -64,11 +59,7 @@ def load_table(
     else:
         assert upload is not None
         table = read_csv(
-            upload.data,
-            name=upload.filename,
-            target=target,
-            text_target=text_target,
-            max_elements=limits.max_elements,
+            upload.data, limits, name=upload.filename, target=target, text_target=text_target
         )
         target = None
     table = select(table, body.features, target)

@@ -4,23 +4,30 @@ Linear: for one feature the tutorial's scatter of the data with the fitted line,
 right way round (the feature, hours, on x and the target, score, on y: the tutorial's
 figure swaps the axes against its own labels); for several features the predicted against
 the actual values; for ``gd`` a second panel with the loss curve. These are line panels
-(:func:`service.ops.plots.line_panels`).
+(:func:`service.ops.render.plots.line_panels`).
 
 Logistic: for two features the samples coloured by class over the predicted class regions
 (binary: the line where P(class 1) equals the threshold), beside the loss curve; otherwise
 the loss curve.
+
+The figures are planned too: :func:`linear_plot_points` and :func:`logistic_plot_points` count
+the points a figure will draw, and :func:`check_plot` refuses one over the
+``max_plot_points`` limit before the fit runs.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from service.ops.regression.fits import F64, LinearFit, LogisticFit
+from service.config import Limits
+from service.ops.regression.linear import LinearFit
+from service.ops.regression.logistic import LogisticFit
 from service.ops.render.plots import (
     DPI,
     PANEL_HEIGHT_IN,
@@ -35,37 +42,40 @@ from service.ops.render.plots import (
 GRID_STEPS = 200
 """Steps of the grid the class regions are evaluated on, along each axis."""
 BOUNDARY_PANEL_IN = (4.5, 4.0)
+"""Width and height, in inches, of the class-regions panel (the loss panel beside it keeps
+the line panels' proportions at this height)."""
 _MARKERS = "os^Dv<>pPX*h"
 
 
 def linear_plot_points(n_samples: int, n_targets: int, epochs: int | None) -> int:
-    """Points :func:`linear_png` draws (for :func:`check_points` before the fit)."""
+    """Points :func:`linear_png` draws (for :func:`check_plot` before the fit)."""
     return n_samples * n_targets + 2 + (epochs or 0)
 
 
 def logistic_plot_points(n_samples: int, n_features: int, epochs: int) -> int:
-    """Points :func:`logistic_png` draws (for :func:`check_points` before the fit)."""
+    """Points :func:`logistic_png` draws (for :func:`check_plot` before the fit)."""
     grid = GRID_STEPS * GRID_STEPS if n_features == 2 else 0
     return n_samples + grid + epochs
 
 
-def check_plot(points: int) -> None:
-    """Refuse a figure over the points limit (413), before the fit."""
-    check_points(points, f"a PNG of {points:,} points")
+def check_plot(limits: Limits, points: int) -> None:
+    """Refuse a figure of more than ``limits.max_plot_points`` points (413), before the fit."""
+    check_points(points, f"a PNG of {points:,} points", limits.max_plot_points)
 
 
 def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def linear_png(fit: LinearFit, x: torch.Tensor, y: torch.Tensor) -> bytes:
-    """The fit's picture: ``x`` [n, d] and ``y`` [n] or [n, k], every sample."""
-    y2 = y.reshape(y.shape[0], -1).to(F64)
+def linear_panels(fit: LinearFit, x: torch.Tensor, y: torch.Tensor) -> list[Panel]:
+    """The panels of :func:`linear_png`: the data and the line (one feature, one target) or
+    the predicted against the actual values, then the loss curve of a ``gd`` fit."""
+    y2 = y.reshape(y.shape[0], -1).to(torch.float64)
     train, test = fit.split.train, fit.split.test
     panels: list[Panel] = []
     if x.shape[1] == 1 and y2.shape[1] == 1:
         feature, target = fit.feature_names[0], fit.target_names[0]
-        xs = x[:, 0].to(F64)
+        xs = x[:, 0].to(torch.float64)
         low, high = float(xs.min()), float(xs.max())
         ends = np.array([low, high])
         slope, intercept = float(fit.coef[0, 0]), float(fit.intercept[0])
@@ -91,6 +101,13 @@ def linear_png(fit: LinearFit, x: torch.Tensor, y: torch.Tensor) -> bytes:
         panels.append(Panel(title, lines, xlabel=f"actual {target}", ylabel=f"predicted {target}"))
     if fit.loss_history is not None:
         panels.append(_loss_panel(fit.loss_history, "MSE"))
+    return panels
+
+
+def linear_png(fit: LinearFit, x: torch.Tensor, y: torch.Tensor) -> bytes:
+    """The fit's picture: ``x`` [n, d] and ``y`` [n] or [n, k], every sample; its panels
+    (:func:`linear_panels`) side by side."""
+    panels = linear_panels(fit, x, y)
     return line_panels(panels, columns=len(panels))
 
 
@@ -117,12 +134,9 @@ def logistic_png(
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (slow import)
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    x = x.to(F64)
-    xx, yy = (_grid_axis(x[:, i]) for i in range(2))
-    grid_x, grid_y = torch.meshgrid(xx, yy, indexing="xy")
-    params = fit.params()
-    logits = params.logits(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
-    regions = params.decide(logits).reshape(grid_x.shape).numpy()
+    x = x.to(torch.float64)
+    grid = decision_regions(fit, x)
+    grid_x, grid_y = grid.x.numpy(), grid.y.numpy()
     n_classes = len(fit.classes)
     width, height = BOUNDARY_PANEL_IN
     with RENDER_LOCK:
@@ -137,20 +151,20 @@ def logistic_png(
         )
         colors = [f"C{i % 10}" for i in range(n_classes)]
         boundary.contourf(
-            grid_x.numpy(),
-            grid_y.numpy(),
-            regions,
+            grid_x,
+            grid_y,
+            grid.regions.numpy(),
             levels=np.arange(n_classes + 1) - 0.5,
             colors=colors,
             alpha=0.25,
         )
-        if n_classes == 2:
-            positive = params.proba(logits)[:, 1].reshape(grid_x.shape).numpy()
+        if grid.positive is not None:
+            positive = grid.positive.numpy()
             threshold = 0.5 if fit.threshold is None else fit.threshold
             if positive.min() < threshold < positive.max():
                 boundary.contour(
-                    grid_x.numpy(),
-                    grid_y.numpy(),
+                    grid_x,
+                    grid_y,
                     positive,
                     levels=[threshold],
                     colors="k",
@@ -170,10 +184,39 @@ def logistic_png(
     return buffer.getvalue()
 
 
-def _grid_axis(values: torch.Tensor) -> torch.Tensor:
+def grid_axis(values: torch.Tensor) -> torch.Tensor:
+    """:data:`GRID_STEPS` points over the range of ``values``, widened on each side by a
+    tenth of its span (when the values are all equal, of their magnitude or 1, the larger),
+    so that no sample sits on the panel's edge."""
     low, high = float(values.min()), float(values.max())
     span = high - low if high > low else max(abs(low), 1.0)
-    return torch.linspace(low - 0.1 * span, high + 0.1 * span, GRID_STEPS, dtype=F64)
+    return torch.linspace(low - 0.1 * span, high + 0.1 * span, GRID_STEPS, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class DecisionRegions:
+    """The fitted model evaluated on a grid over two features, each [GRID_STEPS, GRID_STEPS]:
+    ``x`` and ``y`` the grid's coordinates (``indexing="xy"``: rows follow the second
+    feature), ``regions`` the predicted class index, and for two classes ``positive``, the
+    probability of ``classes[1]``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    regions: torch.Tensor
+    positive: torch.Tensor | None
+
+
+def decision_regions(fit: LogisticFit, x: torch.Tensor) -> DecisionRegions:
+    """The class regions of a fit on two features over a grid spanning ``x`` [n, 2]."""
+    xx, yy = (grid_axis(x[:, i].to(torch.float64)) for i in range(2))
+    grid_x, grid_y = torch.meshgrid(xx, yy, indexing="xy")
+    params = fit.params()
+    logits = params.logits(torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1))
+    regions = params.decide(logits).reshape(grid_x.shape)
+    positive = None
+    if len(fit.classes) == 2:
+        positive = params.proba(logits)[:, 1].reshape(grid_x.shape)
+    return DecisionRegions(grid_x, grid_y, regions, positive)
 
 
 def _legend_name(label: int | str, class_names: Sequence[str] | None) -> str:

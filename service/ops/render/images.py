@@ -7,8 +7,8 @@ above. Maps smaller than :data:`MIN_SIDE` pixels are enlarged by one whole facto
 for every panel, with nearest-neighbour so that pixels stay visible.
 
 The size of a figure is known from the shapes alone (:func:`feature_layout`,
-:func:`grid_layout`), so a figure over :data:`MAX_PNG_PIXELS` is refused before anything
-is computed for it.
+:func:`grid_layout`), so a figure over the configured ``max_png_pixels`` is refused before
+anything is computed for it.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ MAX_SCALE = 16
 """…by at most this factor."""
 GRID_PADDING = 2
 """``torchvision.utils.make_grid``'s default padding between cells."""
-MAX_PNG_PIXELS = 1 << 25
-"""Pixels of one figure, at most (33.5 million)."""
 PNG_COMPRESS_LEVEL = 1
 """zlib level of the PNG: fast; feature maps of photos barely compress anyway."""
 
@@ -81,14 +79,17 @@ class FeatureLayout:
         return self.rows * self.columns
 
 
-def _check_pixels(width: int, height: int, what: str) -> None:
-    if width * height > MAX_PNG_PIXELS:
-        raise LimitExceeded("max_png_pixels", MAX_PNG_PIXELS, width * height, what)
+def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise LimitExceeded("max_png_pixels", max_pixels, width * height, what)
 
 
-def feature_layout(sizes: Sequence[tuple[int, int]], rows: int) -> FeatureLayout:
+def feature_layout(
+    sizes: Sequence[tuple[int, int]], rows: int, *, max_pixels: int
+) -> FeatureLayout:
     """The layout of ``rows`` rows of panels of ``sizes`` ``(height, width)``; a 413
-    ``png_pixels_limit`` when the figure would be over :data:`MAX_PNG_PIXELS`."""
+    ``png_pixels_limit`` when the figure would be over ``max_pixels`` (the configured
+    ``max_png_pixels``)."""
     tallest = max((h for h, _ in sizes), default=1)
     scale = max(1, min(MAX_SCALE, MIN_SIDE // max(tallest, 1)))
     layout = FeatureLayout(
@@ -98,7 +99,10 @@ def feature_layout(sizes: Sequence[tuple[int, int]], rows: int) -> FeatureLayout
         rows=max(1, rows),
     )
     _check_pixels(
-        layout.width, layout.height, f"a PNG of {layout.rows}×{layout.columns} feature maps"
+        layout.width,
+        layout.height,
+        f"a PNG of {layout.rows}×{layout.columns} feature maps",
+        max_pixels,
     )
     return layout
 
@@ -110,13 +114,15 @@ def input_labels(channels: int) -> list[str]:
     return [f"input[{c}]" for c in range(channels)]
 
 
-def figure_layout(input_shape: Sequence[int], output_shape: Sequence[int]) -> FeatureLayout:
+def figure_layout(
+    input_shape: Sequence[int], output_shape: Sequence[int], *, max_pixels: int
+) -> FeatureLayout:
     """The layout of :func:`feature_maps_png` for an input and output of these shapes
-    ``[N, C, H, W]``."""
+    ``[N, C, H, W]``, refused over ``max_pixels`` as :func:`feature_layout`'s."""
     n, c, h, w = input_shape
     _, k, oh, ow = output_shape
     sizes = [(h, w)] * len(input_labels(c)) + [(oh, ow)] * k
-    return feature_layout(sizes, n)
+    return feature_layout(sizes, n, max_pixels=max_pixels)
 
 
 def to_uint8(values: torch.Tensor) -> np.ndarray:
@@ -210,9 +216,17 @@ class GridLayout:
         return self.rows * (self.cell_height + LABEL_HEIGHT + GRID_PADDING) + GRID_PADDING
 
 
-def grid_layout(count: int, height: int, width: int, columns: int) -> GridLayout:
+def grid_layout(
+    count: int,
+    height: int,
+    width: int,
+    columns: int,
+    *,
+    max_pixels: int,
+) -> GridLayout:
     """The layout of :func:`batch_grid_png` for ``count`` images of ``height`` × ``width``;
-    a 413 ``png_pixels_limit`` when it would be over :data:`MAX_PNG_PIXELS`."""
+    a 413 ``png_pixels_limit`` when it would be over ``max_pixels`` (the configured
+    ``max_png_pixels``)."""
     scale = max(1, min(MAX_SCALE, GRID_MIN_SIDE // max(height, width, 1)))
     layout = GridLayout(
         scale=scale,
@@ -221,7 +235,7 @@ def grid_layout(count: int, height: int, width: int, columns: int) -> GridLayout
         count=max(1, count),
         columns=max(1, min(columns, count)),
     )
-    _check_pixels(layout.width, layout.height, f"a grid of {count} images")
+    _check_pixels(layout.width, layout.height, f"a grid of {count} images", max_pixels)
     return layout
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from service.config import Limits
 from service.errors import LimitExceeded
 
 PANEL_WIDTH_IN = 3.5
@@ -27,8 +28,7 @@ PANEL_HEIGHT_IN = 3.0
 DPI = 100
 DEFAULT_COLUMNS = 4
 """Panels per row unless the caller says otherwise: the tutorial's four side by side."""
-MAX_POINTS = 1 << 20
-"""Points one figure may draw, summed over its lines: bounds the time a PNG takes."""
+_DEFAULT_MAX_POINTS: int = Limits.model_fields["max_plot_points"].default
 
 # matplotlib's module-level caches (fonts, text layout, rcParams) are not documented as safe
 # to share between threads, so one figure renders at a time.
@@ -60,11 +60,14 @@ class Panel:
         return sum(int(line.x.size) for line in self.lines)
 
 
-def check_points(points: int, what: str) -> None:
-    """Refuse (413 ``plot_points_limit``) a figure of more than :data:`MAX_POINTS` points,
-    before anything is computed for it."""
-    if points > MAX_POINTS:
-        raise LimitExceeded("max_plot_points", MAX_POINTS, points, what)
+def check_points(points: int, what: str, max_points: int | None = None) -> None:
+    """Refuse (413 ``plot_points_limit``) a figure of more than ``max_points`` points, summed
+    over its lines, before anything is computed for it: the limit bounds the time a PNG
+    takes. ``max_points`` is the configured ``Limits.max_plot_points``; left out, that
+    setting's default applies."""
+    allowed = _DEFAULT_MAX_POINTS if max_points is None else max_points
+    if points > allowed:
+        raise LimitExceeded("max_plot_points", allowed, points, what)
 
 
 def panel_grid(count: int, columns: int | None = None) -> tuple[int, int]:

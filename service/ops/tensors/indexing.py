@@ -32,6 +32,8 @@ from enum import Enum
 from types import EllipsisType
 from typing import TypeAlias
 
+from schemas.tensors import MAX_INDEX_LENGTH
+
 __all__ = [
     "MAX_DIGITS",
     "IndexItem",
@@ -364,7 +366,9 @@ class _Parser:
         return None
 
 
-def parse_index(text: str, *, max_length: int = 1000, max_items: int = 64) -> tuple[IndexItem, ...]:
+def parse_index(
+    text: str, *, max_length: int = MAX_INDEX_LENGTH, max_items: int = 64
+) -> tuple[IndexItem, ...]:
     """Parse a basic-indexing expression such as ``"[:, 1, ::2]"`` into an index tuple.
 
     The result can be used directly as ``tensor[result]`` or ``ndarray[result]``. A single

@@ -5,10 +5,11 @@ Three guards stand between an upload and memory:
 
 * Pillow only tries the parsers of :data:`ALLOWED_FORMATS` (``Image.open(formats=...)``);
   anything else is a 415, never handed to a less-used parser.
-* The header's width × height is checked against :data:`MAX_IMAGE_PIXELS` and the decoded
-  tensor's elements against the request's element limit, both before ``load()``: a PNG of
-  a few kilobytes that claims 30000 × 30000 pixels is a 413 in microseconds. Pillow's own
-  guard, ``Image.MAX_IMAGE_PIXELS``, is set to the same value as a second line.
+* The header's width × height is checked against the configured ``max_image_pixels`` and
+  the decoded tensor's elements against the request's element limit, both before
+  ``load()``: a PNG of a few kilobytes that claims 30000 × 30000 pixels is a 413 in
+  microseconds. Pillow's own guard, ``Image.MAX_IMAGE_PIXELS``, is a second line: it starts
+  at the default limit and follows any larger configured one.
 * Truncated or corrupt data of an allowed format is a 422 (``LOAD_TRUNCATED_IMAGES`` stays
   off, so Pillow never pads a short file with grey).
 """
@@ -20,17 +21,30 @@ import binascii
 import io
 import re
 import struct
+import threading
 import zlib
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from schemas.vision import ImageMode
 from service.codec import check_elements
+from service.config import Limits
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, UnsupportedMediaType
 
-ImageMode = Literal["L", "RGB"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "FORMAT_NAMES",
+    "IMAGE_EXTENSIONS",
+    "ImageMode",
+    "decode_base64",
+    "decode_image",
+    "image_tensor",
+    "load_pixels",
+    "open_image",
+    "pixels_to_tensor",
+]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 """The formats Pillow may parse; its other plugins are never tried on a request's bytes."""
@@ -38,12 +52,13 @@ FORMAT_NAMES = "PNG, JPEG, BMP, GIF, WebP or TIFF"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 """File name endings taken for pictures (in archives), lower case."""
 
-MAX_IMAGE_PIXELS = 1 << 26
-"""Width × height of one picture, at most (67 million pixels, 8192 × 8192)."""
+_DEFAULT_MAX_PIXELS: int = Limits.model_fields["max_image_pixels"].default
+"""``max_image_pixels``'s default: where Pillow's guard starts."""
 
 # Pillow's own decompression-bomb guard (a process-wide setting of the library): a warning
 # above this many pixels and an error above twice as many, in Image.open itself.
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+Image.MAX_IMAGE_PIXELS = _DEFAULT_MAX_PIXELS
+_PILLOW_GUARD_LOCK = threading.Lock()
 
 _CHANNELS: dict[str, int] = {"L": 1, "RGB": 3}
 _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
@@ -68,12 +83,32 @@ def decode_base64(text: str, where: str) -> bytes:
         ) from exc
 
 
-def open_image(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def _follow_in_pillow(max_pixels: int) -> None:
+    """Raise Pillow's guard to ``max_pixels`` when a configuration allows more than it does:
+    being process-wide, it only ever grows, so it never refuses what one app allows."""
+    guard = Image.MAX_IMAGE_PIXELS
+    if guard is None or guard >= max_pixels:
+        return
+    with _PILLOW_GUARD_LOCK:
+        guard = Image.MAX_IMAGE_PIXELS
+        if guard is not None and guard < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _bomb_pixels(exc: Image.DecompressionBombError) -> int:
+    """The pixels Pillow's guard refused (from its message), else just over what it allows."""
+    found = _BOMB_PIXELS.search(str(exc))
+    return int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+
+
+def open_image(data: bytes, where: str, *, max_pixels: int) -> Image.Image:
     """The picture in ``data`` with its header read and checked, not yet decoded.
 
     415 ``unsupported_image`` unless it is one of :data:`ALLOWED_FORMATS`; 413
-    ``image_pixels_limit`` when width × height is over ``max_pixels``.
+    ``image_pixels_limit`` when width × height is over ``max_pixels`` (the configured
+    ``max_image_pixels``).
     """
+    _follow_in_pillow(max_pixels)
     if not data:
         raise UnsupportedMediaType(
             f"{where}: the file is empty, not a {FORMAT_NAMES} image",
@@ -83,10 +118,8 @@ def open_image(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
-        found = _BOMB_PIXELS.search(str(exc))
-        requested = int(found.group(1)) if found else 2 * MAX_IMAGE_PIXELS + 1
         raise LimitExceeded(
-            "max_image_pixels", max_pixels, requested, f"{where}: the image"
+            "max_image_pixels", max_pixels, _bomb_pixels(exc), f"{where}: the image"
         ) from exc
     except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
         raise UnsupportedMediaType(
@@ -103,17 +136,17 @@ def open_image(data: bytes, where: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -
     return image
 
 
-def load_pixels(image: Image.Image, mode: ImageMode, where: str) -> np.ndarray:
+def load_pixels(image: Image.Image, mode: ImageMode, where: str, *, max_pixels: int) -> np.ndarray:
     """The decoded picture as uint8, ``[H, W]`` for ``L`` or ``[H, W, 3]`` for ``RGB``
     (Pillow's ``convert``; the first frame of an animation). Corrupt or truncated data is
-    a 422 ``invalid_image``."""
+    a 422 ``invalid_image``; a frame over ``max_pixels`` a 413 ``image_pixels_limit``."""
     try:
         image.load()
         converted = image if image.mode == mode else image.convert(mode)
         return np.array(converted, dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # a later frame or tile that grew
         raise LimitExceeded(
-            "max_image_pixels", MAX_IMAGE_PIXELS, 2 * MAX_IMAGE_PIXELS + 1, f"{where}: the image"
+            "max_image_pixels", max_pixels, _bomb_pixels(exc), f"{where}: the image"
         ) from exc
     except _DECODE_ERRORS as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -132,10 +165,11 @@ def decode_image(
     where: str,
     *,
     max_elements: int,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_pixels: int,
 ) -> np.ndarray:
     """``data`` decoded as uint8 pixels (see :func:`load_pixels`), after its header passed
-    the pixel limit and its decoded size the element limit (413 ``elements_limit``)."""
+    the pixel limit (``max_pixels``, the configured ``max_image_pixels``) and its decoded
+    size the element limit (413 ``elements_limit``)."""
     image = open_image(data, where, max_pixels=max_pixels)
     width, height = image.size
     try:
@@ -143,7 +177,7 @@ def decode_image(
     except LimitExceeded:
         image.close()
         raise
-    return load_pixels(image, mode, where)
+    return load_pixels(image, mode, where, max_pixels=max_pixels)
 
 
 def pixels_to_tensor(pixels: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -154,8 +188,10 @@ def pixels_to_tensor(pixels: np.ndarray, dtype: torch.dtype = torch.float32) -> 
     return tensor.to(dtype).contiguous()
 
 
-def image_tensor(data: bytes, mode: ImageMode, where: str, *, max_elements: int) -> torch.Tensor:
+def image_tensor(
+    data: bytes, mode: ImageMode, where: str, *, max_elements: int, max_pixels: int
+) -> torch.Tensor:
     """A picture as the tutorial feeds it to a convolution: ``[1, C, H, W]`` float32 in
-    [0, 255], C = 1 for ``L`` and 3 for ``RGB``."""
-    pixels = decode_image(data, mode, where, max_elements=max_elements)
+    [0, 255], C = 1 for ``L`` and 3 for ``RGB``; limits as :func:`decode_image`'s."""
+    pixels = decode_image(data, mode, where, max_elements=max_elements, max_pixels=max_pixels)
     return pixels_to_tensor(pixels).unsqueeze(0)

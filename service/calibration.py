@@ -1,0 +1,137 @@
+"""What each device does per second, so that a plan's cost can be predicted in seconds.
+
+FLOPs are not time: on a CPU a float16 matrix multiply runs two orders of magnitude slower
+than a float32 one. At start-up each device is probed with small matrix multiplies per dtype
+(tens of milliseconds in all, best of a few runs) and one large elementwise pass; a
+``TORCHLAB_CALIBRATION`` setting can fix any figure instead (``{"cpu/float16": 1e9}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+logger = logging.getLogger("torchlab.calibration")
+
+# dtypes probed, with the matrix side used (slow ones get smaller matrices).
+PROBES: dict[torch.dtype, int] = {
+    torch.float32: 192,
+    torch.float64: 192,
+    torch.float16: 64,
+    torch.bfloat16: 64,
+    torch.complex64: 96,
+    torch.complex128: 96,
+    torch.int64: 64,
+    torch.int32: 64,
+    torch.int16: 64,
+    torch.int8: 64,
+    torch.uint8: 64,
+}
+ELEMENTWISE_PROBE = 1 << 20
+REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """One device's rates: matrix-multiply FLOP/s per dtype and elements per second of a
+    memory-bound pass (the cost of creating, copying or encoding a tensor)."""
+
+    device: str
+    flops_per_s: Mapping[str, float] = field(default_factory=dict)
+    elements_per_s: float = 1e8
+
+    def rate(self, dtype: torch.dtype | None) -> float:
+        """FLOP/s for ``dtype`` (float32's for one not probed; the slowest float's for bool)."""
+        name = str(dtype or torch.float32).removeprefix("torch.")
+        if name in self.flops_per_s:
+            return self.flops_per_s[name]
+        return self.flops_per_s.get("float32", 1e9)
+
+
+def _best_seconds(run: object, repeats: int = REPEATS) -> float:
+    assert callable(run)
+    run()  # warm up: first calls pay for kernel selection and allocation
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return max(best, 1e-7)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(device: torch.device, overrides: Mapping[str, float] | None = None) -> Throughput:
+    """Probe ``device`` (skipping what ``overrides`` already gives, keyed ``"<device type>/
+    <dtype>"`` or ``"<device type>/elements"``)."""
+    overrides = dict(overrides or {})
+    prefix = device.type
+    rates: dict[str, float] = {}
+    with torch.inference_mode():
+        for dtype, side in PROBES.items():
+            name = str(dtype).removeprefix("torch.")
+            key = f"{prefix}/{name}"
+            if key in overrides:
+                rates[name] = overrides[key]
+                continue
+            try:
+                a = torch.ones(side, side, dtype=dtype, device=device)
+
+                def run(a: torch.Tensor = a) -> None:
+                    torch.matmul(a, a)
+                    _sync(device)
+
+                rates[name] = 2 * side**3 / _best_seconds(run)
+            except (RuntimeError, TypeError):  # no matmul kernel for this dtype here
+                continue
+        key = f"{prefix}/elements"
+        if key in overrides:
+            elements = overrides[key]
+        else:
+            x = torch.ones(ELEMENTWISE_PROBE, device=device)
+
+            def copy(x: torch.Tensor = x) -> None:
+                x.mul(2.0)
+                _sync(device)
+
+            elements = ELEMENTWISE_PROBE / _best_seconds(copy)
+    throughput = Throughput(str(device), rates, elements)
+    logger.info(
+        "%s: %s GFLOP/s (float32), %s GFLOP/s (float16), %.3g elements/s",
+        device,
+        f"{throughput.rate(torch.float32) / 1e9:.3g}",
+        f"{throughput.rate(torch.float16) / 1e9:.3g}",
+        elements,
+    )
+    return throughput
+
+
+class Calibrations:
+    """Each device's :class:`Throughput`, measured once (at start-up, or on first use)."""
+
+    def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        self._measured: dict[str, Throughput] = {}
+
+    def get(self, device: torch.device) -> Throughput:
+        key = str(device)
+        if key not in self._measured:
+            self._measured[key] = measure(device, self.overrides)
+        return self._measured[key]
+
+    def report(self) -> dict[str, dict[str, float]]:
+        """What ``GET /info`` shows: GFLOP/s per dtype and elements per second, per device."""
+        return {
+            device: {
+                **{name: rate / 1e9 for name, rate in t.flops_per_s.items()},
+                "elements_per_s": t.elements_per_s,
+            }
+            for device, t in self._measured.items()
+        }

@@ -1,0 +1,267 @@
+"""The evaluator of ``POST /grad`` expressions: a checked tree walked over named tensors.
+
+An expression is evaluated twice: on torch's ``meta`` device (shapes and dtypes only), where
+every intermediate is charged to a :class:`~service.limits.Budget`, and then for real. Each
+node is one torch call; an error names the text and column of the node that failed.
+Arithmetic between two plain numbers is Python's, kept within int64.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
+
+import torch
+
+from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
+from service.limits import Budget, Deadline, estimate_matmul_flops
+from service.ops.autograd.check import INT64_MAX, INT64_MIN, not_allowed, static_index, static_ints
+from service.ops.autograd.functions import CONSTANTS, FUNCTIONS, Number, Value
+from service.ops.tensors.indexing import check_index
+
+if TYPE_CHECKING:
+    from service.ops.autograd.parse import Expression
+
+META = torch.device("meta")
+"""torch's device of shapes and dtypes without storage: where an expression is planned."""
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.MatMult: operator.matmul,
+    ast.Mod: operator.mod,
+}
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float))  # bool is an int
+
+
+@dataclass
+class Evaluation:
+    """Where an expression is evaluated and what it may spend."""
+
+    device: torch.device
+    budget: Budget | None = None
+    deadline: Deadline | None = None
+    flops: float = 0.0
+    """FLOPs of the forward evaluation (estimated: one per element, matmul's 2·m·k·n)."""
+
+
+def evaluate(
+    expression: Expression, env: Mapping[str, torch.Tensor], evaluation: Evaluation
+) -> Value:
+    """Evaluate a parsed expression over named tensors (already on ``evaluation.device``).
+
+    On the ``meta`` device nothing is computed: every intermediate's shape is charged to
+    ``evaluation.budget``. Raises :class:`InvalidInput` / :class:`OpError` (422) naming the
+    column of the part that failed, :class:`LimitExceeded` (413) over a limit.
+    """
+    return _Evaluator(expression, env, evaluation).evaluate(expression.tree.body)
+
+
+class _Evaluator:
+    def __init__(
+        self, expression: Expression, env: Mapping[str, torch.Tensor], evaluation: Evaluation
+    ) -> None:
+        self.expression = expression
+        self.env = env
+        self.evaluation = evaluation
+
+    def where(self, node: ast.AST) -> str:
+        return f"{self.expression.source(node)!r} at column {self.expression.column(node)}"
+
+    def evaluate(self, node: ast.expr) -> Value:
+        if isinstance(node, ast.Constant):
+            # Only numbers, bools and (as arguments) None get here: the checker saw to it.
+            return cast(Value, node.value)
+        if isinstance(node, ast.Name):
+            if node.id in self.env:
+                return self.env[node.id]
+            return CONSTANTS[node.id]
+        if isinstance(node, ast.BinOp):
+            left, right = self.evaluate(node.left), self.evaluate(node.right)
+            op = type(node.op)
+            if _is_number(left) and _is_number(right):
+                return self._numbers(node, op, left, right)
+            return self.apply(node, _BINARY[op], [left, right], matmul=op is ast.MatMult)
+        if isinstance(node, ast.UnaryOp):
+            operand = self.evaluate(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                return (
+                    self.apply(node, operator.pos, [operand])
+                    if not _is_number(operand)
+                    else operand
+                )
+            if _is_number(operand):
+                return self._int64(node, -operand)
+            return self.apply(node, operator.neg, [operand])
+        if isinstance(node, ast.Compare):
+            left, right = self.evaluate(node.left), self.evaluate(node.comparators[0])
+            compare = _COMPARE[type(node.ops[0])]
+            if _is_number(left) and _is_number(right):
+                return bool(compare(left, right))
+            return self.apply(node, compare, [left, right])
+        if isinstance(node, ast.Subscript):
+            return self._subscript(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return static_ints(node, self._index_error)
+        raise not_allowed(self.expression, node)  # pragma: no cover - checked when parsed
+
+    def _index_error(self, node: ast.AST, message: str) -> InvalidInput:
+        return InvalidInput(
+            f"{self.where(node)}: {message}",
+            details={"column": self.expression.column(node)},
+            code=ErrorCode.INVALID_INDEX,
+        )
+
+    def _int64(self, node: ast.AST, value: Number) -> Number:
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise self._int64_error(node)
+        return value
+
+    def _numbers(self, node: ast.AST, op: type[ast.operator], left: Number, right: Number) -> Value:
+        """Python's arithmetic on two plain numbers, bounded to int64 (nothing huge is built)."""
+        if op is ast.MatMult:
+            return self.apply(node, operator.matmul, [left, right])  # torch's error message
+        exact = isinstance(left, int) and isinstance(right, int)
+        # |left| ** right has right·log2|left| bits: anything past 64 cannot fit int64.
+        if op is ast.Pow and exact and right > 0 and abs(left) > 1 and right > 64:
+            raise self._int64_error(node)
+        try:
+            result = _BINARY[op](left, right)
+        except ZeroDivisionError:
+            raise InvalidInput(
+                f"{self.where(node)}: division by zero",
+                details={"column": self.expression.column(node)},
+                code=ErrorCode.OP_FAILED,
+            ) from None
+        except OverflowError:
+            raise InvalidInput(
+                f"{self.where(node)}: the result is too large for a float",
+                details={"column": self.expression.column(node)},
+                code=ErrorCode.NUMBER_OUT_OF_RANGE,
+            ) from None
+        if isinstance(result, complex):  # (-8) ** 0.5: not a real number, as in torch
+            return math.nan
+        return self._int64(node, result)
+
+    def _int64_error(self, node: ast.AST) -> InvalidInput:
+        return InvalidInput(
+            f"{self.where(node)}: the integer result is out of the int64 range; "
+            "write a float (9.0**99) for large numbers",
+            details={"column": self.expression.column(node)},
+            code=ErrorCode.NUMBER_OUT_OF_RANGE,
+        )
+
+    def _subscript(self, node: ast.Subscript) -> Value:
+        value = self.evaluate(node.value)
+        if not isinstance(value, torch.Tensor):
+            raise InvalidInput(
+                f"{self.where(node)}: only tensors can be indexed, not a plain number",
+                details={"column": self.expression.column(node)},
+                code=ErrorCode.INVALID_INDEX,
+            )
+        index = static_index(node.slice, self._index_error)
+        try:
+            check_index(index, tuple(value.shape))
+        except IndexError as exc:
+            raise InvalidInput(
+                f"{self.where(node)}: the index does not fit shape {list(value.shape)}: {exc}",
+                details={"column": self.expression.column(node), "shape": list(value.shape)},
+                code=ErrorCode.INVALID_INDEX,
+            ) from None
+        return self.apply(node, operator.getitem, [value, index])
+
+    def _call(self, node: ast.Call) -> Value:
+        assert isinstance(node.func, ast.Name)
+        name = node.func.id
+        spec = FUNCTIONS[name]
+        args: dict[str, Value] = dict(spec.defaults)
+        for param, arg in zip(spec.params, node.args, strict=False):
+            args[param] = self.evaluate(arg)
+        for kw in node.keywords:
+            assert kw.arg is not None
+            args[kw.arg] = self.evaluate(kw.value)
+        if name == "pow" and _is_number(args["input"]) and _is_number(args["exponent"]):
+            return self._numbers(node, ast.Pow, args["input"], args["exponent"])
+        for param in spec.tensors:
+            value = args[param]
+            if isinstance(value, (int, float)):
+                args[param] = torch.as_tensor(value, device=self.evaluation.device)
+            elif not isinstance(value, torch.Tensor):
+                raise InvalidInput(
+                    f"{self.where(node)}: {name}'s {param} must be a tensor or a number",
+                    details={"column": self.expression.column(node), "function": name},
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+        return self.apply(node, spec.fn, [], args, matmul=spec.matmul)
+
+    def apply(
+        self,
+        node: ast.AST,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        matmul: bool = False,
+    ) -> Value:
+        """Call a torch function for a node, then charge its output and check the time."""
+        kwargs = kwargs or {}
+        try:
+            out = fn(*args, **kwargs)
+        except ServiceError as exc:
+            exc.message = f"{self.where(node)}: {exc.message}"
+            exc.details.setdefault("column", self.expression.column(node))
+            raise
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
+            # ArithmeticError: torch's OverflowError for a number beyond the tensor's range.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OpError(
+                f"{self.where(node)}: {first}",
+                details={"column": self.expression.column(node)},
+            ) from exc
+        if isinstance(out, torch.Tensor):
+            operands = [v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
+            self._charge(node, out, operands, matmul=matmul)
+        if self.evaluation.deadline is not None:
+            self.evaluation.deadline.check()
+        return out  # type: ignore[no-any-return]
+
+    def _charge(
+        self, node: ast.AST, out: torch.Tensor, operands: Sequence[torch.Tensor], *, matmul: bool
+    ) -> None:
+        if matmul and len(operands) == 2 and min(t.dim() for t in operands) >= 1:
+            flops = float(estimate_matmul_flops(tuple(operands[0].shape), tuple(operands[1].shape)))
+        else:
+            flops = float(max(sum(t.numel() for t in operands), out.numel()))
+        self.evaluation.flops += flops
+        budget = self.evaluation.budget
+        if budget is None:
+            return
+        what = self.where(node)
+        try:
+            budget.charge_tensor(out.numel(), what)
+            budget.charge_flops(flops, what)
+        except ServiceError as exc:
+            exc.details.setdefault("column", self.expression.column(node))
+            raise

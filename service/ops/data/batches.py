@@ -1,0 +1,108 @@
+"""Transformed pictures as a ``DataLoader`` would batch them: the first batch, per-channel
+statistics over the whole set, and the PNG grid's size checked before any work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from service.errors import ErrorCode, InvalidInput
+from service.ops.context import make_generator
+from service.ops.data.transforms import Shape
+from service.ops.render.images import grid_layout
+
+CPU = torch.device("cpu")
+
+
+def channel_stats(
+    tensors: Sequence[torch.Tensor], device: torch.device | None = None
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation (``torch.std``: unbiased) over every pixel of
+    every picture, on the values as they are, in float64, on ``device``. Pictures must agree
+    in channels (422 ``channel_mismatch``)."""
+    channels = {int(t.shape[0]) for t in tensors}
+    if len(channels) != 1:
+        raise InvalidInput(
+            f"the pictures have different channel counts {sorted(channels)} after the "
+            "transforms; add Grayscale, or choose one mode",
+            code=ErrorCode.CHANNEL_MISMATCH,
+            details={"channels": sorted(channels)},
+        )
+    (count,) = channels
+    flat = torch.cat(
+        [t.to(device=device or CPU, dtype=torch.float64).reshape(count, -1) for t in tensors], dim=1
+    )
+    mean = flat.mean(dim=1)
+    std = flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros_like(mean)
+    return mean.cpu().tolist(), std.cpu().tolist()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The first batch of a ``DataLoader`` and how many there are."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    n_batches: int
+
+
+def first_batch(
+    tensors: Sequence[torch.Tensor],
+    targets: Sequence[int],
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    seed: int | None = None,
+) -> Batch:
+    """``next(iter(DataLoader(dataset, batch_size, shuffle, drop_last, generator)))``, the
+    sampler seeded by ``seed``. No batch at all is a 422 ``empty_batch``; pictures of
+    different sizes in one batch a 422 ``size_mismatch``."""
+    dataset = list(zip(tensors, targets, strict=True))
+    loader: DataLoader[Any] = DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=make_generator(seed),
+    )
+    n_batches = len(loader)
+    if n_batches == 0:
+        raise InvalidInput(
+            f"drop_last with batch_size {batch_size} leaves no batch of {len(dataset)} picture(s)",
+            code=ErrorCode.EMPTY_BATCH,
+        )
+    try:
+        x, y = next(iter(loader))
+    except RuntimeError as exc:
+        sizes = sorted({tuple(int(s) for s in t.shape) for t in tensors})[:5]
+        raise InvalidInput(
+            f"the pictures of the first batch differ in size ({exc}); add a Resize or "
+            "CenterCrop transform so that they agree, or use batch_size 1",
+            code=ErrorCode.SIZE_MISMATCH,
+            details={"shapes": [list(s) for s in sizes]},
+        ) from exc
+    return Batch(x, y, n_batches)
+
+
+def class_labels(classes: Sequence[str], targets: torch.Tensor) -> list[str]:
+    """The class name of each target (for the grid's labels)."""
+    return [classes[int(t)] for t in targets.tolist()]
+
+
+def check_grid(
+    shapes: Sequence[Shape], batch_size: int, *, drop_last: bool, columns: int, max_pixels: int
+) -> None:
+    """Refuse (413 ``png_pixels_limit``, over ``max_pixels``) the grid of the first batch
+    before any transform runs, when its size is known: every picture predicted to come out
+    the same size, and a first batch to draw. Otherwise the grid is checked once the batch
+    is made."""
+    distinct = set(shapes)
+    if len(distinct) != 1 or (drop_last and len(shapes) < batch_size):
+        return
+    ((_, height, width),) = distinct
+    grid_layout(min(batch_size, len(shapes)), height, width, columns, max_pixels=max_pixels)

@@ -1,0 +1,196 @@
+"""A table from an uploaded CSV file: UTF-8, comma-separated, a header row naming the
+columns; every cell a finite number except class labels in the target column. The limits
+on rows, columns and cells are checked while the file is read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+import numpy as np
+import torch
+
+from service.config import Limits
+from service.errors import ErrorCode, InvalidInput, LimitExceeded
+from service.ops.data.table import Table, names_list
+
+
+def _csv_error(message: str, code: ErrorCode, **details: object) -> InvalidInput:
+    return InvalidInput(message, details=dict(details), code=code)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(
+    data: bytes,
+    limits: Limits,
+    *,
+    name: str = "csv",
+    target: str | None = None,
+    text_target: bool = False,
+) -> Table:
+    """A table from CSV bytes (UTF-8, comma-separated, a header row naming the columns).
+
+    ``target`` names the target column (default: the last one); every other column is a
+    feature. Every cell must be a finite number, except the target's when ``text_target``
+    (class labels: strings are kept as labels if any cell is not a number). Limits on rows,
+    columns and cells (``limits.max_csv_rows``, ``max_csv_columns``, ``max_elements``) are
+    checked row by row as the file is read, before the rest is parsed. Raises
+    :class:`InvalidInput` naming the first bad cell, or :class:`LimitExceeded`.
+    """
+    max_rows, max_columns = limits.max_csv_rows, limits.max_csv_columns
+    max_elements = limits.max_elements
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _csv_error(
+            f"the CSV is not UTF-8 text (byte {exc.start} cannot be decoded)",
+            ErrorCode.CSV_NOT_TEXT,
+        ) from exc
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []  # the file line of each row, for error messages
+    try:
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank lines
+            if header is None:
+                if len(fields) > max_columns:
+                    raise LimitExceeded(
+                        "max_csv_columns", max_columns, len(fields), "the CSV's header"
+                    )
+                header = [f.strip() for f in fields]
+                continue
+            if len(fields) != len(header):
+                raise _csv_error(
+                    f"CSV line {reader.line_num} has {len(fields)} cells, the header has "
+                    f"{len(header)}",
+                    ErrorCode.CSV_RAGGED,
+                    line=reader.line_num,
+                    cells=len(fields),
+                    columns=len(header),
+                )
+            if len(rows) >= max_rows:
+                raise LimitExceeded("max_csv_rows", max_rows, len(rows) + 1, "the CSV")
+            if (len(rows) + 1) * len(header) > max_elements:
+                raise LimitExceeded(
+                    "max_elements", max_elements, (len(rows) + 1) * len(header), "the CSV's cells"
+                )
+            rows.append(fields)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise _csv_error(
+            f"CSV line {reader.line_num}: {exc}", ErrorCode.CSV_MALFORMED, line=reader.line_num
+        ) from exc
+    if header is None:
+        raise _csv_error(
+            "the CSV is empty: it needs a header row and data rows", ErrorCode.EMPTY_CSV
+        )
+    _check_header(header)
+    if not rows:
+        raise _csv_error("the CSV has a header but no data rows", ErrorCode.EMPTY_CSV)
+
+    target_name = header[-1] if target is None else target
+    if target_name not in header:
+        raise _csv_error(
+            f"target {target_name!r} is not a column of the CSV; columns: {names_list(header)}",
+            ErrorCode.UNKNOWN_COLUMN,
+            target=target_name,
+            columns=header[:50],
+        )
+    if len(header) < 2:
+        raise _csv_error(
+            "the CSV has one column; it needs feature columns and a target column",
+            ErrorCode.CSV_NO_FEATURES,
+        )
+    target_index = header.index(target_name)
+    feature_index = [i for i in range(len(header)) if i != target_index]
+    cells = np.array(rows, dtype=np.str_)
+    del rows
+    labels: tuple[str, ...] | None = None
+    target_cells = cells[:, target_index].tolist()
+    numeric_index = list(range(len(header)))
+    if text_target and not all(_is_number(cell) for cell in target_cells):
+        labels = tuple(cell.strip() for cell in target_cells)
+        numeric_index = feature_index
+    values = _numbers(cells[:, numeric_index], [header[i] for i in numeric_index], lines)
+    x = values[:, [numeric_index.index(i) for i in feature_index]]
+    y = None if labels is not None else torch.from_numpy(values[:, target_index].copy())
+    return Table(
+        name=name,
+        x=torch.from_numpy(np.ascontiguousarray(x)),
+        feature_names=tuple(header[i] for i in feature_index),
+        source="csv",
+        y=y,
+        labels=labels,
+        target_names=(target_name,),
+    )
+
+
+def _check_header(header: list[str]) -> None:
+    if all(_is_number(cell) for cell in header):
+        raise _csv_error(
+            "the CSV's first row holds numbers: it needs a header row naming the columns",
+            ErrorCode.CSV_NO_HEADER,
+            first_row=header[:20],
+        )
+    for index, cell in enumerate(header):
+        if not cell:
+            raise _csv_error(
+                f"the CSV's header has an empty name in column {index + 1}",
+                ErrorCode.CSV_BAD_HEADER,
+                column=index + 1,
+            )
+    seen: set[str] = set()
+    for cell in header:
+        if cell in seen:
+            raise _csv_error(
+                f"the CSV's header names column {cell!r} twice",
+                ErrorCode.CSV_BAD_HEADER,
+                column=cell,
+            )
+        seen.add(cell)
+
+
+def _numbers(cells: np.ndarray, names: list[str], lines: list[int]) -> np.ndarray:
+    """``cells`` (strings) as float64, or a 422 naming the first cell (in reading order)
+    that is not a finite number. ``lines`` are the file lines of the rows."""
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):
+            values = cells.astype(np.float64)
+        bad = ~np.isfinite(values)
+    except ValueError:
+        values = None
+        bad = np.array([[not _finite_number(c) for c in row] for row in cells.tolist()])
+        bad = bad.reshape(cells.shape)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        cell = str(cells[row, col])
+        raise _csv_error(
+            f"CSV line {lines[row]} (data row {row + 1}), column {names[col]!r}: "
+            f"{cell[:40]!r} is not a finite number (every cell must be a number, except "
+            "class labels in the target column of a classification)",
+            ErrorCode.CSV_NOT_NUMERIC,
+            line=lines[row],
+            row=row + 1,
+            column=names[col],
+            value=cell[:40],
+        )
+    assert values is not None
+    result: np.ndarray = values
+    return result
+
+
+def _finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False

@@ -1,0 +1,110 @@
+"""Shape ops: ``reshape view flatten squeeze unsqueeze permute transpose t cat stack split
+chunk expand repeat contiguous clone index to info``.
+
+``expand`` and ``repeat`` check the size they produce against the element limit; ``index``
+reads NumPy-style text through :mod:`service.ops.tensors.indexing`, never ``eval``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from service.codec import DTYPE_NAMES, check_elements
+from service.errors import ErrorCode, InvalidInput
+from service.ops.tensors.arguments import dims_arg, dtype_arg
+from service.ops.tensors.indexing import IndexParseError, check_index, parse_index
+from service.ops.tensors.runtime import Context, OpFn
+
+
+def _expand(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
+    x: torch.Tensor = args["x"]
+    size = list(args["size"])
+    target = [
+        x.shape[i - len(size) + x.dim()] if s == -1 and i - len(size) + x.dim() >= 0 else s
+        for i, s in enumerate(size)
+    ]
+    check_elements(math.prod(target), ctx.max_elements, f"expand to {size}")
+    # expand makes a view; its elements are charged like any output (the next op may copy).
+    return x.expand(*size)
+
+
+def _repeat(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
+    x: torch.Tensor = args["x"]
+    repeats = list(args["repeats"])
+    shape = [1] * (len(repeats) - x.dim()) + list(x.shape)
+    if len(repeats) < x.dim():
+        raise InvalidInput(
+            f"repeat: {len(repeats)} repeats for a tensor of {x.dim()} dimensions; give at "
+            "least one per dimension"
+        )
+    check_elements(
+        math.prod(s * r for s, r in zip(shape, repeats, strict=True)),
+        ctx.max_elements,
+        f"repeat {repeats} of shape {list(x.shape)}",
+    )
+    return x.repeat(*repeats)
+
+
+def _index(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
+    x: torch.Tensor = args["x"]
+    try:
+        index = parse_index(args["index"])
+        check_index(index, tuple(x.shape))
+    except IndexParseError as exc:
+        raise InvalidInput(
+            f"index {args['index']!r}: {exc}",
+            details={"column": exc.position},
+            code=ErrorCode.INVALID_INDEX,
+        ) from exc
+    except IndexError as exc:
+        raise InvalidInput(
+            f"index {args['index']!r} does not fit shape {list(x.shape)}: {exc}",
+            code=ErrorCode.INVALID_INDEX,
+        ) from exc
+    if any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in index):
+        raise InvalidInput(
+            f"index {args['index']!r}: torch does not support negative slice steps; use flip",
+            code=ErrorCode.INVALID_INDEX,
+        )
+    return x[index]
+
+
+def _info(args: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    x: torch.Tensor = args["x"]
+    return {
+        "shape": list(x.shape),
+        "size": list(x.size()),
+        "stride": list(x.stride()),
+        "numel": x.numel(),
+        "dtype": DTYPE_NAMES[x.dtype],
+        "is_contiguous": x.is_contiguous(),
+    }
+
+
+SHAPE_OPS: dict[str, OpFn] = {
+    "reshape": lambda a, c: torch.reshape(a["x"], a["shape"]),
+    "view": lambda a, c: a["x"].view(a["shape"]),
+    "flatten": lambda a, c: torch.flatten(a["x"], a["start_dim"], a["end_dim"]),
+    "squeeze": lambda a, c: (
+        torch.squeeze(a["x"]) if a["dim"] is None else torch.squeeze(a["x"], dims_arg(a["dim"]))
+    ),
+    "unsqueeze": lambda a, c: torch.unsqueeze(a["x"], a["dim"]),
+    "permute": lambda a, c: torch.permute(a["x"], a["dims"]),
+    "transpose": lambda a, c: torch.transpose(a["x"], a["dim0"], a["dim1"]),
+    "t": lambda a, c: torch.t(a["x"]),
+    "cat": lambda a, c: torch.cat(a["tensors"], dim=a["dim"]),
+    "stack": lambda a, c: torch.stack(a["tensors"], dim=a["dim"]),
+    "split": lambda a, c: torch.split(a["x"], a["split_size_or_sections"], dim=a["dim"]),
+    "chunk": lambda a, c: torch.chunk(a["x"], a["chunks"], dim=a["dim"]),
+    "expand": _expand,
+    "repeat": _repeat,
+    "contiguous": lambda a, c: a["x"].contiguous(),
+    "clone": lambda a, c: torch.clone(a["x"]),
+    "index": _index,
+    "to": lambda a, c: a["x"].to(dtype_arg(a)),
+    "info": _info,
+}

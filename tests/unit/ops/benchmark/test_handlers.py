@@ -1,0 +1,135 @@
+"""``POST /benchmark`` without HTTP: device choice, admission against the limits, content."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from schemas.benchmark import BenchmarkRequest, BenchmarkResponse
+from service.config import Settings
+from service.device import DeviceManager
+from service.errors import DeviceUnavailable, LimitExceeded
+from service.limits import Deadline, estimate_matmul_flops
+from service.ops.benchmark.handlers import (
+    BenchmarkPlan,
+    benchmark_devices,
+    compute_benchmark,
+    prepare_benchmark,
+)
+from service.ops.context import ComputeContext
+
+CPU = torch.device("cpu")
+SETTINGS = Settings(device="cpu", max_elements=1 << 16, max_total_elements=1 << 18, max_flops=1e8)
+
+
+def context() -> ComputeContext:
+    return ComputeContext(SETTINGS.limits, CPU)
+
+
+def request(**fields: Any) -> BenchmarkRequest:
+    return BenchmarkRequest.model_validate({"m": 32, "k": 16, "n": 24, **fields})
+
+
+def plan(body: BenchmarkRequest, devices: list[torch.device] | None = None) -> BenchmarkPlan:
+    return prepare_benchmark(context(), body, devices or [CPU], cuda_available=False)
+
+
+# --- the devices timed -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"devices": ["cpu"]}, ["cpu"]),
+        ({"devices": ["cpu", "cpu"]}, ["cpu"]),
+        ({"device": "cpu"}, ["cpu"]),
+        ({"devices": ["cpu"], "device": "auto"}, ["cpu"]),
+    ],
+)
+def test_devices_asked_for(fields: dict[str, Any], expected: list[str]) -> None:
+    manager = DeviceManager(SETTINGS)
+    assert [str(d) for d in benchmark_devices(request(**fields), manager)] == expected
+
+
+def test_default_devices_are_every_available_one() -> None:
+    manager = DeviceManager(SETTINGS)
+    assert [str(d) for d in benchmark_devices(request(), manager)] == manager.available
+
+
+def test_an_absent_device_is_refused() -> None:
+    manager = DeviceManager(SETTINGS)
+    absent = f"cuda:{manager.cuda_count}"
+    with pytest.raises(DeviceUnavailable) as refusal:
+        benchmark_devices(request(devices=["cpu", absent]), manager)
+    assert refusal.value.details["available"] == manager.available
+
+
+# --- admission ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("warmup", "repeats", "devices"), [(0, 1, 1), (1, 5, 1), (2, 3, 2)])
+def test_every_multiplication_on_every_device_is_charged(
+    warmup: int, repeats: int, devices: int
+) -> None:
+    ctx = context()
+    body = request(warmup=warmup, repeats=repeats)
+    planned = prepare_benchmark(ctx, body, [CPU] * devices, cuda_available=False)
+    per_run = estimate_matmul_flops((32, 16), (16, 24))
+    assert planned.flops_per_run == per_run == 2 * 32 * 16 * 24
+    assert ctx.budget.flops == per_run * (1 + warmup + repeats) * devices
+    assert ctx.budget.elements == 32 * 16 + 16 * 24 + 32 * 24
+
+
+def test_over_the_flop_limit_is_refused_with_the_total() -> None:
+    body = request(m=200, k=200, n=200, warmup=1, repeats=5)
+    with pytest.raises(LimitExceeded) as refusal:
+        plan(body)
+    assert refusal.value.details == {
+        "limit": "max_flops",
+        "allowed": SETTINGS.limits.max_flops,
+        "requested": 2 * 200**3 * (1 + 1 + 5),
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "requested"),
+    [({"m": 1 << 12, "k": 32}, (1 << 12) * 32), ({"k": 4, "n": 1 << 17}, 4 * (1 << 17))],
+)
+def test_a_matrix_over_the_element_limit_is_refused(fields: dict[str, Any], requested: int) -> None:
+    with pytest.raises(LimitExceeded) as refusal:
+        plan(request(**fields))
+    assert refusal.value.details["limit"] == "max_elements"
+    assert refusal.value.details["requested"] == requested
+
+
+def test_the_plan_holds_what_the_work_needs() -> None:
+    body = request(dtype="float64", seed=9, warmup=2, repeats=3)
+    planned = prepare_benchmark(context(), body, [CPU], cuda_available=True)
+    assert (planned.m, planned.k, planned.n, planned.dtype) == (32, 16, 24, "float64")
+    assert (planned.seed, planned.warmup, planned.repeats) == (9, 2, 3)
+    assert planned.devices == [CPU] and planned.cuda_available is True
+
+
+# --- the content -------------------------------------------------------------------------------
+
+
+def test_content_is_the_response_without_device_and_time() -> None:
+    body = request(seed=4, repeats=2)
+    content = compute_benchmark(plan(body), Deadline(30))
+    response = BenchmarkResponse.model_validate({**content, "device": "cpu", "elapsed_ms": 1.0})
+    assert response.torch_version == torch.__version__
+    assert response.flops_per_run == 2 * 32 * 16 * 24
+    assert response.max_norm_rel_diff is None
+    [result] = response.results
+    generator = torch.Generator().manual_seed(4)
+    a, b = torch.randn(32, 16, generator=generator), torch.randn(16, 24, generator=generator)
+    expected = float(torch.linalg.vector_norm(torch.matmul(a, b), dtype=torch.float64))
+    assert result.norm == pytest.approx(expected, rel=1e-6)
+
+
+def test_two_devices_are_compared() -> None:
+    content = compute_benchmark(plan(request(seed=1), [CPU, CPU]), Deadline(30))
+    assert [r["device"] for r in content["results"]] == ["cpu", "cpu"]
+    assert content["max_norm_rel_diff"] == 0.0

@@ -1,0 +1,220 @@
+"""Safe image decoding: allowed formats, limits checked from the header, broken data."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from service.config import Limits
+from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
+from service.ops.vision.imageio import (
+    ALLOWED_FORMATS,
+    decode_base64,
+    decode_image,
+    image_tensor,
+    open_image,
+    pixels_to_tensor,
+)
+
+MAX_IMAGE_PIXELS = Limits.model_fields["max_image_pixels"].default
+"""The configured pixel limit of a default configuration."""
+PHOTO = load_sample_images().images[1][:96, :128].copy()  # flower.jpg, RGB uint8
+
+
+def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width × height (1-bit gray) with a few rows of data: kilobytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    rows = zlib.compress(bytes((width + 7) // 8 + 1) * 4, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    )
+
+
+LOSSLESS = ["PNG", "BMP", "TIFF", "WEBP"]
+
+
+@pytest.mark.parametrize("fmt", LOSSLESS)
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_lossless_formats_decode_to_pillows_pixels(fmt: str, mode: str) -> None:
+    source = Image.fromarray(PHOTO).convert(mode)
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    data = encoded(source, fmt, **options)
+    pixels = decode_image(
+        data,
+        mode,  # type: ignore[arg-type]
+        "image",
+        max_elements=1 << 20,
+        max_pixels=MAX_IMAGE_PIXELS,
+    )
+    np.testing.assert_array_equal(pixels, np.asarray(source))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "GIF"])
+def test_lossy_formats_decode_as_pillow_decodes_them(fmt: str) -> None:
+    data = encoded(Image.fromarray(PHOTO), fmt)
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32)
+    tensor = image_tensor(data, "L", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS)
+    assert tensor.shape == (1, 1, *PHOTO.shape[:2])
+    assert tensor.dtype == torch.float32
+    torch.testing.assert_close(tensor[0, 0], torch.from_numpy(expected), rtol=0, atol=0)
+
+
+def test_grayscale_is_pillows_luma_in_0_255() -> None:
+    data = encoded(Image.fromarray(PHOTO), "PNG")
+    tensor = image_tensor(data, "L", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS)
+    luma = np.asarray(Image.fromarray(PHOTO).convert("L"), dtype=np.float32)
+    torch.testing.assert_close(tensor[0, 0], torch.from_numpy(luma), rtol=0, atol=0)
+    rgb = image_tensor(data, "RGB", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS)
+    assert rgb.shape == (1, 3, *PHOTO.shape[:2])
+    torch.testing.assert_close(rgb[0].permute(1, 2, 0), torch.from_numpy(PHOTO).float())
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "I;16", "1", "CMYK"])
+def test_other_pixel_modes_are_converted(mode: str) -> None:
+    source = Image.fromarray(PHOTO).convert("RGBA" if mode == "P" else "RGB")
+    if mode == "I;16":
+        source = Image.fromarray(np.asarray(source.convert("L"), dtype=np.uint16) * 200)
+    elif mode != "P":
+        source = source.convert(mode)
+    fmt = "TIFF" if mode == "CMYK" else "PNG"
+    data = encoded(source.convert("P") if mode == "P" else source, fmt)
+    for target in ("L", "RGB"):
+        pixels = decode_image(
+            data,
+            target,  # type: ignore[arg-type]
+            "image",
+            max_elements=1 << 20,
+            max_pixels=MAX_IMAGE_PIXELS,
+        )
+        assert pixels.shape[:2] == PHOTO.shape[:2]
+        assert pixels.dtype == np.uint8
+
+
+def test_base64_with_and_without_a_data_url() -> None:
+    data = encoded(Image.fromarray(PHOTO), "PNG")
+    text = base64.b64encode(data).decode()
+    assert decode_base64(text, "image") == data
+    assert decode_base64("data:image/png;base64," + text, "image") == data
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    assert decode_base64(wrapped, "image") == data
+    with pytest.raises(InvalidInput) as caught:
+        decode_base64("not base64!", "image")
+    assert caught.value.code == "invalid_base64"
+
+
+def test_a_huge_png_of_a_few_kilobytes_is_refused_from_its_header() -> None:
+    bomb = png_header_only(30000, 30000)
+    assert len(bomb) < 64 * 1024
+    start = time.process_time()
+    with pytest.raises(LimitExceeded) as caught:
+        decode_image(bomb, "L", "image", max_elements=1 << 40, max_pixels=MAX_IMAGE_PIXELS)
+    assert time.process_time() - start < 0.5
+    assert caught.value.status_code == 413
+    assert caught.value.code == "image_pixels_limit"
+    assert caught.value.details["requested"] == 30000 * 30000
+    assert caught.value.details["allowed"] == MAX_IMAGE_PIXELS
+
+
+def test_our_pixel_limit_and_the_element_limit_come_before_decoding() -> None:
+    claim = png_header_only(9000, 8000)  # over our limit, under Pillow's error threshold
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(LimitExceeded) as caught:
+        open_image(claim, "image", max_pixels=MAX_IMAGE_PIXELS)
+    assert caught.value.details["requested"] == 72_000_000
+    small = png_header_only(300, 200)
+    with pytest.raises(LimitExceeded) as caught:
+        open_image(small, "image", max_pixels=1000)
+    assert caught.value.code == "image_pixels_limit"
+    with pytest.raises(LimitExceeded) as caught:
+        decode_image(
+            small, "RGB", "image", max_elements=300 * 200 * 3 - 1, max_pixels=MAX_IMAGE_PIXELS
+        )
+    assert caught.value.code == "elements_limit"
+
+
+@pytest.mark.parametrize("max_pixels", [1000, 300 * 200 - 1])
+def test_the_configured_pixel_limit_is_the_one_refused_and_reported(max_pixels: int) -> None:
+    small = png_header_only(300, 200)
+    with pytest.raises(LimitExceeded) as caught:
+        decode_image(small, "L", "image", max_elements=1 << 20, max_pixels=max_pixels)
+    assert caught.value.code == "image_pixels_limit"
+    assert caught.value.details["limit"] == "max_image_pixels"
+    assert caught.value.details["allowed"] == max_pixels
+    assert caught.value.details["requested"] == 300 * 200
+    pixels = decode_image(small, "L", "image", max_elements=1 << 20, max_pixels=300 * 200)
+    assert pixels.shape == (200, 300)
+
+
+def test_a_configured_limit_above_pillows_guard_is_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pillow's guard is process-wide: put it back after the test raised it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    side = math.isqrt(2 * MAX_IMAGE_PIXELS) + 1  # past twice Pillow's default guard
+    claim = png_header_only(side, side)
+    with pytest.raises(LimitExceeded) as caught:
+        decode_image(claim, "L", "image", max_elements=1 << 20, max_pixels=side * side)
+    # The header passed the configured pixel limit; the element limit refused it.
+    assert caught.value.code == "elements_limit"
+    assert caught.value.details["requested"] == side * side
+
+
+def test_a_truncated_jpeg_is_a_422() -> None:
+    data = encoded(Image.fromarray(load_sample_images().images[0]), "JPEG")
+    assert len(data) > 20_000  # cut in the middle of the scan, past the header
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(
+            data[: len(data) // 2], "L", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS
+        )
+    assert caught.value.code == "invalid_image"
+    assert caught.value.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello, this is not a picture",
+        b"\x89PNG\r\n\x1a\n",  # a signature and nothing else
+        encoded(Image.fromarray(PHOTO), "PPM"),  # a format Pillow reads but we do not allow
+        encoded(Image.fromarray(PHOTO).resize((32, 32)), "ICO"),
+        encoded(Image.fromarray(PHOTO), "PCX"),
+    ],
+    ids=["empty", "text", "signature-only", "ppm", "ico", "pcx"],
+)
+def test_anything_but_an_allowed_picture_is_a_415(data: bytes) -> None:
+    with pytest.raises(UnsupportedMediaType) as caught:
+        decode_image(data, "L", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS)
+    assert caught.value.code == "unsupported_image"
+    assert caught.value.details["allowed"] == list(ALLOWED_FORMATS)
+
+
+def test_pixels_to_tensor_is_channels_first() -> None:
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert pixels_to_tensor(gray).shape == (1, 3, 4)
+    color = np.zeros((3, 4, 3), dtype=np.uint8)
+    color[..., 2] = 7
+    tensor = pixels_to_tensor(color, torch.uint8)
+    assert tensor.shape == (3, 3, 4)
+    assert tensor.dtype == torch.uint8
+    assert bool((tensor[2] == 7).all())
