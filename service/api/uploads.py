@@ -49,12 +49,16 @@ async def read_file(upload: UploadFile, limit: str, allowed: int, what: str) -> 
 
 
 async def read_csv_upload(files: dict[str, list[UploadFile]], settings: Settings) -> Upload | None:
-    """The uploaded CSV (``file``), if any, up to ``max_body_bytes`` (413 past it)."""
+    """The uploaded CSV (``file``), if any, up to ``max_csv_bytes`` (413 past it)."""
     uploads = files.get(CSV_FIELD)
     if not uploads:
         return None
     limits = settings.limits
-    upload = await read_file(uploads[0], "max_body_bytes", limits.max_body_bytes, "the CSV")
+    if limits.max_csv_bytes < limits.max_body_bytes:
+        limit, allowed = "max_csv_bytes", limits.max_csv_bytes
+    else:
+        limit, allowed = "max_body_bytes", limits.max_body_bytes
+    upload = await read_file(uploads[0], limit, allowed, "the CSV")
     return Upload(upload.data, upload.filename or "csv")
 
 

@@ -310,6 +310,17 @@ def test_a_csv_over_the_column_limit(client: TestClient) -> None:
     assert body["details"]["limit"] == "max_csv_columns"
 
 
+def test_a_csv_over_the_configured_byte_limit() -> None:
+    rows = "".join(f"{i},{2 * i}\n" for i in range(2000)).encode()
+    with TestClient(create_app(make_settings(max_csv_bytes=4096))) as small:
+        response = small.post(
+            "/regress/linear", files={"file": ("big.csv", b"x,y\n" + rows, "text/csv")}
+        )
+        body = assert_error(response, 413, "csv_bytes_limit")
+        assert body["details"]["allowed"] == 4096
+        assert body["details"]["requested"] > 4096
+
+
 def test_a_csv_and_a_dataset_together(client: TestClient) -> None:
     response = client.post(
         "/regress/linear",
