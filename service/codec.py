@@ -82,6 +82,24 @@ def check_elements(numel: int, max_elements: int, what: str) -> None:
         raise LimitExceeded("max_elements", max_elements, requested, what)
 
 
+def check_shape(shape: Sequence[int], max_elements: int, what: str) -> None:
+    """Refuse a shape over the element limit, or an empty one with a dimension longer than
+    the limit: it holds nothing, but whatever is built per row or column of it (names,
+    pieces, batches) would not be bounded."""
+    check_elements(numel_of(shape), max_elements, what)
+    longest = max(shape, default=0)
+    if longest > max_elements:
+        raise LimitExceeded(
+            "max_elements",
+            max_elements,
+            longest if longest < 2**63 else float(longest),
+            f"{what}: a dimension of {longest:,}",
+            message=f"{what}: shape {list(shape)} has a dimension of {longest:,}, longer than "
+            f"the limit max_elements of {max_elements:,} (even an empty tensor may not be that "
+            "long in any dimension)",
+        )
+
+
 def _parse_shape(value: object, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(
         isinstance(s, int) and not isinstance(s, bool) for s in value
@@ -243,7 +261,7 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
             code=ErrorCode.INVALID_DATA,
         )
     if shape is not None:
-        check_elements(numel_of(shape), max_elements, where)
+        check_shape(shape, max_elements, where)
     if "b64" in value:
         assert shape is not None and dtype is not None
         return _decode_b64(value["b64"], shape, dtype, where)

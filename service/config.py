@@ -47,6 +47,10 @@ class Limits(BaseSettings):
     max_steps: Annotated[int, Field(ge=1)] = 64
     """Largest number of steps in a ``/tensor/ops`` program."""
 
+    max_objects: Annotated[int, Field(ge=1)] = 1_000_000
+    """Most things one request makes one by one: tensors a step returns, names per column,
+    labels per class, batches, frames, points."""
+
     request_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """Compute time allowed per request; past it the answer is 504."""
 
@@ -155,6 +159,9 @@ class Settings(BaseSettings):
 
     worker_max_rss_bytes: Annotated[int, Field(ge=1 << 20)] = 4 << 30
     """Resident memory past which a worker process is replaced between requests."""
+
+    worker_threads: Annotated[int, Field(ge=0)] = 0
+    """torch's threads in each worker process; 0 keeps torch's default (one per core)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -48,6 +48,7 @@ class ErrorCode(StrEnum):
     TOTAL_ELEMENTS_LIMIT = "total_elements_limit", 413
     FLOPS_LIMIT = "flops_limit", 413
     STEPS_LIMIT = "steps_limit", 413
+    OBJECTS_LIMIT = "objects_limit", 413
     IMAGE_PIXELS_LIMIT = "image_pixels_limit", 413
     PNG_PIXELS_LIMIT = "png_pixels_limit", 413
     PLOT_POINTS_LIMIT = "plot_points_limit", 413
@@ -202,6 +203,7 @@ class LimitExceeded(ServiceError):
         "max_total_elements": "elements",
         "max_flops": "FLOPs",
         "max_steps": "steps",
+        "max_objects": "objects",
         "max_plot_points": "points",
         "max_image_pixels": "pixels",
         "max_png_pixels": "pixels",

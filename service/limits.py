@@ -14,8 +14,12 @@ from collections.abc import Sequence
 import torch
 
 from service.calibration import Throughput
+from service.codec import MAX_DIMS, check_shape
 from service.config import Limits, Settings
-from service.errors import ComputeTimeout, LimitExceeded
+from service.errors import ComputeTimeout, ErrorCode, InvalidInput, LimitExceeded
+
+OBJECT_SECONDS = 2e-6
+"""Predicted time of one Python-level object (a name, a piece, a batch): microseconds."""
 
 
 def estimate_matmul_flops(a_shape: Sequence[int], b_shape: Sequence[int]) -> int:
@@ -46,12 +50,15 @@ class Budget:
         *,
         throughput: Throughput | None = None,
         max_seconds: float = math.inf,
+        max_objects: int = 1 << 62,
     ) -> None:
         self.max_elements = max_elements
         self.max_total_elements = max_total_elements
         self.max_flops = max_flops
         self.throughput = throughput
         self.max_seconds = max_seconds
+        self.max_objects = max_objects
+        self.objects = 0
         self.elements = 0
         self.flops = 0.0
         self.seconds = 0.0
@@ -66,6 +73,7 @@ class Budget:
             limits.max_flops,
             throughput=throughput,
             max_seconds=limits.request_timeout_s,
+            max_objects=limits.max_objects,
         )
 
     @classmethod
@@ -87,6 +95,29 @@ class Budget:
         if self.throughput is not None:
             self.charge_seconds(numel / self.throughput.elements_per_s, what)
 
+    def charge_shape(self, shape: Sequence[int], what: str) -> None:
+        """Charge a tensor by its shape: at most ``MAX_DIMS`` dimensions (422), no dimension
+        longer than ``max_elements`` even beside a 0 (413), then its elements."""
+        if len(shape) > MAX_DIMS:
+            raise InvalidInput(
+                f"{what}: a tensor has at most {MAX_DIMS} dimensions, this one would have "
+                f"{len(shape)}",
+                details={"ndim": len(shape), "max_ndim": MAX_DIMS},
+                code=ErrorCode.TOO_MANY_DIMS,
+            )
+        check_shape(shape, self.max_elements, what)
+        self.charge_tensor(math.prod(shape), what)
+
+    def charge_objects(self, count: int, what: str) -> None:
+        """Charge ``count`` things made one by one in Python (tensors a step returns, names
+        per column, labels per class, batches, frames, points): however small each is, their
+        number is bounded (``max_objects``) and their time predicted, before the loop that
+        makes them."""
+        self.objects += count
+        if self.objects > self.max_objects:
+            raise LimitExceeded("max_objects", self.max_objects, self.objects, what)
+        self.charge_seconds(count * OBJECT_SECONDS, what)
+
     def charge_flops(self, flops: float, what: str, dtype: torch.dtype | None = None) -> None:
         """Charge estimated floating-point operations against the per-request limit and, at
         the device's rate for ``dtype`` (float32 by default), against the time limit."""
@@ -105,7 +136,7 @@ class Budget:
         """Charge predicted seconds; past the time limit the plan is refused (413
         ``over_time_budget``) instead of being stopped at its deadline."""
         self.seconds += seconds
-        if self.seconds > self.max_seconds:
+        if self.seconds > self.max_seconds and self.throughput is not None:
             device = self.throughput.device if self.throughput is not None else "the device"
             raise LimitExceeded(
                 "request_timeout_s",

@@ -686,9 +686,21 @@ def test_at_the_limit_is_fine() -> None:
     assert decode({"b64": b64, "shape": [10], "dtype": "uint8"}, max_elements=10).numel() == 10
 
 
-def test_zero_sized_tensors_with_large_sizes_are_not_over_the_limit() -> None:
-    got = decode({"b64": "", "shape": [0, 10**6], "dtype": "float32"}, max_elements=10)
-    assert got.shape == (0, 10**6)
+def test_zero_sized_tensors_are_within_the_limit_up_to_its_length() -> None:
+    got = decode({"b64": "", "shape": [0, 10], "dtype": "float32"}, max_elements=10)
+    assert got.shape == (0, 10)
+
+
+@pytest.mark.parametrize("shape", [[0, 11], [11, 0], [0, 10**6], [3, 0, 2**40]])
+def test_zero_sized_tensors_may_not_be_longer_than_the_limit_in_any_dimension(
+    shape: list[int],
+) -> None:
+    """An empty [0, 10**6] holds nothing, but a route that builds something per column of
+    it (feature names, pieces) would build a million: refused like a tensor that big."""
+    with pytest.raises(LimitExceeded) as info:
+        decode({"b64": "", "shape": shape, "dtype": "float32"}, max_elements=10)
+    assert info.value.code == "elements_limit"
+    assert info.value.details["requested"] == float(max(shape))
 
 
 def test_long_b64_text_is_refused_before_decoding() -> None:
