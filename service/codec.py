@@ -331,6 +331,34 @@ def _decode_b64(
     return torch.from_numpy(array.astype(raw_dtype.newbyteorder("="), copy=False))
 
 
+# The most bytes one element takes in a JSON array (sign, digits, exponent, the comma).
+_JSON_ELEMENT_BYTES = {
+    torch.bool: 6,
+    torch.uint8: 4,
+    torch.int8: 5,
+    torch.int16: 7,
+    torch.uint16: 6,
+    torch.int32: 12,
+    torch.uint32: 11,
+    torch.int64: 21,
+    torch.uint64: 21,
+    torch.float16: 12,
+    torch.bfloat16: 14,
+    torch.float32: 16,
+    torch.float64: 25,
+    torch.complex64: 36,
+    torch.complex128: 54,
+}
+
+
+def estimate_encoded_bytes(numel: int, dtype: torch.dtype, encoding: Encoding) -> int:
+    """At most how many bytes ``numel`` elements of ``dtype`` take in the response: base64
+    of their raw bytes, or a JSON array at each element's longest text."""
+    if encoding == "b64":
+        return 4 * -(-numel * dtype.itemsize // 3) + 64
+    return numel * _JSON_ELEMENT_BYTES.get(dtype, 25) + 64
+
+
 def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str, Any]:
     """A response tensor: ``{"shape", "dtype", "data"}`` or ``{"shape", "dtype", "b64"}``.
 

@@ -60,6 +60,10 @@ class Limits(BaseSettings):
     queue_timeout_s: Annotated[float, Field(ge=0)] = 2.0
     """How long a request waits for a free compute slot before a 429 with ``Retry-After``."""
 
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    """Largest response body, estimated from the tensors before they are encoded (JSON at
+    each element's longest text); past it a 413 suggests ``?encoding=b64`` or less data."""
+
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """How long a response waits for the client to take its next MiB; past it the
     connection is closed (a client that stops reading holds nothing for ever)."""

@@ -1,15 +1,21 @@
 """The device manager: which devices exist, which one a request gets, and how many run at once.
 
-CUDA is probed when the manager is built (in the app's lifespan), never at import.
+CUDA is probed on first use (the app's lifespan), never when the manager is built or the
+app imported. Compute
+runs in a thread of the server (:meth:`DeviceManager.run`) or, stoppable at its deadline,
+in a worker process of the device's :class:`~service.workers.WorkerPool`
+(:meth:`DeviceManager.run_isolated`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import platform
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,11 +25,34 @@ import torch
 from prometheus_client import Gauge
 
 from service.config import Settings
-from service.errors import ComputeTimeout, DeviceOutOfMemory, DeviceUnavailable, TooManyRequests
+from service.errors import ComputeTimeout, DeviceUnavailable, TooManyRequests
 from service.limits import Deadline
 from service.metrics import Metrics
+from service.workers import WorkerPool, start_forkserver
+from service.workers.outcomes import out_of_memory
 
+A = TypeVar("A")
 T = TypeVar("T")
+
+HEAVY_IMPORTS = (
+    "numpy",
+    "sklearn.datasets",
+    "torchvision.transforms.v2",
+    "torchvision.utils",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+)
+"""Libraries the ops import on first use, each in a second or more: the worker processes'
+fork server imports them once, so that no worker pays for them on a request."""
+
+
+def worker_preload() -> list[str]:
+    """The modules the fork server imports once for every worker: :data:`HEAVY_IMPORTS`
+    and the modules of ``service.ops`` that the server has imported (where the functions
+    that workers run live). Only modules the server imported without error are listed: the
+    fork server survives an ``ImportError`` only."""
+    ops = sorted(name for name in sys.modules if name.startswith("service.ops."))
+    return [*HEAVY_IMPORTS, *ops]
 
 
 class DeviceManager:
@@ -32,23 +61,47 @@ class DeviceManager:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        self.default = self._resolve(settings.device, "TORCHLAB_DEVICE")
         self._slots: dict[str, _Slot] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._pools: dict[str, WorkerPool] = {}
+
+    @functools.cached_property
+    def cuda_count(self) -> int:
+        """CUDA devices, probed on first use (in the lifespan), never at import."""
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    @functools.cached_property
+    def default(self) -> torch.device:
+        """The device of requests that name none (``TORCHLAB_DEVICE``)."""
+        return self._resolve(self.settings.device, "TORCHLAB_DEVICE")
 
     def start(self) -> None:
-        """Fresh compute threads and slots, bound to the event loop that serves from now on."""
+        """Fresh compute threads and slots, bound to the event loop that serves from now on.
+
+        With ``isolate``, also starts the fork server of the worker processes, which imports
+        torch and the ops in the background; each device's workers start on its first
+        isolated request (an app that computes nothing starts none).
+        """
+        _ = self.default  # an absent TORCHLAB_DEVICE fails the start (422 DeviceUnavailable)
+        self._start_threads()
+        if self.settings.isolate:
+            start_forkserver(worker_preload())
+
+    def _start_threads(self) -> None:
         self.close()
         self._slots = {}
         workers = self.settings.limits.max_inflight_per_device * (1 + self.cuda_count) + 2
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compute")
 
     def close(self) -> None:
-        """Stop taking compute work; running work finishes in the background."""
+        """Stop taking compute work: running threads finish in the background, worker
+        processes are killed (a request they were running fails with 503)."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools = {}
 
     @property
     def available(self) -> list[str]:
@@ -143,7 +196,7 @@ class DeviceManager:
             with mode:
                 return fn(Deadline(self.settings.limits.request_timeout_s))
         if self._executor is None:
-            self.start()
+            self._start_threads()
         slots = [self._slot(name) for name in sorted({str(device) for device in devices})]
         await self._acquire(slots)
         loop = asyncio.get_running_loop()
@@ -158,14 +211,8 @@ class DeviceManager:
                 mode = contextlib.nullcontext() if autograd else torch.inference_mode()
                 with mode:
                     return fn(deadline)
-            except torch.OutOfMemoryError as exc:
-                torch.cuda.empty_cache()
-                raise DeviceOutOfMemory(
-                    "the device ran out of memory; try smaller tensors or another device",
-                    details={"reason": str(exc).splitlines()[0]},
-                ) from exc
-            except MemoryError as exc:
-                raise DeviceOutOfMemory("the host ran out of memory") from exc
+            except (torch.OutOfMemoryError, MemoryError) as exc:
+                raise out_of_memory(exc) from exc
             finally:
                 with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
                     loop.call_soon_threadsafe(release)
@@ -181,6 +228,73 @@ class DeviceManager:
                 f"the request ran past its time limit of {deadline.seconds:g} s",
                 details={"limit": "request_timeout_s", "allowed": deadline.seconds},
             ) from None
+
+    async def run_isolated(
+        self,
+        fn: Callable[[A, Deadline], T],
+        arg: A,
+        devices: Iterable[torch.device],
+        *,
+        autograd: bool = False,
+        lease: SlotLease | None = None,
+    ) -> T:
+        """Run ``fn(arg, deadline)`` in a worker process once every device has a free slot
+        (or in the slots of ``lease``, which the caller then releases).
+
+        The slots and their queue are :meth:`run`'s (429 after ``queue_timeout_s``). At
+        ``request_timeout_s`` the answer is 504 and the worker is killed, which frees the
+        slots at once; a worker that dies fails the request with 503 ``worker_lost``.
+        ``fn`` must be a module-level function (or a ``functools.partial`` of one) and
+        ``arg`` picklable: its tensors cross by shared memory, as do the result's (CUDA
+        tensors of the result come back on the CPU). Work on several devices runs in the
+        first device's pool while holding every device's slot. Runs under
+        ``torch.inference_mode()`` unless ``autograd``.
+
+        With ``isolate`` off, runs ``fn`` in a thread as :meth:`run` does.
+        """
+        used = list(devices)
+        if not used:
+            raise ValueError("run_isolated needs at least one device")
+        if not self.settings.isolate:
+            if lease is not None:
+                lease.release()  # threads hold their own slots until their work ends
+            return await self.run(functools.partial(fn, arg), used, autograd=autograd)
+        held = lease if lease is not None else await self.lease(used)
+        try:
+            deadline = Deadline(self.settings.limits.request_timeout_s)
+            pool = self._pool(str(used[0]))
+            return await pool.run(fn, arg, deadline, autograd=autograd)
+        finally:
+            if lease is None:
+                held.release()
+
+    async def lease(self, devices: Iterable[torch.device]) -> SlotLease:
+        """Take a slot of every device (429 after ``queue_timeout_s``), to hold past the
+        compute, e.g. until its response is sent. The lease frees itself after
+        ``request_timeout_s + send_timeout_s + queue_timeout_s`` at the latest."""
+        slots = [self._slot(name) for name in sorted({str(device) for device in devices})]
+        await self._acquire(slots)
+        limits = self.settings.limits
+        longest = limits.request_timeout_s + limits.send_timeout_s + limits.queue_timeout_s
+        return SlotLease(slots, asyncio.get_running_loop(), longest)
+
+    async def start_workers(self, devices: Iterable[torch.device] | None = None) -> None:
+        """Start the worker processes of ``devices`` (the default device when ``None``) now
+        and wait until they are ready, instead of on each device's first isolated request."""
+        for device in devices or [self.default]:
+            await self._pool(str(device)).start()
+
+    def _pool(self, device: str) -> WorkerPool:
+        if device not in self._pools:
+            self._pools[device] = WorkerPool(
+                device,
+                size=self.settings.limits.max_inflight_per_device,
+                spares=self.settings.worker_spares,
+                max_rss_bytes=self.settings.worker_max_rss_bytes,
+                metrics=self.metrics,
+                threads=self.settings.worker_threads,
+            )
+        return self._pools[device]
 
     async def _acquire(self, slots: list[_Slot]) -> None:
         acquired: list[_Slot] = []
@@ -215,6 +329,21 @@ class DeviceManager:
         finally:
             slot.queued.dec()
         slot.inflight.inc()
+
+
+class SlotLease:
+    """Slots taken for one request; :meth:`release` frees them once, however often it is
+    called, and a timer frees them if nobody does."""
+
+    def __init__(self, slots: list[_Slot], loop: asyncio.AbstractEventLoop, longest: float) -> None:
+        self._slots = slots
+        self._timer = loop.call_later(longest, self.release)
+
+    def release(self) -> None:
+        self._timer.cancel()
+        slots, self._slots = self._slots, []
+        for slot in slots:
+            slot.release()
 
 
 @dataclass

@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     FLOPS_LIMIT = "flops_limit", 413
     STEPS_LIMIT = "steps_limit", 413
     OBJECTS_LIMIT = "objects_limit", 413
+    RESPONSE_BYTES_LIMIT = "response_bytes_limit", 413
     IMAGE_PIXELS_LIMIT = "image_pixels_limit", 413
     PNG_PIXELS_LIMIT = "png_pixels_limit", 413
     PLOT_POINTS_LIMIT = "plot_points_limit", 413
@@ -204,6 +205,7 @@ class LimitExceeded(ServiceError):
         "max_flops": "FLOPs",
         "max_steps": "steps",
         "max_objects": "objects",
+        "max_response_bytes": "bytes",
         "max_plot_points": "points",
         "max_image_pixels": "pixels",
         "max_png_pixels": "pixels",

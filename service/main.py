@@ -100,9 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # /datasets call would pay for it.
         importlib.import_module("torchvision.transforms.v2")
         importlib.import_module("sklearn.datasets")
-        devices.start()
+        devices.start()  # CUDA is probed here, never when this module is imported
         for device in devices.available:  # before the first request, not during it
             app.state.calibrations.get(torch.device(device))
+        if settings.isolate:
+            await devices.start_workers()
         logging.getLogger("torchlab").info(
             "torchlab %s on %s (devices: %s)",
             __version__,

@@ -6,7 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
-    """Request counts and latencies per route and status, refusals per limit, compute in flight."""
+    """Request counts and latencies per route and status, refusals per limit, compute in flight,
+    and the life of the worker processes that compute runs in."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -54,6 +55,32 @@ class Metrics:
         self.queued = Gauge(
             "torchlab_compute_queued",
             "Compute requests waiting for a slot, by device.",
+            ["device"],
+            registry=self.registry,
+        )
+        self.worker_starts = Counter(
+            "torchlab_worker_starts",
+            "Worker processes started (at first use, and to replace one that left), by device.",
+            ["device"],
+            registry=self.registry,
+        )
+        self.worker_kills = Counter(
+            "torchlab_worker_kills",
+            "Worker processes lost while running a request, by device and reason: timeout "
+            "(killed at the request's deadline), cancelled (killed: the client went away), "
+            "died (ended by the system: out of memory, a crash in native code).",
+            ["device", "reason"],
+            registry=self.registry,
+        )
+        self.worker_recycles = Counter(
+            "torchlab_worker_recycles",
+            "Worker processes retired between requests for their memory use, by device.",
+            ["device"],
+            registry=self.registry,
+        )
+        self.workers = Gauge(
+            "torchlab_workers",
+            "Worker processes alive and ready or busy, by device.",
             ["device"],
             registry=self.registry,
         )

@@ -17,8 +17,10 @@ event loop too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 import torch
 from fastapi import Request
@@ -27,10 +29,11 @@ from starlette.responses import Response
 
 from schemas.common import Encoding
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.responses import FastJSONResponse, png_response
+from service.api.responses import FastJSONResponse, PacedBodyResponse, png_response
 from service.calibration import Calibrations
-from service.codec import dumps, encode_tensor
+from service.codec import dumps, encode_tensor, estimate_encoded_bytes
 from service.deps import devices_of, settings_of
+from service.errors import LimitExceeded
 from service.limits import Deadline
 from service.ops.context import ComputeContext
 from service.ops.render.png import Png
@@ -73,6 +76,62 @@ def compute_context(request: Request, device: str | None) -> ComputeContext:
     return ComputeContext(settings_of(request).limits, resolved, calibrations.get(resolved))
 
 
+@dataclass
+class ComputeJob(Generic[P]):
+    """What a worker process needs to compute and encode one request: picklable (its tensors
+    cross by shared memory), with nothing of the request or the app in it."""
+
+    compute: Callable[[P, Deadline], Content]
+    plan: P
+    encoding: Encoding
+    devices: list[torch.device]
+    max_response_bytes: int
+
+
+def run_job(job: ComputeJob[Any], deadline: Deadline) -> bytes | Png:
+    """Compute, then encode the content into the response body (in the worker, so that the
+    server's process never holds the tensors): refused (413) before encoding when the
+    body would be over ``max_response_bytes``."""
+    start = time.perf_counter()
+    content = job.compute(job.plan, deadline)
+    for device in job.devices:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    if isinstance(content, Png):
+        return content
+    check_response_size(content, job.encoding, job.max_response_bytes)
+    encoded = encode_tensors(content, job.encoding)
+    where = ",".join(str(d) for d in job.devices)
+    return dumps({**encoded, "device": where, "elapsed_ms": elapsed_ms})
+
+
+def _tensors(content: Any) -> Iterator[torch.Tensor]:
+    if isinstance(content, torch.Tensor):
+        yield content
+    elif isinstance(content, dict):
+        for value in content.values():
+            yield from _tensors(value)
+    elif isinstance(content, list | tuple):
+        for value in content:
+            yield from _tensors(value)
+
+
+def check_response_size(content: Any, encoding: Encoding, allowed: int) -> None:
+    """Refuse a response whose tensors would encode to more than ``allowed`` bytes."""
+    estimate = sum(estimate_encoded_bytes(t.numel(), t.dtype, encoding) for t in _tensors(content))
+    if estimate > allowed:
+        hint = "ask for ?encoding=b64 (about 3× smaller) or " if encoding == "json" else ""
+        raise LimitExceeded(
+            "max_response_bytes",
+            allowed,
+            estimate,
+            "the response",
+            message=f"the response would take up to {estimate:,} bytes but the limit "
+            f"max_response_bytes is {allowed:,}; {hint}ask for less data",
+        )
+
+
 async def run_compute(
     request: Request,
     ctx: ComputeContext,
@@ -90,6 +149,10 @@ async def run_compute(
     JSON with the content's tensors encoded plus ``device`` and ``elapsed_ms`` (the compute
     time), or the PNG that ``compute`` drew.
 
+    The work runs in a worker process of the device (killed at the deadline), which keeps
+    the compute slot until the response has been sent, so that the bodies held in memory
+    are bounded by the slots. A plan that is tiny on the CPU runs on the event loop instead.
+
     ``body_bytes``: the body's size when the route has read it (uploads), for the choice to
     prepare on the event loop; ``prepare_on_loop`` false keeps even a small body's
     preparation off it (a CSV to parse, a dataset to load). ``inline_when_tiny``: the
@@ -100,29 +163,30 @@ async def run_compute(
         plan = prepare(ctx)
     else:
         plan = await run_in_threadpool(prepare, ctx)
-    device = ctx.device
-
-    def work(deadline: Deadline) -> bytes | Png:
-        start = time.perf_counter()
-        content = compute(plan, deadline)
-        for used in devices or [device]:
-            manager.synchronize(used)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        if isinstance(content, Png):
-            return content
-        encoded = encode_tensors(content, encoding)
-        where = ",".join(str(d) for d in devices) if devices else str(device)
-        return dumps({**encoded, "device": where, "elapsed_ms": elapsed_ms})
-
+    used = devices or [ctx.device]
+    job = ComputeJob(compute, plan, encoding, used, settings_of(request).limits.max_response_bytes)
     budget = ctx.budget
-    inline = (
+    if (
         inline_when_tiny
         and devices is None
-        and device.type == "cpu"
+        and ctx.device.type == "cpu"
         and budget.elements <= INLINE_ELEMENTS
         and budget.flops <= INLINE_FLOPS
-    )
-    result = await manager.run(work, devices or [device], autograd=autograd, inline=inline)
+    ):
+        result = await manager.run(partial(run_job, job), used, autograd=autograd, inline=True)
+        return _answer(result)
+    lease = await manager.lease(used)
+    try:
+        result = await manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)
+        response = _answer(result)
+    except BaseException:
+        lease.release()
+        raise
+    response.on_sent = lease.release
+    return response
+
+
+def _answer(result: bytes | Png) -> PacedBodyResponse:
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
     return FastJSONResponse(result)

@@ -434,7 +434,8 @@ def test_over_limit_pictures_are_a_413_while_every_compute_slot_is_busy(
         return forward(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(handlers, "conv_forward", held_forward)
-    settings = make_settings(max_inflight_per_device=1, queue_timeout_s=0)
+    # Compute in threads of this process, where the patched forward runs.
+    settings = make_settings(max_inflight_per_device=1, queue_timeout_s=0, isolate=False)
     small = {"input": [[1.0] * 6] * 6, "kernels": ["edge"], "kernel_size": 3}
     with (
         TestClient(create_app(settings), raise_server_exceptions=False) as client,

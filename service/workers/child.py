@@ -1,0 +1,116 @@
+"""A worker process's side: receive a task, run it, send its outcome, trim the heap.
+
+The server starts a worker with :func:`serve` as the target of a ``forkserver`` process. The
+worker imports what the pool asks for, says it is ready and then answers tasks one at a
+time until the server closes its end of the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from service.limits import Deadline
+from service.workers import transport
+from service.workers.outcomes import Failure, picklable
+
+logger = logging.getLogger("torchlab.workers")
+
+READY = "ready"
+OK = "ok"
+FAILED = "failed"
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+Task = tuple[Callable[[Any, Deadline], Any], Any, Deadline, bool]
+"""What the server sends: ``(fn, arg, deadline, autograd)``."""
+
+
+def resident_bytes() -> int:
+    """This process's resident set size, from ``/proc`` (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _malloc_trim() -> Callable[[], None]:
+    # glibc keeps freed memory in its arenas; after a large task that is RSS nobody uses.
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def release_free_memory() -> None:
+        trim(0)
+
+    return release_free_memory
+
+
+def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None:
+    """The worker's main loop (the target of its process); ``threads`` > 0 sets torch's."""
+    # ^C in a terminal reaches the whole process group; the server decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            logger.exception("worker %d could not import %s", os.getpid(), name)
+    trim = _malloc_trim()
+    transport.send_frame(sock, transport.Frame(_pickle((READY, os.getpid())), [], resident_bytes()))
+    while True:
+        try:
+            frame = transport.recv_frame(sock)
+        except (EOFError, ConnectionError):
+            return  # the server closed our socket: retire quietly
+        reply = _answer(frame)
+        trim()
+        reply.rss = resident_bytes()
+        try:
+            transport.send_frame(sock, reply)
+        except (BrokenPipeError, ConnectionError):
+            return
+        finally:
+            reply.close()
+
+
+def _pickle(obj: object) -> bytes:
+    frame = transport.dumps(obj)
+    frame.close()
+    return bytes(frame.payload)
+
+
+def _answer(frame: transport.Frame) -> transport.Frame:
+    """Run one task; its result or failure, pickled."""
+    try:
+        fn, arg, deadline, autograd = transport.loads(frame)
+        mode = contextlib.nullcontext() if autograd else torch.inference_mode()
+        with mode:
+            result = fn(arg, deadline)
+        del arg
+        try:
+            return transport.dumps((OK, result), to_cpu=True)
+        except Exception as exc:
+            raise TypeError(f"the task's result cannot be sent back: {exc}") from exc
+    except Exception as exc:
+        failure = Failure.capture(exc)
+    if not picklable(failure):
+        failure = failure.stand_in()
+    try:
+        return transport.dumps((FAILED, failure), to_cpu=True)
+    except Exception:
+        return transport.dumps((FAILED, failure.stand_in()))

@@ -1,0 +1,108 @@
+"""Functions the worker-process tests run in workers: module-level, so workers can import them."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from typing import Any
+
+import torch
+
+from service.errors import LimitExceeded, TooManyRequests
+from service.limits import Deadline
+from service.workers.child import resident_bytes
+
+_held: list[torch.Tensor] = []
+
+
+def echo(arg: Any, deadline: Deadline) -> Any:
+    return arg
+
+
+def pid(arg: Any, deadline: Deadline) -> int:
+    return os.getpid()
+
+
+def add_one_in_place(tensor: torch.Tensor, deadline: Deadline) -> None:
+    tensor.add_(1)
+
+
+def describe(tensors: dict[str, torch.Tensor], deadline: Deadline) -> dict[str, Any]:
+    """Each tensor's sum and whether its storage is shared memory, seen from the worker."""
+    return {
+        name: {"sum": tensor.double().sum().item(), "shared": tensor.untyped_storage().is_shared()}
+        for name, tensor in tensors.items()
+    }
+
+
+def affine(tensor: torch.Tensor, deadline: Deadline) -> dict[str, Any]:
+    return {"scaled": tensor * 2 + 1, "mean": tensor.mean(), "label": "affine", "raw": b"\x00\x01"}
+
+
+def threads(arg: Any, deadline: Deadline) -> int:
+    return torch.get_num_threads()
+
+
+def modes(arg: Any, deadline: Deadline) -> dict[str, bool]:
+    return {"inference": torch.is_inference_mode_enabled(), "grad": torch.is_grad_enabled()}
+
+
+def gradient(x: torch.Tensor, deadline: Deadline) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    (x**3).sum().backward()
+    assert x.grad is not None
+    return x.grad
+
+
+def deadline_of(arg: Any, deadline: Deadline) -> tuple[float, float]:
+    return deadline.seconds, deadline.expires
+
+
+def sleep(seconds: float, deadline: Deadline) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+def segfault(arg: Any, deadline: Deadline) -> None:
+    ctypes.string_at(0)
+
+
+def refuse(arg: Any, deadline: Deadline) -> None:
+    raise LimitExceeded("max_elements", 10, 11, "the thing")
+
+
+def busy(arg: Any, deadline: Deadline) -> None:
+    raise TooManyRequests(
+        "busy", details={"limit": "x", "allowed": 1}, headers={"Retry-After": "3"}
+    )
+
+
+def fail(arg: Any, deadline: Deadline) -> None:
+    raise ValueError(f"bad value {arg}")
+
+
+def fail_unpicklably(arg: Any, deadline: Deadline) -> None:
+    class LocalError(Exception):
+        pass
+
+    raise LocalError("from a class defined in a function")
+
+
+def exhaust_device(arg: Any, deadline: Deadline) -> None:
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def exhaust_host(arg: Any, deadline: Deadline) -> None:
+    raise MemoryError
+
+
+def resident(arg: Any, deadline: Deadline) -> int:
+    return resident_bytes()
+
+
+def hold(nbytes: int, deadline: Deadline) -> tuple[int, int]:
+    """Keep ``nbytes`` of written memory alive in the worker, as a leak would; the worker's
+    pid and resident bytes."""
+    _held.append(torch.ones(nbytes // 4))
+    return os.getpid(), resident_bytes()

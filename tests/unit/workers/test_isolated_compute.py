@@ -1,0 +1,138 @@
+"""DeviceManager.run_isolated: the device's slots and queue, over its pool of worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import torch
+
+from service.device import DeviceManager
+from service.errors import ComputeTimeout, TooManyRequests, WorkerLost
+from service.metrics import Metrics
+from tests.conftest import make_settings
+from tests.unit.workers import tasks
+
+T = TypeVar("T")
+CPU = [torch.device("cpu")]
+
+
+def scenario(
+    body: Callable[[DeviceManager], Awaitable[T]], *, warm: bool = True, **settings: Any
+) -> T:
+    """Run ``body`` against a manager whose CPU workers are started (unless not ``warm``)."""
+
+    async def go() -> T:
+        devices = DeviceManager(make_settings(**settings), Metrics())
+        try:
+            if warm:
+                await devices.start_workers(CPU)
+            return await body(devices)
+        finally:
+            devices.close()
+
+    return asyncio.run(go())
+
+
+def test_isolated_compute_runs_in_a_worker_in_inference_mode_unless_autograd() -> None:
+    async def body(devices: DeviceManager) -> list[Any]:
+        return [
+            await devices.run_isolated(tasks.pid, None, CPU),
+            await devices.run_isolated(tasks.threads, None, CPU),
+            await devices.run_isolated(tasks.modes, None, CPU),
+            await devices.run_isolated(tasks.modes, None, CPU, autograd=True),
+            await devices.run_isolated(tasks.affine, torch.ones(3), CPU * 2),
+        ]
+
+    pid, threads, inference, autograd, affine = scenario(body, warm=False, worker_threads=1)
+    assert pid != os.getpid()
+    assert threads == 1
+    assert inference == {"inference": True, "grad": False}
+    assert autograd == {"inference": False, "grad": True}
+    assert torch.equal(affine["scaled"], torch.full((3,), 3.0))
+
+
+def test_without_isolation_compute_runs_in_a_thread_of_the_server() -> None:
+    async def body(devices: DeviceManager) -> list[Any]:
+        return [
+            await devices.run_isolated(tasks.pid, None, CPU),
+            await devices.run_isolated(tasks.modes, None, CPU),
+        ]
+
+    pid, modes = scenario(body, warm=False, isolate=False)
+    assert pid == os.getpid()
+    assert modes == {"inference": True, "grad": False}
+
+
+def test_the_deadline_frees_the_slot_at_once_and_the_queue_still_answers_429() -> None:
+    async def body(devices: DeviceManager) -> tuple[BaseException, BaseException, float, Metrics]:
+        first = asyncio.create_task(devices.run_isolated(tasks.sleep, 30, CPU))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TooManyRequests) as busy:
+            await devices.run_isolated(tasks.echo, 1, CPU)
+        with pytest.raises(ComputeTimeout) as late:
+            await first
+        start = time.monotonic()
+        assert await devices.run_isolated(tasks.echo, 7, CPU) == 7
+        return busy.value, late.value, time.monotonic() - start, devices.metrics
+
+    busy, late, next_call_s, metrics = scenario(
+        body, max_inflight_per_device=1, request_timeout_s=0.5, queue_timeout_s=0.1
+    )
+    assert busy.headers == {"Retry-After": "1"}
+    assert late.details == {"limit": "request_timeout_s", "allowed": 0.5}
+    assert next_call_s < 1.0
+    labels = {"device": "cpu", "reason": "timeout"}
+    assert metrics.registry.get_sample_value("torchlab_worker_kills_total", labels) == 1
+
+
+def test_a_lost_worker_or_a_cancelled_request_frees_the_slot() -> None:
+    async def body(devices: DeviceManager) -> str:
+        with pytest.raises(WorkerLost):
+            await devices.run_isolated(tasks.segfault, None, CPU)
+        running = asyncio.create_task(devices.run_isolated(tasks.sleep, 30, CPU))
+        await asyncio.sleep(0.2)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        result: str = await devices.run_isolated(tasks.sleep, 0, CPU)
+        return result
+
+    assert scenario(body, max_inflight_per_device=1, queue_timeout_s=0.1) == "woke"
+
+
+def test_a_request_running_at_close_fails_as_lost() -> None:
+    async def body(devices: DeviceManager) -> BaseException:
+        running = asyncio.create_task(devices.run_isolated(tasks.sleep, 30, CPU))
+        await asyncio.sleep(0.2)
+        devices.close()
+        with pytest.raises(WorkerLost) as lost:
+            await running
+        return lost.value
+
+    lost = scenario(body)
+    assert lost.message == "the service stopped while computing this request; retry"
+
+
+def test_close_kills_the_workers() -> None:
+    async def body(devices: DeviceManager) -> list[int]:
+        pids = [await devices.run_isolated(tasks.pid, None, CPU)]
+        gauge = devices.metrics.registry.get_sample_value("torchlab_workers", {"device": "cpu"})
+        assert gauge == 3  # max_inflight_per_device 2, one spare
+        devices.close()
+        return pids
+
+    (pid,) = scenario(body)
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError(f"worker {pid} outlived close()")

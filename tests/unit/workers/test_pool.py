@@ -1,0 +1,302 @@
+"""WorkerPool with real worker processes: results, shared memory, deadlines, deaths, recycling."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from service.errors import (
+    ComputeTimeout,
+    DeviceOutOfMemory,
+    ErrorCode,
+    LimitExceeded,
+    TooManyRequests,
+    WorkerLost,
+)
+from service.limits import Deadline
+from service.metrics import Metrics
+from service.workers import RemoteTraceback, WorkerError, WorkerPool
+from service.workers.transport import INLINE_TENSOR_BYTES
+from tests.unit.workers import tasks
+
+PRELOAD = ["tests.unit.workers.tasks"]
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture(scope="module")
+def pool(loop: asyncio.AbstractEventLoop, metrics: Metrics) -> Iterator[WorkerPool]:
+    pool = WorkerPool("cpu", size=1, spares=1, preload=PRELOAD, metrics=metrics)
+    loop.run_until_complete(pool.start())
+    yield pool
+    close(loop, pool)
+
+
+def close(loop: asyncio.AbstractEventLoop, pool: WorkerPool) -> None:
+    pool.close()
+    loop.run_until_complete(asyncio.sleep(0.05))  # let the cancelled starts finish
+
+
+def call(loop: asyncio.AbstractEventLoop, pool: WorkerPool, fn: Any, arg: Any, **kw: Any) -> Any:
+    seconds = kw.pop("seconds", 20.0)
+    return loop.run_until_complete(pool.run(fn, arg, Deadline(seconds), **kw))
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, {"device": "cpu", **labels}) or 0.0
+
+
+async def busy_pid(pool: WorkerPool) -> int:
+    for _ in range(500):
+        if pool.busy_pids:
+            await asyncio.sleep(0.2)  # well inside the call
+            return pool.busy_pids[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("no worker became busy")
+
+
+def wait_gone(pid: int, within: float = 3.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_workers_start_ready_and_run_in_other_processes(pool, loop, metrics) -> None:
+    assert len(pool.pids) == 2  # one to serve and one spare
+    assert call(loop, pool, tasks.pid, None) in pool.pids
+    assert call(loop, pool, tasks.pid, None) != os.getpid()
+    assert sample(metrics, "torchlab_workers") == 2
+
+
+def test_results_cross_intact(pool, loop) -> None:
+    x = torch.linspace(-3, 3, 300_000)
+    out = call(loop, pool, tasks.affine, x)
+    assert torch.equal(out["scaled"], x * 2 + 1)
+    assert out["mean"].item() == pytest.approx(x.mean().item(), abs=1e-6)
+    assert out["label"] == "affine"
+    assert out["raw"] == b"\x00\x01"
+    assert out["scaled"].untyped_storage().is_shared()  # came back by shared memory
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.tensor(3.5),
+        torch.zeros(0, 3),
+        torch.tensor([True, False]),
+        torch.arange(12, dtype=torch.int64).reshape(3, 4).t(),
+        torch.randn(5, dtype=torch.complex64),
+        torch.randn(4, 4).to(torch.bfloat16),
+        torch.arange(200_000, dtype=torch.float32).reshape(400, 500)[::3, 7:],
+    ],
+    ids=["0-d", "empty", "bool", "transposed", "complex", "bfloat16", "strided-view-of-big"],
+)
+def test_tensors_of_every_shape_and_dtype_cross(pool, loop, tensor: torch.Tensor) -> None:
+    out = call(loop, pool, tasks.echo, tensor)
+    assert out.dtype == tensor.dtype
+    assert out.shape == tensor.shape
+    assert torch.equal(out, tensor)
+
+
+def test_big_tensors_cross_by_shared_memory_and_small_ones_by_value(pool, loop) -> None:
+    big = torch.arange(1 << 20, dtype=torch.float32)
+    small = torch.ones(16)
+    seen = call(loop, pool, tasks.describe, {"big": big, "small": small})
+    assert seen["big"] == {"sum": big.double().sum().item(), "shared": True}
+    assert seen["small"] == {"sum": 16.0, "shared": False}
+    assert small.untyped_storage().nbytes() <= INLINE_TENSOR_BYTES < big.untyped_storage().nbytes()
+
+    # The worker writes into the very pages the server reads: no copy either way.
+    call(loop, pool, tasks.add_one_in_place, big, autograd=True)
+    assert torch.equal(big, torch.arange(1 << 20, dtype=torch.float32) + 1)
+    echoed = call(loop, pool, tasks.echo, big)
+    assert echoed.untyped_storage().data_ptr() == big.untyped_storage().data_ptr()
+
+
+def test_large_arguments_and_results_cross_by_way_of_threads_without_leaks(pool, loop) -> None:
+    gc.collect()
+    fds = len(os.listdir("/proc/self/fd"))
+    x = torch.randn(3 << 20)  # 12 MiB to copy into shared memory: pickled off the event loop
+    out = call(loop, pool, tasks.affine, x)
+    assert torch.equal(out["scaled"], x * 2 + 1)
+    blob = os.urandom(3 << 20)  # a payload past LOOP_DECODE_BYTES: unpickled off the loop
+    assert call(loop, pool, tasks.echo, blob) == blob
+    del x, out
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= fds  # (earlier tests' workers may be reaped now)
+
+
+def test_inference_mode_unless_autograd(pool, loop) -> None:
+    assert call(loop, pool, tasks.modes, None) == {"inference": True, "grad": False}
+    assert call(loop, pool, tasks.modes, None, autograd=True) == {"inference": False, "grad": True}
+    x = torch.tensor([1.0, 2.0, 3.0])
+    assert torch.equal(call(loop, pool, tasks.gradient, x, autograd=True), 3 * x**2)
+
+
+def test_the_deadline_crosses_as_it_is(pool, loop) -> None:
+    deadline = Deadline(7.5)
+    seconds, expires = loop.run_until_complete(pool.run(tasks.deadline_of, None, deadline))
+    assert (seconds, expires) == (deadline.seconds, deadline.expires)
+
+
+def test_service_errors_come_back_with_their_code_and_details(pool, loop) -> None:
+    with pytest.raises(LimitExceeded) as refused:
+        call(loop, pool, tasks.refuse, None)
+    expected = LimitExceeded("max_elements", 10, 11, "the thing")
+    assert refused.value.code is ErrorCode.ELEMENTS_LIMIT
+    assert refused.value.status_code == 413
+    assert refused.value.message == expected.message
+    assert refused.value.details == {"limit": "max_elements", "allowed": 10, "requested": 11}
+    assert refused.value.limit == "max_elements"
+
+    with pytest.raises(TooManyRequests) as busy:
+        call(loop, pool, tasks.busy, None)
+    assert busy.value.headers == {"Retry-After": "3"}
+    assert busy.value.details == {"limit": "x", "allowed": 1}
+
+
+def test_other_errors_come_back_with_the_workers_traceback(pool, loop) -> None:
+    with pytest.raises(ValueError, match="bad value 7") as failed:
+        call(loop, pool, tasks.fail, 7)
+    assert isinstance(failed.value.__cause__, RemoteTraceback)
+    assert "in fail" in failed.value.__cause__.text
+
+    with pytest.raises(WorkerError, match="LocalError: from a class defined in a function"):
+        call(loop, pool, tasks.fail_unpicklably, None)
+
+
+def test_memory_errors_are_503(pool, loop) -> None:
+    with pytest.raises(DeviceOutOfMemory) as device:
+        call(loop, pool, tasks.exhaust_device, None)
+    assert device.value.status_code == 503
+    assert device.value.details["reason"].startswith("CUDA out of memory. Tried to allocate")
+    with pytest.raises(DeviceOutOfMemory, match="host ran out of memory"):
+        call(loop, pool, tasks.exhaust_host, None)
+
+
+def test_an_unpicklable_function_is_refused_before_any_worker_is_used(pool, loop) -> None:
+    before = list(pool.pids)
+    with pytest.raises(Exception, match=r"pickle|lambda"):
+        call(loop, pool, lambda arg, deadline: arg, None)
+    assert sorted(pool.pids) == sorted(before)
+
+
+def test_the_deadline_kills_the_worker_and_a_spare_serves_at_once(pool, loop, metrics) -> None:
+    kills = sample(metrics, "torchlab_worker_kills_total", reason="timeout")
+    start = time.monotonic()
+    with pytest.raises(ComputeTimeout) as late:
+        call(loop, pool, tasks.sleep, 30, seconds=0.5)
+    assert 0.45 < time.monotonic() - start < 1.5
+    assert late.value.details == {"limit": "request_timeout_s", "allowed": 0.5}
+    assert late.value.message == "the request ran past its time limit of 0.5 s"
+
+    start = time.monotonic()
+    assert call(loop, pool, tasks.sleep, 0) == "woke"
+    assert time.monotonic() - start < 1.0
+    assert sample(metrics, "torchlab_worker_kills_total", reason="timeout") == kills + 1
+
+
+def test_a_worker_killed_mid_call_fails_only_its_request(pool, loop, metrics) -> None:
+    died = sample(metrics, "torchlab_worker_kills_total", reason="died")
+
+    async def scenario() -> tuple[int, BaseException]:
+        running = asyncio.create_task(pool.run(tasks.sleep, 30, Deadline(20)))
+        pid = await busy_pid(pool)
+        os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        with pytest.raises(WorkerLost) as lost:
+            await running
+        return pid, lost.value
+
+    pid, lost = loop.run_until_complete(scenario())
+    assert lost.code is ErrorCode.WORKER_LOST
+    assert lost.status_code == 503
+    assert lost.details == {"device": "cpu", "exitcode": -signal.SIGKILL, "signal": "SIGKILL"}
+    assert pid not in pool.pids
+    assert call(loop, pool, tasks.sleep, 0) == "woke"
+    assert sample(metrics, "torchlab_worker_kills_total", reason="died") == died + 1
+
+
+def test_a_worker_that_dies_while_idle_fails_no_request(pool, loop, metrics) -> None:
+    loop.run_until_complete(pool.start())
+    died = sample(metrics, "torchlab_worker_kills_total", reason="died")
+    for pid in pool.pids:
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pid)
+    assert call(loop, pool, tasks.echo, "served") == "served"
+    assert sample(metrics, "torchlab_worker_kills_total", reason="died") == died + 2
+
+
+def test_a_crash_in_native_code_is_a_lost_worker(pool, loop) -> None:
+    with pytest.raises(WorkerLost) as lost:
+        call(loop, pool, tasks.segfault, None)
+    assert lost.value.details["signal"] == "SIGSEGV"
+    assert call(loop, pool, tasks.echo, 5) == 5
+
+
+def test_a_cancelled_call_kills_its_worker(pool, loop, metrics) -> None:
+    cancelled = sample(metrics, "torchlab_worker_kills_total", reason="cancelled")
+
+    async def scenario() -> int:
+        running = asyncio.create_task(pool.run(tasks.sleep, 30, Deadline(20)))
+        pid = await busy_pid(pool)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        return pid
+
+    pid = loop.run_until_complete(scenario())
+    assert wait_gone(pid)
+    assert sample(metrics, "torchlab_worker_kills_total", reason="cancelled") == cancelled + 1
+    assert call(loop, pool, tasks.echo, "next") == "next"
+
+
+def test_workers_are_replaced_to_keep_the_pool_full(pool, loop, metrics) -> None:
+    loop.run_until_complete(pool.start())
+    assert len(pool.pids) == 2
+    assert sample(metrics, "torchlab_workers") == 2
+    started = sample(metrics, "torchlab_worker_starts_total")
+    assert started >= 2 + 3  # the first two, and one per kill above (whatever the order)
+
+
+def test_a_worker_over_the_memory_limit_is_recycled_between_requests(loop) -> None:
+    metrics = Metrics()
+    pool = WorkerPool("cpu", size=1, spares=1, preload=PRELOAD, metrics=metrics)
+    try:
+        baseline = call(loop, pool, tasks.resident, None)
+        pool.max_rss_bytes = baseline + (64 << 20)
+        kept = {call(loop, pool, tasks.pid, None) for _ in range(3)}
+        assert kept <= set(pool.pids)  # under the limit: kept
+        leaky, grown = call(loop, pool, tasks.hold, 128 << 20)
+        assert grown > pool.max_rss_bytes
+        assert leaky not in pool.pids
+        assert wait_gone(leaky)
+        assert sample(metrics, "torchlab_worker_recycles_total") == 1
+        assert sample(metrics, "torchlab_worker_kills_total", reason="died") == 0
+        assert call(loop, pool, tasks.resident, None) < pool.max_rss_bytes
+        loop.run_until_complete(pool.start())
+        assert len(pool.pids) == 2
+    finally:
+        close(loop, pool)
