@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint bench tutorial
+.PHONY: serve test lint bench tutorial chromium
 
 # The service's dependencies (torch's CUDA build: about 2 minutes and 5.8 GB the first time).
 $(VENV)/.serve-deps: pyproject.toml
@@ -15,12 +15,20 @@ $(VENV)/.serve-deps: pyproject.toml
 	touch $@
 
 $(VENV)/.client-deps: $(VENV)/.serve-deps clients/python/pyproject.toml
-	$(PY) -m pip install --quiet -e ./clients/python
+	$(PY) -m pip install --quiet -e './clients/python[test]'
 	touch $@
 
-$(VENV)/.test-deps: $(VENV)/.client-deps
+# The test tools, and Chromium for the docs page's browser tests (tests/docs): Debian's
+# package, installed when it is missing and apt-get can (as root); elsewhere those tests are
+# skipped and say why.
+$(VENV)/.test-deps: $(VENV)/.client-deps | chromium
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
+
+chromium:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "Chromium could not be installed: the browser tests will be skipped" >&2
 
 serve: $(VENV)/.serve-deps
 	$(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT) --no-access-log
@@ -29,6 +37,7 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests/clients/typed_usage.py
 	$(PY) clients/python/scripts/unasync.py --check
 
 test: lint

@@ -175,6 +175,8 @@ def chapter_2(ctx: Context) -> None:
     print(f"the built-in 'exam' dataset gives the same fit: r = {same.pearson_r:.4f}")
     prediction = ctx.client.predict(fit, [1.0, 3.0, 5.0])
     print("predicted scores for 1, 3 and 5 hours:", np.round(prediction.y, 2))
+    local = fit.model.predict([1.0, 3.0, 5.0])  # the same numbers, computed here with numpy
+    print("the fitted model predicts the same here:", np.allclose(local, prediction.y))
     ctx.save(ctx.client.linear_regression_png(dataset="exam"), "02_exam_regression.png")
 
 
@@ -201,8 +203,8 @@ def chapter_3(ctx: Context) -> None:
     show("torch.zeros(4, 4) =", out["torch_2"])
     show("torch.arange(16).reshape(2, 2, -1) =", out["torch_3"])
     print("3.3 types and shapes")
-    print(f"torch_1.shape = {out['info_1']['shape']}, dtype {out['info_1']['dtype']}")
-    print(f"torch_2.size() = {out['info_2']['size']}, dtype {out['torch_2'].dtype}")
+    print(f"torch_1.shape = {list(out.info['info_1'].shape)}, dtype {out.info['info_1'].dtype}")
+    print(f"torch_2.size() = {out.info['info_2']['size']}, dtype {out['torch_2'].dtype}")
     print(f"torch_3 dtype: {out['torch_3'].dtype}")
     print("3.4 indexing and slicing")
     show("torch_1[2] =", out["row_2"])
@@ -216,17 +218,19 @@ def chapter_3(ctx: Context) -> None:
     show(f"torch.from_numpy(arr) ({torch_4.dtype}) =", torch_4)
 
     print("3.6 common operations")
+    # The same steps with the typed builder: tl.ops.<op>(...) takes the service's
+    # parameter names (the README's table lists them) and type checkers check them.
     ops = c.tensor_ops(
         [
-            {"op": "arange", "end": 8, "out": "torch_5"},
-            {"op": "reshape", "x": "torch_5", "shape": [2, 2, 2], "out": "torch_5"},
-            {"op": "arange", "end": 12, "out": "torch_6"},
-            {"op": "reshape", "x": "torch_6", "shape": [3, 2, 2], "out": "torch_6"},
-            {"op": "cat", "tensors": ["torch_5", "torch_6"], "dim": 0, "out": "torch_cat"},
-            {"op": "squeeze", "x": "torch_6", "out": "torch_squeeze"},
-            {"op": "unsqueeze", "x": "torch_squeeze", "dim": 1, "out": "torch_unsqueeze"},
-            {"op": "view", "x": "torch_6", "shape": [-1], "out": "torch_view"},
-            {"op": "reshape", "x": "torch_6", "shape": [-1], "out": "torch_reshape"},
+            tl.ops.arange(8, out="torch_5"),
+            tl.ops.reshape("torch_5", [2, 2, 2], out="torch_5"),
+            tl.ops.arange(12, out="torch_6"),
+            tl.ops.reshape("torch_6", [3, 2, 2], out="torch_6"),
+            tl.ops.cat(["torch_5", "torch_6"], dim=0, out="torch_cat"),
+            tl.ops.squeeze("torch_6", out="torch_squeeze"),
+            tl.ops.unsqueeze("torch_squeeze", 1, out="torch_unsqueeze"),
+            tl.ops.view("torch_6", [-1], out="torch_view"),
+            tl.ops.reshape("torch_6", [-1], out="torch_reshape"),
         ],
         returns=[
             "torch_5",
@@ -273,7 +277,7 @@ def chapter_4(ctx: Context) -> None:
 def chapter_5(ctx: Context) -> None:
     """5: autograd of y = sum(x² + 2x + 1) at x = [[1], [2], [3], [4]]."""
     x = np.array([[1.0], [2.0], [3.0], [4.0]], dtype=np.float32)
-    value, grads = ctx.client.grad("sum(x**2 + 2*x + 1)", x=x)
+    value, grads = ctx.client.grad("sum(x**2 + 2*x + 1)", inputs={"x": x})
     print("x.requires_grad: True")
     print("y.requires_grad: True")
     show("x:", x)
@@ -386,8 +390,15 @@ def chapter_7_1(ctx: Context) -> None:
     print(
         f"iris: {iris.n_samples} samples × {iris.n_features} features, classes {iris.class_names}"
     )
+    # max_batches="all": the whole epoch (the service lists one batch unless asked).
     loader = ctx.client.data_loader(
-        "iris", task="classification", batch_size=10, shuffle=True, seed=0, include_data=True
+        "iris",
+        task="classification",
+        batch_size=10,
+        shuffle=True,
+        seed=0,
+        include_data=True,
+        max_batches="all",
     )
     batch = loader.batches[0]
     print("b_x.shape:", list(batch.x_shape))
@@ -395,7 +406,9 @@ def chapter_7_1(ctx: Context) -> None:
     print("b_x.dtype:", loader.x_dtype)
     print("b_y.dtype:", loader.y_dtype)
     show("b_y:", batch.y)
-    print(f"one pass (epoch) has {loader.n_batches} batches of 10")
+    print(f"classes {loader.classes}: {loader.class_names}")
+    seen = sum(len(b.indices or ()) for b in loader)
+    print(f"one pass (epoch) has {loader.n_batches} batches of 10, {seen} samples in all")
 
 
 def chapter_7_2(ctx: Context) -> None:

@@ -10,29 +10,35 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 logger = logging.getLogger("torchlab.calibration")
 
-# dtypes probed, with the matrix side used (slow ones get smaller matrices).
+# dtypes probed, each with a matrix side to start from (slow ones start smaller).
 PROBES: dict[torch.dtype, int] = {
-    torch.float32: 192,
-    torch.float64: 192,
-    torch.float16: 64,
-    torch.bfloat16: 64,
-    torch.complex64: 96,
-    torch.complex128: 96,
-    torch.int64: 64,
-    torch.int32: 64,
-    torch.int16: 64,
-    torch.int8: 64,
-    torch.uint8: 64,
+    torch.float32: 128,
+    torch.float64: 128,
+    torch.float16: 32,
+    torch.bfloat16: 32,
+    torch.complex64: 64,
+    torch.complex128: 64,
+    torch.int64: 32,
+    torch.int32: 32,
+    torch.int16: 32,
+    torch.int8: 32,
+    torch.uint8: 32,
 }
-ELEMENTWISE_PROBE = 1 << 20
-REPEATS = 3
+MIN_PROBE_SECONDS = 2e-3
+"""A probe grows until one run takes this long: shorter runs measure the timer and the
+scheduler (one preemption in a 50 µs run makes a CPU look 100 times slower)."""
+MAX_SIDE = 1024
+MAX_PROBE_SECONDS = 0.02
+"""No probe grows past a run of this long (the next size would take 8 times as long)."""
+ELEMENTWISE_PROBE = 1 << 21
+REPEATS = 5
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,7 @@ class Throughput:
         return self.flops_per_s.get("float32", 1e9)
 
 
-def _best_seconds(run: object, repeats: int = REPEATS) -> float:
-    assert callable(run)
+def _best_seconds(run: Callable[[], None], repeats: int = REPEATS) -> float:
     run()  # warm up: first calls pay for kernel selection and allocation
     best = float("inf")
     for _ in range(repeats):
@@ -61,6 +66,22 @@ def _best_seconds(run: object, repeats: int = REPEATS) -> float:
         run()
         best = min(best, time.perf_counter() - start)
     return max(best, 1e-7)
+
+
+def _matmul_rate(dtype: torch.dtype, side: int, device: torch.device) -> float:
+    """FLOP/s of ``side``-square multiplies, the side doubled until a run is long enough to
+    time; the best of a few runs (a busy machine slows some runs, never speeds one up)."""
+    while True:
+        a = torch.ones(side, side, dtype=dtype, device=device)
+
+        def run(a: torch.Tensor = a) -> None:
+            torch.matmul(a, a)
+            _sync(device)
+
+        seconds = _best_seconds(run, repeats=1)
+        if seconds >= MIN_PROBE_SECONDS or side >= MAX_SIDE or seconds * 8 > MAX_PROBE_SECONDS:
+            return 2 * side**3 / _best_seconds(run)
+        side *= 2
 
 
 def _sync(device: torch.device) -> None:
@@ -82,13 +103,7 @@ def measure(device: torch.device, overrides: Mapping[str, float] | None = None) 
                 rates[name] = overrides[key]
                 continue
             try:
-                a = torch.ones(side, side, dtype=dtype, device=device)
-
-                def run(a: torch.Tensor = a) -> None:
-                    torch.matmul(a, a)
-                    _sync(device)
-
-                rates[name] = 2 * side**3 / _best_seconds(run)
+                rates[name] = _matmul_rate(dtype, side, device)
             except (RuntimeError, TypeError):  # no matmul kernel for this dtype here
                 continue
         key = f"{prefix}/elements"

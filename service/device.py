@@ -31,6 +31,10 @@ from service.metrics import Metrics
 from service.workers import WorkerPool, start_forkserver
 from service.workers.outcomes import out_of_memory
 
+BODY_POOL = "body"
+"""The worker processes that read large request bodies (``service.api.bodies``)."""
+BODY_WORKERS = 2
+
 A = TypeVar("A")
 T = TypeVar("T")
 
@@ -64,6 +68,7 @@ class DeviceManager:
         self._slots: dict[str, _Slot] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._pools: dict[str, WorkerPool] = {}
+        self._body_slots: _Slot | None = None
 
     @functools.cached_property
     def cuda_count(self) -> int:
@@ -278,17 +283,35 @@ class DeviceManager:
         longest = limits.request_timeout_s + limits.send_timeout_s + limits.queue_timeout_s
         return SlotLease(slots, asyncio.get_running_loop(), longest)
 
+    async def run_body(self, fn: Callable[[A, Deadline], T], arg: A) -> T:
+        """Run ``fn(arg, deadline)`` in one of the worker processes that read large request
+        bodies (two, whatever the devices; no compute slot is taken). More wait up to
+        ``queue_timeout_s``, then 429."""
+        if self._body_slots is None:
+            self._body_slots = _Slot(
+                asyncio.Semaphore(BODY_WORKERS),
+                self.metrics.inflight.labels("body"),
+                self.metrics.queued.labels("body"),
+            )
+        slot = self._body_slots
+        await self._acquire([slot])
+        try:
+            deadline = Deadline(self.settings.limits.request_timeout_s)
+            return await self._pool(BODY_POOL, size=BODY_WORKERS).run(fn, arg, deadline)
+        finally:
+            slot.release()
+
     async def start_workers(self, devices: Iterable[torch.device] | None = None) -> None:
         """Start the worker processes of ``devices`` (the default device when ``None``) now
         and wait until they are ready, instead of on each device's first isolated request."""
         for device in devices or [self.default]:
             await self._pool(str(device)).start()
 
-    def _pool(self, device: str) -> WorkerPool:
+    def _pool(self, device: str, size: int | None = None) -> WorkerPool:
         if device not in self._pools:
             self._pools[device] = WorkerPool(
                 device,
-                size=self.settings.limits.max_inflight_per_device,
+                size=size or self.settings.limits.max_inflight_per_device,
                 spares=self.settings.worker_spares,
                 max_rss_bytes=self.settings.worker_max_rss_bytes,
                 metrics=self.metrics,

@@ -360,9 +360,17 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.code, exc.message, exc.details, exc.headers)
 
 
+BODY_ERRORS_KEY = "torchlab.body_errors"
+"""Where a body validated off the event loop leaves its validation errors, in the ASGI
+scope (FastAPI itself then saw no body): they are the ones answered."""
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = _validation_details(exc)
+    found = request.scope.get(BODY_ERRORS_KEY)
+    if isinstance(found, ServiceError):  # met while the body was read off the loop
+        return await _service_error(request, found)
+    errors = _validation_details(RequestValidationError(found) if found else exc)
     if any(err.get("type") == "json_invalid" for err in errors):
         return error_response(
             ErrorCode.MALFORMED_BODY, "the request body is not valid JSON", {"errors": errors}

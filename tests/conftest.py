@@ -26,6 +26,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(skip_gpu)
 
 
+TEST_CALIBRATION = {
+    **{f"cpu/{name}": 1e11 for name in ("float32", "float64", "complex64", "complex128")},
+    **{f"cpu/{name}": 1e10 for name in ("bfloat16", "int64", "int32", "int16", "int8", "uint8")},
+    "cpu/float16": 1e9,
+    "cpu/elements": 1e9,
+}
+
+
+FAST_CALIBRATION = {key: rate * 1e4 for key, rate in TEST_CALIBRATION.items()}
+"""A device thought ten thousand times faster than it is: plans are admitted that then run
+past their deadline, for the tests of the deadline itself."""
+
+
 def make_settings(**overrides: object) -> Settings:
     """Settings for tests: small limits so that refusals are cheap to provoke."""
     values: dict[str, object] = {
@@ -40,6 +53,9 @@ def make_settings(**overrides: object) -> Settings:
         "queue_timeout_s": 0.5,
         "api_keys": [],
         "cors_origins": [],
+        # Fixed device rates, so that predicted times (and so 413 over_time_budget) do not
+        # depend on how busy the machine is when an app starts.
+        "calibration": TEST_CALIBRATION,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

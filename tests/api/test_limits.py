@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from tests.api.test_system import assert_error
-from tests.conftest import make_settings
+from tests.conftest import FAST_CALIBRATION, make_settings
 
 SLOW_BENCHMARK = {"m": 1536, "k": 1536, "n": 1536, "repeats": 100, "warmup": 0, "devices": ["cpu"]}
 
@@ -49,7 +49,8 @@ def test_chunked_body_over_the_limit_is_413_while_streaming(client: TestClient, 
 
 
 def test_over_the_time_limit_is_504_and_the_server_recovers() -> None:
-    app = create_app(make_settings(request_timeout_s=0.3, max_flops=1e12))
+    settings = make_settings(request_timeout_s=0.3, max_flops=1e12, calibration=FAST_CALIBRATION)
+    app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
         start = time.perf_counter()
         response = client.post("/benchmark", json=SLOW_BENCHMARK)

@@ -94,10 +94,16 @@ def test_the_png_twin_sends_the_same_request(
     assert "encoding" not in as_png.url.params
 
 
-def test_every_argument_is_a_field_and_options_are_spread() -> None:
+def test_every_argument_is_a_field_and_extra_fields_are_spread() -> None:
+    # Issue 15: fields the client does not know go in extra_fields (a bare keyword is a
+    # TypeError at the call).
     request = sent(
         lambda client: client.conv(
-            input=[[1.0, 2.0], [3.0, 4.0]], kernels=("box",), stride=2, seed=3, future_field=1
+            input=[[1.0, 2.0], [3.0, 4.0]],
+            kernels=("box",),
+            stride=2,
+            seed=3,
+            extra_fields={"future_field": 1},
         )
     )
     assert fields(request) == {

@@ -7,10 +7,9 @@
 
     with tl.Client("http://127.0.0.1:8000") as client:
         out = client.tensor_ops(
-            [{"op": "arange", "end": 16, "out": "t"},
-             {"op": "reshape", "x": "t", "shape": [2, 2, -1], "out": "t"}],
+            [tl.ops.arange(16, out="t"), tl.ops.reshape("t", [2, 2, -1], out="t")],
         )
-        value, grads = client.grad("sum(x**2 + 2*x + 1)", x=np.array([[1.0], [2.0]]))
+        value, grads = client.grad("sum(x**2 + 2*x + 1)", inputs={"x": np.array([[1.0], [2.0]])})
 
 :class:`Client` blocks; :class:`AsyncClient` has the same methods, awaited. Tensors come
 back as numpy arrays of their wire dtype (bfloat16 as float32), or torch tensors with
@@ -19,14 +18,18 @@ Pillow). Errors are the tree documented in :mod:`torchlab_client._exceptions`:
 ``TorchlabError`` > ``APIError`` (``ValidationError``, ``DeviceUnavailableError``,
 ``TooLargeError``, ``UnauthorizedError``, ``NotFoundError``, ``RateLimitedError``,
 ``ComputeTimeoutError``, ``ServerError``, ``DeviceOutOfMemoryError``), ``TransportError``
-(``ConnectError``, ``TransportTimeoutError``) and ``ProtocolError``.
+(``ConnectError``, ``TransportTimeoutError``), ``ProtocolError`` and ``ClientClosedError``.
+:mod:`torchlab_client.ops` builds ``tensor_ops`` steps with the service's parameter names.
 """
 
+from torchlab_client import ops
 from torchlab_client._async_client import AsyncClient
 from torchlab_client._base import DEFAULT_B64_THRESHOLD
+from torchlab_client._calls import TorchlabWarning
 from torchlab_client._codec import decode_tensor, encode_tensor
 from torchlab_client._exceptions import (
     APIError,
+    ClientClosedError,
     ComputeTimeoutError,
     ConnectError,
     DeviceOutOfMemoryError,
@@ -69,6 +72,8 @@ from torchlab_client._types import (
     RegressionModel,
     RNNResult,
     ServiceInfo,
+    TensorInfo,
+    TensorOpsResult,
 )
 from torchlab_client._version import __version__
 
@@ -83,6 +88,7 @@ __all__ = [
     "Batch",
     "BenchmarkResult",
     "Client",
+    "ClientClosedError",
     "ComputeTimeoutError",
     "ConnectError",
     "ConvResult",
@@ -110,8 +116,11 @@ __all__ = [
     "Retry",
     "ServerError",
     "ServiceInfo",
+    "TensorInfo",
+    "TensorOpsResult",
     "TooLargeError",
     "TorchlabError",
+    "TorchlabWarning",
     "TransportError",
     "TransportTimeoutError",
     "UnauthorizedError",
@@ -120,4 +129,5 @@ __all__ = [
     "decode_tensor",
     "encode_png",
     "encode_tensor",
+    "ops",
 ]

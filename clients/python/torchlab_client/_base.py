@@ -5,15 +5,17 @@ the readers of tensor answers (``_parsers``). Nothing here does I/O.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, Self, TypeAlias, TypeVar
 
 import httpx
 
 from torchlab_client._codec import EncodeStats, require_torch, to_json_values
+from torchlab_client._exceptions import ClientClosedError
 from torchlab_client._images import Upload
 from torchlab_client._parsers import json_body
 from torchlab_client._retry import Retry
@@ -26,6 +28,16 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_B64_THRESHOLD = 4096
 """Request tensors of more bytes than this go as base64 (see ``b64_threshold``)."""
+
+
+class _Unset:
+    """The default of :meth:`BaseClient.with_options`' arguments: keep the client's."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
 
 ResponseEncoding: TypeAlias = Literal["auto", "json", "b64"]
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
@@ -82,6 +94,7 @@ class BaseClient:
         self.b64_threshold = b64_threshold
         self.response_encoding: ResponseEncoding = response_encoding
         self.as_torch = as_torch
+        self._owns_http = False
         self.headers: dict[str, str] = {"User-Agent": f"torchlab-client/{__version__}"}
         if headers:
             self.headers.update(headers)
@@ -91,31 +104,74 @@ class BaseClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={str(self.base_url)!r})"
 
+    def with_options(
+        self,
+        *,
+        timeout: TimeoutTypes = UNSET,
+        retries: int | Retry = UNSET,
+        headers: Mapping[str, str] | None = None,
+        b64_threshold: int = UNSET,
+        response_encoding: ResponseEncoding = UNSET,
+        as_torch: bool = UNSET,
+    ) -> Self:
+        """A client like this one, sharing its connections, with some options changed:
+        ``client.with_options(timeout=300, retries=0).benchmark(...)``. Options not given
+        are this client's; ``headers`` are added to its headers. Closing the copy does not
+        close the connections; closing this client closes them for the copy too."""
+        clone = copy.copy(self)
+        BaseClient.__init__(
+            clone,
+            self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout if timeout is UNSET else timeout,
+            retries=self.retry if retries is UNSET else retries,
+            headers={**self.headers, **(headers or {})},
+            b64_threshold=self.b64_threshold if b64_threshold is UNSET else b64_threshold,
+            response_encoding=(
+                self.response_encoding if response_encoding is UNSET else response_encoding
+            ),
+            as_torch=self.as_torch if as_torch is UNSET else as_torch,
+        )
+        clone._owns_http = False
+        return clone
+
     # --- reading -------------------------------------------------------------------------
 
     def _reader(
-        self, parse: Callable[[dict[str, Any], bool], T], as_torch: bool | None
+        self,
+        parse: Callable[[dict[str, Any], bool], T],
+        as_torch: bool | None,
+        request: Request | None = None,
     ) -> Callable[[httpx.Response], T]:
         """The reader of an answer with tensors; checks that torch is there for
-        ``as_torch`` before anything is sent."""
+        ``as_torch`` before anything is sent. The answer is read as ``request`` named
+        things (a table's columns)."""
         wants_torch = self.as_torch if as_torch is None else as_torch
         if wants_torch:
             require_torch()
-        return lambda response: parse(json_body(response), wants_torch)
+        if request is None:
+            return lambda response: parse(json_body(response), wants_torch)
+        return lambda response: parse(request.answer(json_body(response)), wants_torch)
+
+    def _check_open(self, http: httpx.Client | httpx.AsyncClient) -> None:
+        """Refuse to send through a closed httpx client, in the client's own terms."""
+        if http.is_closed:
+            raise ClientClosedError(
+                f"this {type(self).__name__} is closed (or the httpx client given to it is): "
+                "make a new one, or use it in a `with` block and call it inside"
+            )
 
     # --- encoding ------------------------------------------------------------------------
 
-    def _encoding(self, large: bool) -> dict[str, str]:
-        """The query asking for base64 tensors: always with ``response_encoding="b64"``,
-        never with ``"json"``; with ``"auto"`` when the answer is likely large (the request
-        sent base64 tensors or a picture)."""
-        if self.response_encoding == "b64" or (self.response_encoding == "auto" and large):
-            return {"encoding": "b64"}
-        return {}
+    def _encoding(self) -> dict[str, str]:
+        """The query asking for base64 tensors, unless ``response_encoding="json"``:
+        numpy decodes base64 several times faster than it parses JSON lists, and a small
+        tensor's base64 is no longer than its list."""
+        return {} if self.response_encoding == "json" else {"encoding": "b64"}
 
     def _encode(self, request: Request) -> Encoded:
         """Tensors as JSON lists or base64 (``b64_threshold``), fields that are None left
-        out, and the query asking for base64 answers where that pays."""
+        out, and the query asking for base64 answers when the answer carries tensors."""
         if request.method == "GET":
             return Encoded(request.method, request.path)
         fields = {name: value for name, value in request.fields.items() if value is not None}
@@ -127,15 +183,13 @@ class BaseClient:
                 else:
                     wire = to_json_values(value, self.b64_threshold)
                     form[name] = json.dumps(wire, allow_nan=False, separators=(",", ":"))
-            params = {} if request.png else self._encoding(True)
+            params = {} if request.png or not request.tensors else self._encoding()
             return Encoded(
                 "POST", request.path, form=form, files=list(request.files), params=params
             )
-        stats = EncodeStats()
-        wire = to_json_values(fields, self.b64_threshold, stats)
+        wire = to_json_values(fields, self.b64_threshold, EncodeStats())
         content = json.dumps(wire, allow_nan=False, separators=(",", ":")).encode()
-        large = request.large_output or stats.b64_tensors > 0
-        params = {} if request.png or not request.tensors else self._encoding(large)
+        params = {} if request.png or not request.tensors else self._encoding()
         return Encoded(request.method, request.path, content=content, params=params)
 
     def _build_request(

@@ -1,9 +1,11 @@
 """Tensors on the wire <-> numpy arrays (and torch tensors, when torch is installed).
 
-Requests: a numpy array or torch tensor becomes ``{"data", "shape", "dtype"}`` when small
-and ``{"b64", "shape", "dtype"}`` (little-endian C-order bytes) when its bytes exceed the
-threshold; plain Python lists and numbers are sent as they are, so the service infers their
-dtype as ``torch.tensor`` would. Responses: either form back to an array of the wire dtype,
+Requests: an array (numpy, torch, a numpy scalar, anything with ``__array__`` such as a
+pandas DataFrame, a list of arrays) becomes ``{"data", "shape", "dtype"}`` with its own
+dtype when small and ``{"b64", "shape", "dtype"}`` (little-endian C-order bytes) when its
+bytes exceed the threshold; a dtype the wire does not carry is a ``TypeError`` naming it.
+Plain Python lists and numbers are sent as they are, so the service infers their dtype as
+``torch.tensor`` would. Responses: either form back to an array of the wire dtype,
 except bfloat16, which numpy lacks: it arrives as float32 (exactly: every bfloat16 is a
 float32), or as ``torch.bfloat16`` with ``as_torch``. Non-finite floats travel as the strings
 ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` both ways.
@@ -92,6 +94,71 @@ def is_tensor(value: object) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
+def is_array_like(value: object) -> bool:
+    """Whether ``value`` is an array of some library: a numpy array or scalar, a torch
+    tensor, or anything else with ``__array__`` (a pandas DataFrame or Series, ...)."""
+    if isinstance(value, np.generic):
+        return True
+    if isinstance(value, str | bytes | bool | int | float | None):
+        return False
+    return is_tensor(value) or hasattr(value, "__array__")
+
+
+def _holds_arrays(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_arrays(item) for item in value)
+    return is_array_like(value)
+
+
+def tensor_input(value: Any, where: str = "a tensor") -> Any:
+    """A value given where the service takes one tensor, as the client sends it.
+
+    numpy arrays and torch tensors are kept; a numpy scalar becomes a 0-d array of its own
+    dtype; anything else with ``__array__`` (a pandas DataFrame or Series, ...) becomes a
+    numpy array; a list or tuple holding arrays becomes one array (numpy's ``np.array`` of
+    it, torch's ``stack`` when every item is a torch tensor). Plain nested lists of Python
+    numbers, Python numbers and strings (names) are sent as they are. An array of a dtype
+    the wire does not carry is a ``TypeError`` naming ``where`` and the dtype.
+    """
+    if isinstance(value, np.generic):  # before float: np.float64 is a float
+        value = np.asarray(value)
+    elif value is None or isinstance(value, str | bool | int | float):
+        return value
+    elif not is_tensor(value) and hasattr(value, "__array__"):
+        value = np.asarray(value)
+    elif isinstance(value, list | tuple) and _holds_arrays(value):
+        value = _stacked(value, where)
+    if isinstance(value, np.ndarray) and value.dtype.newbyteorder("=") not in WIRE_NAMES:
+        raise unsupported_dtype(value.dtype, where)  # here, where the tensor is named
+    return value
+
+
+def _stacked(values: list[Any] | tuple[Any, ...], where: str) -> Any:
+    """One array of a list of arrays (a torch tensor when they all are)."""
+    torch = _torch_module()
+    if torch is not None and values and all(isinstance(v, torch.Tensor) for v in values):
+        try:
+            return torch.stack(list(values))
+        except RuntimeError as exc:
+            raise ValueError(f"{where}: the tensors in the list differ in shape") from exc
+    try:
+        return np.array([_plain(item) for item in values])
+    except ValueError as exc:
+        raise ValueError(
+            f"{where}: the arrays in the list do not stack into one array ({exc})"
+        ) from exc
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with torch tensors inside replaced by numpy arrays (for ``np.array``)."""
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    torch = _torch_module()
+    if torch is not None and isinstance(value, torch.Tensor):
+        return _array_and_name(value)[0]
+    return value
+
+
 def wire_dtype(name: str) -> str:
     """The canonical wire name of a dtype name or its Open Inference Protocol alias."""
     canonical = OIP_ALIASES.get(name, name)
@@ -100,24 +167,41 @@ def wire_dtype(name: str) -> str:
     return canonical
 
 
-def _array_and_name(value: Any) -> tuple[NDArray, str, bytes | None]:
+_CASTS = {
+    "uint16": "a.astype(np.int32)",
+    "uint32": "a.astype(np.int64)",
+    "uint64": "a.astype(np.int64) (if every value is below 2**63)",
+    "float128": "a.astype(np.float64)",
+    "longdouble": "a.astype(np.float64)",
+}
+
+
+def unsupported_dtype(dtype: np.dtype[Any], where: str = "a tensor") -> TypeError:
+    """The error for an array whose dtype the wire does not carry, naming the dtype and a
+    cast that keeps the values."""
+    name = str(dtype.newbyteorder("="))
+    wire = ", ".join(name for name in WIRE_DTYPES if name != "bfloat16")
+    if dtype.kind == "c":
+        hint = "complex numbers are not supported; send the real and imaginary parts apart"
+    elif dtype.kind in "OSUV":
+        hint = "its values are not numbers of one dtype; convert it, e.g. a.astype(np.float64)"
+    elif dtype.kind in "mM":
+        hint = "convert dates and durations to numbers first"
+    else:
+        hint = f"cast it first: {_CASTS.get(name, 'a.astype(np.float64)')}"
+    return TypeError(
+        f"{where} has numpy dtype {name}, which torchlab does not carry ({hint}); the wire "
+        f"dtypes are {wire} (and bfloat16 from torch)"
+    )
+
+
+def _array_and_name(value: Any, where: str = "a tensor") -> tuple[NDArray, str, bytes | None]:
     """(array for JSON values, wire dtype name, raw little-endian bytes if already known)."""
     if isinstance(value, np.ndarray):
-        array = value
-        if array.dtype.kind == "f" and array.dtype.itemsize > 8:
-            raise TypeError(f"dtype {array.dtype} has no wire equivalent; cast to float64")
-        normalized = array.dtype.newbyteorder("=")
+        normalized = value.dtype.newbyteorder("=")
         if normalized not in WIRE_NAMES:
-            if array.dtype.kind == "u" and array.dtype.itemsize > 1:
-                # uint16/32/64: only uint8 is a torch dtype; widen losslessly where we can.
-                if array.dtype.itemsize == 8:
-                    raise TypeError("uint64 has no wire equivalent; cast to int64 first")
-                return _array_and_name(array.astype(np.int64))
-            raise TypeError(
-                f"numpy dtype {array.dtype} has no wire equivalent; use one of "
-                f"{', '.join(sorted(set(WIRE_NAMES.values())))}"
-            )
-        return array, WIRE_NAMES[normalized], None
+            raise unsupported_dtype(value.dtype, where)
+        return value, WIRE_NAMES[normalized], None
     torch = _torch_module()
     assert torch is not None
     tensor = value.detach()
@@ -129,14 +213,19 @@ def _array_and_name(value: Any) -> tuple[NDArray, str, bytes | None]:
         return tensor.float().numpy(), "bfloat16", raw
     name = str(tensor.dtype).removeprefix("torch.")
     if name not in WIRE_DTYPES:
-        raise TypeError(f"torch dtype {tensor.dtype} has no wire equivalent")
+        raise TypeError(
+            f"{where} has torch dtype {tensor.dtype}, which torchlab does not carry; the wire "
+            f"dtypes are {', '.join(WIRE_DTYPES)}"
+        )
     return tensor.numpy(), name, None
 
 
 def encode_tensor(value: Any, b64_threshold: int, stats: EncodeStats | None = None) -> Any:
-    """A request tensor: a numpy array or torch tensor as a wire object (base64 when its
-    bytes exceed ``b64_threshold``); anything else (nested lists, numbers) as JSON values
-    with non-finite floats written as strings."""
+    """A request tensor: an array (numpy, torch, a numpy scalar, anything with
+    ``__array__``, a list of arrays) as a wire object with its dtype (base64 when its bytes
+    exceed ``b64_threshold``); plain nested lists and numbers as JSON values with non-finite
+    floats written as strings."""
+    value = tensor_input(value)
     if not is_tensor(value):
         return to_json_values(value)
     array, name, raw = _array_and_name(value)
@@ -150,7 +239,7 @@ def encode_tensor(value: Any, b64_threshold: int, stats: EncodeStats | None = No
         if stats is not None:
             stats.b64_tensors += 1
         if raw is None:
-            raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         return {"b64": base64.b64encode(raw).decode("ascii"), "shape": shape, "dtype": name}
     return {"data": json_data(array), "shape": shape, "dtype": name}
 
@@ -179,23 +268,22 @@ def to_json_values(
         return value
     if isinstance(value, np.generic):
         return to_json_values(value.item())
-    if b64_threshold is not None and is_tensor(value):
+    if b64_threshold is not None and is_array_like(value):
         return encode_tensor(value, b64_threshold, stats)
-    if isinstance(value, np.ndarray):  # no threshold: plain values
-        return json_data(value)
+    if is_tensor(value):  # no threshold: plain values
+        return json_data(_array_and_name(value)[0])
+    if hasattr(value, "__array__"):
+        return json_data(_array_and_name(np.asarray(value))[0])
     if isinstance(value, Mapping):
         return {str(k): to_json_values(v, b64_threshold, stats) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_json_values(v, b64_threshold, stats) for v in value]
-    torch = _torch_module()
-    if torch is not None and isinstance(value, torch.Tensor):
-        return json_data(_array_and_name(value)[0])
     raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
-def _replace_non_finite(data: Any) -> Any:
+def replace_non_finite(data: Any) -> Any:
     if isinstance(data, list):
-        return [_replace_non_finite(item) for item in data]
+        return [replace_non_finite(item) for item in data]
     if isinstance(data, str):
         if data not in _NON_FINITE:
             raise ProtocolError(f"unexpected string {data[:40]!r} in tensor data")
@@ -238,7 +326,7 @@ def decode_array(value: Any) -> tuple[NDArray, str]:
     try:
         array = np.array(data, dtype=dtype)
     except (ValueError, TypeError):
-        array = np.array(_replace_non_finite(data), dtype=dtype)
+        array = np.array(replace_non_finite(data), dtype=dtype)
     try:
         return array.reshape(shape), name
     except ValueError as exc:
@@ -277,7 +365,7 @@ def decode_loose(value: Any, as_torch: bool = False) -> Any:
         return decode_tensor(value, as_torch)
     if isinstance(value, list):
         try:
-            array = np.array(_replace_non_finite(value))
+            array = np.array(replace_non_finite(value))
         except (ProtocolError, ValueError):
             return value
         if array.dtype.kind in "biuf":

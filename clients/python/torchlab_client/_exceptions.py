@@ -18,7 +18,9 @@ The tree::
     │   │                              httpx's exception); connection errors are retried
     │   ├── ConnectError               could not connect
     │   └── TransportTimeoutError      the client's own timeout ran out
-    └── ProtocolError                  a success answer that is not what the contract says
+    ├── ProtocolError                  a success answer that is not what the contract says
+    └── ClientClosedError              the client (or its httpx client) is closed; also a
+                                       RuntimeError, as httpx's own was
 
 The family is chosen by the stable ``code`` of the body (``{"error", "code", "details"}``)
 first and the status second, so a proxy's bare 502 still becomes a :class:`ServerError`.
@@ -27,8 +29,10 @@ first and the status second, so a proxy's bare 502 still becomes a :class:`Serve
 from __future__ import annotations
 
 import email.utils
+import html
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -36,6 +40,7 @@ import httpx
 
 __all__ = [
     "APIError",
+    "ClientClosedError",
     "ComputeTimeoutError",
     "ConnectError",
     "DeviceOutOfMemoryError",
@@ -83,13 +88,30 @@ class APIError(TorchlabError):
         request_id: str | None = None,
         response: httpx.Response | None = None,
     ) -> None:
-        super().__init__(f"{status_code} {code}: {message}")
         self.status_code = status_code
         self.code = code
         self.message = message
         self.details: dict[str, Any] = details or {}
         self.request_id = request_id
         self.response = response
+        super().__init__(self._text())
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Every validation error the service listed (``details["errors"]``): each with
+        ``loc`` (where, e.g. ``["body", "steps", 0, "matmul", "a"]``), ``msg`` and ``type``."""
+        listed = self.details.get("errors")
+        if not isinstance(listed, list):
+            return []
+        return [error for error in listed if isinstance(error, dict)]
+
+    def _text(self) -> str:
+        """``"<status> <code>: <message>"``, then one line per listed validation error."""
+        lines = [f"{self.status_code} {self.code}: {self.message}"]
+        errors = self.errors
+        if len(errors) > 1 or (errors and _where(errors[0]) not in self.message):
+            lines += [f"  - {_where(error)}: {error.get('msg', 'invalid')}" for error in errors]
+        return "\n".join(lines)
 
 
 class ValidationError(APIError):
@@ -170,6 +192,45 @@ class ProtocolError(TorchlabError):
     without shape, a PNG that is not one)."""
 
 
+class ClientClosedError(TorchlabError, RuntimeError):
+    """The client was used after it was closed (or after the httpx client it was given
+    was closed). Open a new client, or use it in a ``with`` block."""
+
+
+def _where(error: dict[str, Any]) -> str:
+    """A validation error's place, ``steps.0.matmul.a``, without FastAPI's ``body.``."""
+    loc = [str(part) for part in error.get("loc") or []]
+    if loc and loc[0] in {"body", "query", "path"}:
+        loc = loc[1:]
+    return ".".join(loc) or "the request"
+
+
+MAX_FOREIGN_TEXT = 200
+"""The most characters of an error body outside the contract (a proxy's HTML page) quoted
+in a message."""
+
+_TAGS = re.compile(r"<[^>]*>")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HIDDEN = re.compile(r"<(script|style|head)[^>]*>.*?</\1>", re.IGNORECASE | re.DOTALL)
+
+
+def foreign_text(content: bytes, content_type: str | None = None) -> str:
+    """A short quote of a body that is not the contract's: an HTML page's title (else its
+    text without tags), whitespace folded, cut to ``MAX_FOREIGN_TEXT`` characters."""
+    text = content[: 64 * 1024].decode("utf-8", "replace")
+    if "html" in (content_type or "") or text.lstrip().startswith("<"):
+        title = _TITLE.search(text)
+        if title and title.group(1).strip():
+            text = title.group(1)
+        else:
+            text = _TAGS.sub(" ", _HIDDEN.sub(" ", text))
+        text = html.unescape(text)
+    text = " ".join(text.split())
+    if len(text) <= MAX_FOREIGN_TEXT:
+        return text
+    return f"{text[:MAX_FOREIGN_TEXT]}… (cut; the body has {len(content):,} bytes)"
+
+
 _BY_CODE: dict[str, type[APIError]] = {
     "validation_error": ValidationError,
     "malformed_body": ValidationError,
@@ -219,7 +280,7 @@ def error_from_response(response: httpx.Response) -> APIError:
         body = json.loads(response.content)
     except ValueError:
         body = None
-        text = response.content[:500].decode("utf-8", "replace").strip()
+        text = foreign_text(response.content, response.headers.get("content-type"))
         if text:
             message = text
     if isinstance(body, dict):
@@ -228,7 +289,7 @@ def error_from_response(response: httpx.Response) -> APIError:
         if isinstance(body.get("error"), str):
             message = body["error"]
         elif "detail" in body:  # a plain FastAPI/Starlette answer, outside the contract
-            message = str(body["detail"])
+            message = foreign_text(str(body["detail"]).encode(), "text/plain")
         if isinstance(body.get("details"), dict):
             details = body["details"]
     cls = _family(status, code)

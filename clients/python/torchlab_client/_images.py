@@ -39,7 +39,7 @@ Upload = tuple[str, bytes, str]
 """(file name, content, media type) of one uploaded file."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class PNGImage:
     """A PNG answer (``format="png"``): the bytes, the answer's headers, and conveniences.
 
@@ -62,6 +62,9 @@ class PNGImage:
     def height(self) -> int:
         """Height in pixels."""
         return int(struct.unpack(">I", self.data[20:24])[0])
+
+    def __repr__(self) -> str:
+        return f"PNGImage(width={self.width}, height={self.height}, bytes={len(self.data):,})"
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the PNG file (parent folders are created) and return its path."""

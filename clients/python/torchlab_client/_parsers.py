@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from typing import Any
 
 import httpx
 import numpy as np
 
-from torchlab_client._codec import decode_loose, decode_optional, decode_tensor, is_wire_tensor
+from torchlab_client._codec import (
+    array_to_torch,
+    decode_loose,
+    decode_optional,
+    decode_tensor,
+    is_wire_tensor,
+    replace_non_finite,
+    tensor_input,
+)
 from torchlab_client._exceptions import ProtocolError
 from torchlab_client._images import PNGImage
 from torchlab_client._types import (
@@ -41,6 +50,8 @@ from torchlab_client._types import (
     RegressionModel,
     RNNResult,
     ServiceInfo,
+    TensorInfo,
+    TensorOpsResult,
 )
 
 _DEVICE_FIELDS = frozenset(DeviceInfo.__dataclass_fields__)
@@ -168,15 +179,32 @@ def dataset_infos(response: httpx.Response) -> list[DatasetInfo]:
 # --- answers with tensors: (JSON body, as_torch) -> result -------------------------------------
 
 
-def tensor_outputs(body: dict[str, Any], as_torch: bool) -> dict[str, Any]:
-    """``POST /tensor/ops``: ``{name: tensor}``, or an ``info`` step's metadata dict."""
+def tensor_outputs(body: dict[str, Any], as_torch: bool) -> TensorOpsResult:
+    """``POST /tensor/ops``: the tensors by name, and what ``info`` steps returned."""
     outputs = body.get("outputs")
     if not isinstance(outputs, dict):
         raise ProtocolError("the answer has no 'outputs'")
-    return {
-        name: decode_tensor(value, as_torch) if is_wire_tensor(value) else value
-        for name, value in outputs.items()
-    }
+    tensors, info = {}, {}
+    for name, value in outputs.items():
+        if is_wire_tensor(value):
+            tensors[name] = decode_tensor(value, as_torch)
+        elif isinstance(value, dict):
+            info[name] = TensorInfo(
+                shape=_shape(value.get("shape")) or (),
+                stride=_shape(value.get("stride")) or (),
+                numel=int(value.get("numel", 0)),
+                dtype=str(value.get("dtype")),
+                is_contiguous=bool(value.get("is_contiguous")),
+                raw=value,
+            )
+        else:
+            raise ProtocolError(f"output {name!r} is neither a tensor nor an info object")
+    return TensorOpsResult(
+        tensors=tensors,
+        info=info,
+        device=body.get("device"),
+        elapsed_ms=_float(body.get("elapsed_ms")),
+    )
 
 
 def grad_result(body: dict[str, Any], as_torch: bool) -> GradResult:
@@ -271,7 +299,7 @@ def linear_regression_result(body: dict[str, Any], as_torch: bool) -> LinearRegr
     """``POST /regress/linear``."""
     correlations = body.get("correlations")
     return LinearRegressionResult(
-        model=_regression_model(body.get("model"), as_torch),
+        model=regression_model(body.get("model"), as_torch),
         metrics=dict(body.get("metrics") or {}),
         pearson_r=_float(body.get("pearson_r")),
         correlation=body.get("correlation"),
@@ -292,7 +320,7 @@ def logistic_regression_result(body: dict[str, Any], as_torch: bool) -> Logistic
     multinomial = body.get("multinomial")
     converged = body.get("converged")
     return LogisticRegressionResult(
-        model=_regression_model(body.get("model"), as_torch),
+        model=regression_model(body.get("model"), as_torch),
         metrics=dict(body.get("metrics") or {}),
         multinomial=None if multinomial is None else bool(multinomial),
         optimizer=body.get("optimizer"),
@@ -308,10 +336,11 @@ def logistic_regression_result(body: dict[str, Any], as_torch: bool) -> Logistic
 
 
 def prediction(body: dict[str, Any], as_torch: bool) -> Prediction:
-    """``POST /regress/predict``."""
+    """``POST /regress/predict``: labels as an array too (strings as numpy strings)."""
+    y = decode_loose(body.get("y"), as_torch)
     return Prediction(
         kind=body.get("kind"),
-        y=decode_loose(body.get("y"), as_torch),
+        y=np.asarray(y) if isinstance(y, list) else y,
         proba=decode_loose(body.get("proba"), as_torch),
         device=body.get("device"),
         elapsed_ms=_float(body.get("elapsed_ms")),
@@ -384,6 +413,29 @@ def images_result(body: dict[str, Any], as_torch: bool) -> ImagesResult:
     )
 
 
+def label_values(y: Any) -> list[int] | None:
+    """The sorted integer labels of ``y`` as given to a classification (None unless they
+    are integers)."""
+    try:
+        values = np.unique(np.asarray(tensor_input(y)))
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if values.dtype.kind not in "biu":
+        return None
+    return [int(v) for v in values]
+
+
+def warn_if_incomplete(result: LoaderResult, max_batches: object) -> None:
+    """Warn when ``max_batches="all"`` could not list a whole epoch in one answer."""
+    if max_batches == "all" and not result.complete:
+        warnings.warn(
+            f"the epoch has {result.n_batches} batches; one answer lists at most "
+            f"{len(result.batches)}: take a larger batch_size to see them all",
+            RuntimeWarning,
+            stacklevel=4,  # this, data_loader, its keyword check, the caller
+        )
+
+
 # --- values inside answers --------------------------------------------------------------------
 
 
@@ -393,6 +445,14 @@ def _float(value: Any) -> float | None:
     if isinstance(value, str):
         return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}.get(value)
     return float(value)
+
+
+def _float64(value: Any, as_torch: bool) -> Any:
+    """A model's numbers: a float, or a float64 array (a torch tensor with ``as_torch``)."""
+    if isinstance(value, list):
+        array = np.asarray(replace_non_finite(value), dtype=np.float64)
+        return array_to_torch(array) if as_torch else array
+    return _float(value)
 
 
 def _int(value: Any) -> int | None:
@@ -417,15 +477,16 @@ def _float_list(value: Any) -> list[float] | None:
     return None
 
 
-def _regression_model(value: Any, as_torch: bool) -> RegressionModel:
+def regression_model(value: Any, as_torch: bool) -> RegressionModel:
+    """A fitted model from its JSON (``coef`` float64, ``intercept`` a float or float64)."""
     if not isinstance(value, dict):
         raise ProtocolError(f"expected a model object, got {value!r:.200}")
     classes = value.get("classes")
     scaler = value.get("scaler")
     return RegressionModel(
         kind=str(value.get("kind", "")),
-        coef=decode_loose(value.get("coef"), as_torch),
-        intercept=decode_loose(value.get("intercept"), as_torch),
+        coef=_float64(value.get("coef"), as_torch),
+        intercept=_float64(value.get("intercept"), as_torch),
         features=_strings(value.get("features")) or None,
         targets=_strings(value.get("targets")) or None,
         classes=list(classes) if isinstance(classes, list) else None,

@@ -6,9 +6,10 @@ it, edit the async client and run the script again (``--check`` in ``make lint``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Never, Self, TypeVar
 
 import httpx
 
@@ -23,6 +24,7 @@ from torchlab_client._base import (
     TimeoutTypes,
     base_url_of,
 )
+from torchlab_client._calls import checked, grad_inputs
 from torchlab_client._exceptions import error_from_response, transport_error
 from torchlab_client._images import FileInput, ImageInput, PNGImage
 from torchlab_client._retry import Retry
@@ -44,6 +46,7 @@ from torchlab_client._types import (
     Prediction,
     RNNResult,
     ServiceInfo,
+    TensorOpsResult,
 )
 
 T = TypeVar("T")
@@ -66,11 +69,16 @@ class Client(BaseClient):
         headers: extra headers for every request.
         b64_threshold: numpy arrays and torch tensors of more bytes than this are sent as
             base64; smaller ones as JSON lists.
-        response_encoding: ``"auto"`` asks for base64 tensors (``?encoding=b64``) when the
-            request sent base64 tensors or a picture; ``"json"`` or ``"b64"`` always.
+        response_encoding: ``"auto"`` and ``"b64"`` ask for tensors in base64
+            (``?encoding=b64``, several times faster to read than JSON lists);
+            ``"json"`` asks for JSON lists (readable in a proxy's log).
         as_torch: return torch tensors instead of numpy arrays (each method can override).
 
-    Use it as a context manager (``with``), or call ``client.close()``.
+    Use it as a context manager (``with``), or call ``client.close()``; a
+    closed client raises :class:`ClientClosedError`. ``client.with_options(timeout=...,
+    retries=...)`` is a copy with other options over the same connections, for one call or
+    several. Every compute method takes ``extra_fields={...}``: fields of the route this
+    client does not know yet, sent as they are.
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class Client(BaseClient):
         encoded = self._encode(request)
         attempt = 0
         while True:
+            self._check_open(self._http)
             http_request = self._build_request(self._http, encoded)
             try:
                 response = self._http.send(http_request)
@@ -143,22 +152,27 @@ class Client(BaseClient):
 
     # --- system --------------------------------------------------------------------------
 
+    @checked
     def health(self) -> Health:
         """``GET /health``: whether the service is alive (never needs an API key)."""
         return self._send(routes.health(), parsers.health)
 
+    @checked
     def info(self) -> ServiceInfo:
         """``GET /info``: versions, devices, the default device and the limits in force."""
         return self._send(routes.info(), parsers.service_info)
 
+    @checked
     def metrics(self) -> str:
         """``GET /metrics``: request counts and latencies, in Prometheus' text format."""
         return self._send(routes.metrics(), parsers.text)
 
+    @checked
     def openapi(self) -> dict[str, Any]:
         """``GET /openapi.json``: the service's OpenAPI document (which routes it has)."""
         return self._send(routes.openapi(), parsers.json_body)
 
+    @checked
     def benchmark(
         self,
         m: int | None = None,
@@ -166,11 +180,12 @@ class Client(BaseClient):
         n: int | None = None,
         *,
         dtype: str | None = None,
-        devices: Sequence[str] | None = None,
+        devices: str | Sequence[str] | None = None,
         repeats: int | None = None,
         warmup: int | None = None,
         device: str | None = None,
         seed: int | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> BenchmarkResult:
         """``POST /benchmark``: time ``randn(m, k) @ randn(k, n)`` on each device (tutorial
         chapter 1.2; the service's defaults are its sizes, 10000 × 1000 @ 1000 × 2000).
@@ -182,6 +197,7 @@ class Client(BaseClient):
 
     # --- tensors and autograd ------------------------------------------------------------
 
+    @checked
     def tensor_ops(
         self,
         steps: Sequence[Mapping[str, Any]] | Mapping[str, Any],
@@ -191,18 +207,22 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-    ) -> dict[str, Any]:
+        extra_fields: Mapping[str, Any] | None = None,
+    ) -> TensorOpsResult:
         """``POST /tensor/ops``: run a program of tensor steps (tutorial chapter 3).
 
         Args:
-            steps: one step or a list, each ``{"op": ..., "out": name, ...}`` with torch's
-                parameter names; tensor arguments are names or inline arrays.
-            inputs: named input tensors (numpy arrays, torch tensors, nested lists).
-            returns: the names to return; default what the last step stored.
+            steps: one step or a list, each ``{"op": ..., "out": name, ...}`` with the
+                parameter names of the README's table, or built by
+                :mod:`torchlab_client.ops` (``ops.matmul("a", "b", out="c")``); tensor
+                arguments are names or inline arrays.
+            inputs: named input tensors (numpy arrays and scalars, torch tensors, pandas
+                objects, lists of arrays, nested lists).
+            returns: the name(s) to return; default what the last step stored.
 
         Returns:
-            ``{name: numpy array}`` (torch tensors with ``as_torch``); an ``info`` step's
-            name maps to its metadata dict (shape, stride, numel, dtype, is_contiguous).
+            a :class:`TensorOpsResult`: a mapping ``{name: numpy array}`` (torch tensors
+            with ``as_torch``), and ``.info[name]`` for what ``info`` steps returned.
         """
         request = routes.tensor_ops(**arguments(locals()))
         return self._send(request, self._reader(parsers.tensor_outputs, as_torch))
@@ -218,20 +238,28 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **named_inputs: TensorInput,
+        extra_fields: Mapping[str, Any] | None = None,
+        **named_inputs: Never,
     ) -> GradResult:
         """``POST /grad``: the value of ``expression`` and its gradients (tutorial ch. 5).
 
-        ``client.grad("sum(x**2 + 2*x + 1)", x=[[1.0], [2.0], [3.0], [4.0]])`` unpacks as
-        ``value, grads``; ``grads["x"]`` is ``2x + 2``. Inputs are keyword arguments (or
-        ``inputs=`` for names that clash with the parameters); ``wrt`` defaults to every
-        floating input; ``hessian=True`` adds ``result.hessians[a][b]``.
+        ``client.grad("sum(x**2 + 2*x + 1)", inputs={"x": [[1.0], [2.0], [3.0], [4.0]]})``
+        unpacks as ``value, grads``; ``grads["x"]`` is ``2x + 2``. ``wrt`` defaults to
+        every floating input; ``hessian=True`` adds ``result.hessians[a][b]``. An input the
+        expression never uses is a :class:`TorchlabWarning`.
+
+        Inputs given as keywords (``x=[...]``) still work, with a ``DeprecationWarning``
+        (type checkers refuse them); a keyword the expression does not use is a
+        ``TypeError`` (``hesian=True`` suggests ``hessian``).
         """
+        inputs = grad_inputs(self.grad, expression, inputs, named_inputs)
+        named_inputs = {}
         request = routes.grad(**arguments(locals()))
         return self._send(request, self._reader(parsers.grad_result, as_torch))
 
     # --- activations and layers ----------------------------------------------------------
 
+    @checked
     def activate(
         self,
         functions: str | Sequence[str | Mapping[str, Any]] | None = None,
@@ -244,6 +272,7 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> ActivationResults:
         """``POST /activate``: activation functions over ``x`` (or ``x_range`` =
         ``(start, end, steps)``, default the tutorial's ``linspace(-6, 6, 100)``), with
@@ -256,6 +285,7 @@ class Client(BaseClient):
         request = routes.activate(**arguments(locals()))
         return self._send(request, self._reader(parsers.activation_results, as_torch))
 
+    @checked
     def activate_png(
         self,
         functions: str | Sequence[str | Mapping[str, Any]] | None = None,
@@ -268,16 +298,19 @@ class Client(BaseClient):
         columns: int | None = None,
         device: str | None = None,
         seed: int | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PNGImage:
         """:meth:`activate` drawn as the tutorial's figure: one panel per function
         (``columns`` per row), y in red and dy/dx dashed blue."""
         request = routes.activate(**arguments(locals()))
         return self._send(request.as_png(), parsers.png_image)
 
+    @checked
     def list_activations(self) -> ActivationList:
         """``GET /activate``: every supported function, its formula and parameters."""
         return self._send(routes.list_activations(), parsers.activation_list)
 
+    @checked
     def linear_layer(
         self,
         input: TensorInput,
@@ -290,6 +323,7 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> LinearLayerResult:
         """``POST /layers/linear``: ``torch.nn.Linear`` applied to ``input`` (tutorial 6.5).
 
@@ -299,6 +333,7 @@ class Client(BaseClient):
         request = routes.linear_layer(**arguments(locals()))
         return self._send(request, self._reader(parsers.linear_layer_result, as_torch))
 
+    @checked
     def rnn(
         self,
         input: TensorInput,
@@ -318,6 +353,7 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> RNNResult:
         """``POST /layers/rnn``: ``torch.nn.RNN``, ``LSTM`` or ``GRU`` (``mode``) over
         ``input`` ``[L, N, input_size]`` (tutorial 6.4). ``input_size`` defaults to the
@@ -327,12 +363,13 @@ class Client(BaseClient):
 
     # --- vision --------------------------------------------------------------------------
 
+    @checked
     def conv(
         self,
         image: ImageInput | None = None,
         *,
         input: TensorInput | None = None,
-        kernels: Sequence[str | TensorInput] | None = None,
+        kernels: str | Sequence[str | TensorInput] | None = None,
         kernel_size: int | None = None,
         sigma: float | None = None,
         stride: int | Sequence[int] | None = None,
@@ -347,7 +384,7 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> ConvResult:
         """``POST /conv``: 2-D convolution of a picture or a tensor (tutorial chapter 6.1).
 
@@ -357,18 +394,19 @@ class Client(BaseClient):
         ``[H, W]``, ``[C, H, W]`` or ``[N, C, H, W]``. ``kernels`` are preset names
         (``edge``, ``sobel_x``, ``sobel_y``, ``laplacian``, ``gaussian``, ``box``,
         ``sharpen``, ``emboss``, ``random``) or explicit 2-D arrays, ``kernel_size`` wide
-        (default 5). ``activation`` and then ``pool`` (``{"kind": "max", "kernel_size": 2}``)
-        are applied after the convolution. Fields the service adds later go in ``options``.
+        (default 5); one name or array is a list of one. ``activation`` and then ``pool``
+        (``{"kind": "max", "kernel_size": 2}``) are applied after the convolution.
         """
         request = routes.conv(**arguments(locals()))
         return self._send(request, self._reader(parsers.conv_result, as_torch))
 
+    @checked
     def conv_png(
         self,
         image: ImageInput | None = None,
         *,
         input: TensorInput | None = None,
-        kernels: Sequence[str | TensorInput] | None = None,
+        kernels: str | Sequence[str | TensorInput] | None = None,
         kernel_size: int | None = None,
         sigma: float | None = None,
         stride: int | Sequence[int] | None = None,
@@ -382,13 +420,14 @@ class Client(BaseClient):
         pool: Mapping[str, Any] | None = None,
         device: str | None = None,
         seed: int | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PNGImage:
         """:meth:`conv` answered as a PNG: the input and every feature map side by side,
         each scaled to 0-255."""
         request = routes.conv(**arguments(locals()))
         return self._send(request.as_png(), parsers.png_image)
 
+    @checked
     def pool(
         self,
         image: ImageInput | None = None,
@@ -407,7 +446,7 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PoolResult:
         """``POST /pool``: ``max`` (default), ``avg``, ``adaptive_avg``, ``adaptive_max`` or
         ``lp`` pooling (``kind``) with torch's parameters (tutorial chapter 6.2); ``image``
@@ -416,6 +455,7 @@ class Client(BaseClient):
         request = routes.pool(**arguments(locals()))
         return self._send(request, self._reader(parsers.pool_result, as_torch))
 
+    @checked
     def pool_png(
         self,
         image: ImageInput | None = None,
@@ -433,7 +473,7 @@ class Client(BaseClient):
         mode: str | None = None,
         device: str | None = None,
         seed: int | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PNGImage:
         """:meth:`pool` answered as a PNG: the input and the pooled maps side by side."""
         request = routes.pool(**arguments(locals()))
@@ -441,6 +481,7 @@ class Client(BaseClient):
 
     # --- regression ----------------------------------------------------------------------
 
+    @checked
     def linear_regression(
         self,
         x: TensorInput | None = None,
@@ -449,10 +490,11 @@ class Client(BaseClient):
         dataset: str | None = None,
         csv: FileInput | None = None,
         target: str | None = None,
-        features: Sequence[str] | None = None,
+        features: str | Sequence[str] | None = None,
         test_size: float | None = None,
         fit_intercept: bool | None = None,
         method: str | None = None,
+        rcond: float | None = None,
         optimizer: str | None = None,
         epochs: int | None = None,
         lr: float | None = None,
@@ -461,20 +503,28 @@ class Client(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> LinearRegressionResult:
         """``POST /regress/linear``: fit a linear regression (tutorial chapter 2).
 
-        The data is ``x`` (``[n]`` or ``[n, features]``) and ``y``, a built-in ``dataset``
-        (``"exam"``, ``"diabetes"``, ...), or a ``csv`` file (path, bytes or binary file)
-        whose ``target`` column is y; ``features`` picks columns. ``method`` is ``lstsq``
-        (closed form, default) or ``gd`` (``optimizer``, ``epochs``, ``lr``,
+        The data is ``x`` (``[n]`` or ``[n, features]``: an array, nested lists, or a
+        pandas DataFrame whose column names become the model's ``features``) and ``y`` (a
+        named Series names the target), a built-in ``dataset`` (``"exam"``,
+        ``"diabetes"``, ...), or a ``csv`` file (path, bytes or binary file) whose
+        ``target`` column is y; ``features`` picks columns (one name or a list). ``method``
+        is ``lstsq`` (closed form, default) or ``gd`` (``optimizer``, ``epochs``, ``lr``,
         ``batch_size``, ``standardize``). With one feature the result has ``pearson_r`` and
-        the tutorial's ``correlation`` strength.
+        the tutorial's ``correlation`` strength. ``result.model.predict(x)`` predicts here.
+
+        A figure of the fit is :meth:`linear_regression_png`, a second request: the service
+        answers one request with the fit or with its picture, not both.
         """
         request = routes.linear_regression(**arguments(locals()))
-        return self._send(request, self._reader(parsers.linear_regression_result, as_torch))
+        return self._send(
+            request, self._reader(parsers.linear_regression_result, as_torch, request)
+        )
 
+    @checked
     def linear_regression_png(
         self,
         x: TensorInput | None = None,
@@ -483,10 +533,11 @@ class Client(BaseClient):
         dataset: str | None = None,
         csv: FileInput | None = None,
         target: str | None = None,
-        features: Sequence[str] | None = None,
+        features: str | Sequence[str] | None = None,
         test_size: float | None = None,
         fit_intercept: bool | None = None,
         method: str | None = None,
+        rcond: float | None = None,
         optimizer: str | None = None,
         epochs: int | None = None,
         lr: float | None = None,
@@ -494,13 +545,16 @@ class Client(BaseClient):
         standardize: bool | None = None,
         device: str | None = None,
         seed: int | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PNGImage:
         """:meth:`linear_regression` answered as a PNG: the data and the fitted line (one
-        feature) or predicted against actual values, and the loss curve with ``gd``."""
+        feature) or predicted against actual values, and the loss curve with ``gd``. The
+        same arguments give the same fit as :meth:`linear_regression` (its axes name the
+        service's ``x0``, ``y``)."""
         request = routes.linear_regression(**arguments(locals()))
         return self._send(request.as_png(), parsers.png_image)
 
+    @checked
     def logistic_regression(
         self,
         x: TensorInput | None = None,
@@ -509,7 +563,7 @@ class Client(BaseClient):
         dataset: str | None = None,
         csv: FileInput | None = None,
         target: str | None = None,
-        features: Sequence[str] | None = None,
+        features: str | Sequence[str] | None = None,
         test_size: float | None = None,
         fit_intercept: bool | None = None,
         threshold: float | None = None,
@@ -518,19 +572,32 @@ class Client(BaseClient):
         lr: float | None = None,
         batch_size: int | None = None,
         l2: float | None = None,
+        tol: float | None = None,
         standardize: bool | None = None,
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> LogisticRegressionResult:
         """``POST /regress/logistic``: fit a logistic regression (tutorial chapter 4),
         binary (sigmoid, then ``threshold``, default 0.5) or multinomial (softmax) as the
         labels say; labels may be integers or strings. Data as for
-        :meth:`linear_regression`; ``optimizer`` ``lbfgs`` (default), ``sgd`` or ``adam``."""
-        request = routes.logistic_regression(**arguments(locals()))
-        return self._send(request, self._reader(parsers.logistic_regression_result, as_torch))
+        :meth:`linear_regression`; ``optimizer`` ``lbfgs`` (default), ``sgd`` or ``adam``.
 
+        ``l2`` is the L2 penalty: the loss is the mean log loss + ``l2/2 · ‖coef‖²`` (the
+        intercept is not penalised), the service's default 1e-4. scikit-learn's
+        ``LogisticRegression(C=C)`` is ``l2 = 1 / (C · n_train)``; ``l2=0`` is no penalty.
+        With ``standardize`` (the default) the penalty applies to the weights of the
+        standardised features, as in a scikit-learn pipeline of ``StandardScaler`` and
+        ``LogisticRegression``. ``result.model.predict(x)`` and ``predict_proba(x)``
+        predict here.
+        """
+        request = routes.logistic_regression(**arguments(locals()))
+        return self._send(
+            request, self._reader(parsers.logistic_regression_result, as_torch, request)
+        )
+
+    @checked
     def logistic_regression_png(
         self,
         x: TensorInput | None = None,
@@ -539,7 +606,7 @@ class Client(BaseClient):
         dataset: str | None = None,
         csv: FileInput | None = None,
         target: str | None = None,
-        features: Sequence[str] | None = None,
+        features: str | Sequence[str] | None = None,
         test_size: float | None = None,
         fit_intercept: bool | None = None,
         threshold: float | None = None,
@@ -548,16 +615,18 @@ class Client(BaseClient):
         lr: float | None = None,
         batch_size: int | None = None,
         l2: float | None = None,
+        tol: float | None = None,
         standardize: bool | None = None,
         device: str | None = None,
         seed: int | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PNGImage:
         """:meth:`logistic_regression` answered as a PNG: for two features the samples over
         the predicted class regions beside the loss curve, otherwise the loss curve."""
         request = routes.logistic_regression(**arguments(locals()))
         return self._send(request.as_png(), parsers.png_image)
 
+    @checked
     def predict(
         self,
         model: ModelInput,
@@ -568,16 +637,19 @@ class Client(BaseClient):
     ) -> Prediction:
         """``POST /regress/predict``: predict with a fitted model (a fit's result, its
         ``.model``, or the model's JSON). Linear: ``y`` float64 values; logistic: ``y`` the
-        labels (an array, or a list of strings) and ``proba`` ``[n, n_classes]``."""
+        labels as an array and ``proba`` ``[n, n_classes]``. A DataFrame's columns are
+        taken in the model's feature order. ``model.predict(x)`` computes the same here."""
         request = routes.predict(**arguments(locals()))
         return self._send(request, self._reader(parsers.prediction, as_torch))
 
     # --- data ----------------------------------------------------------------------------
 
+    @checked
     def datasets(self) -> list[DatasetInfo]:
         """``GET /datasets``: the built-in datasets (name, task, sizes, columns, classes)."""
         return self._send(routes.datasets(), parsers.dataset_infos)
 
+    @checked
     def data_loader(
         self,
         dataset: str | None = None,
@@ -586,42 +658,71 @@ class Client(BaseClient):
         y: TensorInput | None = None,
         csv: FileInput | None = None,
         target: str | None = None,
-        features: Sequence[str] | None = None,
+        features: str | Sequence[str] | None = None,
         task: str | None = None,
         batch_size: int | None = None,
         shuffle: bool | None = None,
         drop_last: bool | None = None,
-        max_batches: int | None = None,
+        max_batches: int | Literal["all"] | None = None,
         include_data: bool | None = None,
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> LoaderResult:
         """``POST /data/loader``: batches of a dataset (or ``x``/``y``, or a ``csv``) through
         ``TensorDataset`` and ``DataLoader`` (tutorial chapter 7.1). ``task``
-        ``regression`` gives float32 targets, ``classification`` int64; ``include_data``
-        returns each batch's tensors."""
-        request = routes.data_loader(**arguments(locals()))
-        return self._send(request, self._reader(parsers.loader_result, as_torch))
+        ``regression`` gives float32 targets, ``classification`` int64.
 
+        The answer describes the loader (``n_batches`` is one epoch) and lists its first
+        ``max_batches`` batches, **one by default** (the service's default);
+        ``max_batches="all"`` lists a whole epoch (up to 1000 batches, the most one answer
+        lists; a longer epoch warns). ``include_data=True`` returns each listed batch's
+        tensors. The result iterates over its batches::
+
+            for batch in client.data_loader("iris", batch_size=10, shuffle=True, seed=0,
+                                            max_batches="all", include_data=True):
+                batch.x, batch.y
+
+        ``classes`` are filled for every classification: from the service for string
+        labels, from ``y`` for integer labels, from ``GET /datasets`` (with
+        ``class_names``) for a built-in dataset.
+        """
+        request = routes.data_loader(**arguments(locals()))
+        result = self._send(request, self._reader(parsers.loader_result, as_torch, request))
+        if result.task == "classification" and result.classes is None:
+            if y is not None:
+                result = dataclasses.replace(result, classes=parsers.label_values(y))
+            elif dataset is not None:
+                listed = {info.name: info for info in self.datasets()}
+                if dataset in listed:
+                    result = dataclasses.replace(
+                        result,
+                        classes=listed[dataset].classes,
+                        class_names=listed[dataset].class_names,
+                    )
+        parsers.warn_if_incomplete(result, max_batches)
+        return result
+
+    @checked
     def images(
         self,
         images: ImageInput | Sequence[ImageInput] | None = None,
         *,
-        labels: Sequence[str] | None = None,
+        labels: str | Sequence[str] | None = None,
         archive: FileInput | None = None,
         dataset: str | None = None,
         mode: str | None = None,
-        transforms: Sequence[Mapping[str, Any]] | None = None,
+        transforms: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         batch_size: int | None = None,
         shuffle: bool | None = None,
+        drop_last: bool | None = None,
         max_images: int | None = None,
         include_data: bool | None = None,
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> ImagesResult:
         """``POST /data/images``: pictures through torchvision transforms and a DataLoader
         (tutorial chapter 7.2). The pictures: uploaded ``images`` (one or a list, with
@@ -633,22 +734,24 @@ class Client(BaseClient):
         request = routes.images(**arguments(locals()))
         return self._send(request, self._reader(parsers.images_result, as_torch))
 
+    @checked
     def images_png(
         self,
         images: ImageInput | Sequence[ImageInput] | None = None,
         *,
-        labels: Sequence[str] | None = None,
+        labels: str | Sequence[str] | None = None,
         archive: FileInput | None = None,
         dataset: str | None = None,
         mode: str | None = None,
-        transforms: Sequence[Mapping[str, Any]] | None = None,
+        transforms: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         batch_size: int | None = None,
         shuffle: bool | None = None,
+        drop_last: bool | None = None,
         max_images: int | None = None,
         columns: int | None = None,
         device: str | None = None,
         seed: int | None = None,
-        **options: Any,
+        extra_fields: Mapping[str, Any] | None = None,
     ) -> PNGImage:
         """:meth:`images` answered as a PNG: a grid of the first batch after the transforms
         (``columns`` per row), each picture under its class name."""

@@ -6,15 +6,63 @@ same values exactly. With ``as_torch=True`` every tensor is a ``torch.Tensor`` i
 bfloat16 is ``torch.bfloat16`` again; the annotations below name numpy's type.
 
 Results of routes whose answers may grow new fields keep the whole JSON answer in ``raw``.
+Their reprs are short: an array of more than a few values shows as its shape and dtype.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from torchlab_client._codec import NDArray
+import numpy as np
+
+from torchlab_client._codec import NDArray, is_tensor
+from torchlab_client._frames import column_names, select_columns
+
+MAX_REPR_VALUES = 6
+"""Arrays of at most this many values show them in a result's repr; larger ones show their
+shape and dtype."""
+MAX_REPR_ITEMS = 8
+"""Lists and dicts of at most this many items show every item in a result's repr."""
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` for a result's repr: large arrays as ``array(shape=[..], dtype=..)``,
+    long lists and dicts cut after a few items."""
+    if is_tensor(value):
+        if int(np.prod(value.shape)) <= MAX_REPR_VALUES:
+            return " ".join(repr(value).split())
+        kind = "array" if isinstance(value, np.ndarray) else "tensor"
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{kind}(shape={list(value.shape)}, dtype={dtype})"
+    if isinstance(value, dict):
+        items = [f"{key!r}: {short_repr(item)}" for key, item in value.items()]
+        return "{" + ", ".join(_cut(items)) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_cut([short_repr(item) for item in value])) + "]"
+    return repr(value)
+
+
+def _cut(items: list[str]) -> list[str]:
+    if len(items) <= MAX_REPR_ITEMS:
+        return items
+    return [*items[:3], f"… {len(items)} in all"]
+
+
+class ShortRepr:
+    """The repr of a result dataclass: its fields, each through :func:`short_repr`."""
+
+    def __repr__(self) -> str:
+        assert dataclasses.is_dataclass(self)
+        shown = [
+            f"{item.name}={short_repr(getattr(self, item.name))}"
+            for item in dataclasses.fields(self)
+            if item.repr
+        ]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
 
 __all__ = [
     "ActivationFunction",
@@ -40,11 +88,13 @@ __all__ = [
     "RNNResult",
     "RegressionModel",
     "ServiceInfo",
+    "TensorInfo",
+    "TensorOpsResult",
 ]
 
 
-@dataclass(frozen=True)
-class Health:
+@dataclass(frozen=True, repr=False)
+class Health(ShortRepr):
     """``GET /health``."""
 
     status: str
@@ -55,8 +105,8 @@ class Health:
         return self.status == "ok"
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
+@dataclass(frozen=True, repr=False)
+class DeviceInfo(ShortRepr):
     """One device the service can compute on."""
 
     name: str
@@ -69,8 +119,8 @@ class DeviceInfo:
     capability: str | None = None
 
 
-@dataclass(frozen=True)
-class ServiceInfo:
+@dataclass(frozen=True, repr=False)
+class ServiceInfo(ShortRepr):
     """``GET /info``: versions, devices and the limits in force."""
 
     name: str
@@ -85,8 +135,8 @@ class ServiceInfo:
     auth_required: bool
 
 
-@dataclass(frozen=True)
-class DeviceTiming:
+@dataclass(frozen=True, repr=False)
+class DeviceTiming(ShortRepr):
     """``POST /benchmark``: the timings on one device."""
 
     device: str
@@ -101,8 +151,8 @@ class DeviceTiming:
     tf32: bool | None = None
 
 
-@dataclass(frozen=True)
-class BenchmarkResult:
+@dataclass(frozen=True, repr=False)
+class BenchmarkResult(ShortRepr):
     """``POST /benchmark``: ``c = a @ b`` timed on each device (tutorial chapter 1.2)."""
 
     torch_version: str
@@ -118,8 +168,54 @@ class BenchmarkResult:
     elapsed_ms: float
 
 
-@dataclass(frozen=True)
-class GradResult:
+@dataclass(frozen=True, repr=False)
+class TensorInfo(ShortRepr):
+    """What an ``info`` step of ``POST /tensor/ops`` returns about a tensor. Also readable
+    as the JSON object it came from: ``info["shape"]``."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    numel: int
+    dtype: str
+    is_contiguous: bool
+    raw: dict[str, Any] = field(repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+
+@dataclass(frozen=True, repr=False)
+class TensorOpsResult(ShortRepr, Mapping[str, NDArray]):
+    """``POST /tensor/ops``: the returned tensors by name (a read-only mapping of numpy
+    arrays, torch tensors with ``as_torch``), and in ``info`` what the ``info`` steps
+    returned (:class:`TensorInfo`)."""
+
+    tensors: dict[str, NDArray]
+    info: dict[str, TensorInfo]
+    device: str | None
+    elapsed_ms: float | None
+
+    def __getitem__(self, name: str) -> NDArray:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            if name in self.info:
+                raise KeyError(
+                    f"{name!r} is what an `info` step returned: read result.info[{name!r}]"
+                ) from None
+            raise KeyError(
+                f"{name!r} was not returned; the result has {sorted(self.tensors)}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
+@dataclass(frozen=True, repr=False)
+class GradResult(ShortRepr):
     """``POST /grad``: the value and its gradients. Unpacks as ``value, grads = ...``."""
 
     value: NDArray
@@ -132,8 +228,8 @@ class GradResult:
         return iter((self.value, self.grads))
 
 
-@dataclass(frozen=True)
-class ActivationResult:
+@dataclass(frozen=True, repr=False)
+class ActivationResult(ShortRepr):
     """One function over the inputs: ``y = f(x)`` and, with ``derivative``, ``dydx``."""
 
     function: str
@@ -143,8 +239,8 @@ class ActivationResult:
     dydx: NDArray | None
 
 
-@dataclass(frozen=True)
-class ActivationResults:
+@dataclass(frozen=True, repr=False)
+class ActivationResults(ShortRepr):
     """``POST /activate``: one result per function, in the order asked. Indexable by
     position or by function name."""
 
@@ -171,8 +267,8 @@ class ActivationResults:
         raise KeyError(key)
 
 
-@dataclass(frozen=True)
-class ActivationFunction:
+@dataclass(frozen=True, repr=False)
+class ActivationFunction(ShortRepr):
     """One function ``POST /activate`` supports (from ``GET /activate``)."""
 
     name: str
@@ -185,8 +281,8 @@ class ActivationFunction:
     derivative: str
 
 
-@dataclass(frozen=True)
-class ActivationList:
+@dataclass(frozen=True, repr=False)
+class ActivationList(ShortRepr):
     """``GET /activate``: every supported function and the defaults."""
 
     functions: list[ActivationFunction]
@@ -200,8 +296,8 @@ class ActivationList:
         return [function.name for function in self.functions]
 
 
-@dataclass(frozen=True)
-class LinearLayerResult:
+@dataclass(frozen=True, repr=False)
+class LinearLayerResult(ShortRepr):
     """``POST /layers/linear``: the output and the parameters used."""
 
     output: NDArray
@@ -211,8 +307,8 @@ class LinearLayerResult:
     elapsed_ms: float
 
 
-@dataclass(frozen=True)
-class RNNResult:
+@dataclass(frozen=True, repr=False)
+class RNNResult(ShortRepr):
     """``POST /layers/rnn``: the output sequence, final states, and the parameters."""
 
     output: NDArray
@@ -224,8 +320,8 @@ class RNNResult:
     elapsed_ms: float
 
 
-@dataclass(frozen=True)
-class ConvResult:
+@dataclass(frozen=True, repr=False)
+class ConvResult(ShortRepr):
     """``POST /conv``: the feature maps ``[N, C_out, H', W']`` (after ``activation`` and
     ``pool`` when given) and the kernels used."""
 
@@ -240,8 +336,8 @@ class ConvResult:
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class PoolResult:
+@dataclass(frozen=True, repr=False)
+class PoolResult(ShortRepr):
     """``POST /pool``: the pooled maps ``[N, C, H', W']``."""
 
     output: NDArray
@@ -251,15 +347,22 @@ class PoolResult:
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class RegressionModel:
-    """A fitted model as a fit returned it: ``coef`` and ``intercept`` as float64 arrays
-    (``intercept`` a float for one target or a binary model). :meth:`Client.predict` sends
-    ``raw``, the model's JSON, back unchanged."""
+@dataclass(frozen=True, repr=False)
+class RegressionModel(ShortRepr):
+    """A fitted model as a fit returned it: ``coef`` as a float64 array, ``intercept`` a
+    float (one target, or a binary model) or a float64 array. :meth:`Client.predict` sends
+    ``raw``, the model's JSON, back unchanged; :meth:`predict` and :meth:`predict_proba`
+    compute the same numbers here, with numpy.
+
+    Linear: ``y = x @ coef.T + intercept``. Logistic: the features are standardised with
+    ``scaler`` (``(x - mean) / scale``) when it is given, then binary models predict
+    ``classes[1]`` when ``sigmoid(x @ coef + intercept) > threshold`` and multinomial ones
+    the class of the largest softmax probability.
+    """
 
     kind: str
-    coef: Any
-    intercept: Any
+    coef: NDArray
+    intercept: float | NDArray
     features: list[str] | None
     targets: list[str] | None
     classes: list[Any] | None
@@ -267,9 +370,91 @@ class RegressionModel:
     scaler: dict[str, Any] | None
     raw: dict[str, Any] = field(repr=False)
 
+    @property
+    def n_features(self) -> int:
+        """How many features (columns of x) the model takes."""
+        return int(np.shape(self.coef)[-1])
 
-@dataclass(frozen=True)
-class LinearRegressionResult:
+    def features_of(self, x: Any) -> NDArray:
+        """``x`` as the float64 matrix ``[n_samples, n_features]`` the model takes: a table's
+        columns picked by name in the model's feature order; ``[n]`` for a one-feature
+        model."""
+        names = column_names(x)
+        if names is not None and self.features and set(self.features) <= set(names):
+            matrix = select_columns(x, self.features, "x")
+        elif names is not None and self.features and not _default_names(self.features):
+            missing = [name for name in self.features if name not in names]
+            raise ValueError(
+                f"x lacks the model's feature(s) {', '.join(map(repr, missing[:5]))}; it was "
+                f"fitted on {self.features}"
+            )
+        else:
+            matrix = np.asarray(x)
+        matrix = matrix.astype(np.float64, copy=False)
+        if matrix.ndim == 1 and self.n_features == 1:
+            matrix = matrix[:, None]
+        if matrix.ndim != 2 or matrix.shape[1] != self.n_features:
+            raise ValueError(
+                f"x has shape {list(matrix.shape)}; this model takes [n_samples, "
+                f"{self.n_features}]" + (" (or [n_samples])" if self.n_features == 1 else "")
+            )
+        if not np.isfinite(matrix).all():
+            raise ValueError("x holds NaN or infinite values")
+        return matrix
+
+    def predict(self, x: Any) -> NDArray:
+        """Predictions for ``x`` (an array, nested lists, or a DataFrame with the model's
+        feature columns), as ``POST /regress/predict`` computes them: float64 values
+        ``[n]`` (``[n, n_targets]`` for several targets), or the class labels."""
+        matrix = self.features_of(x)
+        if self.kind == "linear":
+            out = matrix @ np.atleast_2d(self.coef).T + np.atleast_1d(self.intercept)
+            result: NDArray = out[:, 0] if np.ndim(self.coef) == 1 else out
+            return result
+        labels = np.asarray(self.classes)
+        logits = self._logits(matrix)
+        if len(labels) == 2:
+            threshold = 0.5 if self.threshold is None else self.threshold
+            chosen: NDArray = labels[(_sigmoid(logits[:, 0]) > threshold).astype(np.int64)]
+            return chosen
+        picked: NDArray = labels[np.argmax(logits, axis=1)]
+        return picked
+
+    def predict_proba(self, x: Any) -> NDArray:
+        """A logistic model's P(class) per sample, ``[n, n_classes]`` in the order of
+        ``classes``."""
+        if self.kind != "logistic":
+            raise TypeError("predict_proba is for logistic models; this one is linear")
+        logits = self._logits(self.features_of(x))
+        if len(self.classes or ()) == 2:
+            positive = _sigmoid(logits[:, 0])
+            return np.stack([1 - positive, positive], axis=1)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        proba: NDArray = shifted / shifted.sum(axis=1, keepdims=True)
+        return proba
+
+    def _logits(self, matrix: NDArray) -> NDArray:
+        if self.scaler is not None:
+            mean = np.asarray(self.scaler["mean"], dtype=np.float64)
+            scale = np.asarray(self.scaler["scale"], dtype=np.float64)
+            matrix = (matrix - mean) / scale
+        logits: NDArray = matrix @ np.atleast_2d(self.coef).T + np.atleast_1d(self.intercept)
+        return logits
+
+
+def _sigmoid(z: NDArray) -> NDArray:
+    with np.errstate(over="ignore"):
+        result: NDArray = np.where(z >= 0, 1 / (1 + np.exp(-z)), np.exp(z) / (1 + np.exp(z)))
+    return result
+
+
+def _default_names(features: Sequence[str]) -> bool:
+    """Whether ``features`` are the names the service gives the columns of a bare ``x``."""
+    return list(features) == [f"x{i}" for i in range(len(features))]
+
+
+@dataclass(frozen=True, repr=False)
+class LinearRegressionResult(ShortRepr):
     """``POST /regress/linear`` (tutorial chapter 2). ``metrics`` has ``r2``, ``mse``,
     ``mae`` and their ``_test`` twins; ``correlations`` every feature's Pearson r with
     every target."""
@@ -289,8 +474,8 @@ class LinearRegressionResult:
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class LogisticRegressionResult:
+@dataclass(frozen=True, repr=False)
+class LogisticRegressionResult(ShortRepr):
     """``POST /regress/logistic`` (tutorial chapter 4). ``metrics`` has ``accuracy``,
     ``log_loss``, ``confusion_matrix``, per-class ``precision`` and ``recall`` (and their
     ``_test`` twins with a split)."""
@@ -309,22 +494,22 @@ class LogisticRegressionResult:
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """``POST /regress/predict``. Linear: ``y`` float64 values. Logistic: ``y`` the labels
-    (an int64 array, or a list of strings for string labels) and ``proba``
-    ``[n_samples, n_classes]``."""
+@dataclass(frozen=True, repr=False)
+class Prediction(ShortRepr):
+    """``POST /regress/predict``. Linear: ``y`` float64 values ``[n]`` (``[n, n_targets]``).
+    Logistic: ``y`` the labels as an array (int64, or strings for string labels, as
+    scikit-learn's ``predict``) and ``proba`` ``[n_samples, n_classes]``."""
 
     kind: str | None
-    y: Any
+    y: NDArray
     proba: NDArray | None
     device: str | None
     elapsed_ms: float | None
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
+@dataclass(frozen=True, repr=False)
+class DatasetInfo(ShortRepr):
     """One built-in dataset (``GET /datasets``)."""
 
     name: str
@@ -341,8 +526,8 @@ class DatasetInfo:
     raw: dict[str, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
-class Batch:
+@dataclass(frozen=True, repr=False)
+class Batch(ShortRepr):
     """One DataLoader batch: shapes always, tensors and sample indices with
     ``include_data``."""
 
@@ -354,9 +539,14 @@ class Batch:
     indices: list[int] | None
 
 
-@dataclass(frozen=True)
-class LoaderResult:
-    """``POST /data/loader`` (tutorial chapter 7.1)."""
+@dataclass(frozen=True, repr=False)
+class LoaderResult(ShortRepr):
+    """``POST /data/loader`` (tutorial chapter 7.1): what the ``DataLoader`` holds, and the
+    batches asked for. Iterating gives the batches; ``n_batches`` is how many one epoch
+    has, and ``complete`` says whether ``batches`` holds them all (``max_batches="all"``).
+
+    ``classes`` are the class labels of a classification (for string labels, the label of
+    each index y holds); ``class_names`` what they mean, for a built-in dataset."""
 
     dataset: str | None
     task: str | None
@@ -373,10 +563,22 @@ class LoaderResult:
     device: str | None
     elapsed_ms: float | None
     raw: dict[str, Any] = field(repr=False)
+    class_names: list[str] | None = None
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``batches`` is a whole epoch."""
+        return self.n_batches is not None and len(self.batches) >= self.n_batches
 
 
-@dataclass(frozen=True)
-class ImageBatch:
+@dataclass(frozen=True, repr=False)
+class ImageBatch(ShortRepr):
     """The first batch of ``POST /data/images``: shapes and dtypes, the class index of each
     picture, and (with ``include_data``) the tensors."""
 
@@ -389,8 +591,8 @@ class ImageBatch:
     y: NDArray | None
 
 
-@dataclass(frozen=True)
-class ImagesResult:
+@dataclass(frozen=True, repr=False)
+class ImagesResult(ShortRepr):
     """``POST /data/images`` (tutorial chapter 7.2): the classes and counts, the transforms
     as torchvision writes them, the first batch, and per-channel mean and std."""
 
