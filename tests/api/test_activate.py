@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import random
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -318,3 +320,63 @@ def test_cuda_agrees_with_the_cpu(client: TestClient) -> None:
             )
     image, headers = png(client, {"device": "cuda", "derivative": True})
     assert headers["X-Panel-Layout"] == "1x4" and image.size == (1400, 300)
+
+
+# --- the work charged: derivatives and figures --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> Iterator[TestClient]:
+    """Fixed device rates and the default time limit, with room for the FLOPs."""
+    rates = {"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}
+    settings = make_settings(
+        device="cpu",
+        calibration=rates,
+        request_timeout_s=30.0,
+        max_flops=2e12,
+        isolate=False,  # every refusal here is the plan's, made before any worker is used
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as app:
+        yield app
+
+
+def refused_fast(client: TestClient, body: dict[str, Any], code: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    error = assert_error(client.post("/activate", json=body), 413, code)
+    assert time.perf_counter() - start < 1.0
+    assert client.get("/health").status_code == 200
+    return error
+
+
+def test_a_softmax_derivative_along_a_long_dim_is_refused_in_time(calibrated: TestClient) -> None:
+    """100k positions along dim: 100k backward passes over 100k elements (a minute or more),
+    once admitted by the FLOP estimate alone."""
+    body = {"function": "softmax", "range": {"steps": 100_000}, "derivative": True}
+    error = refused_fast(calibrated, body, "over_time_budget")
+    assert error["details"]["limit"] == "request_timeout_s"
+    small = post(calibrated, {**body, "range": {"steps": 1000}})
+    assert len(small["results"][0]["dydx"]["data"]) == 1000
+
+
+def test_every_panel_of_a_figure_is_charged() -> None:
+    """32 panels take matplotlib about 5 s: over a limit of 4 s, four panels are not."""
+    rates = {"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}
+    settings = make_settings(device="cpu", calibration=rates, request_timeout_s=4.0, isolate=False)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        body = {"functions": ["relu"] * 32, "range": {"steps": 10}, "format": "png"}
+        error = refused_fast(client, body, "over_time_budget")
+        assert error["details"]["limit"] == "request_timeout_s"
+        response = client.post("/activate", json={**body, "functions": ["relu"] * 4})
+        assert response.status_code == 200
+        assert response.headers["X-Panel-Count"] == "4"
+
+
+def test_a_figure_over_the_pixel_limit_is_413() -> None:
+    settings = make_settings(device="cpu", max_png_pixels=350 * 300 * 4, isolate=False)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        body = {"functions": ["relu"] * 5, "range": {"steps": 10}, "format": "png"}
+        error = refused_fast(client, {**body, "columns": 1}, "png_pixels_limit")
+        assert error["details"]["limit"] == "max_png_pixels"
+        assert error["details"]["requested"] == 350 * 300 * 5
+        four = {**body, "functions": ["relu"] * 4}
+        assert client.post("/activate", json=four).status_code == 200

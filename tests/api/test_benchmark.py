@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -120,3 +122,29 @@ def test_tutorial_sizes_are_over_the_small_element_limit(client: TestClient, set
 
 def test_bad_dtype_is_422(client: TestClient) -> None:
     assert_error(client.post("/benchmark", json={"dtype": "int64"}), 422, "validation_error")
+
+
+def test_a_float16_benchmark_on_the_cpu_is_refused_in_milliseconds() -> None:
+    """4096³ in float16 on a CPU of 1 GFLOP/s is 137 s a multiplication: refused by the
+    plan, before anything is drawn, not stopped at the deadline."""
+    rates = {"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}
+    settings = make_settings(
+        device="cpu",
+        calibration=rates,
+        request_timeout_s=30.0,
+        max_elements=1 << 24,
+        max_total_elements=1 << 26,
+        max_flops=1e13,
+        isolate=False,  # the refusal is the plan's, made before any worker is used
+    )
+    body = {"m": 4096, "k": 4096, "n": 4096, "dtype": "float16", "devices": ["cpu"]}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        start = time.perf_counter()
+        error = assert_error(client.post("/benchmark", json=body), 413, "over_time_budget")
+        assert time.perf_counter() - start < 1.0
+        assert error["details"]["limit"] == "request_timeout_s"
+        assert error["details"]["requested"] >= 7 * 2 * 4096**3 / 1e9
+        small = {**body, "m": 64, "k": 64, "n": 64, "repeats": 2}
+        response = client.post("/benchmark", json=small)
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["device"] == "cpu"

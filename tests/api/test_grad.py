@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -380,3 +381,67 @@ def test_chapter_5_on_cuda(client: TestClient) -> None:
 
 def test_cpu_can_be_asked_for(client: TestClient) -> None:
     assert grad(client, {**CHAPTER_5, "device": "cpu"})["device"] == "cpu"
+
+
+# --- every intermediate, the backward pass and each hessian row charged -----------------------
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> Iterator[TestClient]:
+    """Fixed device rates (float16 matmuls 100 times slower than float32) and a limit of
+    10 s."""
+    rates = {"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}
+    settings = make_settings(
+        device="cpu",
+        calibration=rates,
+        request_timeout_s=10.0,
+        max_elements=1 << 24,
+        max_total_elements=1 << 27,
+        max_flops=2e12,
+        isolate=False,  # every refusal here is the plan's, made before any worker is used
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as app:
+        yield app
+
+
+def refused_fast(client: TestClient, body: dict[str, Any], status: int, code: str) -> Any:
+    start = time.perf_counter()
+    payload = assert_error(client.post("/grad", json=body), status, code)
+    assert time.perf_counter() - start < 1.0
+    assert client.get("/health").status_code == 200
+    return payload
+
+
+def test_a_float16_matmul_is_predicted_at_the_float16_rate(calibrated: TestClient) -> None:
+    """[4096, 4096] @ [4096, 4096] in float16 is 137 s at 1 GFLOP/s."""
+    x = {"data": [0.5] * 4096, "dtype": "float16"}
+    body = {"expression": "sum(outer(x, x) @ outer(x, x))", "inputs": {"x": x}}
+    payload = refused_fast(calibrated, body, 413, "over_time_budget")
+    assert payload["details"]["limit"] == "request_timeout_s"
+    assert payload["details"]["requested"] >= 2 * 4096**3 / 1e9
+    small = {"expression": "sum(outer(x, x) @ outer(x, x))", "inputs": {"x": [0.5] * 64}}
+    assert grad(calibrated, small)["value"]["data"] == pytest.approx(0.5**4 * 64**3)
+
+
+def test_every_hessian_row_is_a_pass_through_the_expression(calibrated: TestClient) -> None:
+    """A 1000-node expression over 1024 elements: 1024 backward passes from Python (14 s on
+    a CPU, measured), predicted at 20 s, over the limit of 10 s."""
+    wide = " + ".join(["sum(sin(x) * cos(x) * exp(x) * x)"] * 60)
+    body = {"expression": wide, "inputs": {"x": [0.5] * 1024}, "hessian": True}
+    payload = refused_fast(calibrated, body, 413, "over_time_budget")
+    assert payload["details"]["limit"] == "request_timeout_s"
+    result = grad(calibrated, {**body, "inputs": {"x": [0.5] * 8}})
+    assert wire_to_torch(result["hessians"]["x"]["x"]).shape == (8, 8)
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "code"),
+    [
+        ("sum(reshape(z, (0, 4611686018427387904)))", 413, "elements_limit"),
+        ("sum(z[None, None, None, None, None, None, None, None, None])", 422, "too_many_dims"),
+    ],
+)
+def test_intermediates_obey_the_shape_rule(
+    client: TestClient, text: str, status: int, code: str
+) -> None:
+    refused_fast(client, {"expression": text, "inputs": {"z": []}}, status, code)

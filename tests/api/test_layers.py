@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -322,3 +323,34 @@ def test_layers_on_cuda_match_the_cpu(client: TestClient) -> None:
         for key in ("output", "h_n", "c_n"):
             if cpu[key] is not None:
                 torch.testing.assert_close(tensor(gpu[key]), tensor(cpu[key]), rtol=1e-4, atol=1e-5)
+
+
+# --- recurrent steps charged one after another --------------------------------------------------
+
+
+def test_a_long_sequence_of_tiny_steps_is_refused_in_time() -> None:
+    """100k steps × 16 layers × 2 directions of a hidden size of 1: next to no FLOPs, but 3.2M
+    rounds of kernel calls one after another (a minute or more on a CPU)."""
+    rates = {"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}
+    settings = make_settings(device="cpu", calibration=rates, request_timeout_s=30.0, isolate=False)
+    long_input = {
+        "b64": base64.b64encode(bytes(4 * 100_000)).decode(),
+        "shape": [100_000, 1, 1],
+        "dtype": "float32",
+    }
+    body = {
+        "mode": "gru",
+        "input_size": 1,
+        "hidden_size": 1,
+        "num_layers": 16,
+        "bidirectional": True,
+        "input": long_input,
+        "return_weights": False,
+    }
+    with TestClient(create_app(settings), raise_server_exceptions=False) as app:
+        start = time.perf_counter()
+        error = assert_error(app.post("/layers/rnn", json=body), 413, "over_time_budget")
+        assert time.perf_counter() - start < 1.0
+        assert error["details"]["limit"] == "request_timeout_s"
+        short = {**body, "input": [[[0.5]]] * 100}
+        assert post(app, "/layers/rnn", short)["output"]["shape"] == [100, 1, 2]

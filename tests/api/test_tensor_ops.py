@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_args
 
 import numpy as np
@@ -1407,3 +1407,161 @@ def test_inline_tensors_count_toward_the_total_element_limit(settings: Any) -> N
 def test_a_bare_non_finite_string_is_a_0d_tensor(client: TestClient, text: str) -> None:
     body = client.post("/tensor/ops", json={"steps": [{"op": "clone", "x": text}]}).json()
     assert body["outputs"]["out"] == {"shape": [], "dtype": "float32", "data": text}
+
+
+# --- 5. every step charged by what it really does ------------------------------------------
+
+# A calibrated CPU: float16 matrix multiplies 100 times slower than float32 ones.
+CALIBRATION = {"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}
+
+
+@pytest.fixture(scope="module")
+def calibrated() -> Iterator[TestClient]:
+    """An app with fixed device rates, the default time limit and room for many 4096²
+    tensors (so that time, not elements, is the limit reached)."""
+    settings = make_settings(
+        device="cpu",
+        calibration=CALIBRATION,
+        request_timeout_s=30.0,
+        max_elements=1 << 24,
+        max_total_elements=1 << 30,
+        max_flops=2e12,
+        isolate=False,  # every refusal here is the plan's, made before any worker is used
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as app:
+        yield app
+
+
+def refused_fast(
+    client: TestClient, body: Mapping[str, Any], status: int, code: str
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    payload = assert_error(client, body, status, code)
+    assert time.perf_counter() - start < 1.0
+    assert_healthy(client)
+    return payload
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        pytest.param({"op": "split", "x": "z", "split_size_or_sections": 1}, id="split"),
+        pytest.param({"op": "chunk", "x": "z", "chunks": 4_000_000}, id="chunk"),
+        pytest.param({"op": "chunk", "x": "e", "chunks": 2**62}, id="chunk-of-empty"),
+    ],
+)
+def test_millions_of_pieces_are_refused_before_they_are_built(
+    client: TestClient, settings: Any, step: dict[str, Any]
+) -> None:
+    """``split`` of zeros [4000000] into pieces of 1 once took 24 s and 2.9 GB."""
+    body = {
+        "steps": [
+            {"op": "zeros", "size": [4_000_000], "out": "z"},
+            {"op": "zeros", "size": [0], "out": "e"},
+            step,
+        ],
+        "return": ["e"],
+    }
+    payload = refused_fast(client, body, 413, "objects_limit")
+    assert payload["details"]["limit"] == "max_objects"
+    assert payload["details"]["allowed"] == settings.limits.max_objects
+    assert payload["details"]["step"] == 2
+
+
+def test_pieces_under_the_limits_are_returned(client: TestClient) -> None:
+    body = {
+        "steps": [
+            {"op": "arange", "end": 5000, "out": "z"},
+            {"op": "split", "x": "z", "split_size_or_sections": 1, "out": "p"},
+        ]
+    }
+    outputs = run_ops(client, body)["outputs"]
+    assert len(outputs) == 5000
+    assert outputs["p.4999"] == {"shape": [1], "dtype": "int64", "data": [4999]}
+
+
+def test_a_ninth_dimension_is_422_at_any_step(client: TestClient) -> None:
+    unsqueeze = {"op": "unsqueeze", "x": "a", "dim": 0, "out": "a"}
+    steps = [{"op": "zeros", "size": [1], "out": "a"}] + [unsqueeze] * 31
+    payload = refused_fast(client, {"steps": steps}, 422, "too_many_dims")
+    assert payload["details"] == {"ndim": 9, "max_ndim": 8, "step": 8}
+    out = run_ops(client, {"steps": steps[:8]})["outputs"]["a"]
+    assert out["shape"] == [1] * 8
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param([{"op": "zeros", "size": [0, 2**40]}], id="zeros"),
+        pytest.param([{"op": "eye", "n": 0, "m": 2**63 - 1}], id="eye"),
+        pytest.param(
+            [
+                {"op": "zeros", "size": [0], "out": "e"},
+                {"op": "view", "x": "e", "shape": [0, 2**62]},
+            ],
+            id="view",
+        ),
+        pytest.param(
+            [
+                {"op": "zeros", "size": [0], "out": "e"},
+                {"op": "reshape", "x": "e", "shape": [2**62, 0]},
+            ],
+            id="reshape",
+        ),
+        pytest.param(
+            [
+                {"op": "zeros", "size": [0, 1], "out": "e"},
+                {"op": "expand", "x": "e", "size": [0, 2**62]},
+            ],
+            id="expand",
+        ),
+        pytest.param(
+            [
+                {"op": "zeros", "size": [0, 1], "out": "e"},
+                {"op": "repeat", "x": "e", "repeats": [1, 2**62]},
+            ],
+            id="repeat",
+        ),
+    ],
+)
+def test_empty_tensors_with_astronomical_dimensions_are_413(
+    client: TestClient, steps: list[dict[str, Any]]
+) -> None:
+    """Each of these once answered 500 (numpy could not hold the empty array)."""
+    payload = refused_fast(client, {"steps": steps}, 413, "elements_limit")
+    assert payload["details"]["limit"] == "max_elements"
+    assert payload["details"]["requested"] > payload["details"]["allowed"]
+
+
+def _square_matmul(side: int, dtype: str) -> dict[str, Any]:
+    return {
+        "steps": [
+            {"op": "zeros", "size": [side, side], "dtype": dtype, "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a", "out": "p"},
+            {"op": "sum", "x": "p", "out": "s"},
+        ],
+        "return": ["s"],
+    }
+
+
+def test_a_float16_matmul_is_predicted_at_the_float16_rate(calibrated: TestClient) -> None:
+    """4096³ in float16 at 1 GFLOP/s is 137 s: refused in milliseconds, not run for minutes."""
+    payload = refused_fast(calibrated, _square_matmul(4096, "float16"), 413, "over_time_budget")
+    assert payload["details"]["limit"] == "request_timeout_s"
+    assert payload["details"]["allowed"] == 30.0
+    assert payload["details"]["requested"] == pytest.approx(2 * 4096**3 / 1e9, rel=0.01)
+    assert payload["details"]["step"] == 1
+    # A float32 product is planned at its own rate and runs.
+    out = run_ops(calibrated, _square_matmul(512, "float32"))["outputs"]["s"]
+    assert out == {"shape": [], "dtype": "float32", "data": 0.0}
+
+
+def test_element_passes_count_toward_the_time_limit(calibrated: TestClient) -> None:
+    """16.7M float16 elements through pow are 1 s each on the calibrated CPU: 31 of them are
+    refused, a few run."""
+    pow_step = {"op": "pow", "x": "x", "exponent": 2.0, "out": "y"}
+    steps = [{"op": "ones", "size": [4096, 4096], "dtype": "float16", "out": "x"}] + [pow_step] * 31
+    payload = refused_fast(calibrated, {"steps": steps, "return": ["x"]}, 413, "over_time_budget")
+    assert payload["details"]["limit"] == "request_timeout_s"
+    small = [{"op": "ones", "size": [64, 64], "dtype": "float16", "out": "x"}, pow_step]
+    assert run_ops(calibrated, {"steps": small})["outputs"]["y"]["shape"] == [64, 64]

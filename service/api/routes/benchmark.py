@@ -11,6 +11,7 @@ from schemas.benchmark import BenchmarkRequest, BenchmarkResponse
 from service.api.compute import run_compute
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
+from service.calibration import Calibrations
 from service.deps import devices_of, settings_of
 from service.ops.benchmark.handlers import (
     benchmark_devices,
@@ -34,12 +35,20 @@ async def benchmark(body: BenchmarkRequest, request: Request) -> Response:
     1000×2000) on each device: the cold first run, then median/min/max of timed repeats
     after warm-up (CUDA synchronised and timed with events), GFLOP/s and the product's norm.
 
-    Every multiplication of every device counts against the FLOP limit.
+    Every multiplication of every device counts against the FLOP limit, and its time at
+    the device's measured rate for the dtype against the time limit (413
+    `over_time_budget` before anything runs).
     """
     manager = devices_of(request)
     targets = benchmark_devices(body, manager)
-    ctx = ComputeContext(settings_of(request).limits, targets[0])
+    calibrations: Calibrations = request.app.state.calibrations
+    rates = [calibrations.get(device) for device in targets]
+    ctx = ComputeContext(settings_of(request).limits, targets[0], rates[0])
     prepare = partial(
-        prepare_benchmark, body=body, devices=targets, cuda_available=manager.cuda_count > 0
+        prepare_benchmark,
+        body=body,
+        devices=targets,
+        cuda_available=manager.cuda_count > 0,
+        throughputs=rates,
     )
     return await run_compute(request, ctx, prepare, compute_benchmark, devices=targets)

@@ -12,7 +12,7 @@ import ast
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import torch
@@ -52,6 +52,23 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float))  # bool is an int
 
 
+# Passes over the elements a call reads, relative to the device's measured elementwise pass
+# (x * 2), for the calls that are more than one arithmetic operation per element (the rest,
+# and the operators, make one); the 16-bit floats convert each element on the way (on a CPU
+# 2 to 10 times slower). See also service.ops.tensors.costs.
+_CHEAP_CALLS = frozenset(
+    {"sum", "mean", "max", "min", "abs", "sign", "floor", "ceil", "round", "relu", "clamp"}
+    | {"where", "maximum", "minimum", "t", "transpose", "reshape", "trace", "square"}
+)
+_SCAN_CALLS = frozenset({"softmax", "log_softmax", "logsumexp", "cumsum", "cumprod", "norm"})
+_SCAN_CALLS |= {"var", "std", "prod"}
+_CALL_PASSES = 4.0
+_SCAN_PASSES = 8.0
+_POW_PASSES = 16.0
+_HALF_FACTOR = 4.0
+_HALF = frozenset({torch.float16, torch.bfloat16})
+
+
 @dataclass
 class Evaluation:
     """Where an expression is evaluated and what it may spend."""
@@ -61,6 +78,10 @@ class Evaluation:
     deadline: Deadline | None = None
     flops: float = 0.0
     """FLOPs of the forward evaluation (estimated: one per element, matmul's 2·m·k·n)."""
+    flops_by_dtype: dict[torch.dtype, float] = field(default_factory=dict)
+    """The same FLOPs by the dtype they run in (a float16 matmul is slow on a CPU)."""
+    passes: float = 0.0
+    """Element passes of the forward evaluation (memory-bound work, see ``_CALL_PASSES``)."""
 
 
 def evaluate(
@@ -99,7 +120,10 @@ class _Evaluator:
             op = type(node.op)
             if _is_number(left) and _is_number(right):
                 return self._numbers(node, op, left, right)
-            return self.apply(node, _BINARY[op], [left, right], matmul=op is ast.MatMult)
+            passes = _POW_PASSES if op is ast.Pow else 1.0
+            return self.apply(
+                node, _BINARY[op], [left, right], matmul=op is ast.MatMult, passes=passes
+            )
         if isinstance(node, ast.UnaryOp):
             operand = self.evaluate(node.operand)
             if isinstance(node.op, ast.UAdd):
@@ -188,7 +212,7 @@ class _Evaluator:
                 details={"column": self.expression.column(node), "shape": list(value.shape)},
                 code=ErrorCode.INVALID_INDEX,
             ) from None
-        return self.apply(node, operator.getitem, [value, index])
+        return self.apply(node, operator.getitem, [value, index], passes=0.0)  # a view
 
     def _call(self, node: ast.Call) -> Value:
         assert isinstance(node.func, ast.Name)
@@ -212,7 +236,13 @@ class _Evaluator:
                     details={"column": self.expression.column(node), "function": name},
                     code=ErrorCode.INVALID_ARGUMENT,
                 )
-        return self.apply(node, spec.fn, [], args, matmul=spec.matmul)
+        if name in _CHEAP_CALLS:
+            passes = 1.0
+        elif name == "pow":
+            passes = _POW_PASSES
+        else:
+            passes = _SCAN_PASSES if name in _SCAN_CALLS else _CALL_PASSES
+        return self.apply(node, spec.fn, [], args, matmul=spec.matmul, passes=passes)
 
     def apply(
         self,
@@ -222,8 +252,10 @@ class _Evaluator:
         kwargs: Mapping[str, Any] | None = None,
         *,
         matmul: bool = False,
+        passes: float = 1.0,
     ) -> Value:
-        """Call a torch function for a node, then charge its output and check the time."""
+        """Call a torch function for a node, then charge its output (a shape), its FLOPs
+        at their dtype's rate and its ``passes`` over the elements, and check the time."""
         kwargs = kwargs or {}
         try:
             out = fn(*args, **kwargs)
@@ -242,26 +274,40 @@ class _Evaluator:
             ) from exc
         if isinstance(out, torch.Tensor):
             operands = [v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
-            self._charge(node, out, operands, matmul=matmul)
+            self._charge(node, out, operands, matmul=matmul, passes=passes)
         if self.evaluation.deadline is not None:
             self.evaluation.deadline.check()
         return out  # type: ignore[no-any-return]
 
     def _charge(
-        self, node: ast.AST, out: torch.Tensor, operands: Sequence[torch.Tensor], *, matmul: bool
+        self,
+        node: ast.AST,
+        out: torch.Tensor,
+        operands: Sequence[torch.Tensor],
+        *,
+        matmul: bool,
+        passes: float,
     ) -> None:
+        read = sum(t.numel() for t in operands)
         if matmul and len(operands) == 2 and min(t.dim() for t in operands) >= 1:
             flops = float(estimate_matmul_flops(tuple(operands[0].shape), tuple(operands[1].shape)))
         else:
-            flops = float(max(sum(t.numel() for t in operands), out.numel()))
-        self.evaluation.flops += flops
-        budget = self.evaluation.budget
+            flops = float(max(read, out.numel()))
+        # The dtype the work runs in: a comparison's output is bool, its operands are not.
+        dtype = next((t.dtype for t in operands if t.is_floating_point()), out.dtype)
+        elements = passes * max(read, out.numel()) * (_HALF_FACTOR if dtype in _HALF else 1.0)
+        evaluation = self.evaluation
+        evaluation.flops += flops
+        evaluation.flops_by_dtype[dtype] = evaluation.flops_by_dtype.get(dtype, 0.0) + flops
+        evaluation.passes += elements
+        budget = evaluation.budget
         if budget is None:
             return
         what = self.where(node)
         try:
-            budget.charge_tensor(out.numel(), what)
-            budget.charge_flops(flops, what)
+            budget.charge_shape(out.shape, what)
+            budget.charge_flops(flops, what, dtype=dtype)
+            budget.charge_elementwise(elements, what)
         except ServiceError as exc:
             exc.details.setdefault("column", self.expression.column(node))
             raise

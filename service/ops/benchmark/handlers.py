@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from schemas.benchmark import BenchmarkRequest
+from service.calibration import Throughput
 from service.codec import DTYPES
 from service.device import DeviceManager
-from service.limits import Deadline, estimate_matmul_flops
+from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.benchmark.matmul import matmul_benchmark, max_norm_rel_diff
 from service.ops.context import ComputeContext
+
+DRAW_PASSES = 16
+"""Passes of a normal draw over each element of a and b (measured on a CPU: 16 to 35 times
+a pass of x * 2)."""
 
 
 @dataclass
@@ -48,14 +55,32 @@ def prepare_benchmark(
     body: BenchmarkRequest,
     devices: list[torch.device],
     cuda_available: bool,
+    throughputs: Sequence[Throughput | None] | None = None,
 ) -> BenchmarkPlan:
     """Charge the three matrices and every multiplication on every device (the cold one,
-    the warm-up and the timed repeats) to the budget."""
-    runs = (1 + body.warmup + body.repeats) * len(devices)
+    the warm-up and the timed repeats) to the budget: as FLOPs, and as time at each device's
+    measured rate for the dtype (``throughputs``, one per device; a float16 product on a CPU
+    is about a hundred times slower than a float32 one), so that a benchmark that would run
+    past ``request_timeout_s`` is refused here, before anything is drawn or multiplied."""
+    runs = 1 + body.warmup + body.repeats
     per_run = estimate_matmul_flops((body.m, body.k), (body.k, body.n))
+    budget = ctx.budget
     for shape, name in (((body.m, body.k), "a"), ((body.k, body.n), "b"), ((body.m, body.n), "c")):
-        ctx.budget.charge_tensor(shape[0] * shape[1], f"matrix {name} of shape {list(shape)}")
-    ctx.budget.charge_flops(per_run * runs, f"{runs} multiplications of {per_run:,} FLOPs")
+        budget.charge_shape(shape, f"matrix {name} of shape {list(shape)}")
+    budget.charge_objects(runs * len(devices), f"{runs * len(devices)} timed multiplications")
+    inputs = body.m * body.k + body.k * body.n
+    dtype = DTYPES[body.dtype]
+    rates = list(throughputs) if throughputs is not None else [None] * len(devices)
+    # a and b are drawn once, on the CPU: at its rates when it is one of the devices.
+    cpu = next((r for d, r in zip(devices, rates, strict=True) if d.type == "cpu"), None)
+    with _timed_at(budget, cpu):
+        budget.charge_elementwise(DRAW_PASSES * inputs, "drawing a and b")
+    for device, rate in zip(devices, rates, strict=True):
+        what = f"{runs} multiplications of {per_run:,} FLOPs in {body.dtype} on {device}"
+        with _timed_at(budget, rate):
+            budget.charge_flops(per_run * runs, what, dtype=dtype)
+            # a and b converted and moved there, the product's norm read back.
+            budget.charge_elementwise(2 * inputs + 2 * body.m * body.n, what)
     return BenchmarkPlan(
         m=body.m,
         k=body.k,
@@ -68,6 +93,19 @@ def prepare_benchmark(
         flops_per_run=per_run,
         cuda_available=cuda_available,
     )
+
+
+@contextmanager
+def _timed_at(budget: Budget, throughput: Throughput | None) -> Iterator[None]:
+    """Charges inside are timed at ``throughput``'s rates (one device's work among several);
+    ``None`` keeps the budget's own."""
+    own = budget.throughput
+    if throughput is not None:
+        budget.throughput = throughput
+    try:
+        yield
+    finally:
+        budget.throughput = own
 
 
 def compute_benchmark(plan: BenchmarkPlan, deadline: Deadline) -> dict[str, Any]:

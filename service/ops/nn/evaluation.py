@@ -21,6 +21,12 @@ from service.ops.nn.binding import BoundActivation
 
 ELEMENTWISE_FLOPS = 20
 """Rough FLOPs per element of one forward pass (exp, log, a division or two)."""
+ELEMENT_PASSES = 4
+"""Passes over the elements of one forward pass, relative to the device's measured
+elementwise pass (x * 2): an exp or a log and a few operations around it."""
+HALF_FACTOR = 4
+"""How much slower a 16-bit float pass is (its kernels convert every element; on a CPU 2 to
+10 times slower)."""
 BACKWARD_FACTOR = 2
 """A backward pass costs about twice its forward pass."""
 JACOBIAN_CHUNK_ELEMENTS = 1 << 22
@@ -36,17 +42,31 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
 def charge(
     functions: Sequence[BoundActivation], x: torch.Tensor, budget: Budget, *, derivative: bool
 ) -> None:
-    """Charge every output (``y``, and ``dydx`` when asked) and the estimated FLOPs."""
+    """Charge every output (``y``, and ``dydx`` when asked) as a shape, and the work: the
+    estimated FLOPs at x's dtype and the passes over the elements, for the softmax family's
+    derivative one batched backward pass per position along ``dim`` (in chunks of
+    :data:`JACOBIAN_CHUNK_ELEMENTS`, each a step of its own)."""
     numel = x.numel()
+    budget.charge_objects(len(functions), f"{len(functions)} functions")
+    half = x.dtype in (torch.float16, torch.bfloat16)
     for bound in functions:
-        budget.charge_tensor(numel, f"{bound.name}(x)")
+        what = f"{bound.name} over {numel:,} elements"
+        budget.charge_shape(x.shape, f"{bound.name}(x)")
         flops = float(numel * ELEMENTWISE_FLOPS)
+        passes = float(numel * ELEMENT_PASSES * (HALF_FACTOR if half else 1))
         if derivative:
-            budget.charge_tensor(numel, f"the derivative of {bound.name}")
+            budget.charge_shape(x.shape, f"the derivative of {bound.name}")
             dim = bound.params.get("dim")
             length = _length_along(x, dim) if isinstance(dim, int) else 1
             flops *= 1 + BACKWARD_FACTOR * length
-        budget.charge_flops(flops, f"{bound.name} over {numel:,} elements")
+            # Each position along dim also builds its one-hot rows and reads the diagonal.
+            passes *= 1 + (BACKWARD_FACTOR + 1) * length
+            if bound.activation.along_dim:
+                per_batch = max(1, JACOBIAN_CHUNK_ELEMENTS // max(numel, 1))
+                chunks = -(-length // per_batch)
+                budget.charge_objects(chunks, f"the derivative of {bound.name}: {chunks} batches")
+        budget.charge_flops(flops, what, dtype=x.dtype)
+        budget.charge_elementwise(passes, what)
 
 
 def _length_along(x: torch.Tensor, dim: int) -> int:

@@ -26,10 +26,11 @@ from service.limits import Deadline
 from service.ops.context import ComputeContext
 from service.ops.nn.binding import BoundActivation, bind
 from service.ops.nn.evaluation import as_input, charge, evaluate
+from service.ops.nn.layers import compute_dtype
 from service.ops.nn.linear import LinearSpec, linear_forward, plan_linear
 from service.ops.nn.registry import ACTIVATIONS, DEFAULT_FUNCTIONS, Activation
 from service.ops.nn.rnn import RNNSpec, plan_rnn, rnn_forward
-from service.ops.render.activations import activation_figure, check_activation_plot
+from service.ops.render.activations import activation_figure, charge_activation_plot
 from service.ops.render.plots import panel_grid
 from service.ops.render.png import Png, panel_headers
 
@@ -108,10 +109,10 @@ def _inputs(ctx: ComputeContext, body: ActivateRequest) -> torch.Tensor:
     """x decoded, or the range built (after its size is charged), on the CPU."""
     if body.x is not None:
         x = ctx.decode(body.x.root, "x")
-        ctx.budget.charge_tensor(x.numel(), "x")
+        ctx.budget.charge_shape(x.shape, "x")
         return x
     spec = body.range or ActivationRange()
-    ctx.budget.charge_tensor(spec.steps, f"range of {spec.steps:,} steps")
+    ctx.budget.charge_shape([spec.steps], f"range of {spec.steps:,} steps")
     try:
         return torch.linspace(spec.start, spec.end, spec.steps, dtype=DTYPES[spec.dtype])
     except RuntimeError as exc:  # start or end beyond the dtype's range
@@ -128,12 +129,17 @@ def prepare_activate(ctx: ComputeContext, body: ActivateRequest) -> ActivatePlan
     x = as_input(_inputs(ctx, body))
     charge(functions, x, ctx.budget, derivative=body.derivative)
     png = body.format == "png"
+    if not png:  # every result repeats x
+        ctx.budget.charge_elementwise(len(functions) * x.numel(), "x in every result")
     if png:
-        check_activation_plot(
+        charge_activation_plot(
+            ctx.budget,
             len(functions),
             x.numel(),
             derivative=body.derivative,
+            columns=body.columns,
             max_points=ctx.limits.max_plot_points,
+            max_pixels=ctx.limits.max_png_pixels,
         )
     return ActivatePlan(functions, x, ctx.device, body.derivative, png, body.columns)
 
@@ -199,6 +205,7 @@ def prepare_linear_layer(ctx: ComputeContext, body: LinearRequest) -> LinearLaye
         ctx.budget,
         weight_shape=None if weight is None else weight.shape,
         bias_shape=None if bias is None else bias.shape,
+        dtype=compute_dtype(input.dtype),
     )
     return LinearLayerPlan(spec, input, weight, bias, body.seed, ctx.device)
 
@@ -261,6 +268,7 @@ def prepare_rnn_layer(ctx: ComputeContext, body: RNNRequest) -> RNNLayerPlan:
         h0_shape=None if h0 is None else h0.shape,
         c0_shape=None if c0 is None else c0.shape,
         weight_shapes={name: value.shape for name, value in weights.items()},
+        dtype=compute_dtype(input.dtype),
     )
     return RNNLayerPlan(spec, input, h0, c0, weights, body.seed, body.return_weights, ctx.device)
 

@@ -16,6 +16,10 @@ from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.context import make_generator
 from service.ops.nn.layers import CPU, META, as_shape, compute_dtype, shape_error
 
+INIT_PASSES = 8
+"""Passes over a parameter: drawn from a uniform distribution (on a CPU about 5 passes of
+x * 2), converted to the input's dtype, given values copied in, moved to the device."""
+
 
 @dataclass(frozen=True)
 class LinearSpec:
@@ -48,8 +52,12 @@ def plan_linear(
     *,
     weight_shape: Sequence[int] | None = None,
     bias_shape: Sequence[int] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[int]:
-    """Check the shapes and charge the layer's tensors and FLOPs; return the output's shape.
+    """Check the shapes and charge the layer's tensors (as shapes), its FLOPs at the rate of
+    ``dtype`` (the input's: see :func:`~service.ops.nn.layers.compute_dtype`) and the
+    element passes around them (drawing the parameters, converting and moving them and the
+    input); return the output's shape.
 
     Raises :class:`InvalidInput` (``shape_mismatch``) in the layer's terms, or
     :class:`LimitExceeded` from the budget.
@@ -93,13 +101,19 @@ def plan_linear(
             )
     rows = math.prod(input_shape[:-1])
     output_shape = [*as_shape(input_shape[:-1]), spec.out_features]
-    budget.charge_tensor(math.prod(input_shape), f"input of shape {as_shape(input_shape)}")
-    budget.charge_tensor(spec.out_features * spec.in_features, f"weight of shape {expected_weight}")
+    budget.charge_shape(input_shape, f"input of shape {as_shape(input_shape)}")
+    budget.charge_shape(expected_weight, f"weight of shape {expected_weight}")
+    parameters = spec.out_features * spec.in_features
     if spec.bias:
-        budget.charge_tensor(spec.out_features, f"bias of shape [{spec.out_features}]")
-    budget.charge_tensor(rows * spec.out_features, f"output of shape {output_shape}")
+        budget.charge_shape([spec.out_features], f"bias of shape [{spec.out_features}]")
+        parameters += spec.out_features
+    budget.charge_shape(output_shape, f"output of shape {output_shape}")
+    what = f"{spec} on {rows:,} rows"
     flops = estimate_matmul_flops((rows, spec.in_features), (spec.in_features, spec.out_features))
-    budget.charge_flops(flops, f"{spec} on {rows:,} rows")
+    budget.charge_flops(flops, what, dtype=dtype)
+    budget.charge_elementwise(
+        INIT_PASSES * parameters + math.prod(input_shape), f"{what}: parameters and input"
+    )
     return output_shape
 
 

@@ -16,8 +16,17 @@ from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.context import make_generator
 from service.ops.nn.layers import CPU, META, as_shape, compute_dtype, shape_error
+from service.ops.nn.linear import INIT_PASSES
 
 RNNMode = Literal["rnn", "lstm", "gru"]
+
+STEP_SECONDS = 2e-5
+"""Time of one step of one layer in one direction beyond its FLOPs: a few kernel calls (the
+hidden-state matmul, the gates' activations and products), measured on a CPU at 5 to 25 µs
+with sizes of 1."""
+GATE_PASSES = 8
+"""Passes over each gate element of a step: its bias, sigmoid or tanh, and the products of
+the cell and hidden state."""
 
 _GATES: dict[str, int] = {"rnn": 1, "gru": 3, "lstm": 4}
 _MODULE_NAMES: dict[str, str] = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
@@ -100,9 +109,13 @@ def plan_rnn(
     h0_shape: Sequence[int] | None = None,
     c0_shape: Sequence[int] | None = None,
     weight_shapes: Mapping[str, Sequence[int]] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> RNNPlan:
-    """Check the shapes and charge the layer's tensors and FLOPs (gate matmuls of every step,
-    layer and direction).
+    """Check the shapes and charge the layer's tensors (as shapes) and its work: the gate
+    matmuls of every step, layer and direction at the rate of ``dtype`` (the input's: see
+    :func:`~service.ops.nn.layers.compute_dtype`), the gates' elementwise work, and every
+    step's own cost (each of ``seq_len × num_layers × directions`` steps is several kernel
+    calls, however small the sizes).
 
     Raises :class:`InvalidInput` in the layer's terms, or :class:`LimitExceeded`.
     """
@@ -190,26 +203,36 @@ def plan_rnn(
         )
     else:
         output_shape = [seq_len, features]
-    budget.charge_tensor(math.prod(input_shape), f"input of shape {as_shape(input_shape)}")
+    budget.charge_shape(input_shape, f"input of shape {as_shape(input_shape)}")
+    budget.charge_objects(len(shapes), f"{len(shapes)} parameters")
+    parameters = 0
     for param, shape in shapes.items():
-        budget.charge_tensor(math.prod(shape), f"parameter {param} of shape {shape}")
+        budget.charge_shape(shape, f"parameter {param} of shape {shape}")
+        parameters += math.prod(shape)
     states = 2 if spec.mode == "lstm" else 1
     for state in ("initial", "final"):
         for _ in range(states):
-            budget.charge_tensor(math.prod(state_shape), f"{state} state of shape {state_shape}")
+            budget.charge_shape(state_shape, f"{state} state of shape {state_shape}")
     rows = spec.gates * spec.hidden_size
     gates_shape = [seq_len, batch, rows]
     for layer in range(spec.num_layers):
         for _ in range(spec.directions):
-            budget.charge_tensor(math.prod(gates_shape), f"gates of layer {layer}")
-        budget.charge_tensor(math.prod(output_shape), f"output of layer {layer}")
+            budget.charge_shape(gates_shape, f"gates of layer {layer}")
+        budget.charge_shape(output_shape, f"output of layer {layer}")
+    what = f"{spec.describe()} over {seq_len:,} steps"
     flops = 0
     for layer in range(spec.num_layers):
         layer_input = spec.input_size if layer == 0 else features
         per_step = estimate_matmul_flops((batch, layer_input), (layer_input, rows))
         per_step += estimate_matmul_flops((batch, spec.hidden_size), (spec.hidden_size, rows))
         flops += per_step * seq_len * spec.directions
-    budget.charge_flops(flops, f"{spec.describe()} over {seq_len:,} steps")
+    budget.charge_flops(flops, what, dtype=dtype)
+    steps = seq_len * spec.num_layers * spec.directions
+    budget.charge_seconds(steps * STEP_SECONDS, f"{what}: {steps:,} steps one after another")
+    gate_elements = steps * batch * rows
+    budget.charge_elementwise(
+        GATE_PASSES * gate_elements + INIT_PASSES * parameters, f"{what}: gates and parameters"
+    )
     return RNNPlan(batched, seq_len, batch, state_shape, output_shape)
 
 

@@ -4,14 +4,16 @@ function, titled with its ``torch.nn`` class name, ``y`` in red and, with deriva
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from service.limits import Budget
 from service.ops.nn.binding import BoundActivation
 from service.ops.nn.evaluation import Evaluation
-from service.ops.render.plots import Line, Panel, check_points, line_panels
+from service.ops.render.plots import Line, Panel, check_figure, check_points, line_panels
 
 
 def activation_plot_points(functions: int, inputs: int, *, derivative: bool) -> int:
@@ -31,6 +33,26 @@ def check_activation_plot(
         f"a PNG of {functions} panels of {lines} × {inputs:,} points",
         max_points,
     )
+
+
+def charge_activation_plot(
+    budget: Budget,
+    functions: int,
+    inputs: int,
+    *,
+    derivative: bool,
+    columns: int | None,
+    max_points: int,
+    max_pixels: int,
+) -> None:
+    """Refuse a figure over ``max_points`` points (413 ``plot_points_limit``) or
+    ``max_pixels`` pixels (413 ``png_pixels_limit``), and charge its drawing: each panel and
+    each point, and sorting x."""
+    check_activation_plot(functions, inputs, derivative=derivative, max_points=max_points)
+    points = activation_plot_points(functions, inputs, derivative=derivative)
+    what = f"a PNG of {functions} panels of {inputs:,} points"
+    budget.charge_elementwise(inputs * max(1, math.ceil(math.log2(max(inputs, 2)))), what)
+    check_figure(budget, functions, points, what, columns=columns, max_pixels=max_pixels)
 
 
 def activation_panels(

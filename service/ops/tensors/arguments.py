@@ -1,15 +1,14 @@
-"""How ops read their arguments: dtype names, sizes (checked against the element limit)
-and dimension lists."""
+"""How ops read their arguments: dtype names, sizes (checked as shapes against the element
+limit) and dimension lists."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from service.codec import check_elements, parse_dtype
+from service.codec import check_shape, parse_dtype
 from service.ops.tensors.runtime import Context
 
 
@@ -20,9 +19,10 @@ def dtype_arg(args: Mapping[str, Any], key: str = "dtype") -> torch.dtype | None
 
 
 def size_arg(args: Mapping[str, Any], ctx: Context, what: str, key: str = "size") -> list[int]:
-    """The size in ``args[key]``, refused over the element limit before anything exists."""
+    """The size in ``args[key]``, refused over the element limit (or with a dimension longer
+    than it, even beside a 0) before anything exists."""
     size = list(args[key])
-    check_elements(math.prod(size), ctx.max_elements, what)
+    check_shape(size, ctx.max_elements, what)
     return size
 
 

@@ -1,8 +1,9 @@
 """Factory ops: ``tensor eye zeros ones full arange linspace rand randn randint``.
 
-Each checks the size it is asked for against the element limit before it allocates. On the
-``meta`` pass the factories whose shape follows from their arguments return an empty meta
-tensor of that shape directly.
+Each checks the size it is asked for as a shape (elements, and no dimension longer than
+the element limit even beside a 0) before it allocates. On the ``meta`` pass the factories
+whose shape follows from their arguments return an empty meta tensor of that shape
+directly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from service.codec import check_elements
+from service.codec import check_shape
 from service.errors import InvalidInput
 from service.ops.tensors.arguments import dtype_arg, size_arg
 from service.ops.tensors.runtime import META, Context, OpFn
@@ -57,7 +58,7 @@ def _planned(shape: list[int], dtype: torch.dtype | None) -> torch.Tensor:
 
 def _eye(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
     n, m = args["n"], args.get("m")
-    check_elements(n * (n if m is None else m), ctx.max_elements, f"eye({n}, {m})")
+    check_shape([n, n if m is None else m], ctx.max_elements, f"eye({n}, {m})")
     if ctx.is_meta:
         return _planned([n, n if m is None else m], dtype_arg(args))
     if m is None:
@@ -74,7 +75,7 @@ def _arange(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
     if step == 0:
         raise InvalidInput("arange: step must not be zero")
     count = max(0, math.ceil((end - start) / step))
-    check_elements(count, ctx.max_elements, f"arange({start}, {end}, {step})")
+    check_shape([count], ctx.max_elements, f"arange({start}, {end}, {step})")
     if ctx.is_meta:
         integral = all(isinstance(v, int) for v in (start, end, step))
         return _planned([count], dtype_arg(args) or (torch.int64 if integral else None))
@@ -82,7 +83,7 @@ def _arange(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
 
 
 def _linspace(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
-    check_elements(args["steps"], ctx.max_elements, f"linspace with {args['steps']} steps")
+    check_shape([args["steps"]], ctx.max_elements, f"linspace with {args['steps']} steps")
     if ctx.is_meta:
         return _planned([args["steps"]], dtype_arg(args))
     return torch.linspace(

@@ -56,6 +56,7 @@ def prepare_tensor_ops(ctx: ComputeContext, body: TensorOpsRequest) -> TensorOps
     """Decode the inputs and inline tensors, and charge every step's planned output."""
     if len(body.steps) > ctx.limits.max_steps:
         raise LimitExceeded("max_steps", ctx.limits.max_steps, len(body.steps), "the program")
+    ctx.budget.charge_objects(len(body.inputs), f"{len(body.inputs):,} inputs")
     inputs, steps = decode_program(ctx, body)
     names = plan_program(inputs, steps, body.returns, ctx.budget)
     return TensorOpsPlan(inputs, steps, names, ctx.device, body.seed, ctx.limits.max_elements)

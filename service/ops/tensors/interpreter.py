@@ -1,9 +1,11 @@
 """The ``/tensor/ops`` interpreter: named tensors, steps in order, torch's own functions.
 
 Steps are plain dicts (``op`` plus torch's parameter names) whose tensor arguments are
-names, tensors or Python numbers. :func:`execute` resolves them, runs the op from
-:data:`~service.ops.tensors.table.OPS` and charges what it produced to the context's
-budget; on the ``meta`` device that is the plan, on a real device the run.
+names, tensors or Python numbers. :func:`execute` resolves them, charges the tensors the
+step will return (counted from its arguments), runs the op from
+:data:`~service.ops.tensors.table.OPS` and charges what it produced (every output as a
+shape) and its work (:mod:`~service.ops.tensors.costs`) to the context's budget; on the
+``meta`` device that is the plan, on a real device the run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
-from service.limits import estimate_matmul_flops
+from service.ops.tensors.costs import charge_outputs, charge_work
 from service.ops.tensors.runtime import Context, Value
 from service.ops.tensors.table import OPS
 
@@ -47,18 +49,9 @@ def _resolve(
         return found
     if isinstance(value, torch.Tensor):
         if ctx.budget is not None:  # an inline tensor: it counts like an input
-            ctx.budget.charge_tensor(value.numel(), where)
+            ctx.budget.charge_shape(value.shape, where)
         return value.to(ctx.device)
     return value  # a Python number
-
-
-def _flops(op: str, args: Mapping[str, Any], outputs: Sequence[torch.Tensor]) -> float:
-    if op == "matmul":
-        return estimate_matmul_flops(tuple(args["x"].shape), tuple(args["y"].shape))
-    # Everything else is at most a few operations per element read or written.
-    read = sum(t.numel() for k in TENSOR_ARGS if isinstance(t := args.get(k), torch.Tensor))
-    read += sum(t.numel() for t in args.get("tensors", ()))
-    return float(max(read, sum(t.numel() for t in outputs)))
 
 
 def _store(result: Any, out: str) -> dict[str, Value]:
@@ -81,7 +74,7 @@ def execute(
     if ctx.budget is not None:
         for name, tensor in env.items():
             assert isinstance(tensor, torch.Tensor)
-            ctx.budget.charge_tensor(tensor.numel(), f"input {name!r}")
+            ctx.budget.charge_shape(tensor.shape, f"input {name!r}")
     last: list[str] = []
     for number, step in enumerate(steps):
         op = step["op"]
@@ -97,6 +90,9 @@ def execute(
                 for i, v in enumerate(args["tensors"])
             ]
         try:
+            if ctx.budget is not None:
+                # Counted from the arguments: torch's meta pass builds every piece too.
+                charge_outputs(op, args, ctx.budget, where)
             result = OPS[op](args, ctx)
         except ServiceError as exc:
             if not exc.message.startswith("step "):
@@ -115,8 +111,8 @@ def execute(
             try:
                 for name, value in stored.items():
                     if isinstance(value, torch.Tensor):
-                        ctx.budget.charge_tensor(value.numel(), f"{where} output {name!r}")
-                ctx.budget.charge_flops(_flops(op, args, tensors), where)
+                        ctx.budget.charge_shape(value.shape, f"{where} output {name!r}")
+                charge_work(op, args, tensors, ctx.budget, where)
             except ServiceError as exc:
                 exc.details.setdefault("step", number)  # as for limits checked inside ops
                 raise

@@ -44,6 +44,8 @@ def plan_program(
     names to return (``returns``, default: what the last step stored).
     """
     meta = Context(META, budget=budget, max_elements=budget.max_elements)
+    if returns:
+        budget.charge_objects(len(returns), f"{len(returns):,} names to return")
     planned, last = execute(inputs, steps, meta)
     names = list(returns) if returns else last
     missing = [name for name in names if name not in planned]

@@ -1,19 +1,19 @@
 """Shape ops: ``reshape view flatten squeeze unsqueeze permute transpose t cat stack split
 chunk expand repeat contiguous clone index to info``.
 
-``expand`` and ``repeat`` check the size they produce against the element limit; ``index``
+``expand`` and ``repeat`` check the shape they produce (elements, longest dimension) before
+torch builds it; ``index``
 reads NumPy-style text through :mod:`service.ops.tensors.indexing`, never ``eval``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from service.codec import DTYPE_NAMES, check_elements
+from service.codec import DTYPE_NAMES, check_shape
 from service.errors import ErrorCode, InvalidInput
 from service.ops.tensors.arguments import dims_arg, dtype_arg
 from service.ops.tensors.indexing import IndexParseError, check_index, parse_index
@@ -27,7 +27,7 @@ def _expand(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
         x.shape[i - len(size) + x.dim()] if s == -1 and i - len(size) + x.dim() >= 0 else s
         for i, s in enumerate(size)
     ]
-    check_elements(math.prod(target), ctx.max_elements, f"expand to {size}")
+    check_shape(target, ctx.max_elements, f"expand to {size}")
     # expand makes a view; its elements are charged like any output (the next op may copy).
     return x.expand(*size)
 
@@ -41,8 +41,8 @@ def _repeat(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
             f"repeat: {len(repeats)} repeats for a tensor of {x.dim()} dimensions; give at "
             "least one per dimension"
         )
-    check_elements(
-        math.prod(s * r for s, r in zip(shape, repeats, strict=True)),
+    check_shape(
+        [s * r for s, r in zip(shape, repeats, strict=True)],
         ctx.max_elements,
         f"repeat {repeats} of shape {list(x.shape)}",
     )

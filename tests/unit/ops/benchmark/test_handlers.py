@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import torch
 
 from schemas.benchmark import BenchmarkRequest, BenchmarkResponse
-from service.config import Settings
+from service.calibration import Throughput
+from service.config import Limits, Settings
 from service.device import DeviceManager
-from service.errors import DeviceUnavailable, LimitExceeded
+from service.errors import DeviceUnavailable, ErrorCode, LimitExceeded
 from service.limits import Deadline, estimate_matmul_flops
 from service.ops.benchmark.handlers import (
     BenchmarkPlan,
@@ -133,3 +135,57 @@ def test_two_devices_are_compared() -> None:
     content = compute_benchmark(plan(request(seed=1), [CPU, CPU]), Deadline(30))
     assert [r["device"] for r in content["results"]] == ["cpu", "cpu"]
     assert content["max_norm_rel_diff"] == 0.0
+
+
+# --- time at each device's rate ----------------------------------------------------------------
+
+# A calibrated CPU (float16 products 100 times slower than float32) and a fast accelerator.
+CPU_RATES = Throughput("cpu", {"float32": 1e11, "float16": 1e9}, 1e9)
+GPU_RATES = Throughput("cuda:0", {"float32": 1e14, "float16": 1e15}, 1e12)
+ROOMY = Limits(max_elements=1 << 25, max_total_elements=1 << 27, max_flops=1e15)
+
+
+def timed_plan(
+    body: BenchmarkRequest, devices: list[torch.device], rates: list[Throughput]
+) -> ComputeContext:
+    ctx = ComputeContext(ROOMY, devices[0], rates[0])
+    prepare_benchmark(ctx, body, devices, cuda_available=True, throughputs=rates)
+    return ctx
+
+
+def test_a_float16_benchmark_on_the_cpu_is_refused_in_milliseconds() -> None:
+    """4096³ in float16, 7 runs at 1 GFLOP/s: 16 minutes, refused before anything is drawn."""
+    body = BenchmarkRequest.model_validate({"m": 4096, "k": 4096, "n": 4096, "dtype": "float16"})
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as refusal:
+        timed_plan(body, [CPU], [CPU_RATES])
+    assert time.perf_counter() - start < 0.1
+    assert refusal.value.code is ErrorCode.OVER_TIME_BUDGET
+    assert refusal.value.limit == "request_timeout_s"
+    assert refusal.value.details["requested"] >= 7 * 2 * 4096**3 / 1e9
+    # The same benchmark in float32 is predicted at 10 s.
+    ctx = timed_plan(body.model_copy(update={"dtype": "float32"}), [CPU], [CPU_RATES])
+    assert 7 * 2 * 4096**3 / 1e11 <= ctx.budget.seconds < ROOMY.request_timeout_s
+
+
+@pytest.mark.parametrize(("repeats", "warmup"), [(1, 0), (20, 20), (100, 20)])
+def test_repeats_and_warmups_on_every_device_count(repeats: int, warmup: int) -> None:
+    body = request(m=1024, k=1024, n=1024, repeats=repeats, warmup=warmup)
+    runs = 1 + warmup + repeats
+    one = timed_plan(body, [CPU], [CPU_RATES]).budget
+    assert one.seconds >= runs * 2 * 1024**3 / 1e11
+    assert one.objects == runs
+    two = timed_plan(body, [CPU, CPU], [CPU_RATES, CPU_RATES]).budget
+    assert two.seconds >= 2 * runs * 2 * 1024**3 / 1e11
+    assert two.objects == 2 * runs
+
+
+def test_each_device_is_timed_at_its_own_rate() -> None:
+    gpu = torch.device("cuda:0")  # only planned here: nothing runs on it
+    body = request(m=512, k=512, n=512, dtype="float16", repeats=5)
+    both = timed_plan(body, [gpu, CPU], [GPU_RATES, CPU_RATES]).budget
+    cpu_alone = timed_plan(body, [CPU], [CPU_RATES]).budget
+    gpu_alone = timed_plan(body, [gpu], [GPU_RATES]).budget
+    assert both.seconds == pytest.approx(cpu_alone.seconds + gpu_alone.seconds, rel=0.01)
+    assert gpu_alone.seconds < 0.01 < 1 < cpu_alone.seconds
+    assert both.throughput is GPU_RATES  # the budget's own rates are back
