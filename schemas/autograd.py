@@ -64,13 +64,14 @@ EXPRESSION_DOC = (
 
 CHAPTER_5: dict[str, Any] = {
     "expression": "sum(x**2 + 2*x + 1)",
-    "inputs": {"x": [[1.0], [2.0], [3.0], [4.0]]},
+    # With a dtype: the docs page (JavaScript) sends 1.0 as 1, which would read as int64.
+    "inputs": {"x": {"data": [[1.0], [2.0], [3.0], [4.0]], "dtype": "float32"}},
 }
 """The tutorial's chapter 5: y = sum(x² + 2x + 1) at x = [[1], [2], [3], [4]]."""
 
 HESSIAN_EXAMPLE: dict[str, Any] = {
     "expression": "sum(w * x**2) + dot(w, x)",
-    "inputs": {"x": [1.0, 2.0], "w": [0.5, -1.0]},
+    "inputs": {"x": {"data": [1.0, 2.0], "dtype": "float32"}, "w": [0.5, -1.0]},
     "wrt": ["x", "w"],
     "hessian": True,
 }
@@ -91,7 +92,7 @@ class GradRequest(ComputeRequest):
         description="Named input tensors, each in any tensor form. Write floats (1.0, or "
         '`"dtype": "float32"`) for a tensor to differentiate: gradients exist only for '
         "floating-point tensors.",
-        examples=[{"x": [[1.0], [2.0], [3.0], [4.0]]}],
+        examples=[{"x": {"data": [[1.0], [2.0], [3.0], [4.0]], "dtype": "float32"}}],
     )
     wrt: list[InputName] | None = Field(
         default=None,

@@ -19,11 +19,13 @@ from service.api.routes import (
     autograd,
     benchmark,
     data,
+    docs,
     images,
     layers,
     regression,
     system,
     tensors,
+    v2,
     vision,
 )
 from service.calibration import Calibrations
@@ -37,13 +39,36 @@ from service.ops.tensors.program import warm_up
 DESCRIPTION = """
 PyTorch's fundamentals over HTTP: tensors, autograd, layers, convolution, pooling,
 activations, regression, data loading and a CPU/GPU matrix-multiply benchmark.
+The same document as one page: [ReDoc](/redoc). Versions, devices and limits:
+[`GET /info`](/info); Prometheus metrics: [`GET /metrics`](/metrics).
 
-**Tensors** are sent as a nested list, `{"data", "shape", "dtype"}` or
-`{"b64", "shape", "dtype"}`, and come back as `{"shape", "dtype", "data"}` (or `b64` with
-`?encoding=b64`). Non-finite floats are the strings `"NaN"`, `"Infinity"`, `"-Infinity"`.
+**Trying a route.** Open it, press *Try it out*, then *Execute*: the example shown is a valid
+request. Routes that take a file (`/conv`, `/pool`, `/data/images`, and a CSV on
+`/regress/linear`, `/regress/logistic`, `/data/loader`) offer `multipart/form-data` above
+the body: it shows a file picker, and every other field may stay empty or hold a plain
+value (`png`) or JSON text (`["edge", "random"]`). With `"format": "png"`, `/activate`,
+`/conv`, `/pool`, `/regress/linear`, `/regress/logistic` and `/data/images` answer a
+picture, shown here. When the service has API keys, *Authorize* takes either form of key.
 
-**Errors** are always `{"error", "code", "details"}`. Limits (body bytes, elements, FLOPs,
-time, requests in flight) are listed by `GET /info` and checked before memory is allocated.
+**Tensors** go in as a nested list (`[[1, 2], [3, 4]]`: integers become `int64`, any float
+`float32`), as `{"data", "shape", "dtype"}`, or in binary as `{"b64", "shape", "dtype"}`:
+base64 of the tensor's little-endian C-order bytes. They come back as
+`{"shape", "dtype", "data"}`, or as `{"shape", "dtype", "b64"}` with `?encoding=b64` (the
+`encoding` parameter). `dtype` names are torch's (`float32`, `int64`, ...) or the Open
+Inference Protocol's (`FP32`, `INT64`, ...). Non-finite floats are the strings `"NaN"`,
+`"Infinity"`, `"-Infinity"`. This page is JavaScript, which sends `1.0` as `1`: give a
+`dtype` to keep such a tensor floating. Every compute request may carry `device` (`auto`,
+`cpu`, `cuda`, `cuda:N`) and `seed`; every compute response carries `device` and
+`elapsed_ms`.
+
+**Errors** are always `{"error": "...", "code": "stable_code", "details": {...}}`: 400 a
+malformed body, 401 a missing or wrong API key, 404 an unknown route, 413 over a limit
+(`details` holds the `limit`, the amount `allowed` and the amount `requested`), 415 a body
+or file of a kind the route does not take, 422 invalid input (`details` says what and
+where), 429 every compute slot busy (retry after `Retry-After` seconds), 503 the device out
+of memory, 504 over the time limit. The limits (body bytes, elements, FLOPs, time, requests
+in flight) are listed by `GET /info` and checked before memory is allocated. Every response
+carries an `X-Request-ID`.
 """
 
 
@@ -119,6 +144,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs and /redoc come from the docs router, with their files served from here.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_parameters=docs.SWAGGER_UI_PARAMETERS,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -126,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.calibrations = Calibrations(settings.calibration)
 
     routers = (
+        docs.router,
         system.public,
         system.router,
         benchmark.router,
@@ -137,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         regression.router,
         data.router,
         images.router,
+        v2.router,
     )
     for router in routers:
         app.include_router(router)

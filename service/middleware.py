@@ -12,6 +12,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.routes.docs import PUBLIC_PATHS as DOCS_PUBLIC_PATHS
 from service.config import Settings
 from service.errors import ErrorCode, error_response
 from service.metrics import Metrics
@@ -113,7 +114,7 @@ class ApiKeyMiddleware:
     key is compared in constant time.
     """
 
-    OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+    OPEN_PATHS = frozenset({"/health", "/openapi.json", *DOCS_PUBLIC_PATHS})
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app

@@ -3,7 +3,9 @@
 Routes that take an uploaded file (``image``, ``images``, ``archive``, ``file``) read their
 body with :func:`parse_body` and declare it with :func:`json_or_form_body`. In a multipart
 request every other field is a form field holding a plain value or JSON text
-(``kernels`` = ``["edge", "random"]``); both encodings validate against the same model.
+(``kernels`` = ``["edge", "random"]``); both encodings validate against the same model. A
+JSON body may also come framed with its tensors' raw bytes after it (the binary data
+extension, :mod:`service.api.binary`), whatever its ``Content-Type``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from service.api.binary import (
+    BINARY_MEDIA_TYPE,
+    FRAME_HEADER,
+    FrameReader,
+    frame_length,
+    loads_json_part,
+)
+from service.api.responses import BINARY_RESPONSE_DOC, FRAME_HEADER_DOC
 from service.config import Settings
 from service.errors import ErrorCode, InvalidInput, MalformedBody, UnsupportedMediaType
 
@@ -74,18 +84,35 @@ async def parse_body(
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     uploads: dict[str, list[UploadFile]] = {}
+    json_length = frame_length(request.headers)
+    if json_length is not None:
+        return await _parse_frame(request, json_length, model), uploads
     if content_type == FORM:
         try:
             form = await request.form(
                 # One spare of each, so that one file too many gets our clearer 422.
-                max_files=sum(files.values()) + 1,
+                # Fields declared as JSON parts (json_or_form_body) come as files too.
+                max_files=sum(files.values()) + 1 + len(model.model_fields),
                 max_fields=len(model.model_fields) + 1,
                 max_part_size=settings.limits.max_body_bytes,
             )
         except MultiPartException as exc:
             raise MalformedBody(f"the multipart body could not be read: {exc.message}") from exc
         data: dict[str, Any] = {}
-        for key, value in form.multi_items():
+        for key, item in form.multi_items():
+            value = item
+            if isinstance(value, UploadFile) and key not in files and key in model.model_fields:
+                if (value.content_type or "").split(";")[0].strip().lower() != JSON:
+                    raise InvalidInput(
+                        f"unexpected file field {key!r}; this route takes "
+                        f"{', '.join(repr(name) for name in files) or 'no files'}",
+                        code=ErrorCode.UNEXPECTED_FILE,
+                    )
+                # A field declared with encoding application/json: Swagger UI sends it as a part
+                # of that type, with a file name.
+                value = (await value.read()).decode("utf-8", errors="replace")
+            if isinstance(value, str) and value == "":
+                continue  # an empty field is one not given (HTML forms and Swagger UI send them)
             if isinstance(value, UploadFile):
                 if key not in files:
                     raise InvalidInput(
@@ -117,6 +144,19 @@ async def parse_body(
     return _validate(data, model), uploads
 
 
+async def _parse_frame(request: Request, json_length: int, model: type[M]) -> M:
+    reader = FrameReader(request, json_length)
+    raw = await reader.json_text()
+    if len(raw) <= INLINE_BODY_BYTES:
+        data, refs = loads_json_part(raw)
+    else:
+        data, refs = await run_in_threadpool(loads_json_part, raw)
+    await reader.attach(refs)
+    if len(raw) <= INLINE_BODY_BYTES:
+        return _validate(data, model)
+    return await run_in_threadpool(_validate, data, model)
+
+
 def _parse_json(raw: bytes, model: type[M]) -> M:
     try:
         data = orjson.loads(raw)
@@ -144,6 +184,7 @@ def json_or_form_body(
     offers a file picker."""
     FORM_MODELS[model.__name__] = model
     properties: dict[str, Any] = {}
+    encoding: dict[str, Any] = {}
     for name, description in files.items():
         binary = {"type": "string", "format": "binary"}
         properties[name] = (
@@ -157,23 +198,56 @@ def json_or_form_body(
         properties[name] = {
             "type": "string",
             "description": f"{field.description or name} (a plain value or JSON text)",
+            "examples": [""],
         }
+        if not _is_text(field.annotation):
+            encoding[name] = {"contentType": JSON}
     return {
         "requestBody": {
             "required": True,
             "content": {
                 JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
-                FORM: {"schema": {"type": "object", "properties": properties}},
+                FORM: {
+                    "schema": {"type": "object", "properties": properties},
+                    "encoding": encoding,
+                },
             },
         }
     }
 
 
+def json_body_doc(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON body of ``model`` for a route that reads its body
+    itself (the V2 inference routes, which also take the binary framing)."""
+    FORM_MODELS[model.__name__] = model
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
 def add_form_models(schema: dict[str, Any]) -> None:
-    """Put the models of :func:`json_or_form_body` bodies into an OpenAPI document."""
+    """Put the models of :func:`json_or_form_body` bodies into an OpenAPI document, and the
+    binary response into every route that takes ``?encoding=binary``."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model in FORM_MODELS.items():
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for def_name, definition in model_schema.pop("$defs", {}).items():
             components.setdefault(def_name, definition)
         components.setdefault(name, model_schema)
+    _add_binary_responses(schema)
+
+
+def _add_binary_responses(schema: dict[str, Any]) -> None:
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            params = operation.get("parameters", []) if isinstance(operation, dict) else []
+            if not any(p.get("name") == "encoding" and p.get("in") == "query" for p in params):
+                continue
+            ok = operation.get("responses", {}).get("200")
+            if ok is not None:
+                ok.setdefault("content", {})[BINARY_MEDIA_TYPE] = BINARY_RESPONSE_DOC
+                ok.setdefault("headers", {})[FRAME_HEADER] = FRAME_HEADER_DOC

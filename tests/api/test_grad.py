@@ -115,7 +115,7 @@ def test_non_finite_values_travel_as_strings(client: TestClient) -> None:
 
 def test_hessian_against_torch(client: TestClient) -> None:
     body = grad(client, HESSIAN_EXAMPLE)
-    x = torch.tensor(HESSIAN_EXAMPLE["inputs"]["x"])
+    x = torch.tensor(HESSIAN_EXAMPLE["inputs"]["x"]["data"])
     w = torch.tensor(HESSIAN_EXAMPLE["inputs"]["w"])
     expected = torch.autograd.functional.hessian(
         lambda x, w: torch.sum(w * x**2) + torch.dot(w, x), (x, w)
