@@ -40,8 +40,11 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/mypy tests/clients/typed_usage.py
 	$(PY) clients/python/scripts/unasync.py --check
 
+# The hostile-request suite runs on its own after the rest: it measures /health latency and
+# memory of a live server, which tests running beside it on the same cores would disturb.
 test: lint
-	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci
+	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci --ignore=tests/reliability
+	$(PY) -m pytest tests/reliability
 
 bench: $(VENV)/.serve-deps
 	$(PY) bench/transport.py

@@ -59,10 +59,17 @@ def _malloc_trim() -> Callable[[], None]:
     return release_free_memory
 
 
+WORKER_NICENESS = 5
+
+
 def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None:
     """The worker's main loop (the target of its process); ``threads`` > 0 sets torch's."""
     # ^C in a terminal reaches the whole process group; the server decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the server's priority: when compute takes every core, the event loop that
+    # answers /health and refuses over-limit requests still gets its turn at once.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     if threads > 0:
         torch.set_num_threads(threads)
     for name in preload:
