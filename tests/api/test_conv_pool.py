@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import math
 import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -523,3 +525,78 @@ def test_cuda_gives_the_cpus_results(client: TestClient) -> None:
         )
     png = client.post("/conv", json={**body, "device": "cuda", "format": "png"})
     assert png.status_code == 200
+
+
+# --- the real cost of a convolution and a pooling, charged first -----------------------------
+
+CALIBRATION = {"cpu/float32": 1e11, "cpu/float64": 5e10, "cpu/float16": 1e9, "cpu/elements": 1e9}
+"""Fixed device rates: the predicted times do not depend on the machine."""
+
+
+@pytest.fixture(scope="module")
+def default_client() -> Iterator[TestClient]:
+    """An app with the default limits on bodies, tensors and FLOPs, on the CPU, at fixed
+    rates."""
+    settings = make_settings(
+        device="cpu",
+        max_body_bytes=64 << 20,
+        max_elements=1 << 25,
+        max_total_elements=1 << 27,
+        max_flops=2e12,
+        request_timeout_s=30.0,
+        calibration=CALIBRATION,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def _zeros(shape: list[int], dtype: str = "float32") -> dict[str, object]:
+    raw = np.zeros(math.prod(shape), dtype=dtype).tobytes()
+    return {"b64": base64.b64encode(raw).decode(), "shape": shape, "dtype": dtype}
+
+
+HUGE_WINDOW = {"kind": "max", "kernel_size": 513, "stride": 1}
+COSTLY = [
+    # An empty batch beside huge sides: torch's shape checks alone took 15–18 s.
+    ("/pool", [1 << 25, 0, 1, 1], "float32", {"kind": "adaptive_avg", "output_size": 1}, 422),
+    ("/conv", [1 << 25, 0, 1, 1], "float32", {"kernels": [[[1.0]]]}, 422),
+    ("/pool", [0, 1 << 25, 1, 1], "float32", {"kind": "max", "format": "png"}, 422),
+    # 513² reads per output of a 1024² map: over a minute of comparisons.
+    ("/pool", [1, 1, 1024, 1024], "float32", HUGE_WINDOW, 413),
+    # float64 unfolds its input on the CPU: 63² values per output element (2.4e9).
+    ("/conv", [1, 1, 1024, 1024], "float64", {"kernels": ["box"], "kernel_size": 63}, 413),
+    # float16 convolves a hundred times slower than float32 on a CPU.
+    ("/conv", [1, 3, 1024, 1024], "float16", {"kernels": ["random"] * 64, "kernel_size": 9}, 413),
+]
+CODES = {422: ("shape_mismatch",), 413: ("over_time_budget", "elements_limit")}
+
+
+@pytest.mark.parametrize(("path", "shape", "dtype", "params", "status"), COSTLY)
+def test_costly_requests_are_refused_at_once(
+    default_client: TestClient,
+    path: str,
+    shape: list[int],
+    dtype: str,
+    params: dict[str, object],
+    status: int,
+) -> None:
+    body = {"input": _zeros(shape, dtype), **params}
+    start = time.perf_counter()
+    response = default_client.post(path, json=body)
+    seconds = time.perf_counter() - start
+    assert response.status_code == status, response.text
+    assert response.json()["code"] in CODES[status]
+    assert seconds < 1.5  # reading and decoding the body included
+
+
+def test_a_float32_convolution_near_the_limits_runs(default_client: TestClient) -> None:
+    body = {
+        "input": _zeros([1, 1, 512, 512]),
+        "kernels": ["box", "gaussian"],
+        "kernel_size": 31,
+        "pool": {"kind": "max", "kernel_size": 15, "stride": 1},
+        "seed": 0,
+    }
+    response = default_client.post("/conv", json=body, params={"encoding": "b64"})
+    assert response.status_code == 200, response.text
+    assert response.json()["output"]["shape"] == [1, 2, 468, 468]

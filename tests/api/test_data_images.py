@@ -10,6 +10,7 @@ import stat
 import struct
 import time
 import zipfile
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from schemas.images import DataImagesRequest
+from service.main import create_app
 from tests.api.test_system import assert_error
+from tests.conftest import make_settings
 
 PHOTOS = load_sample_images().images
 
@@ -488,3 +491,76 @@ def test_statistics_on_cuda_agree(client: TestClient) -> None:
     assert gpu["device"] == "cuda:0"
     assert gpu["mean"] == pytest.approx(cpu["mean"], rel=1e-9)
     assert gpu["std"] == pytest.approx(cpu["std"], rel=1e-9)
+
+
+# --- transforms charged by their real algorithm ---------------------------------------------
+
+CALIBRATION = {"cpu/float32": 1e11, "cpu/float64": 5e10, "cpu/float16": 1e9, "cpu/elements": 1e9}
+"""Fixed device rates: the predicted times do not depend on the machine."""
+
+
+@pytest.fixture(scope="module")
+def default_client() -> Iterator[TestClient]:
+    """An app with the default limits on tensors and FLOPs and fixed device rates."""
+    settings = make_settings(
+        max_elements=1 << 25,
+        max_total_elements=1 << 27,
+        max_flops=2e12,
+        request_timeout_s=30.0,
+        calibration=CALIBRATION,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_a_huge_blur_is_refused_at_once(default_client: TestClient) -> None:
+    """An 801×801 Gaussian blur is a full 2-D convolution: 2 · 801² FLOPs per output
+    element, 1.35e12 for a 1024² photo (minutes of work), refused before it starts."""
+    request = {
+        "dataset": "sample_images",
+        "batch_size": 1,
+        "transforms": [
+            {"name": "Resize", "size": [1024, 1024]},
+            {"name": "GaussianBlur", "kernel_size": 801},
+        ],
+    }
+    start = time.perf_counter()
+    response = default_client.post("/data/images", json=request)
+    assert time.perf_counter() - start < 1.0
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] in ("flops_limit", "over_time_budget")
+    # A blur an order of magnitude smaller runs.
+    request["transforms"] = [
+        {"name": "Resize", "size": [128, 128]},
+        {"name": "GaussianBlur", "kernel_size": 31},
+    ]
+    response = default_client.post("/data/images", json=request)
+    assert response.status_code == 200, response.text
+    assert response.json()["image_shape"] == [3, 128, 128]
+
+
+def test_empty_pictures_beside_huge_sides_are_refused_at_once(default_client: TestClient) -> None:
+    for transforms in (
+        [{"name": "CenterCrop", "size": [0, 65536]}],  # padded to 65536 wide first
+        [{"name": "Resize", "size": [0, 65536]}, {"name": "Pad", "padding": [0, 65536]}],
+    ):
+        request = {"dataset": "sample_images", "transforms": transforms}
+        start = time.perf_counter()
+        response = default_client.post("/data/images", json=request)
+        assert time.perf_counter() - start < 1.0
+        assert_error(response, 413, "elements_limit")
+
+
+def test_each_transform_of_each_picture_is_charged(default_client: TestClient) -> None:
+    """1797 digits through 16 blurs: each call builds a kernel and convolves (about a
+    millisecond, on a busy CPU more), refused before it starts."""
+    request = {
+        "dataset": "digits",
+        "transforms": [{"name": "GaussianBlur", "kernel_size": 3}] * 16,
+    }
+    start = time.perf_counter()
+    response = default_client.post("/data/images", json=request)
+    assert time.perf_counter() - start < 1.0
+    assert_error(response, 413, "over_time_budget")
+    request["max_images"] = 50
+    assert default_client.post("/data/images", json=request).status_code == 200

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -184,3 +186,75 @@ def test_included_data_counts_toward_the_limits() -> None:
         _ok(small.post("/data/loader", json={"dataset": "iris", "batch_size": 150}))
         body = {"dataset": "iris", "batch_size": 150, "include_data": True}
         assert_error(small.post("/data/loader", json=body), 413, "total_elements_limit")
+
+
+CALIBRATION = {"cpu/float32": 1e11, "cpu/float64": 5e10, "cpu/float16": 1e9, "cpu/elements": 1e9}
+"""Fixed device rates: the predicted times do not depend on the machine."""
+DEFAULT_SIZES = {"max_elements": 1 << 25, "max_total_elements": 1 << 27, "max_flops": 2e12}
+
+
+@pytest.fixture(scope="module")
+def default_client() -> Iterator[TestClient]:
+    """An app with the default sizes of tensors and FLOPs and fixed device rates."""
+    settings = make_settings(**DEFAULT_SIZES, max_body_bytes=64 << 20, calibration=CALIBRATION)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_no_samples_beside_a_huge_feature_count_is_refused_at_once(
+    default_client: TestClient,
+) -> None:
+    """[0, 2**25] passes the codec (no dimension is longer than max_elements) but holds no
+    sample: refused before a name per column is made (it took seconds and gigabytes)."""
+    for shape, code in (([0, 1 << 25], "no_samples"), ([1 << 25, 0], "no_features")):
+        body = {"x": {"b64": "", "shape": shape, "dtype": "float32"}, "batch_size": 1}
+        start = time.perf_counter()
+        assert_error(default_client.post("/data/loader", json=body), 422, code)
+        assert time.perf_counter() - start < 0.5
+    body = {"x": {"b64": "", "shape": [0, 1 << 26], "dtype": "float32"}, "batch_size": 1}
+    assert_error(default_client.post("/data/loader", json=body), 413, "elements_limit")
+    y = {"b64": "", "shape": [0, 1 << 25], "dtype": "float32"}
+    body = {"x": {"b64": "", "shape": [0, 1], "dtype": "float32"}, "y": y}
+    assert_error(default_client.post("/data/loader", json=body), 422, "no_samples")
+
+
+def test_names_per_column_are_charged_as_objects() -> None:
+    settings = make_settings(max_objects=3000, calibration=CALIBRATION)
+    with TestClient(create_app(settings)) as small:
+        wide = np.zeros((2, 3000), np.float32)
+        body = {
+            "x": {
+                "b64": base64.b64encode(wide.tobytes()).decode(),
+                "shape": [2, 3000],
+                "dtype": "float32",
+            }
+        }
+        start = time.perf_counter()
+        error = assert_error(small.post("/data/loader", json=body), 413, "objects_limit")
+        assert time.perf_counter() - start < 0.5
+        assert error["details"]["limit"] == "max_objects"
+        narrow = wide[:, :1000]
+        body["x"] = {
+            "b64": base64.b64encode(narrow.tobytes()).decode(),
+            "shape": [2, 1000],
+            "dtype": "float32",
+        }
+        answer = _loader(small, **body)
+        assert len(answer["features"]) == 1000 and answer["features"][-1] == "x999"
+
+
+def test_a_batch_of_every_sample_is_gathered_at_once(default_client: TestClient) -> None:
+    """A batch is gathered by indexing the dataset's tensors (no Python object per sample);
+    listing its sample indices makes one number per sample, charged as objects."""
+    n = 1 << 21
+    x = np.arange(n, dtype=np.float32)
+    wire = {"b64": base64.b64encode(x.tobytes()).decode(), "shape": [n], "dtype": "float32"}
+    body = {"x": wire, "batch_size": n, "shuffle": True, "seed": 3}
+    start = time.perf_counter()
+    answer = _loader(default_client, **body)
+    assert time.perf_counter() - start < 5.0
+    assert answer["n_batches"] == 1 and answer["batches"][0]["x_shape"] == [n, 1]
+    start = time.perf_counter()
+    listed = default_client.post("/data/loader", json={**body, "include_data": True})
+    assert_error(listed, 413, "objects_limit")
+    assert time.perf_counter() - start < 1.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import math
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -343,3 +345,68 @@ def test_the_response_carries_no_non_finite_numbers(client: TestClient) -> None:
     body = _ok(client.post("/regress/linear", json={"x": [[1.0], [1.0], [1.0]], "y": [1, 2, 3]}))
     assert body["pearson_r"] is None and body["correlation"] is None
     assert all(v is None or math.isfinite(v) for v in body["metrics"].values())
+
+
+# --- every loop of a fit charged before it runs ----------------------------------------------
+
+CALIBRATION = {"cpu/float32": 1e11, "cpu/float64": 5e10, "cpu/float16": 1e9, "cpu/elements": 1e9}
+"""Fixed device rates: the predicted times do not depend on the machine."""
+
+
+@pytest.fixture(scope="module")
+def default_client() -> Iterator[TestClient]:
+    """An app with the default limits on tensors and FLOPs, on the CPU, at fixed rates."""
+    settings = make_settings(
+        device="cpu",
+        max_elements=1 << 25,
+        max_total_elements=1 << 27,
+        max_flops=2e12,
+        request_timeout_s=30.0,
+        calibration=CALIBRATION,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize("path", ["/regress/linear", "/regress/logistic"])
+def test_no_samples_beside_a_huge_feature_count_is_refused_at_once(
+    default_client: TestClient, path: str
+) -> None:
+    body = {"x": {"b64": "", "shape": [0, 1 << 25], "dtype": "float32"}, "y": []}
+    start = time.perf_counter()
+    assert_error(default_client.post(path, json=body), 422, "no_samples")
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/regress/linear", {"dataset": "diabetes", "method": "gd", "batch_size": 1}),
+        ("/regress/logistic", {"dataset": "breast_cancer", "optimizer": "sgd", "batch_size": 1}),
+        ("/regress/logistic", {"dataset": "breast_cancer", "optimizer": "adam", "batch_size": 4}),
+    ],
+)
+def test_mini_batch_steps_are_charged_per_epoch_and_batch(
+    default_client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    """Hundreds of samples in batches of one for 10,000 epochs: millions of optimizer steps
+    of Python (hours), where the epochs' FLOPs alone looked like seconds."""
+    start = time.perf_counter()
+    response = default_client.post(path, json={**body, "epochs": 10_000})
+    assert time.perf_counter() - start < 0.5
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] in ("objects_limit", "over_time_budget")
+    fewer = {**body, "epochs": 20, "batch_size": 64}
+    assert default_client.post(path, json=fewer).status_code == 200
+
+
+def test_confusion_matrices_are_charged_by_classes_squared() -> None:
+    settings = make_settings(max_objects=100_000, calibration=CALIBRATION)
+    rng = np.random.default_rng(0)
+    with TestClient(create_app(settings)) as small:
+        for classes, status in ((400, 413), (100, 200)):
+            x = rng.normal(size=(2 * classes, 2))
+            y = np.repeat(np.arange(classes), 2)
+            body = {"x": _b64(x), "y": y.tolist(), "epochs": 2, "test_size": 0.5}
+            response = small.post("/regress/logistic", json=body)
+            assert response.status_code == status, response.text

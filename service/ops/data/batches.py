@@ -3,6 +3,7 @@ statistics over the whole set, and the PNG grid's size checked before any work."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,11 +12,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from service.errors import ErrorCode, InvalidInput
+from service.limits import Budget
 from service.ops.context import make_generator
 from service.ops.data.transforms import Shape
-from service.ops.render.images import grid_layout
+from service.ops.render.images import charge_grid, grid_layout
 
 CPU = torch.device("cpu")
+STATS_UNITS = 6
+"""Elementwise passes of the statistics over every pixel: a float64 copy of the set,
+concatenated, its mean and its standard deviation (two passes)."""
 
 
 def channel_stats(
@@ -95,14 +100,47 @@ def class_labels(classes: Sequence[str], targets: torch.Tensor) -> list[str]:
 
 
 def check_grid(
-    shapes: Sequence[Shape], batch_size: int, *, drop_last: bool, columns: int, max_pixels: int
+    shapes: Sequence[Shape],
+    batch_size: int,
+    *,
+    drop_last: bool,
+    columns: int,
+    max_pixels: int,
+    budget: Budget | None = None,
+    exact: bool = True,
 ) -> None:
     """Refuse (413 ``png_pixels_limit``, over ``max_pixels``) the grid of the first batch
     before any transform runs, when its size is known: every picture predicted to come out
-    the same size, and a first batch to draw. Otherwise the grid is checked once the batch
-    is made."""
+    the same size (``exact``: the sizes are not only bounds), and a first batch to draw.
+    Otherwise the grid is checked once the batch is made. Its drawing is charged to
+    ``budget`` (from the bounds, never more than ``max_pixels`` of canvas)."""
     distinct = set(shapes)
-    if len(distinct) != 1 or (drop_last and len(shapes) < batch_size):
+    if not shapes or (drop_last and len(shapes) < batch_size):
         return
-    ((_, height, width),) = distinct
-    grid_layout(min(batch_size, len(shapes)), height, width, columns, max_pixels=max_pixels)
+    count = min(batch_size, len(shapes))
+    if exact and len(distinct) == 1:
+        ((channels, height, width),) = distinct
+        layout = grid_layout(count, height, width, columns, max_pixels=max_pixels)
+    else:
+        channels = max(c for c, _, _ in distinct)
+        height = max(h for _, h, _ in distinct)
+        width = max(w for _, _, w in distinct)
+        layout = grid_layout(count, height, width, columns, max_pixels=1 << 62)
+    if budget is not None:
+        charge_grid(layout, channels, height, width, budget, max_pixels=max_pixels)
+
+
+def charge_batches(
+    shapes: Sequence[Shape], batch_size: int, n_classes: int, *, shuffle: bool, budget: Budget
+) -> None:
+    """Charge what follows the transforms: the per-channel statistics over every picture,
+    the ``DataLoader``'s dataset of pairs (and a shuffle's order) and its first batch
+    stacked, and the answer's one-by-one parts (a target per picture of the batch, three
+    entries per class)."""
+    n = len(shapes)
+    elements = sum(math.prod(shape) for shape in shapes)
+    budget.charge_elementwise(elements * STATS_UNITS, f"the statistics of {n:,} pictures")
+    first = sorted((math.prod(shape) for shape in shapes), reverse=True)[:batch_size]
+    budget.charge_elementwise(2 * sum(first), "stacking the first batch")
+    count = n * (2 if shuffle else 1) + 2 * min(batch_size, n) + 3 * n_classes
+    budget.charge_objects(count, f"the DataLoader of {n:,} pictures and the answer")

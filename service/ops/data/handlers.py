@@ -17,7 +17,13 @@ from service.config import Limits
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
 from service.ops.context import ComputeContext
-from service.ops.data.batches import channel_stats, check_grid, class_labels, first_batch
+from service.ops.data.batches import (
+    channel_stats,
+    charge_batches,
+    check_grid,
+    class_labels,
+    first_batch,
+)
 from service.ops.data.image_sets import (
     ImageSet,
     archive_images,
@@ -25,6 +31,7 @@ from service.ops.data.image_sets import (
     uploaded_images,
 )
 from service.ops.data.loader import (
+    charge_description,
     charge_loader,
     load_batches,
     loader_task,
@@ -64,16 +71,23 @@ def prepare_data_loader(
     ctx: ComputeContext, body: DataLoaderRequest, upload: Upload | None
 ) -> DataLoaderPlan:
     """Load the request's table, convert it for its task and charge the loader's work."""
-    table = load_table(ctx.limits, body, upload, text_target=body.task != "regression")
+    budget = ctx.budget
+    table = load_table(
+        ctx.limits, body, upload, text_target=body.task != "regression", budget=budget
+    )
     task: Task = loader_task(body.task, table)
-    tensors = loader_tensors(table, task)
+    tensors = loader_tensors(table, task, budget)
     charge_loader(
         tensors,
-        ctx.budget,
+        budget,
         batch_size=body.batch_size,
         max_batches=body.max_batches,
         include_data=body.include_data,
+        shuffle=body.shuffle,
     )
+    targets = len(table.target_names) if tensors.y is not None else 0
+    classes = None if tensors.classes is None else len(tensors.classes)
+    charge_description(budget, table.n_features, targets, classes)
     description = {
         "dataset": table.name,
         "task": task,
@@ -199,15 +213,20 @@ def prepare_data_images(
     pipeline = build_pipeline(specs)
     image_set = _load_images(body, uploads, archive, ctx.limits, ctx.budget)
     shapes = plan_pipeline(image_set.images, pipeline, ctx.budget)
+    charge_batches(
+        shapes, body.batch_size, len(image_set.classes), shuffle=body.shuffle, budget=ctx.budget
+    )
     png = body.format == "png"
     columns = body.columns or DEFAULT_GRID_COLUMNS
-    if png and predicts_exactly(pipeline):
+    if png:
         check_grid(
             shapes,
             body.batch_size,
             drop_last=body.drop_last,
             columns=columns,
             max_pixels=ctx.limits.max_png_pixels,
+            budget=ctx.budget,
+            exact=predicts_exactly(pipeline),
         )
     return DataImagesPlan(
         image_set,

@@ -77,6 +77,7 @@ def builtin_images(
     if name == "digits":
         pixels, target = digit_pixels()
         count = len(pixels) if max_images is None else min(max_images, len(pixels))
+        budget.charge_objects(count, f"{count:,} digits pictures")
         images = []
         for index in range(count):
             image = Image.fromarray(pixels[index], "L")
@@ -87,6 +88,7 @@ def builtin_images(
         )
     if name == "sample_images":
         photos = sample_photos()[: max_images or None]
+        budget.charge_objects(len(photos), "the sample photos")
         images = []
         for photo_name, array in photos:
             image = Image.fromarray(array, "RGB")
@@ -136,6 +138,7 @@ def uploaded_images(
             code=ErrorCode.SHAPE_MISMATCH,
             details={"labels": len(labels), "images": len(files)},
         )
+    budget.charge_objects(len(files), f"{len(files):,} uploaded pictures")
     names = list(labels) if labels is not None else ["images"] * len(files)
     classes = sorted(set(names))
     index = {name: i for i, name in enumerate(classes)}
@@ -163,6 +166,7 @@ def archive_images(
     listed; an archive without pictures is a 422 ``empty_archive``. ``max_images`` keeps the
     first pictures in ``ImageFolder``'s order (by class, then path)."""
     entries, skipped = read_archive(data, limits, deadline)
+    budget.charge_objects(len(entries) + len(skipped), f"{len(entries):,} archive entries")
     if not entries:
         raise InvalidInput(
             "archive: no pictures in class folders (expected class/file.png with "

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from service.errors import ErrorCode, InvalidInput
+from service.errors import ErrorCode, InvalidInput, LimitExceeded
+from service.limits import Budget
 from service.ops.data.table import Table
 
 INT53 = 2**53
@@ -22,11 +23,20 @@ class EncodedLabels:
     classes: list[int] | list[str]
 
 
-def encode_labels(table: Table, where: str = "y") -> EncodedLabels:
+def encode_labels(
+    table: Table,
+    where: str = "y",
+    *,
+    max_classes: int | None = None,
+    budget: Budget | None = None,
+) -> EncodedLabels:
     """The table's targets as class indices. Labels are strings or integers (floats that
-    are whole numbers count as integers; booleans as 0 and 1)."""
+    are whole numbers count as integers; booleans as 0 and 1).
+
+    The classes are counted before their list is made: more than ``max_classes`` is a 413,
+    and each label looked up and each class listed is charged to ``budget``."""
     if table.labels is not None:
-        return _encode_strings(table.labels)
+        return _encode_strings(table.labels, max_classes, budget)
     y = table.y
     if y is None:
         raise InvalidInput("the data has no targets", code=ErrorCode.NO_TARGETS)
@@ -51,14 +61,24 @@ def encode_labels(table: Table, where: str = "y") -> EncodedLabels:
             )
         y = y.to(torch.int64)
     values, indices = torch.unique(y.to(torch.int64), sorted=True, return_inverse=True)
+    _charge_classes(int(values.numel()), max_classes, budget)
     return EncodedLabels(indices, [int(v) for v in values.tolist()])
 
 
-def class_targets(table: Table) -> tuple[torch.Tensor, list[int] | list[str] | None]:
+def _charge_classes(count: int, max_classes: int | None, budget: Budget | None) -> None:
+    if max_classes is not None and count > max_classes:
+        raise LimitExceeded("max_classes", max_classes, count, "the labels")
+    if budget is not None:
+        budget.charge_objects(count, f"listing {count:,} classes")
+
+
+def class_targets(
+    table: Table, budget: Budget | None = None
+) -> tuple[torch.Tensor, list[int] | list[str] | None]:
     """int64 targets for a classification loader: integer labels as they are (no classes
     listed), string labels as indices into their sorted classes."""
     if table.labels is not None:
-        encoded = _encode_strings(table.labels)
+        encoded = _encode_strings(table.labels, None, budget)
         return encoded.indices, encoded.classes
     if table.y is None:
         raise InvalidInput("the data has no targets", code=ErrorCode.NO_TARGETS)
@@ -74,8 +94,14 @@ def class_targets(table: Table) -> tuple[torch.Tensor, list[int] | list[str] | N
     return y.to(torch.int64), None
 
 
-def _encode_strings(labels: tuple[str, ...]) -> EncodedLabels:
-    names = sorted(set(labels))
+def _encode_strings(
+    labels: tuple[str, ...], max_classes: int | None, budget: Budget | None
+) -> EncodedLabels:
+    if budget is not None:
+        budget.charge_objects(len(labels), f"encoding {len(labels):,} labels")
+    distinct = set(labels)
+    _charge_classes(len(distinct), max_classes, budget)
+    names = sorted(distinct)
     lookup = {name: i for i, name in enumerate(names)}
     indices = torch.tensor([lookup[label] for label in labels], dtype=torch.int64)
     return EncodedLabels(indices, names)

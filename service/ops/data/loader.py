@@ -1,6 +1,11 @@
 """``POST /data/loader`` (tutorial chapter 7.1): a table as a ``TensorDataset`` of float32
 features and float32 (regression) or int64 (classification) targets, charged to the budget,
-then batched by a seeded ``DataLoader``."""
+then batched as a seeded ``DataLoader`` batches it.
+
+The batches are the ``DataLoader``'s, to the bit, but gathered by indexing the dataset's
+tensors with each batch's sample indices: ``DataLoader`` fetches and collates sample by
+sample in Python (microseconds each), which for a batch of millions of samples is minutes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from schemas.datasets import Task
 from service.errors import ErrorCode, InvalidInput
@@ -19,8 +24,10 @@ from service.ops.data.table import Table
 from service.ops.regression.linear import regression_targets
 
 SAMPLE_OVERHEAD_FLOPS = 1e4
-"""Charged per sample the loader fetches: TensorDataset and the collate work sample by
-sample in Python (microseconds each), which the element count alone would not bound."""
+"""Charged per listed sample as FLOPs, a bound of the gathering work per sample."""
+RANDPERM_UNITS = 4
+"""A shuffle's ``randperm`` of n samples, in elementwise passes over n (a random draw and
+a swap per sample)."""
 
 
 def loader_task(requested: Task | None, table: Table) -> Task:
@@ -47,7 +54,7 @@ class LoaderTensors:
     classes: list[int] | list[str] | None
 
 
-def loader_tensors(table: Table, task: Task) -> LoaderTensors:
+def loader_tensors(table: Table, task: Task, budget: Budget | None = None) -> LoaderTensors:
     """The table as the loader's dtypes: x float32, y float32 (regression) or int64 class
     indices. Values beyond float32's range are a 422 ``values_too_large``."""
     x = table.x.to(torch.float32)
@@ -57,7 +64,7 @@ def loader_tensors(table: Table, task: Task) -> LoaderTensors:
         if task == "regression":
             y = regression_targets(table).to(torch.float32)
         else:
-            y, classes = class_targets(table)
+            y, classes = class_targets(table, budget)
     for tensor, what in ((x, "x"), (y, "y")):
         if tensor is not None and tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise InvalidInput(
@@ -68,25 +75,61 @@ def loader_tensors(table: Table, task: Task) -> LoaderTensors:
 
 
 def charge_loader(
-    tensors: LoaderTensors, budget: Budget, *, batch_size: int, max_batches: int, include_data: bool
+    tensors: LoaderTensors,
+    budget: Budget,
+    *,
+    batch_size: int,
+    max_batches: int,
+    include_data: bool,
+    shuffle: bool = False,
 ) -> None:
-    """Charge the dataset's tensors, the listed batches' data when returned, and the
-    per-sample work of fetching them."""
+    """Charge the dataset's tensors, the order of a shuffle, the listed batches (an entry
+    each, their data gathered, and with ``include_data`` their sample indices as numbers),
+    before any of it is made."""
     budget.charge_tensor(tensors.x.numel(), "x (float32)")
     if tensors.y is not None:
         budget.charge_tensor(tensors.y.numel(), "y")
     n, d = tensors.x.shape
+    if shuffle:
+        budget.charge_tensor(n, "the shuffled order of the samples")
+        budget.charge_elementwise(n * RANDPERM_UNITS, f"shuffling {n:,} samples")
+    listed_batches = min(max_batches, count_batches(n, batch_size, drop_last=False))
+    budget.charge_objects(listed_batches, f"{listed_batches:,} listed batches")
     listed = min(n, max_batches * batch_size)
+    budget.charge_elementwise(listed * (d + 2), f"gathering {listed:,} samples")
     if include_data:
         budget.charge_tensor(listed * (d + 1), "the listed batches' data")
+        budget.charge_objects(listed, f"the indices of {listed:,} listed samples")
     budget.charge_flops(listed * SAMPLE_OVERHEAD_FLOPS, f"fetching {listed:,} samples")
 
 
+def charge_description(
+    budget: Budget, n_features: int, n_targets: int, classes: int | None
+) -> None:
+    """Charge the names the answer lists: one per feature, target and class."""
+    count = n_features + n_targets + (classes or 0)
+    budget.charge_objects(count, f"listing {count:,} feature, target and class names")
+
+
+def count_batches(n: int, batch_size: int, *, drop_last: bool) -> int:
+    """``len(DataLoader(...))``: batches of ``n`` samples in one epoch."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
 def tensor_dataset(tensors: LoaderTensors) -> TensorDataset:
-    """``TensorDataset(x, y, indices)``: the sample indices travel with the batches, so that
-    the listed data can name them."""
+    """``TensorDataset(x)`` or ``TensorDataset(x, y)``."""
     parts = [tensors.x] if tensors.y is None else [tensors.x, tensors.y]
-    return TensorDataset(*parts, torch.arange(tensors.x.shape[0]))
+    return TensorDataset(*parts)
+
+
+def sample_order(n: int, *, shuffle: bool, seed: int | None) -> torch.Tensor:
+    """The order a ``DataLoader(..., shuffle=shuffle, generator=g)`` takes ``n`` samples in:
+    its iterator first draws a base seed from ``g``, then ``RandomSampler`` a ``randperm``."""
+    if not shuffle:
+        return torch.arange(n)
+    generator = make_generator(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return torch.randperm(n, generator=generator)
 
 
 def load_batches(
@@ -102,28 +145,24 @@ def load_batches(
 ) -> tuple[list[dict[str, Any]], int]:
     """The first ``max_batches`` batches of ``DataLoader(dataset, ...)`` described (shapes,
     and with ``include_data`` the tensors and sample indices), and how many batches there
-    are in all. Shuffling draws from a generator seeded with ``seed``."""
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        generator=make_generator(seed),
-    )
-    has_y = len(dataset.tensors) == 3
+    are in all. Shuffling draws from a generator seeded with ``seed``, as the DataLoader's
+    generator would."""
+    tensors = dataset.tensors
+    n = int(tensors[0].shape[0])
+    n_batches = count_batches(n, batch_size, drop_last=drop_last)
+    order = sample_order(n, shuffle=shuffle, seed=seed)
     batches = []
-    for index, batch in enumerate(loader):
-        if index >= max_batches:
-            break
+    for index in range(min(max_batches, n_batches)):
         deadline.check()
-        x, indices = batch[0], batch[-1]
-        y = batch[1] if has_y else None
+        chosen = order[index * batch_size : (index + 1) * batch_size]
+        x = tensors[0].index_select(0, chosen)
+        y = tensors[1].index_select(0, chosen) if len(tensors) == 2 else None
         entry: dict[str, Any] = {
             "index": index,
             "x_shape": list(x.shape),
             "y_shape": None if y is None else list(y.shape),
         }
         if include_data:
-            entry.update({"x": x, "y": y, "indices": indices.tolist()})
+            entry.update({"x": x, "y": y, "indices": chosen.tolist()})
         batches.append(entry)
-    return batches, len(loader)
+    return batches, n_batches

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from schemas.datasets import CSV_FIELD, DataRequest
 from service.config import Limits
 from service.errors import ErrorCode, InvalidInput
+from service.limits import Budget
 from service.ops.data.csv_reader import read_csv
 from service.ops.data.datasets import is_loaded, load_dataset
 from service.ops.data.table import Table, check_values, select
@@ -23,11 +24,17 @@ class Upload:
 
 
 def load_table(
-    limits: Limits, body: DataRequest, upload: Upload | None, *, text_target: bool
+    limits: Limits,
+    body: DataRequest,
+    upload: Upload | None,
+    *,
+    text_target: bool,
+    budget: Budget | None = None,
 ) -> Table:
     """The request's data as a table: its one source, the chosen columns, finite values.
 
-    ``text_target``: the CSV's target column may hold class labels (strings).
+    ``text_target``: the CSV's target column may hold class labels (strings). What is made
+    one by one (names per column, labels, a CSV's cells) is charged to ``budget`` first.
     """
     given = [
         name
@@ -55,13 +62,21 @@ def load_table(
             body.x.root,
             None if body.y is None else body.y.root,
             max_elements=limits.max_elements,
+            budget=budget,
         )
     else:
         assert upload is not None
         table = read_csv(
-            upload.data, limits, name=upload.filename, target=target, text_target=text_target
+            upload.data,
+            limits,
+            name=upload.filename,
+            target=target,
+            text_target=text_target,
+            budget=budget,
         )
         target = None
+    if budget is not None and body.features is not None:
+        budget.charge_objects(table.n_features + len(body.features), "choosing the features")
     table = select(table, body.features, target)
     check_values(table)
     return table

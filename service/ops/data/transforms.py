@@ -3,6 +3,13 @@ from a request's parameters and checked against their signatures, each picture's
 the pipeline predicted and charged to the budget before anything runs, then the pipeline
 applied under a seed.
 
+Each transform is charged by what torchvision really does (:func:`step_cost`): a resize
+reads every tap of its separable kernel (widened when it shrinks, as antialiasing does), a
+rotation, an affine or a perspective transform samples a grid per output pixel, a Gaussian
+blur is a full 2-D convolution (``kh · kw`` multiply-adds per output element, in float32 or
+the picture's float dtype, over a reflect-padded copy), a colour jitter of the hue converts
+to HSV and back. A call of a transform on a picture also costs its Python dispatch.
+
 torchvision is imported on first use (it takes seconds), not with this module.
 """
 
@@ -23,6 +30,10 @@ from schemas.images import TransformName
 from service.codec import parse_dtype
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
+from service.ops.vision.cost import charge_conv2d
+
+CPU = torch.device("cpu")
+"""Where the transforms run (on PIL images and CPU tensors)."""
 
 TRANSFORMS: tuple[str, ...] = get_args(TransformName)
 """The ``torchvision.transforms.v2`` classes a pipeline may use (the schema names them)."""
@@ -37,13 +48,40 @@ MAX_TRANSFORM_SIDE = 1 << 16
 Shape = tuple[int, int, int]
 """A picture's ``(C, H, W)``."""
 
-# Rough FLOPs per output element of one transform: resampling ones read several inputs.
-_RESAMPLING = {
-    "Resize",
-    "RandomResizedCrop",
-    "RandomRotation",
-    "RandomAffine",
-    "RandomPerspective",
+# Taps either side of the centre of torchvision's and Pillow's resampling kernels.
+_SUPPORT = {
+    "nearest": 0.5,
+    "nearest-exact": 0.5,
+    "box": 0.5,
+    "bilinear": 1.0,
+    "hamming": 1.0,
+    "bicubic": 2.0,
+    "lanczos": 3.0,
+}
+# Elementwise passes per output element of a grid-sampling transform: the sampling grid
+# (two coordinates per pixel), a fill mask, the bilinear taps and the blend.
+_GRID_UNITS = {"RandomRotation": 24, "RandomAffine": 24, "RandomPerspective": 32}
+# Elementwise passes per element of a colour jitter: a blend per brightness, contrast and
+# saturation; the hue converts to HSV and back (dozens of passes over three channels).
+_JITTER_UNITS = {"brightness": 4, "contrast": 8, "saturation": 8, "hue": 128}
+_ELEMENTWISE_UNITS = {
+    "RandomHorizontalFlip": 1,
+    "RandomVerticalFlip": 1,
+    "RandomInvert": 2,
+    "Normalize": 2,
+    "RandomErasing": 2,
+    "ToImage": 1,
+    "ToDtype": 2,
+}
+CALL_SECONDS = 1e-4
+"""Predicted time of one transform called on one picture beyond its pixels: torchvision's
+dispatch by the input's type and the picture's conversions (tens of microseconds)."""
+_CALL_SECONDS = {
+    "GaussianBlur": 2e-3,  # a new kernel per call, convolved with an expanded weight
+    "ColorJitter": 5e-4,
+    "RandomRotation": 3e-4,
+    "RandomAffine": 3e-4,
+    "RandomPerspective": 5e-4,
 }
 _SIZE_PARAMS = {"size", "max_size", "padding", "kernel_size"}
 # What torchvision raises for parameter values it does not take.
@@ -200,7 +238,11 @@ def predict_shape(step: BuiltTransform, shape: Shape) -> tuple[Shape, int]:
     peak = c * h * w
     if name == "Resize":
         out = (c, *_resized(h, w, t.size, t.max_size))
-    elif name in ("CenterCrop", "RandomResizedCrop"):
+    elif name == "CenterCrop":
+        out = (c, int(t.size[0]), int(t.size[1]))
+        # A crop larger than the picture pads it to the crop's size first.
+        peak = max(peak, c * max(h, out[1]) * max(w, out[2]))
+    elif name == "RandomResizedCrop":
         out = (c, int(t.size[0]), int(t.size[1]))
     elif name == "RandomCrop":
         left, top, right, bottom = _pad_sides(t.padding) if t.padding else (0, 0, 0, 0)
@@ -221,14 +263,170 @@ def predict_shape(step: BuiltTransform, shape: Shape) -> tuple[Shape, int]:
     return out, max(peak, numel)
 
 
-def transform_flops(step: BuiltTransform, numel: int) -> float:
-    """Rough FLOPs of one transform producing ``numel`` elements."""
-    if step.name == "GaussianBlur":
-        kh, kw = (int(k) for k in step.transform.kernel_size)
-        return float(numel) * 2 * (kh + kw)
-    if step.name in _RESAMPLING:
-        return float(numel) * 32
-    return float(numel) * 4
+Form = torch.dtype | None
+"""What a picture is between transforms: ``None`` for a PIL image (8-bit), else its tensor's
+dtype."""
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What one transform does to one picture: memory-bound ``units`` (elementwise passes,
+    resampling taps), resampling ``flops`` (float32), the largest intermediate ``peak`` in
+    elements, a convolution ``blur`` (its input, kernel and dtype), and a Python call."""
+
+    units: float
+    flops: float = 0.0
+    peak: int = 0
+    blur: tuple[Shape, tuple[int, int], torch.dtype] | None = None
+    seconds: float = CALL_SECONDS
+    dtype: torch.dtype = torch.float32
+    """The dtype the arithmetic (``flops``) runs in."""
+
+
+def next_form(step: BuiltTransform, form: Form) -> Form:
+    """The picture's form after ``step``: ``ToImage`` makes a uint8 tensor of a PIL image,
+    ``ToDtype`` converts a tensor (a PIL image passes it unchanged)."""
+    if step.name == "ToImage":
+        return torch.uint8 if form is None else form
+    if step.name == "ToDtype" and form is not None:
+        dtype = step.transform.dtype
+        return dtype if isinstance(dtype, torch.dtype) else form
+    return form
+
+
+def _compute_dtype(form: Form) -> torch.dtype:
+    """The dtype torchvision computes a picture in: float32 for 8-bit pictures, else the
+    picture's float dtype."""
+    return form if form is not None and form.is_floating_point else torch.float32
+
+
+def _interpolation(step: BuiltTransform) -> str:
+    mode = getattr(step.transform, "interpolation", "bilinear")
+    return str(getattr(mode, "value", mode)).lower()
+
+
+def _taps(size_in: int, size_out: int, support: float, antialias: bool) -> int:
+    """Taps of a resampling kernel along one axis: ``2 · support`` at the input's scale,
+    widened by the shrink factor when antialiasing."""
+    shrink = size_in / max(size_out, 1) if antialias else 1.0
+    return max(1, math.ceil(2 * support * max(shrink, 1.0)) + 1)
+
+
+def _resample(step: BuiltTransform, shape: Shape, out: Shape, form: Form) -> StepCost:
+    """A separable resize of ``shape`` to ``out``: along the width into a ``C × H × W'``
+    intermediate, then along the height, every tap a multiply-add."""
+    c, h, w = shape
+    _, oh, ow = out
+    interpolation = _interpolation(step)
+    if interpolation.startswith("nearest"):
+        return StepCost(units=2.0 * c * oh * ow)
+    # Pillow always antialiases; a tensor when the transform says so (v2's default).
+    antialias = form is None or bool(getattr(step.transform, "antialias", True))
+    support = _SUPPORT.get(interpolation, 2.0)
+    macs = c * (
+        h * ow * _taps(w, ow, support, antialias) + oh * ow * _taps(h, oh, support, antialias)
+    )
+    return StepCost(
+        units=float(macs) + c * h * ow + c * oh * ow,
+        flops=2.0 * macs,
+        peak=c * h * ow,
+        dtype=_compute_dtype(form),
+    )
+
+
+def _blur(step: BuiltTransform, shape: Shape, form: Form) -> StepCost:
+    """torchvision's Gaussian blur: a reflect-padded copy, then ``conv2d`` with a ``kh × kw``
+    kernel per channel (float32 for 8-bit pictures, converted there and back)."""
+    c, h, w = shape
+    kx, ky = (int(k) for k in step.transform.kernel_size)
+    padded: Shape = (c, h + 2 * (ky // 2), w + 2 * (kx // 2))
+    dtype = _compute_dtype(form)
+    conversions = 0 if form is not None and form.is_floating_point else 3 * c * h * w
+    return StepCost(
+        units=float(math.prod(padded)) + conversions,
+        peak=math.prod(padded) + c * h * w,
+        blur=(padded, (ky, kx), dtype),
+        seconds=_CALL_SECONDS["GaussianBlur"],
+    )
+
+
+def step_cost(step: BuiltTransform, shape: Shape, out: Shape, form: Form) -> StepCost:
+    """What ``step`` costs turning a picture of ``shape`` (in ``form``) into ``out``, by the
+    algorithm torchvision runs for it (see the module docstring). Random transforms are
+    charged as if they always apply."""
+    name = step.name
+    numel = math.prod(out)
+    seconds = _CALL_SECONDS.get(name, CALL_SECONDS)
+    if name in ("Resize", "RandomResizedCrop"):
+        # A random resized crop resizes at most the whole picture.
+        cost = _resample(step, shape, out, form)
+    elif name == "GaussianBlur":
+        return _blur(step, shape, form)
+    elif name in _GRID_UNITS:
+        c, oh, ow = out
+        return StepCost(
+            units=float(numel) * _GRID_UNITS[name], peak=(c + 3) * oh * ow, seconds=seconds
+        )
+    elif name == "ColorJitter":
+        units = sum(
+            per for key, per in _JITTER_UNITS.items() if getattr(step.transform, key) is not None
+        )
+        return StepCost(units=float(numel) * max(units, 1), peak=3 * numel, seconds=seconds)
+    elif name in ("Grayscale", "RandomGrayscale"):
+        cost = StepCost(units=4.0 * math.prod(shape) + numel)
+    elif name in ("CenterCrop", "RandomCrop", "Pad"):
+        cost = StepCost(units=2.0 * numel + math.prod(shape))
+    else:
+        cost = StepCost(units=float(numel) * _ELEMENTWISE_UNITS.get(name, 4))
+    return StepCost(cost.units, cost.flops, cost.peak, cost.blur, seconds, cost.dtype)
+
+
+@dataclass(frozen=True)
+class PictureCost:
+    """What the pipeline costs one picture of a given size: its output, the largest
+    intermediate, the memory-bound units, resampling FLOPs, convolutions and Python calls."""
+
+    shape: Shape
+    peak: int
+    units: float
+    flops: dict[torch.dtype, float]
+    blurs: tuple[tuple[Shape, tuple[int, int], torch.dtype], ...]
+    seconds: float
+
+
+def _picture_cost(start: Shape, pipeline: Sequence[BuiltTransform]) -> PictureCost:
+    shape, peak, units, seconds = start, math.prod(start), 0.0, 0.0
+    flops: dict[torch.dtype, float] = {torch.float32: 0.0}
+    form: Form = None
+    blurs = []
+    for index, step in enumerate(pipeline):
+        try:
+            out, step_peak = predict_shape(step, shape)
+        except _TORCHVISION_ERRORS as exc:
+            raise _bad_param(
+                f"transforms[{index}]",
+                f"{step.name}: unusable parameters {step.params!r}"[:300],
+                ErrorCode.INVALID_PARAM,
+                transform=step.name,
+            ) from exc
+        if min(out) < 0:
+            raise _bad_param(
+                f"transforms[{index}]",
+                f"{step.name} would make a picture of shape {list(out)}",
+                ErrorCode.INVALID_PARAM,
+                transform=step.name,
+            )
+        cost = step_cost(step, shape, out, form)
+        peak = max(peak, step_peak, cost.peak)
+        units += cost.units
+        flops[cost.dtype] = flops.get(cost.dtype, 0.0) + cost.flops
+        seconds += cost.seconds
+        if cost.blur is not None:
+            blurs.append(cost.blur)
+        shape, form = out, next_form(step, form)
+    if form is None:  # the PIL image left becomes a uint8 tensor
+        units += math.prod(shape)
+    return PictureCost(shape, peak, units, flops, tuple(blurs), seconds)
 
 
 def predicts_exactly(pipeline: Sequence[BuiltTransform]) -> bool:
@@ -243,43 +441,38 @@ def _size_of(image: Image.Image) -> Shape:
 def plan_pipeline(
     images: Sequence[Image.Image], pipeline: Sequence[BuiltTransform], budget: Budget
 ) -> list[Shape]:
-    """Charge every picture's predicted output and the pipeline's FLOPs; a 413 when one
-    picture, any intermediate or the whole set would be over the limits. Returns each
-    picture's predicted ``(C, H, W)`` after the pipeline."""
-    cache: dict[Shape, tuple[Shape, float, int]] = {}
+    """Charge every picture's predicted output and what the pipeline does to it (see
+    :func:`step_cost`); a 413 when one picture, any intermediate or the whole set would be
+    over the limits, or the work over the FLOP or time limit. Returns each picture's
+    predicted ``(C, H, W)`` after the pipeline."""
+    cache: dict[Shape, PictureCost] = {}
     shapes: list[Shape] = []
     for number, image in enumerate(images):
         start = _size_of(image)
         if start not in cache:
-            shape, peak, flops = start, math.prod(start), 0.0
-            for index, step in enumerate(pipeline):
-                try:
-                    shape, step_peak = predict_shape(step, shape)
-                except _TORCHVISION_ERRORS as exc:
-                    raise _bad_param(
-                        f"transforms[{index}]",
-                        f"{step.name}: unusable parameters {step.params!r}"[:300],
-                        ErrorCode.INVALID_PARAM,
-                        transform=step.name,
-                    ) from exc
-                if min(shape) < 0:
-                    raise _bad_param(
-                        f"transforms[{index}]",
-                        f"{step.name} would make a picture of shape {list(shape)}",
-                        ErrorCode.INVALID_PARAM,
-                        transform=step.name,
-                    )
-                peak = max(peak, step_peak)
-                flops += transform_flops(step, math.prod(shape))
-            cache[start] = (shape, flops, peak)
-        shape, flops, peak = cache[start]
-        if peak > budget.max_elements:
-            raise LimitExceeded(
-                "max_elements", budget.max_elements, peak, f"the transforms of picture {number}"
+            cache[start] = _picture_cost(start, pipeline)
+        cost = cache[start]
+        what = f"the transforms of picture {number}"
+        if cost.peak > budget.max_elements:
+            raise LimitExceeded("max_elements", budget.max_elements, cost.peak, what)
+        budget.charge_shape(cost.shape, f"picture {number} after the transforms")
+        for dtype, flops in cost.flops.items():
+            budget.charge_flops(flops, what, dtype=dtype)
+        for padded, (kh, kw), dtype in cost.blurs:
+            c, h, w = padded
+            charge_conv2d(
+                budget,
+                (1, c, h, w),
+                (c, 1, kh, kw),
+                (1, c, h - kh + 1, w - kw + 1),
+                groups=c,
+                dtype=dtype,
+                device=CPU,
+                what=f"a Gaussian blur of picture {number}",
             )
-        budget.charge_tensor(math.prod(shape), f"picture {number} after the transforms")
-        budget.charge_flops(flops, f"the transforms of picture {number}")
-        shapes.append(shape)
+        budget.charge_elementwise(cost.units, what)
+        budget.charge_seconds(cost.seconds, what)
+        shapes.append(cost.shape)
     return shapes
 
 

@@ -7,6 +7,7 @@ import torch
 
 from service.codec import WIRE_KEYS, decode_tensor
 from service.errors import ErrorCode, InvalidInput
+from service.limits import Budget
 from service.ops.data.table import Table
 
 _DTYPE_KEYS = ("dtype", "datatype")
@@ -56,9 +57,31 @@ def check_wire_form(value: object, where: str) -> None:
             raise InvalidInput(f"{where}.{key} must be a dtype name", code=ErrorCode.INVALID_DTYPE)
 
 
-def table_from_tensors(x_wire: object, y_wire: object | None, *, max_elements: int) -> Table:
+def column_names(prefix: str, count: int, budget: Budget | None, what: str) -> tuple[str, ...]:
+    """``prefix0``, ``prefix1``, …: one name per column, charged to ``budget`` (one object
+    each) before any is made."""
+    if budget is not None:
+        budget.charge_objects(count, f"{what} ({count:,} names)")
+    return tuple(f"{prefix}{i}" for i in range(count))
+
+
+def check_not_empty(n_samples: int, n_features: int) -> None:
+    """Refuse data without samples or features (422 ``no_samples``, ``no_features``): before
+    anything is made per column, so that ``[0, 2**25]`` costs nothing."""
+    if n_samples == 0:
+        raise InvalidInput("the data has no samples", code=ErrorCode.NO_SAMPLES)
+    if n_features == 0:
+        raise InvalidInput("the data has no features (x has 0 columns)", code=ErrorCode.NO_FEATURES)
+
+
+def table_from_tensors(
+    x_wire: object, y_wire: object | None, *, max_elements: int, budget: Budget | None = None
+) -> Table:
     """A table from the request's ``x`` and ``y`` (wire tensors; ``y`` may be a list of
-    string labels). Features are named ``x0``, ``x1``, …; the target ``y``."""
+    string labels). Features are named ``x0``, ``x1``, …; the target ``y``.
+
+    Data without samples or features is refused before anything is made per column, and
+    every name and label is charged to ``budget`` (one object each) before it is made."""
     check_wire_form(x_wire, "x")
     if y_wire is not None:
         check_wire_form(y_wire, "y")
@@ -71,14 +94,17 @@ def table_from_tensors(x_wire: object, y_wire: object | None, *, max_elements: i
             details={"shape": list(x.shape)},
             code=ErrorCode.SHAPE_MISMATCH,
         )
+    check_not_empty(int(x.shape[0]), int(x.shape[1]))
+    names = column_names("x", int(x.shape[1]), budget, "the feature names")
     x = x.to(torch.float64)
-    names = tuple(f"x{i}" for i in range(x.shape[1]))
     if y_wire is None:
         return Table(name="x", x=x, feature_names=names, source="tensors")
     if _is_text_labels(y_wire):
         assert isinstance(y_wire, list)
+        _check_lengths(x.shape[0], len(y_wire))
+        if budget is not None:
+            budget.charge_objects(len(y_wire), f"{len(y_wire):,} labels")
         labels = tuple(y_wire)
-        _check_lengths(x.shape[0], len(labels))
         return Table(
             name="x",
             x=x,
@@ -97,9 +123,17 @@ def table_from_tensors(x_wire: object, y_wire: object | None, *, max_elements: i
             code=ErrorCode.SHAPE_MISMATCH,
         )
     _check_lengths(x.shape[0], y.shape[0])
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise InvalidInput(
+            "y has 0 columns; it must hold at least one target per sample",
+            details={"shape": list(y.shape)},
+            code=ErrorCode.SHAPE_MISMATCH,
+        )
     if y.dtype == torch.bool:
         y = y.to(torch.int64)
-    targets = ("y",) if y.ndim == 1 else tuple(f"y{i}" for i in range(y.shape[1]))
+    targets = (
+        ("y",) if y.ndim == 1 else column_names("y", int(y.shape[1]), budget, "the target names")
+    )
     return Table(name="x", x=x, feature_names=names, source="tensors", y=y, target_names=targets)
 
 

@@ -36,6 +36,7 @@ from service.ops.regression.metrics import strength
 from service.ops.regression.params import (
     LinearParams,
     LogisticParams,
+    charge_model,
     linear_params,
     logistic_params,
     plan_predict,
@@ -86,13 +87,13 @@ def prepare_linear_regression(
     """Load the data, and charge the fit (and its picture's points) to the limits."""
     options = linear_options(body)
     png = body.format == "png"
-    table = load_table(ctx.limits, body, upload, text_target=False)
+    table = load_table(ctx.limits, body, upload, text_target=False, budget=ctx.budget)
     y = regression_targets(table)
     targets = 1 if y.ndim == 1 else int(y.shape[1])
     plan_linear_fit(table.n_samples, table.n_features, targets, options, ctx.budget)
     if png:
         epochs = options.epochs if options.method == "gd" else None
-        check_plot(ctx.limits, linear_plot_points(table.n_samples, targets, epochs))
+        check_plot(ctx.limits, linear_plot_points(table.n_samples, targets, epochs), ctx.budget)
     return LinearRegressionPlan(table, options, ctx.device, png)
 
 
@@ -158,13 +159,13 @@ def prepare_logistic_regression(
     picture's points) to the limits."""
     options = logistic_options(body)
     png = body.format == "png"
-    table = load_table(ctx.limits, body, upload, text_target=True)
-    labels = classification_labels(table)
+    table = load_table(ctx.limits, body, upload, text_target=True, budget=ctx.budget)
+    labels = classification_labels(table, max_classes=ctx.limits.max_classes, budget=ctx.budget)
     check_classes(labels, options, ctx.limits.max_classes)
     plan_logistic_fit(table.n_samples, table.n_features, len(labels.classes), options, ctx.budget)
     if png:
         points = logistic_plot_points(table.n_samples, table.n_features, options.max_epochs)
-        check_plot(ctx.limits, points)
+        check_plot(ctx.limits, points, ctx.budget, classes=len(labels.classes))
     return LogisticRegressionPlan(table, labels, options, ctx.device, png, ctx.limits.max_classes)
 
 
@@ -225,14 +226,19 @@ def model_params(body: PredictRequest) -> LinearParams | LogisticParams:
 
 
 def prepare_predict(ctx: ComputeContext, body: PredictRequest) -> PredictPlan:
-    """Check the model, decode ``x`` against it, and charge the predictions."""
+    """Check the model, decode ``x`` against it, and charge the predictions (and, for a
+    logistic model, the label of each row)."""
+    charge_model(body.model, ctx.budget)
     params = model_params(body)
     outputs = (
         int(params.coef.shape[0]) if isinstance(params, LinearParams) else 2 * len(params.classes)
     )
     check_wire_form(body.x.root, "x")
     x = prediction_input(ctx.decode(float64_wire(body.x.root), "x"), params.n_features)
-    plan_predict(int(x.shape[0]), params.n_features, outputs, ctx.budget)
+    rows = int(x.shape[0])
+    plan_predict(rows, params.n_features, outputs, ctx.budget)
+    if isinstance(params, LogisticParams):
+        ctx.budget.charge_objects(2 * rows, f"the labels of {rows:,} predictions")
     return PredictPlan(params, x, ctx.device)
 
 

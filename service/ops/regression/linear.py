@@ -30,12 +30,21 @@ from service.ops.regression.metrics import finite_or_none, linear_metrics, pears
 from service.ops.regression.split import Split, minibatches, split_samples
 from service.ops.regression.training import (
     EPOCH_OVERHEAD_FLOPS,
+    F64,
+    STEP_SECONDS,
+    X_PASSES,
+    batches_per_epoch,
+    charge_answer,
     charge_data,
+    charge_evaluations,
     diverged,
     standardizer,
 )
 
-F64 = torch.float64
+CORRELATION_OBJECTS = 5
+"""Objects of one entry of ``correlations``: a dict of a feature, a target, r and a word."""
+RANDPERM_UNITS = 4
+"""A shuffle's ``randperm`` of n samples, in elementwise passes over n."""
 
 
 @dataclass(frozen=True)
@@ -75,18 +84,48 @@ def regression_targets(table: Table) -> torch.Tensor:
 
 
 def plan_linear_fit(n: int, d: int, k: int, options: LinearOptions, budget: Budget) -> None:
-    """Charge a linear fit's tensors and FLOPs (before any work)."""
+    """Charge a linear fit's tensors, FLOPs (in float64), passes over the data, optimizer
+    steps and the answer's numbers and names (before any work)."""
     charge_data(n, d, k, budget)
+    budget.charge_tensor(n * d, "the centred copy of x")
+    budget.charge_tensor(d * k, "the correlations")
     metrics = 8.0 * n * d * k
     if options.method == "lstsq":
         # Householder QR of [n, d], the SVD of the [d, d] factor, and Qᵀb.
         flops = 4.0 * n * d * d + 22.0 * d**3 + 4.0 * n * d * k + metrics
-        budget.charge_flops(flops, f"a least-squares fit of {n:,} × {d:,}")
-        return
-    per_epoch = 6.0 * n * d * k + 8.0 * n * k + EPOCH_OVERHEAD_FLOPS
-    budget.charge_flops(
-        options.epochs * per_epoch + metrics,
-        f"{options.epochs:,} epochs of gradient descent on {n:,} × {d:,}",
+        what = f"a least-squares fit of {n:,} × {d:,}"
+        budget.charge_flops(flops, what, dtype=F64)
+        # Centring, the factorisation's reflections (half of them matrix-vector products)
+        # and the predictions pass over x several times.
+        budget.charge_elementwise(2.0 * X_PASSES * n * d + 4.0 * n * k, what)
+    else:
+        per_epoch = 6.0 * n * d * k + 8.0 * n * k + EPOCH_OVERHEAD_FLOPS
+        epochs = options.epochs
+        what = f"{epochs:,} epochs of gradient descent on {n:,} × {d:,}"
+        budget.charge_flops(epochs * per_epoch + metrics, what, dtype=F64)
+        budget.charge_tensor(n * d, "the standardised copy of x")
+        # The weights, their gradient and (Adam) its two moments.
+        for _ in range(2 if options.optimizer == "sgd" else 4):
+            budget.charge_tensor(d * k, "the weights or an optimizer's state")
+        batches = batches_per_epoch(n, options.batch_size)
+        samples = n if options.batch_size is None else min(n, options.batch_size)
+        steps = epochs * batches
+        charge_evaluations(
+            budget,
+            steps,
+            samples=samples,
+            d=d,
+            outputs=k,
+            seconds=STEP_SECONDS,
+            what=f"{steps:,} optimizer steps",
+        )
+        if batches > 1:
+            budget.charge_elementwise(float(epochs) * n * RANDPERM_UNITS, what)
+    history = options.epochs if options.method == "gd" else 0
+    charge_answer(
+        budget,
+        numbers=k * d + k + 6 + history + CORRELATION_OBJECTS * d * k,
+        names=d + k,
     )
 
 

@@ -27,16 +27,27 @@ from service.ops.regression.params import LogisticParams
 from service.ops.regression.split import Split, minibatches, split_samples
 from service.ops.regression.training import (
     EPOCH_OVERHEAD_FLOPS,
+    EVALUATION_SECONDS,
+    F64,
+    STEP_SECONDS,
+    batches_per_epoch,
+    charge_answer,
     charge_data,
+    charge_evaluations,
     diverged,
     standardizer,
 )
 
-F64 = torch.float64
 LBFGS_EVALS_PER_EPOCH = 2
-"""Loss evaluations an L-BFGS iteration is charged for (the strong-Wolfe line search mostly
-accepts its first step; the limit on time covers the rare longer searches)."""
+"""Loss evaluations charged per L-BFGS iteration, on average: the strong-Wolfe line search
+mostly accepts its first step. The fit never evaluates more than it was charged for
+(:func:`lbfgs_evaluations`): a run of long line searches that spends them ends the fit."""
 MAX_LINE_SEARCH = 25
+"""Evaluations one strong-Wolfe line search may make (torch's ``max_ls``)."""
+LBFGS_HISTORY = 10
+"""Corrections L-BFGS keeps; its two-loop recursion passes over each twice per iteration."""
+RANDPERM_UNITS = 4
+"""A shuffle's ``randperm`` of n samples, in elementwise passes over n."""
 STALL_TOLERANCE = 1e-12
 """Relative change of the loss between L-BFGS iterations below which it stopped moving."""
 
@@ -72,9 +83,12 @@ class LogisticOptions:
         return {"lbfgs": 1.0, "sgd": 0.1, "adam": 0.01}[self.optimizer]
 
 
-def classification_labels(table: Table) -> EncodedLabels:
+def classification_labels(
+    table: Table, *, max_classes: int | None = None, budget: Budget | None = None
+) -> EncodedLabels:
     """The table's targets as class indices; a 422 for a built-in regression dataset, whose
-    targets are measurements, not classes."""
+    targets are measurements, not classes. More than ``max_classes`` classes is a 413 before
+    they are listed; the labels and classes are charged to ``budget``."""
     if table.task == "regression":
         raise InvalidInput(
             f"{table.name!r} is a regression dataset: its targets are measurements, not "
@@ -82,7 +96,7 @@ def classification_labels(table: Table) -> EncodedLabels:
             details={"dataset": table.name},
             code=ErrorCode.NOT_CLASSIFICATION,
         )
-    return encode_labels(table)
+    return encode_labels(table, max_classes=max_classes, budget=budget)
 
 
 def check_classes(labels: EncodedLabels, options: LogisticOptions, max_classes: int) -> None:
@@ -108,20 +122,71 @@ def check_classes(labels: EncodedLabels, options: LogisticOptions, max_classes: 
         )
 
 
+def lbfgs_evaluations(epochs: int) -> int:
+    """Loss-and-gradient evaluations an L-BFGS fit of ``epochs`` iterations may make in all:
+    :data:`LBFGS_EVALS_PER_EPOCH` per iteration, one full line search on top, the first
+    evaluation and the final check of the gradient."""
+    return 2 + epochs * LBFGS_EVALS_PER_EPOCH + MAX_LINE_SEARCH
+
+
 def plan_logistic_fit(
     n: int, d: int, n_classes: int, options: LogisticOptions, budget: Budget
 ) -> None:
-    """Charge a logistic fit's tensors and FLOPs (before any work)."""
+    """Charge a logistic fit's tensors, FLOPs (in float64), loss evaluations or optimizer
+    steps, and the answer's numbers and names (confusion matrices: classes² each), before
+    any work."""
     outputs = 1 if n_classes == 2 else n_classes
     charge_data(n, d, outputs, budget)
+    budget.charge_tensor(n * d, "x standardised for the metrics")
     budget.charge_tensor(n * outputs, "the logits")
     budget.charge_tensor(n * outputs, "their gradient")
+    # The weights and their gradient; L-BFGS keeps two vectors per correction of its
+    # history and a few more (the direction, the previous gradient, the cached evaluation);
+    # Adam two moments.
+    vectors = {"lbfgs": 2 * LBFGS_HISTORY + 6, "sgd": 2, "adam": 4}[options.optimizer]
+    for _ in range(vectors):
+        budget.charge_tensor(outputs * d, "the weights or an optimizer's state")
     evaluation = 6.0 * n * d * outputs + 12.0 * n * outputs
-    evaluations = LBFGS_EVALS_PER_EPOCH if options.optimizer == "lbfgs" else 1
     epochs = options.max_epochs
-    budget.charge_flops(
-        epochs * (evaluations * evaluation + EPOCH_OVERHEAD_FLOPS) + 4.0 * n * d * outputs,
-        f"{epochs:,} epochs of {options.optimizer} on {n:,} × {d:,} with {n_classes} classes",
+    what = f"{epochs:,} epochs of {options.optimizer} on {n:,} × {d:,} with {n_classes} classes"
+    if options.optimizer == "lbfgs":
+        evaluations = lbfgs_evaluations(epochs)
+        recursion = 4.0 * LBFGS_HISTORY * d * outputs
+        flops = evaluations * evaluation + epochs * (EPOCH_OVERHEAD_FLOPS + recursion)
+        budget.charge_flops(flops + 4.0 * n * d * outputs, what, dtype=F64)
+        charge_evaluations(
+            budget,
+            evaluations,
+            samples=n,
+            d=d,
+            outputs=outputs,
+            seconds=EVALUATION_SECONDS,
+            what=f"{evaluations:,} loss evaluations of L-BFGS",
+        )
+    else:
+        budget.charge_flops(
+            epochs * (evaluation + EPOCH_OVERHEAD_FLOPS) + 4.0 * n * d * outputs, what, dtype=F64
+        )
+        batches = batches_per_epoch(n, options.batch_size)
+        samples = n if options.batch_size is None else min(n, options.batch_size)
+        steps = epochs * batches
+        charge_evaluations(
+            budget,
+            steps,
+            samples=samples,
+            d=d,
+            outputs=outputs,
+            seconds=STEP_SECONDS,
+            what=f"{steps:,} optimizer steps",
+        )
+        if batches > 1:
+            budget.charge_elementwise(float(epochs) * n * RANDPERM_UNITS, what)
+    splits = 2 if options.test_size > 0 else 1
+    per_split = n_classes * n_classes + 2 * n_classes + 2
+    charge_answer(
+        budget,
+        numbers=outputs * d + outputs + 2 * d + epochs + splits * per_split,
+        names=d + n_classes,
     )
 
 
@@ -245,6 +310,10 @@ def fit_logistic(
     return fit
 
 
+class _EvaluationsSpent(Exception):
+    """L-BFGS has made every loss evaluation its plan charged."""
+
+
 def _train_lbfgs(
     *,
     objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -269,6 +338,8 @@ def _train_lbfgs(
     # Each step() starts by evaluating the loss where the last one ended: the line search
     # has just evaluated it there, so the last evaluation is remembered and reused.
     last: dict[str, Any] = {}
+    # The evaluations the plan charged, less the final check of the gradient.
+    left = [lbfgs_evaluations(options.max_epochs) - 1]
 
     def closure() -> torch.Tensor:
         if last and all(torch.equal(p, q) for p, q in zip(parameters, last["at"], strict=True)):
@@ -277,6 +348,9 @@ def _train_lbfgs(
             loss: torch.Tensor = last["loss"]
             return loss
         deadline.check()
+        if left[0] <= 0:
+            raise _EvaluationsSpent
+        left[0] -= 1
         optimizer.zero_grad(set_to_none=True)
         loss = objective(x, y)
         torch.autograd.backward(loss)
@@ -292,7 +366,16 @@ def _train_lbfgs(
     for _ in range(options.max_epochs):
         deadline.check()
         iterations = state.get("n_iter", 0)
-        loss: torch.Tensor = optimizer.step(closure)  # type: ignore[no-untyped-call]
+        start = [p.detach().clone() for p in parameters]
+        try:
+            loss: torch.Tensor = optimizer.step(closure)  # type: ignore[no-untyped-call]
+        except _EvaluationsSpent:
+            # Line searches used up what was charged: back to where this iteration began
+            # (the line search left the parameters at its last trial), and stop there.
+            with torch.no_grad():
+                for p, began in zip(parameters, start, strict=True):
+                    p.copy_(began)
+            break
         value = float(loss.detach())
         if not math.isfinite(value):
             raise diverged(len(history) + 1, options.learning_rate)
@@ -304,7 +387,8 @@ def _train_lbfgs(
         history.append(value)
         if stalled:
             return history, True
-    # The loop ended on epochs: converged only if the last point meets the tolerance.
+    # The loop ended on epochs (or on evaluations): converged only if the last point meets
+    # the tolerance.
     optimizer.zero_grad(set_to_none=True)
     with torch.enable_grad():
         loss = objective(x, y)

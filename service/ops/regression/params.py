@@ -14,8 +14,24 @@ from typing import Any
 
 import torch
 
+from schemas.regression import LinearModel, LogisticModel
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget
+
+
+def charge_model(model: LinearModel | LogisticModel, budget: Budget) -> None:
+    """Charge the numbers and names of a model, read one by one into tensors and checked,
+    before any is: its coefficients counted row by row (a row's length is known)."""
+    coef: Sequence[Any] = model.coef
+    numbers = sum(len(row) for row in coef) if _is_nested(coef) else len(coef)
+    names = len(model.features)
+    if isinstance(model, LogisticModel):
+        names += len(model.classes)
+        if model.scaler is not None:
+            numbers += len(model.scaler.mean) + len(model.scaler.scale)
+    elif model.targets is not None:
+        names += len(model.targets)
+    budget.charge_objects(numbers + names, f"the model's {numbers:,} numbers and {names:,} names")
 
 
 def _model_error(message: str, **details: object) -> InvalidInput:

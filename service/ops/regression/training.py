@@ -3,6 +3,8 @@ the standardiser, the refusal of a diverged run."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from service.errors import ErrorCode, InvalidInput
@@ -11,6 +13,20 @@ from service.limits import Budget
 EPOCH_OVERHEAD_FLOPS = 1e6
 """Charged per epoch on top of the arithmetic: on small data an epoch's time is Python and
 kernel launches (tens of microseconds), which the FLOP count alone would not bound."""
+STEP_SECONDS = 5e-4
+"""Predicted time of one optimizer step beyond its arithmetic: ``zero_grad``, the forward
+pass, the loss, ``backward``, the update and the batch's gather are a score of small
+kernels launched from Python (hundreds of microseconds on a busy CPU)."""
+EVALUATION_SECONDS = 5e-4
+"""Predicted time of one L-BFGS loss-and-gradient evaluation beyond its arithmetic (its
+closure also copies the parameters and gradients, and the step does the two-loop
+recursion over its history)."""
+X_PASSES = 3
+"""Passes over x per loss-and-gradient evaluation: the forward product reads it, the
+backward product reads it again, a mini-batch gathers its rows. A product with one or a
+few outputs is bound by reading x, not by its FLOPs."""
+F64 = torch.float64
+"""Every fit computes in float64."""
 
 
 def charge_data(n: int, d: int, k: int, budget: Budget) -> None:
@@ -20,6 +36,39 @@ def charge_data(n: int, d: int, k: int, budget: Budget) -> None:
     budget.charge_tensor(n * k, "the targets")
     budget.charge_tensor(n * d, "the training copy of x")
     budget.charge_tensor(n * k, "the predictions")
+
+
+def batches_per_epoch(n: int, batch_size: int | None) -> int:
+    """Mini-batches of one epoch of ``n`` samples (one when ``batch_size`` covers them)."""
+    if batch_size is None or batch_size >= n:
+        return 1
+    return math.ceil(n / batch_size)
+
+
+def charge_evaluations(
+    budget: Budget,
+    count: int,
+    *,
+    samples: int,
+    d: int,
+    outputs: int,
+    seconds: float,
+    what: str,
+) -> None:
+    """Charge ``count`` loss-and-gradient evaluations (optimizer steps), each over
+    ``samples`` samples of ``d`` features and a Python-level unit of ``seconds`` beyond its
+    arithmetic: their number is bounded as things made one by one, their passes over x and
+    over the outputs are memory-bound work."""
+    budget.charge_objects(count, what)
+    budget.charge_seconds(count * seconds, what)
+    budget.charge_elementwise(float(count) * samples * (X_PASSES * d + 8 * outputs), what)
+
+
+def charge_answer(budget: Budget, *, numbers: int, names: int) -> None:
+    """Charge what the answer lists one by one: ``numbers`` (coefficients, metrics, the loss
+    history, the confusion matrices) and ``names`` (features, targets, classes)."""
+    count = numbers + names
+    budget.charge_objects(count, f"the answer's {count:,} numbers and names")
 
 
 def diverged(epoch: int, lr: float) -> InvalidInput:

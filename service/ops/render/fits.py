@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from service.config import Limits
+from service.limits import Budget
 from service.ops.regression.linear import LinearFit
 from service.ops.regression.logistic import LogisticFit
 from service.ops.render.plots import (
@@ -45,6 +46,14 @@ BOUNDARY_PANEL_IN = (4.5, 4.0)
 """Width and height, in inches, of the class-regions panel (the loss panel beside it keeps
 the line panels' proportions at this height)."""
 _MARKERS = "os^Dv<>pPX*h"
+FIGURE_SECONDS = 1.0
+"""Predicted time of a figure's fixed part: matplotlib lays out the axes, ticks and titles
+and encodes the PNG (up to a second; the first figure also imports matplotlib)."""
+POINT_SECONDS = 2e-5
+"""Predicted time of one point drawn (a marker or a line vertex: about ten microseconds)."""
+CLASS_SECONDS = 1e-2
+"""Predicted time of one class of the class-regions panel: two scatter calls (train and
+test) and a filled contour level over the grid."""
 
 
 def linear_plot_points(n_samples: int, n_targets: int, epochs: int | None) -> int:
@@ -58,9 +67,19 @@ def logistic_plot_points(n_samples: int, n_features: int, epochs: int) -> int:
     return n_samples + grid + epochs
 
 
-def check_plot(limits: Limits, points: int) -> None:
-    """Refuse a figure of more than ``limits.max_plot_points`` points (413), before the fit."""
+def check_plot(
+    limits: Limits, points: int, budget: Budget | None = None, *, classes: int = 0
+) -> None:
+    """Refuse a figure of more than ``limits.max_plot_points`` points (413), before the fit,
+    and charge its drawing to ``budget``: the points, and per class of a class-regions
+    panel its scatter calls and contour level."""
     check_points(points, f"a PNG of {points:,} points", limits.max_plot_points)
+    if budget is not None:
+        what = f"drawing a PNG of {points:,} points"
+        budget.charge_objects(points + classes, what)
+        budget.charge_seconds(
+            FIGURE_SECONDS + points * POINT_SECONDS + classes * CLASS_SECONDS, what
+        )
 
 
 def _number(value: float) -> str:

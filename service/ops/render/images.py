@@ -26,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from service.errors import LimitExceeded
+from service.limits import Budget
 
 LABEL_HEIGHT = 20
 """Pixels of the label strip above each panel."""
@@ -43,6 +44,17 @@ GRID_PADDING = 2
 """``torchvision.utils.make_grid``'s default padding between cells."""
 PNG_COMPRESS_LEVEL = 1
 """zlib level of the PNG: fast; feature maps of photos barely compress anyway."""
+PANEL_SECONDS = 5e-4
+"""Predicted time of one panel or grid cell beyond its pixels: a Pillow image made, pasted
+and labelled (its text laid out)."""
+MAP_UNITS = 64
+"""Elementwise passes per pixel of a map drawn: scaled to 0–255 in float64 (a dozen passes
+with their copies), converted, enlarged and pasted."""
+CANVAS_UNITS = 8
+"""Elementwise passes per byte of the canvas: filled, and encoded by zlib."""
+GRID_UNITS = 6
+"""Elementwise passes per element of a grid's enlarged pictures and of its canvas (float32
+copies: enlarged, padded, laid out, scaled to 0–255, rounded, converted)."""
 
 _DRAW_LOCK = threading.Lock()  # FreeType font objects are not documented as thread-safe
 
@@ -84,27 +96,37 @@ def _check_pixels(width: int, height: int, what: str, max_pixels: int) -> None:
         raise LimitExceeded("max_png_pixels", max_pixels, width * height, what)
 
 
+def _panel_layout(
+    groups: Sequence[tuple[int, int, int]], rows: int, *, max_pixels: int
+) -> FeatureLayout:
+    """The layout of ``rows`` rows of panels given as groups ``(count, height, width)``: its
+    size is worked out and checked from the counts, before a list of one width per panel
+    is made (a tensor of 2**25 channels is one group, not 2**25 entries)."""
+    tallest = max((h for count, h, _ in groups if count), default=1)
+    scale = max(1, min(MAX_SCALE, MIN_SIDE // max(tallest, 1)))
+    row_height = max(1, tallest * scale)
+    rows = max(1, rows)
+    columns = sum(count for count, _, _ in groups)
+    width = GAP + sum(count * (max(MIN_PANEL_WIDTH, w * scale) + GAP) for count, _, w in groups)
+    height = GAP + rows * (LABEL_HEIGHT + row_height + GAP)
+    _check_pixels(width, height, f"a PNG of {rows}×{columns} feature maps", max_pixels)
+    widths = [max(MIN_PANEL_WIDTH, w * scale) for count, _, w in groups for _ in range(count)]
+    return FeatureLayout(scale=scale, widths=widths, row_height=row_height, rows=rows)
+
+
 def feature_layout(
     sizes: Sequence[tuple[int, int]], rows: int, *, max_pixels: int
 ) -> FeatureLayout:
     """The layout of ``rows`` rows of panels of ``sizes`` ``(height, width)``; a 413
     ``png_pixels_limit`` when the figure would be over ``max_pixels`` (the configured
     ``max_png_pixels``)."""
-    tallest = max((h for h, _ in sizes), default=1)
-    scale = max(1, min(MAX_SCALE, MIN_SIDE // max(tallest, 1)))
-    layout = FeatureLayout(
-        scale=scale,
-        widths=[max(MIN_PANEL_WIDTH, w * scale) for _, w in sizes],
-        row_height=max(1, tallest * scale),
-        rows=max(1, rows),
-    )
-    _check_pixels(
-        layout.width,
-        layout.height,
-        f"a PNG of {layout.rows}×{layout.columns} feature maps",
-        max_pixels,
-    )
-    return layout
+    return _panel_layout([(1, h, w) for h, w in sizes], rows, max_pixels=max_pixels)
+
+
+def input_panels(channels: int) -> int:
+    """How many panels the input takes: one (RGB) for 3 channels, one for 1, else one per
+    channel (:func:`input_labels`, counted without being made)."""
+    return 1 if channels in (1, 3) else channels
 
 
 def input_labels(channels: int) -> list[str]:
@@ -121,8 +143,29 @@ def figure_layout(
     ``[N, C, H, W]``, refused over ``max_pixels`` as :func:`feature_layout`'s."""
     n, c, h, w = input_shape
     _, k, oh, ow = output_shape
-    sizes = [(h, w)] * len(input_labels(c)) + [(oh, ow)] * k
-    return feature_layout(sizes, n, max_pixels=max_pixels)
+    groups = [(input_panels(c), h, w), (k, oh, ow)]
+    return _panel_layout(groups, n, max_pixels=max_pixels)
+
+
+def charge_feature_maps(
+    layout: FeatureLayout,
+    input_shape: Sequence[int],
+    output_shape: Sequence[int],
+    budget: Budget,
+) -> None:
+    """Charge drawing :func:`feature_maps_png`: a panel at a time (scaled to 0–255, enlarged,
+    pasted and labelled), every map's pixels, and the canvas's PNG encoding."""
+    n, c = int(input_shape[0]), int(input_shape[1])
+    panels = n * layout.columns
+    what = f"drawing {panels:,} feature maps"
+    budget.charge_objects(panels, what)
+    budget.charge_seconds(panels * PANEL_SECONDS, what)
+    maps = math.prod(input_shape) + math.prod(output_shape)
+    channels = 3 if c == 3 else 1
+    budget.charge_elementwise(
+        maps * layout.scale**2 * MAP_UNITS + layout.width * layout.height * channels * CANVAS_UNITS,
+        what,
+    )
 
 
 def to_uint8(values: torch.Tensor) -> np.ndarray:
@@ -237,6 +280,25 @@ def grid_layout(
     )
     _check_pixels(layout.width, layout.height, f"a grid of {count} images", max_pixels)
     return layout
+
+
+def charge_grid(
+    layout: GridLayout, channels: int, height: int, width: int, budget: Budget, *, max_pixels: int
+) -> None:
+    """Charge drawing :func:`batch_grid_png` of pictures of ``channels`` × ``height`` ×
+    ``width``: a cell at a time (labelled), the batch scaled to 0–255 in float64, enlarged,
+    laid out by ``make_grid`` and encoded. A grid over ``max_pixels`` is refused before it
+    is drawn, so no more than that is charged for its canvas."""
+    what = f"drawing a grid of {layout.count:,} pictures"
+    budget.charge_objects(layout.count, what)
+    budget.charge_seconds(layout.count * PANEL_SECONDS, what)
+    drawn = 3 if channels == 3 else 1
+    batch = layout.count * channels * height * width
+    enlarged = layout.count * drawn * layout.cell_height * layout.cell_width
+    canvas = min(layout.width * layout.height, max_pixels) * 3
+    budget.charge_elementwise(
+        batch * MAP_UNITS + enlarged * GRID_UNITS + canvas * (GRID_UNITS + CANVAS_UNITS), what
+    )
 
 
 def batch_grid_png(batch: torch.Tensor, labels: Sequence[str], layout: GridLayout) -> bytes:

@@ -18,10 +18,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
+from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
 from service.ops.nn.activations import BoundActivation, charge, evaluate
+from service.ops.vision.cost import charge_conv2d
 from service.ops.vision.functional import META, Pair, pair, torch_call
 from service.ops.vision.pool import PoolSpec, plan_pool, pool2d
+
+CPU = torch.device("cpu")
 
 Padding = int | tuple[int, int] | Literal["valid", "same"]
 
@@ -86,6 +90,27 @@ class ConvShapes:
     output_shape: list[int]
 
 
+def same_padding_copy(
+    input_shape: Sequence[int], weight_shape: Sequence[int], spec: ConvSpec
+) -> int:
+    """Elements of the padded copy of the input a ``"same"`` padding makes first, when a
+    dimension's padding ``dilation · (k − 1)`` is odd and cannot be split evenly (0 when
+    torch pads inside the convolution)."""
+    if spec.padding != "same":
+        return 0
+    dilation = pair(spec.dilation)
+    kernel = (int(weight_shape[2]), int(weight_shape[3]))
+    extra = [dilation[i] * (kernel[i] - 1) % 2 for i in range(2)]
+    if not any(extra):
+        return 0
+    n, c, h, w = (int(s) for s in input_shape)
+    return n * c * (h + extra[0]) * (w + extra[1])
+
+
+ACTIVATION_UNITS = 2
+"""Elementwise passes of an activation after the convolution: its output written, read."""
+
+
 def plan_conv(
     input_shape: Sequence[int],
     dtype: torch.dtype,
@@ -95,17 +120,38 @@ def plan_conv(
     *,
     activation: BoundActivation | None = None,
     pool: PoolSpec | None = None,
+    device: torch.device = CPU,
 ) -> ConvShapes:
     """The convolution's shape (and, after the activation and pooling, the output's), with
-    torch's checks on ``meta``; every output and the FLOPs are charged."""
+    torch's checks on ``meta``; every output is charged, and the work as the algorithm on
+    ``device`` does it (:func:`service.ops.vision.cost.charge_conv2d`)."""
     x = torch.empty(tuple(input_shape), dtype=dtype, device=META)
     w = torch.empty(tuple(weight_shape), dtype=dtype, device=META)
     conv = conv2d(x, w, None, spec)
     conv_shape = list(conv.shape)
+    if conv.numel() == 0:
+        # Nothing to see, and planning the pooling of an empty batch takes torch time that
+        # grows with its other dimensions.
+        raise InvalidInput(
+            f"the convolution's output would have shape {conv_shape}, which holds no values "
+            "(a kernel without output channels?)",
+            details={"shape": conv_shape},
+            code=ErrorCode.SHAPE_MISMATCH,
+        )
     budget.charge_tensor(math.prod(conv_shape), "the convolution's output")
-    budget.charge_flops(conv_flops(weight_shape, conv_shape), "the convolution")
+    charge_conv2d(
+        budget,
+        input_shape,
+        weight_shape,
+        conv_shape,
+        groups=spec.groups,
+        dtype=dtype,
+        device=device,
+        padded_copy=same_padding_copy(input_shape, weight_shape, spec),
+    )
     if activation is not None:
         charge([activation], conv, budget, derivative=False)
+        budget.charge_elementwise(conv.numel() * ACTIVATION_UNITS, f"{activation.name}(x)")
     output_shape = conv_shape if pool is None else plan_pool(pool, conv_shape, dtype, budget)
     return ConvShapes(conv_shape, output_shape)
 

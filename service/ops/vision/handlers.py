@@ -8,6 +8,7 @@ taken: decoding the input, building the weight, planning the shapes and the figu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,12 @@ from schemas.vision import ConvRequest, PoolParams, PoolRequest
 from service.limits import Deadline
 from service.ops.context import ComputeContext
 from service.ops.nn.activations import BoundActivation, bind
-from service.ops.render.images import FeatureLayout, feature_maps_png, figure_layout
+from service.ops.render.images import (
+    FeatureLayout,
+    charge_feature_maps,
+    feature_maps_png,
+    figure_layout,
+)
 from service.ops.render.png import Png, panel_headers
 from service.ops.vision.conv import ConvSpec, ConvWeight, conv_forward, plan_conv
 from service.ops.vision.inputs import load_input
@@ -83,6 +89,18 @@ def _activation(body: ConvRequest) -> BoundActivation | None:
     return bind([(body.activation.function, body.activation.params)], {})[0]
 
 
+def _figure(
+    ctx: ComputeContext, form: str, input_shape: Sequence[int], output_shape: Sequence[int]
+) -> FeatureLayout | None:
+    """With ``"format": "png"``, the figure's layout (refused over ``max_png_pixels``) and
+    its drawing charged; ``None`` for JSON."""
+    if form != "png":
+        return None
+    layout = figure_layout(input_shape, output_shape, max_pixels=ctx.limits.max_png_pixels)
+    charge_feature_maps(layout, input_shape, output_shape, ctx.budget)
+    return layout
+
+
 def _headers(layout: FeatureLayout) -> dict[str, str]:
     return panel_headers(layout.panels, layout.rows, layout.columns)
 
@@ -122,13 +140,16 @@ def prepare_conv(ctx: ComputeContext, body: ConvRequest, upload: bytes | None) -
         budget=ctx.budget,
     )
     shapes = plan_conv(
-        x.shape, x.dtype, weight.weight.shape, spec, ctx.budget, activation=activation, pool=pool
+        x.shape,
+        x.dtype,
+        weight.weight.shape,
+        spec,
+        ctx.budget,
+        activation=activation,
+        pool=pool,
+        device=ctx.device,
     )
-    layout = (
-        figure_layout(x.shape, shapes.output_shape, max_pixels=ctx.limits.max_png_pixels)
-        if body.format == "png"
-        else None
-    )
+    layout = _figure(ctx, body.format, x.shape, shapes.output_shape)
     return ConvPlan(x, weight, spec, activation, pool, ctx.device, layout)
 
 
@@ -175,11 +196,7 @@ def prepare_pool(ctx: ComputeContext, body: PoolRequest, upload: bytes | None) -
     spec = pool_spec(body)
     x = load_input(ctx, body, upload)
     output_shape = plan_pool(spec, x.shape, x.dtype, ctx.budget)
-    layout = (
-        figure_layout(x.shape, output_shape, max_pixels=ctx.limits.max_png_pixels)
-        if body.format == "png"
-        else None
-    )
+    layout = _figure(ctx, body.format, x.shape, output_shape)
     return PoolPlan(x, spec, ctx.device, layout)
 
 

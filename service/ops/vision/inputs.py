@@ -31,7 +31,8 @@ def as_batch(x: torch.Tensor, where: str = "input") -> torch.Tensor:
 def load_input(ctx: ComputeContext, body: ImageInputRequest, upload: bytes | None) -> torch.Tensor:
     """The request's input as ``[N, C, H, W]``, charged to the budget: ``input``, or the
     uploaded or base64 picture, its header checked against ``max_image_pixels`` and its
-    size against ``max_elements`` before a pixel is decoded."""
+    size against ``max_elements`` before a pixel is decoded. An input without values is a
+    422 ``shape_mismatch``."""
     if body.input is not None:
         x = as_batch(ctx.decode(body.input.root, "input"))
     else:
@@ -42,6 +43,15 @@ def load_input(ctx: ComputeContext, body: ImageInputRequest, upload: bytes | Non
             "image",
             max_elements=ctx.limits.max_elements,
             max_pixels=ctx.limits.max_image_pixels,
+        )
+    if x.numel() == 0:
+        # Torch's shape checks of an empty batch take time that grows with its other
+        # dimensions ([2**25, 0, 1, 1] takes seconds), and there is nothing to convolve.
+        raise InvalidInput(
+            f"the input has shape {list(x.shape)}, which holds no values; every dimension of "
+            "[N, C, H, W] must be at least 1",
+            details={"shape": list(x.shape)},
+            code=ErrorCode.SHAPE_MISMATCH,
         )
     ctx.budget.charge_tensor(x.numel(), "the input")
     return x

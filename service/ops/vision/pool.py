@@ -15,6 +15,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from schemas.vision import PoolKind
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget
+from service.ops.vision.cost import charge_empty_lists, charge_pool2d, pool_window_reads
 from service.ops.vision.functional import META, Pair, pair, torch_call
 
 POOL_KINDS: tuple[str, ...] = get_args(PoolKind)
@@ -110,23 +111,30 @@ def pool2d(x: torch.Tensor, spec: PoolSpec) -> torch.Tensor:
 
 
 def pool_flops(spec: PoolSpec, input_shape: Sequence[int], output_shape: Sequence[int]) -> float:
-    """Rough FLOPs: one operation per window element per output (adaptive: per input)."""
-    if spec.kind.startswith("adaptive"):
-        return float(math.prod(input_shape) + math.prod(output_shape))
-    kh, kw = spec.window
-    factor = 3 if spec.kind == "lp" else 1
-    return float(math.prod(output_shape) * kh * kw * factor)
+    """FLOPs: one operation per window element read per output (three for Lp pooling); the
+    adaptive kinds read each output's own window."""
+    reads = pool_window_reads(spec.kind, spec.window, input_shape, output_shape)
+    return reads * (3 if spec.kind == "lp" else 1)
 
 
 def plan_pool(
     spec: PoolSpec, shape: Sequence[int], dtype: torch.dtype, budget: Budget
 ) -> list[int]:
     """The pooled shape of an input of ``shape``, with torch's checks on ``meta``; the
-    output and FLOPs are charged."""
+    output and the work (every window's reads, in ``dtype``) are charged."""
     out = pool2d(torch.empty(tuple(shape), dtype=dtype, device=META), spec)
     shape_out = list(out.shape)
     budget.charge_tensor(math.prod(shape_out), f"the {spec.kind} pooling's output")
-    budget.charge_flops(pool_flops(spec, shape, shape_out), f"the {spec.kind} pooling")
+    charge_empty_lists(shape_out, budget, f"the {spec.kind} pooling's output")
+    charge_pool2d(
+        budget,
+        spec.kind,
+        spec.window,
+        shape,
+        shape_out,
+        dtype=dtype,
+        what=f"the {spec.kind} pooling",
+    )
     return shape_out
 
 

@@ -148,6 +148,7 @@ def build_weight(
     per_group = in_channels // groups
     if budget is not None:
         budget.charge_tensor(out_channels * per_group * kh * kw, "the convolution's weight")
+        budget.charge_objects(out_channels, f"the labels of {out_channels:,} output channels")
     # nn.Conv2d's reset_parameters: kaiming_uniform_(a=√5) = uniform(±1/√fan_in), then the
     # bias uniform(±1/√fan_in), from one generator in that order.
     # The bounds are computed as torch computes them, so the values agree to the last bit.

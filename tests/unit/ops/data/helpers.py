@@ -8,10 +8,13 @@ import zipfile
 import numpy as np
 from PIL import Image
 
+from service.calibration import Throughput
 from service.config import Limits
 from service.limits import Budget
 
 BIG = 1 << 30
+THROUGHPUT = Throughput("cpu", {"float32": 1e11, "float16": 1e9}, 1e9)
+"""Fixed rates, so that predicted times are the same on every machine."""
 
 
 def limits(**values: int) -> Limits:
@@ -22,6 +25,11 @@ def limits(**values: int) -> Limits:
 def budget(**values: int) -> Budget:
     """A budget of :func:`limits`."""
     return Budget.from_limits(limits(**values))
+
+
+def timed_budget(**values: float) -> Budget:
+    """A budget of :func:`limits` that predicts time at :data:`THROUGHPUT`'s rates."""
+    return Budget.from_limits(limits(**values), THROUGHPUT)  # type: ignore[arg-type]
 
 
 def png(pixels: np.ndarray) -> bytes:

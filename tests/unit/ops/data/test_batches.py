@@ -11,11 +11,13 @@ from torch.utils.data import DataLoader
 from service.errors import InvalidInput, LimitExceeded
 from service.ops.data.batches import (
     channel_stats,
+    charge_batches,
     check_grid,
     class_labels,
     first_batch,
 )
 from service.ops.render.images import grid_layout
+from tests.unit.ops.data.helpers import timed_budget
 
 PICTURES = [
     torch.randint(0, 256, (3, 4, 5), generator=torch.Generator().manual_seed(i)) for i in range(10)
@@ -112,3 +114,31 @@ def test_the_grid_waits_for_the_batch_when_its_size_is_not_known() -> None:
     check_grid([(3, 4, 4)], 2, drop_last=True, columns=2, max_pixels=tiny)
     with pytest.raises(LimitExceeded):
         check_grid([(3, 4, 4)], 2, drop_last=False, columns=2, max_pixels=tiny)
+
+
+def test_the_grid_and_the_batches_are_charged_before_anything_runs() -> None:
+    shapes = [(3, 40, 60)] * 10
+    spent = timed_budget()
+    check_grid(shapes, 4, drop_last=False, columns=2, max_pixels=1 << 30, budget=spent)
+    assert spent.objects == 4  # a labelled cell per picture of the first batch
+    assert spent.seconds > 0
+    # Sizes that are bounds only (an expanding rotation): charged, checked later.
+    bounded = timed_budget()
+    check_grid(
+        [(3, 4, 4), (3, 5, 5)],
+        2,
+        drop_last=False,
+        columns=2,
+        max_pixels=1,
+        budget=bounded,
+        exact=False,
+    )
+    assert bounded.objects == 2
+    listed = timed_budget()
+    charge_batches(shapes, 4, 3, shuffle=True, budget=listed)
+    assert listed.objects == 10 * 2 + 2 * 4 + 3 * 3
+    with pytest.raises(LimitExceeded) as info:
+        charge_batches(
+            [(1, 8, 8)] * 1000, 16, 10, shuffle=False, budget=timed_budget(max_objects=1000)
+        )
+    assert info.value.code == "objects_limit"

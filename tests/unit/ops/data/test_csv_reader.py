@@ -3,14 +3,17 @@ the limits checked while the file is read."""
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from typing import Any
 
 import pytest
 
 from service.config import Limits
 from service.errors import InvalidInput, LimitExceeded
-from service.ops.data.csv_reader import read_csv
+from service.ops.data.csv_reader import CSV_CELL_SECONDS, count_cells, read_csv
 from service.ops.data.table import Table
+from tests.unit.ops.data.helpers import timed_budget
 
 BIG = 1 << 30
 
@@ -107,3 +110,36 @@ def test_csv_limits_are_checked_while_reading(options: dict[str, int], limit: st
         _csv(text, _limits(**options))
     assert info.value.limit == limit
     assert info.value.status_code == 413
+
+
+# --- every cell is charged, and held without padding -----------------------------------------
+
+
+def test_one_long_label_does_not_pad_every_cell() -> None:
+    """numpy's fixed-width text would make each of the 2002 cells as long as the longest
+    (200 kB each, 400 MB in all; 16 GB for 20k rows); as objects they stay their size."""
+    long_label = "a" * 50_000
+    text = "x,y\n" + "1,b\n" * 1000 + f"2,{long_label}\n"
+    tracemalloc.start()
+    try:
+        table = _csv(text, text_target=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20
+    assert table.labels is not None and len(table.labels) == 1001
+    assert table.labels[-1] == long_label and table.x[-1, 0].item() == 2.0
+
+
+def test_cells_are_counted_from_the_bytes_and_charged_before_parsing() -> None:
+    text = "a,b,c\n" + "1,2,3\n" * 1000
+    assert count_cells(text.encode()) >= 3 * 1001
+    spent = timed_budget()
+    _csv(text, budget=spent)
+    assert spent.seconds >= 3 * 1001 * CSV_CELL_SECONDS
+    big = ("a,b\n" + "1,2\n" * 500_000).encode()  # a million cells: a second to parse
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        read_csv(big, _limits(), budget=timed_budget(request_timeout_s=0.5))
+    assert info.value.code == "over_time_budget"
+    assert time.perf_counter() - start < 0.2

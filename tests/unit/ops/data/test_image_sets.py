@@ -3,6 +3,8 @@ uploaded files with their labels, and zips in ImageFolder layout; each picture c
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -138,3 +140,19 @@ def test_an_archive_without_pictures() -> None:
 def test_counts_of_an_empty_class() -> None:
     image_set = ImageSet([], [], ["a", "b"], "images")
     assert image_set.counts() == {"a": 0, "b": 0}
+
+
+def test_pictures_made_one_by_one_are_charged_first() -> None:
+    spent = budget()
+    builtin_images("digits", None, spent, max_images=100)
+    assert spent.objects == 100
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        builtin_images("digits", None, budget(max_objects=1000))
+    assert info.value.code == "objects_limit" and info.value.details["requested"] == 1797
+    assert time.perf_counter() - start < 0.5
+    entries = {f"c{i % 3}/{i}.png": png(pixels(2, 2, seed=i)) for i in range(6)}
+    entries["notes.txt"] = b"skipped"
+    archived = budget()
+    archive_images(make_zip(entries), "RGB", limits(), archived)
+    assert archived.objects == 6 + 1

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import time
+
+import numpy as np
 import pytest
 import torch
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, LimitExceeded
 from service.ops.data.labels import class_targets, encode_labels
 from service.ops.data.wire import table_from_tensors
+from tests.unit.ops.data.helpers import budget
 
 BIG = 1 << 30
 
@@ -56,3 +61,27 @@ def test_class_targets_must_be_int64_whole_numbers(y: list[float]) -> None:
     with pytest.raises(InvalidInput) as info:
         class_targets(table_from_tensors([1.0, 2.0], y, max_elements=BIG))
     assert info.value.code == "labels_not_integers"
+
+
+def test_classes_are_counted_before_they_are_listed() -> None:
+    many = table_from_tensors(
+        {"b64": base64.b64encode(np.arange(1 << 20, dtype=np.float64).tobytes()).decode(),
+         "shape": [1 << 20], "dtype": "float64"},
+        {"b64": base64.b64encode(np.arange(1 << 20, dtype=np.int64).tobytes()).decode(),
+         "shape": [1 << 20], "dtype": "int64"},
+        max_elements=BIG,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        encode_labels(many, max_classes=1000)
+    assert info.value.code == "classes_limit" and info.value.details["requested"] == 1 << 20
+    assert time.perf_counter() - start < 0.5
+    spent = budget()
+    encoded = encode_labels(
+        table_from_tensors([1.0, 2.0, 3.0], ["b", "a", "b"], max_elements=BIG), budget=spent
+    )
+    assert encoded.classes == ["a", "b"]
+    assert spent.objects == 3 + 2  # each label looked up, each class listed
+    with pytest.raises(LimitExceeded) as info:
+        encode_labels(table_from_tensors([1.0, 2.0], ["a", "b"], max_elements=BIG), max_classes=1)
+    assert info.value.code == "classes_limit"

@@ -3,6 +3,7 @@ TensorDataset and DataLoader give them."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -14,12 +15,14 @@ from service.limits import Deadline
 from service.ops.data.datasets import load_dataset
 from service.ops.data.loader import (
     SAMPLE_OVERHEAD_FLOPS,
+    charge_description,
     charge_loader,
     load_batches,
     loader_task,
     loader_tensors,
     tensor_dataset,
 )
+from service.ops.data.table import Table
 from service.ops.data.wire import table_from_tensors
 from tests.unit.ops.data.helpers import BIG, budget
 
@@ -144,3 +147,49 @@ def test_batches_without_targets_or_data() -> None:
         {"index": 0, "x_shape": [2, 1], "y_shape": None},
         {"index": 1, "x_shape": [1, 1], "y_shape": None},
     ]
+
+
+def test_what_is_listed_one_by_one_is_charged_first() -> None:
+    tensors = loader_tensors(load_dataset("iris"), "classification")
+    spent = budget()
+    charge_loader(tensors, spent, batch_size=10, max_batches=3, include_data=True)
+    assert spent.objects == 3 + 30  # three entries, and the indices of 30 samples
+    with pytest.raises(LimitExceeded) as info:
+        charge_loader(
+            tensors, budget(max_objects=32), batch_size=10, max_batches=3, include_data=True
+        )
+    assert info.value.code == "objects_limit"
+    shuffled = budget()
+    charge_loader(tensors, shuffled, batch_size=10, max_batches=3, include_data=False, shuffle=True)
+    assert shuffled.elements == spent.elements - 30 * (4 + 1) + 150  # the order drawn
+    names = budget(max_objects=4 + 1 + 2)
+    charge_description(names, 4, 1, 2)
+    with pytest.raises(LimitExceeded):
+        charge_description(names, 1, 0, 0)
+
+
+def test_a_batch_of_a_million_samples_is_gathered_at_once() -> None:
+    n = 1 << 20
+    table = Table(
+        name="x",
+        x=torch.arange(n, dtype=torch.float64).unsqueeze(1),
+        feature_names=("x0",),
+        source="tensors",
+    )
+    tensors = loader_tensors(table, "regression")
+    start = time.perf_counter()
+    batches, n_batches = load_batches(
+        tensor_dataset(tensors),
+        batch_size=n,
+        shuffle=True,
+        drop_last=False,
+        seed=5,
+        max_batches=1,
+        include_data=True,
+        deadline=Deadline(60.0),
+    )
+    assert time.perf_counter() - start < 1.0
+    assert n_batches == 1 and batches[0]["x_shape"] == [n, 1]
+    order = batches[0]["indices"]
+    assert sorted(order[:1000]) != order[:1000]  # shuffled
+    torch.testing.assert_close(batches[0]["x"][:, 0], tensors.x[torch.tensor(order), 0])

@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from service.errors import InvalidInput, LimitExceeded, OpError
+from service.ops.data.image_sets import builtin_images
 from service.ops.data.transforms import (
     DEFAULT_TRANSFORMS,
     MAX_TRANSFORM_SIDE,
@@ -25,9 +26,10 @@ from service.ops.data.transforms import (
     predict_shape,
     predicts_exactly,
 )
-from tests.unit.ops.data.helpers import BIG, budget, pixels
+from tests.unit.ops.data.helpers import BIG, budget, pixels, timed_budget
 
 PHOTO = Image.fromarray(pixels(30, 40, seed=7))
+LARGE = Image.fromarray(pixels(512, 512, seed=9))
 GRAY = Image.fromarray(pixels(12, 9, channels=1, seed=8))
 
 
@@ -222,3 +224,93 @@ def test_what_torchvision_refuses_at_run_time() -> None:
         apply_pipeline([GRAY], pipeline, seed=0, max_elements=BIG)
     assert info.value.code == "transform_failed"
     assert info.value.details == {"transform": "Normalize", "index": 1}
+
+
+# --- every transform charged by what torchvision does ------------------------------------------
+
+
+def test_a_blur_is_charged_as_the_full_2d_convolution_it_is() -> None:
+    spent = budget()
+    plan_pipeline([PHOTO], build_pipeline([{"name": "GaussianBlur", "kernel_size": [5, 3]}]), spent)
+    assert spent.flops == 2 * 3 * 30 * 40 * (5 * 3)
+
+
+def test_the_sample_photos_under_a_huge_blur_are_refused_at_once() -> None:
+    """Resize to 1024² then an 801×801 blur: 2 · 801² multiply-adds per output element,
+    1.35e12 FLOPs a photo (minutes), not the separable 2 · (kh + kw) once charged."""
+    photos = builtin_images("sample_images", None, budget()).images
+    pipeline = build_pipeline(
+        [{"name": "Resize", "size": [1024, 1024]}, {"name": "GaussianBlur", "kernel_size": 801}]
+    )
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        plan_pipeline(photos, pipeline, timed_budget(max_elements=1 << 25, max_flops=2e12))
+    assert info.value.code in ("flops_limit", "over_time_budget")
+    assert time.perf_counter() - start < 0.5
+    smaller = build_pipeline(
+        [{"name": "Resize", "size": [256, 256]}, {"name": "GaussianBlur", "kernel_size": 31}]
+    )
+    spent = timed_budget(max_elements=1 << 25, max_flops=2e12)
+    assert plan_pipeline(photos, smaller, spent) == [(3, 256, 256)] * 2
+    assert spent.flops >= 2 * 2 * 3 * 256 * 256 * 31 * 31
+    assert spent.seconds < 30
+
+
+def test_a_blur_is_charged_in_the_pictures_dtype() -> None:
+    def seconds(dtype: str) -> float:
+        specs = [
+            {"name": "ToImage"},
+            {"name": "ToDtype", "dtype": dtype, "scale": True},
+            {"name": "GaussianBlur", "kernel_size": 9},
+        ]
+        spent = timed_budget()
+        plan_pipeline([LARGE], build_pipeline(specs), spent)
+        return spent.seconds
+
+    assert seconds("float16") > 20 * seconds("float32")  # 1e9 FLOP/s against 1e11
+    # A float64 convolution unfolds its input on the CPU: kh·kw values per output element.
+    specs = [
+        {"name": "ToImage"},
+        {"name": "ToDtype", "dtype": "float64", "scale": True},
+        {"name": "GaussianBlur", "kernel_size": 31},
+    ]
+    with pytest.raises(LimitExceeded) as info:
+        plan_pipeline([PHOTO], build_pipeline(specs), budget(max_elements=30 * 40 * 31 * 31 - 1))
+    assert info.value.code == "elements_limit"
+
+
+def test_a_resize_is_charged_by_its_kernels_taps() -> None:
+    def flops_per_output(size: int) -> float:
+        spent = budget()
+        (shape,) = plan_pipeline(
+            [LARGE], build_pipeline([{"name": "Resize", "size": [size, size]}]), spent
+        )
+        return spent.flops / math.prod(shape)
+
+    # Shrinking 32× reads 65 taps per axis (antialiased), shrinking 2× five.
+    assert flops_per_output(16) > 8 * flops_per_output(256)
+    nearest = budget()
+    plan_pipeline(
+        [LARGE],
+        build_pipeline([{"name": "Resize", "size": [16, 16], "interpolation": "nearest"}]),
+        nearest,
+    )
+    assert nearest.flops == 0
+
+
+def test_a_crop_larger_than_the_picture_is_charged_its_padding() -> None:
+    pipeline = build_pipeline([{"name": "CenterCrop", "size": [0, 60_000]}])
+    with pytest.raises(LimitExceeded) as info:
+        plan_pipeline([PHOTO], pipeline, budget(max_elements=1 << 20))
+    assert info.value.details["requested"] == 3 * 30 * 60_000
+
+
+def test_each_call_of_a_transform_on_a_picture_is_charged() -> None:
+    digits = builtin_images("digits", None, budget()).images
+    blurs = build_pipeline([{"name": "GaussianBlur", "kernel_size": 3}] * 16)
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        plan_pipeline(digits, blurs, timed_budget(request_timeout_s=10.0))
+    assert info.value.code == "over_time_budget"
+    assert time.perf_counter() - start < 0.5
+    plan_pipeline(digits[:100], blurs, timed_budget(request_timeout_s=10.0))

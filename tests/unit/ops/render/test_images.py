@@ -4,31 +4,39 @@ pixels drawn, and the PNG pixel limit, without HTTP."""
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from service.calibration import Throughput
 from service.config import Limits
 from service.errors import LimitExceeded
+from service.limits import Budget
 from service.ops.render.images import (
     GAP,
     GRID_MIN_SIDE,
     GRID_PADDING,
     LABEL_HEIGHT,
+    MAP_UNITS,
     MAX_SCALE,
     MIN_PANEL_WIDTH,
     MIN_SIDE,
     batch_grid_png,
+    charge_feature_maps,
+    charge_grid,
     feature_maps_png,
     figure_layout,
     grid_layout,
     input_labels,
+    input_panels,
     to_uint8,
 )
 
 MAX_PNG_PIXELS = Limits.model_fields["max_png_pixels"].default
+THROUGHPUT = Throughput("cpu", {"float32": 1e11, "float16": 1e9}, 1e9)
 
 
 def png_image(data: bytes) -> Image.Image:
@@ -161,3 +169,32 @@ def test_batch_grid_png_is_a_png_of_the_layouts_size() -> None:
     image = png_image(batch_grid_png(batch, [f"class {i}" for i in range(5)], layout))
     assert image.size == (layout.width, layout.height)
     assert image.mode == "RGB"
+
+
+# --- the figures' layouts from counts, their drawing charged ---------------------------------
+
+
+def test_a_layout_of_millions_of_panels_is_refused_from_the_counts() -> None:
+    """An input of 2**25 channels would be 2**25 panels: refused from the arithmetic, before
+    a list of a label or a width per panel is made."""
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        figure_layout((1, 1 << 25, 1, 1), (1, 1, 1, 1), max_pixels=MAX_PNG_PIXELS)
+    assert info.value.code == "png_pixels_limit"
+    assert time.perf_counter() - start < 0.1
+    assert input_panels(1 << 25) == 1 << 25 and input_panels(3) == input_panels(1) == 1
+
+
+def test_drawing_a_figure_is_charged_per_panel_and_pixel() -> None:
+    shapes = ((2, 3, 8, 12), (2, 3, 4, 6))
+    layout = figure_layout(*shapes, max_pixels=MAX_PNG_PIXELS)
+    spent = Budget(1 << 30, 1 << 32, 1e15, throughput=THROUGHPUT)
+    charge_feature_maps(layout, *shapes, spent)
+    assert spent.objects == layout.panels == 2 * (1 + 3)
+    maps = (2 * 3 * 8 * 12 + 2 * 3 * 4 * 6) * layout.scale**2
+    assert spent.seconds >= maps * MAP_UNITS / THROUGHPUT.elements_per_s
+    grid = grid_layout(10, 8, 8, 4, max_pixels=MAX_PNG_PIXELS)
+    cells = Budget(1 << 30, 1 << 32, 1e15, throughput=THROUGHPUT, max_objects=9)
+    with pytest.raises(LimitExceeded) as info:
+        charge_grid(grid, 1, 8, 8, cells, max_pixels=MAX_PNG_PIXELS)
+    assert info.value.code == "objects_limit"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import numpy as np
 import pytest
@@ -75,3 +76,15 @@ def test_a_picture_over_the_configured_limits_is_refused(limits: dict[str, int],
         load_input(context(**limits), body, picture)
     assert caught.value.code == code
     assert caught.value.details["requested"] == 6 * 7
+
+
+@pytest.mark.parametrize("shape", [[1 << 22, 0, 1, 1], [0, 1 << 22, 1, 1], [1, 1, 0, 1 << 22]])
+def test_an_input_without_values_is_refused_at_once(shape: list[int]) -> None:
+    """torch's shape checks of an empty batch take time that grows with its other sides."""
+    ctx = ComputeContext(Limits(), torch.device("cpu"))
+    body = ImageInputRequest(input={"b64": "", "shape": shape, "dtype": "float32"})
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput) as info:
+        load_input(ctx, body, None)
+    assert info.value.code == "shape_mismatch"
+    assert time.perf_counter() - start < 0.1

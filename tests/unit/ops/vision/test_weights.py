@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from torch import nn
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, LimitExceeded
+from service.limits import Budget
 from service.ops.vision.conv import ConvSpec, conv_forward
 from service.ops.vision.kernels import PRESETS, preset_kernel
 from service.ops.vision.weights import build_weight
@@ -113,3 +114,20 @@ def test_bias_values_must_match_the_outputs() -> None:
     torch.testing.assert_close(weight.bias, torch.tensor([1.0, 2.0]))
     with pytest.raises(InvalidInput):
         build_weight(["edge"], spec, 1, torch.float32, seed=0, bias_values=torch.tensor([1.0, 2.0]))
+
+
+def test_a_label_per_output_channel_is_charged_before_it_is_made() -> None:
+    many = torch.ones(5000, 1, 1, 1)
+    with pytest.raises(LimitExceeded) as info:
+        build_weight(
+            [many],
+            ConvSpec(),
+            1,
+            torch.float32,
+            seed=0,
+            budget=Budget(1 << 30, 1 << 32, 1e15, max_objects=4999),
+        )
+    assert info.value.code == "objects_limit"
+    spent = Budget(1 << 30, 1 << 32, 1e15)
+    weight = build_weight([many], ConvSpec(), 1, torch.float32, seed=0, budget=spent)
+    assert len(weight.labels) == 5000 and spent.objects == 5000

@@ -1,0 +1,187 @@
+"""What a convolution and a pooling are charged: their real algorithm on the device, in
+their dtype, before anything runs (predicted times at fixed rates)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from service.calibration import Throughput
+from service.errors import InvalidInput, LimitExceeded
+from service.limits import Budget
+from service.ops.nn.activations import bind
+from service.ops.vision.conv import ConvSpec, plan_conv
+from service.ops.vision.cost import (
+    CONV_EFFICIENCY,
+    DEPTHWISE_EFFICIENCY,
+    POOL_OUTPUT_UNITS,
+    charge_conv2d,
+    pool_window_reads,
+)
+from service.ops.vision.pool import PoolSpec, plan_pool
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+THROUGHPUT = Throughput("cpu", {"float32": 1e11, "float16": 1e9, "float64": 5e10}, 1e9)
+
+
+def timed(**limits: float) -> Budget:
+    """Budget of large sizes that predicts time at :data:`THROUGHPUT`'s rates."""
+    values = {"max_elements": 1 << 30, "max_total_elements": 1 << 32, "max_flops": 1e15}
+    values.update(limits)
+    return Budget(
+        int(values["max_elements"]),
+        int(values["max_total_elements"]),
+        values["max_flops"],
+        throughput=THROUGHPUT,
+        max_seconds=values.get("max_seconds", math.inf),
+    )
+
+
+def test_a_convolution_is_charged_its_multiply_adds_at_a_direct_convolutions_rate() -> None:
+    spent = timed()
+    plan_conv([1, 1, 512, 768], torch.float32, [2, 1, 5, 5], ConvSpec(kernel_size=5), spent)
+    flops = 2.0 * 2 * 508 * 764 * 25
+    assert spent.flops == flops
+    passes = (512 * 768 + 2 * 2 * 508 * 764) / THROUGHPUT.elements_per_s  # in, out, out again
+    assert spent.seconds == pytest.approx(flops / 1e11 / CONV_EFFICIENCY + passes, rel=1e-6)
+
+
+def test_a_convolution_is_charged_in_its_dtype() -> None:
+    def seconds(dtype: torch.dtype) -> float:
+        spent = timed()
+        plan_conv([1, 3, 256, 256], dtype, [16, 3, 9, 9], ConvSpec(kernel_size=9), spent)
+        return spent.seconds
+
+    assert seconds(torch.float16) > 50 * seconds(torch.float32)
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        plan_conv(
+            [1, 3, 1024, 1024],
+            torch.float16,
+            [64, 3, 9, 9],
+            ConvSpec(kernel_size=9),
+            timed(max_seconds=30.0),
+        )
+    assert info.value.code == "over_time_budget"
+    assert time.perf_counter() - start < 0.5
+    plan_conv(
+        [1, 3, 1024, 1024],
+        torch.float32,
+        [64, 3, 9, 9],
+        ConvSpec(kernel_size=9),
+        timed(max_seconds=30.0),
+    )
+
+
+def test_a_float64_convolution_on_the_cpu_unfolds_its_input() -> None:
+    """No oneDNN kernel for float64: torch unfolds a [(C/g)·kh·kw, H'·W'] matrix first (for
+    31×31 on 512² that is 2e8 values, 1.6 GB), charged as a tensor."""
+    spec = ConvSpec(kernel_size=31)
+    unfolded = 31 * 31 * 482 * 482
+    with pytest.raises(LimitExceeded) as info:
+        plan_conv(
+            [1, 1, 512, 512], torch.float64, [1, 1, 31, 31], spec, timed(max_elements=1 << 25)
+        )
+    assert info.value.code == "elements_limit"
+    assert info.value.details["requested"] == unfolded
+    # float32 is convolved directly, and so is float64 on a GPU.
+    plan_conv([1, 1, 512, 512], torch.float32, [1, 1, 31, 31], spec, timed(max_elements=1 << 25))
+    plan_conv(
+        [1, 1, 512, 512],
+        torch.float64,
+        [1, 1, 31, 31],
+        spec,
+        timed(max_elements=1 << 25),
+        device=CUDA,
+    )
+
+
+def test_a_depthwise_convolution_is_charged_its_lower_rate() -> None:
+    dense, depthwise = timed(), timed()
+    charge_conv2d(
+        dense,
+        [1, 4, 64, 64],
+        [4, 4, 3, 3],
+        [1, 4, 62, 62],
+        groups=1,
+        dtype=torch.float32,
+        device=CPU,
+    )
+    charge_conv2d(
+        depthwise,
+        [1, 16, 64, 64],
+        [16, 1, 3, 3],
+        [1, 16, 62, 62],
+        groups=16,
+        dtype=torch.float32,
+        device=CPU,
+    )
+    assert dense.flops == depthwise.flops == 2 * 16 * 62 * 62 * 9
+    passes = {"dense": 4 * 64 * 64 + 4 * 62 * 62, "depthwise": 16 * 64 * 64 + 16 * 62 * 62}
+    assert dense.seconds == pytest.approx(
+        dense.flops / 1e11 / CONV_EFFICIENCY + passes["dense"] / 1e9, rel=1e-6
+    )
+    assert depthwise.seconds == pytest.approx(
+        depthwise.flops / 1e11 / DEPTHWISE_EFFICIENCY + passes["depthwise"] / 1e9, rel=1e-6
+    )
+
+
+def test_an_uneven_same_padding_charges_the_padded_copy() -> None:
+    even, odd = timed(), timed()
+    plan_conv([1, 2, 40, 50], torch.float32, [1, 2, 4, 4], ConvSpec(padding="same"), even)
+    plan_conv([1, 2, 40, 50], torch.float32, [1, 2, 3, 3], ConvSpec(padding="same"), odd)
+    assert even.elements - odd.elements == 2 * 41 * 51
+
+
+def test_the_activation_after_a_convolution_is_charged() -> None:
+    plain, activated = timed(), timed()
+    spec = ConvSpec(kernel_size=3)
+    plan_conv([1, 1, 64, 64], torch.float32, [1, 1, 3, 3], spec, plain)
+    relu = bind([("relu", {})], {})[0]
+    plan_conv([1, 1, 64, 64], torch.float32, [1, 1, 3, 3], spec, activated, activation=relu)
+    assert activated.elements == plain.elements + 62 * 62
+    assert activated.seconds > plain.seconds
+
+
+def test_a_convolution_without_outputs_is_refused() -> None:
+    with pytest.raises(InvalidInput) as info:
+        plan_conv([1 << 20, 1, 1, 1], torch.float32, [0, 1, 1, 1], ConvSpec(), timed())
+    assert info.value.code == "shape_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("spec", "window"),
+    [(PoolSpec("max", 15, 1), (15, 15)), (PoolSpec("avg", (3, 5), 1), (3, 5))],
+)
+def test_a_pooling_reads_its_windows(spec: PoolSpec, window: tuple[int, int]) -> None:
+    spent = timed()
+    out = plan_pool(spec, [1, 2, 100, 100], torch.float32, spent)
+    outputs = math.prod(out)
+    assert spent.flops == outputs * window[0] * window[1]
+    reads = outputs * (window[0] * window[1] + POOL_OUTPUT_UNITS)
+    assert spent.seconds >= reads / THROUGHPUT.elements_per_s
+
+
+def test_a_pooling_with_a_huge_window_is_refused_at_once() -> None:
+    """A 2049×2049 max pool with stride 1 over a 4096² map reads 2049² inputs per output:
+    1.8e13 reads, hours, however few outputs it has."""
+    start = time.perf_counter()
+    with pytest.raises(LimitExceeded) as info:
+        plan_pool(
+            PoolSpec("max", 2049, 1), [1, 1, 4096, 4096], torch.float32, timed(max_seconds=30.0)
+        )
+    assert info.value.code == "over_time_budget"
+    assert time.perf_counter() - start < 0.5
+
+
+def test_adaptive_windows_and_lp_copies() -> None:
+    assert pool_window_reads("adaptive_avg", (2, 2), [1, 1, 100, 100], [1, 1, 7, 7]) == 49 * 16 * 16
+    assert pool_window_reads("adaptive_max", (2, 2), [1, 1, 10, 10], [1, 1, 40, 40]) == 1600 * 4
+    lp, avg = timed(), timed()
+    plan_pool(PoolSpec("lp", 3, 1), [1, 1, 50, 50], torch.float32, lp)
+    plan_pool(PoolSpec("avg", 3, 1), [1, 1, 50, 50], torch.float32, avg)
+    assert lp.elements == avg.elements + 50 * 50  # x ** p, a copy of the input
