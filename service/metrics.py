@@ -1,8 +1,41 @@
-"""Prometheus metrics, in a registry of the app's own (tests build many apps)."""
+"""Prometheus metrics, in a registry of the app's own (tests build many apps).
+
+Several server processes on one port (``uvicorn --workers N``, ``make serve WORKERS=N``)
+answer ``/metrics`` in turn, and a scraper cannot choose which one: each answer must be the
+whole service's. There, prometheus-client's multiprocess mode is on
+(``PROMETHEUS_MULTIPROC_DIR``, an empty directory at start): every process keeps its values
+in files in that directory and ``/metrics`` adds them up, counters and histograms over
+every process that has run, gauges over the living ones. Replicas on ports of their own
+(behind nginx, under Compose) keep a registry each and are scraped one by one.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's own setting, read once, when it is imported: from then on every
+metric of the process keeps its values in files in that directory."""
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory of prometheus-client's multiprocess mode, None when it is off."""
+    path = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    return Path(path) if path else None
 
 
 class Metrics:
@@ -11,6 +44,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir()
         self.requests = Counter(
             "torchlab_requests",
             "HTTP requests answered, by method, route template and status code.",
@@ -51,12 +85,14 @@ class Metrics:
             "Compute requests running now, by device.",
             ["device"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.queued = Gauge(
             "torchlab_compute_queued",
             "Compute requests waiting for a slot, by device.",
             ["device"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.worker_starts = Counter(
             "torchlab_worker_starts",
@@ -83,4 +119,37 @@ class Metrics:
             "Worker processes alive and ready or busy, by device.",
             ["device"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: this process's, or in multiprocess mode
+        the sum over the service's processes."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        forget_dead_processes(self.multiprocess_dir)
+        registry = CollectorRegistry()
+        path = str(self.multiprocess_dir)
+        multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+
+def forget_dead_processes(directory: Path) -> None:
+    """Drop the gauges of processes that have ended (a worker killed or restarted by the
+    server's supervisor, which tells no one): their requests in flight are gone with them.
+    Their counters stay, as the requests they answered did."""
+    for path in directory.iterdir():
+        match = _LIVE_GAUGE_FILE.match(path.name)
+        if match and not _alive(pid := int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

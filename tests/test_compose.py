@@ -7,20 +7,27 @@ validates the file against Compose's own schema as well.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from deploy.nginx.render import proxy_timeout_s, template_variables
+from service.config import Limits
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SERVICES = ("torchlab", "torchlab-gpu")
+REPLICA, NGINX = "torchlab-replica", "nginx"
 CONTAINER_PORT = 8000
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "torchlab.conf.template"
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +173,86 @@ def test_cpu_service_reserves_no_gpu(services: dict[str, dict[str, Any]]) -> Non
     assert "devices" not in reservations.get("reservations", {})
 
 
+# --- profile "replicas": replicas behind nginx ------------------------------------------------
+
+
+def test_replicas_and_nginx_are_behind_the_replicas_profile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert services[REPLICA]["profiles"] == ["replicas"]
+    assert services[NGINX]["profiles"] == ["replicas"]
+
+
+def test_replicas_run_the_services_image(services: dict[str, dict[str, Any]]) -> None:
+    replica = services[REPLICA]
+    assert replica["image"] == services["torchlab"]["image"]
+    assert (COMPOSE_FILE.parent / replica["build"]["context"]).resolve() == ROOT
+    assert environment(replica).get("TORCHLAB_DEVICE") == "cpu"
+    assert all(key.startswith("TORCHLAB_") for key in environment(replica))
+    assert replica["restart"] == "unless-stopped"
+
+
+def test_replicas_are_counted_by_a_variable_of_at_least_two(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    count = str(services[REPLICA]["deploy"]["replicas"])
+    assert count.startswith("${TORCHLAB_REPLICAS:-")
+    assert int(count.removeprefix("${TORCHLAB_REPLICAS:-").rstrip("}")) >= 2
+
+
+def test_replicas_publish_no_port_and_have_a_healthcheck(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    replica = services[REPLICA]
+    assert "ports" not in replica  # several replicas cannot share one host port
+    assert f":{CONTAINER_PORT}/health" in healthcheck_command(replica)
+    assert int(replica["healthcheck"]["retries"]) >= 1
+
+
+def test_nginx_starts_once_the_replicas_are_healthy(services: dict[str, dict[str, Any]]) -> None:
+    assert services[NGINX]["depends_on"][REPLICA]["condition"] == "service_healthy"
+    assert services[NGINX]["restart"] == "unless-stopped"
+
+
+def test_nginx_renders_the_projects_template(services: dict[str, dict[str, Any]]) -> None:
+    mounts = [str(volume).split(":") for volume in services[NGINX]["volumes"]]
+    templates = [
+        target for source, target, *_ in mounts if (ROOT / source).resolve() == NGINX_TEMPLATE
+    ]
+    # The image's entrypoint renders /etc/nginx/templates/X.template to conf.d/X: default.conf
+    # replaces the image's own site, which would answer requests for "localhost".
+    assert templates == ["/etc/nginx/templates/default.conf.template"]
+
+
+def test_nginx_is_given_every_variable_of_the_template(services: dict[str, dict[str, Any]]) -> None:
+    env = environment(services[NGINX])
+    assert template_variables() <= set(env), template_variables() - set(env)
+    assert env["NGINX_UPSTREAM"] == f"{REPLICA}:{CONTAINER_PORT}"
+    assert env["NGINX_ENVSUBST_FILTER"] == "^NGINX_"
+
+
+def test_nginx_follows_the_replicas_limits(services: dict[str, dict[str, Any]]) -> None:
+    replica = environment(services[REPLICA])
+    limits = Limits(
+        **{
+            key.removeprefix("TORCHLAB_").lower(): value
+            for key, value in replica.items()
+            if key.removeprefix("TORCHLAB_").lower() in Limits.model_fields
+        }
+    )
+    env = environment(services[NGINX])
+    assert int(env["NGINX_MAX_BODY_BYTES"]) == limits.max_body_bytes
+    assert int(env["NGINX_PROXY_TIMEOUT_S"]) == proxy_timeout_s(limits)
+    assert float(env["NGINX_REQUEST_TIMEOUT_S"]) == limits.request_timeout_s
+    assert {"TORCHLAB_MAX_BODY_BYTES", "TORCHLAB_REQUEST_TIMEOUT_S"} <= set(replica)
+
+
+def test_nginx_publishes_its_listening_port(services: dict[str, dict[str, Any]]) -> None:
+    listen = int(environment(services[NGINX])["NGINX_LISTEN"])
+    assert listen in container_ports(services[NGINX])
+    assert f":{listen}/health" in healthcheck_command(services[NGINX])
+
+
 # --- Dockerfile -----------------------------------------------------------------------------
 
 
@@ -208,6 +295,32 @@ def test_dockerfile_installs_the_project_with_pip() -> None:
     assert any("pip install" in run and run.rstrip().endswith(" .") for run in runs), runs
 
 
+@pytest.mark.parametrize(("extras", "expected"), [("", None), ("ray", "ray[serve]")])
+def test_dockerfile_installs_the_extras_it_is_given(extras: str, expected: str | None) -> None:
+    """The requirements the dependency layer installs, with ``--build-arg EXTRAS=...``."""
+    assert 'EXTRAS=""' in instruction_arguments("ARG")
+    (run,) = [run for run in instruction_arguments("RUN") if "tomllib" in run]
+    code = run.split('python -c "', 1)[1].split('" > ', 1)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "EXTRAS": extras},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    requirements = result.stdout.split()
+    assert any(line.startswith("torch==") for line in requirements)
+    assert any(line.startswith("ray") for line in requirements) == (expected is not None)
+
+
+def test_dockerfile_puts_the_deploy_directory_on_the_path() -> None:
+    assert "deploy/ deploy/" in instruction_arguments("COPY")
+    assert "PYTHONPATH=/app" in instruction_arguments("ENV")
+    assert instruction_arguments("WORKDIR") == ["/app"]
+
+
 def test_dockerignore_keeps_the_build_inputs() -> None:
     ignored = {
         line.strip().rstrip("/")
@@ -239,7 +352,11 @@ def _docker_compose_unavailable() -> str | None:
 
 
 # Explicit ids: a "gpu" id would become a keyword, which conftest.py reads as "needs CUDA".
-@pytest.mark.parametrize("profile", [None, "gpu"], ids=["default-profile", "with-gpu-profile"])
+@pytest.mark.parametrize(
+    "profile",
+    [None, "gpu", "replicas"],
+    ids=["default-profile", "with-gpu-profile", "with-replicas-profile"],
+)
 def test_docker_compose_config_is_valid(profile: str | None) -> None:
     reason = _docker_compose_unavailable()
     if reason is not None:

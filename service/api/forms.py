@@ -3,9 +3,7 @@
 Routes that take an uploaded file (``image``, ``images``, ``archive``, ``file``) read their
 body with :func:`parse_body` and declare it with :func:`json_or_form_body`. In a multipart
 request every other field is a form field holding a plain value or JSON text
-(``kernels`` = ``["edge", "random"]``); both encodings validate against the same model. A
-JSON body may also come framed with its tensors' raw bytes after it (the binary data
-extension, :mod:`service.api.binary`), whatever its ``Content-Type``.
+(``kernels`` = ``["edge", "random"]``); both encodings validate against the same model.
 """
 
 from __future__ import annotations
@@ -22,14 +20,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
-from service.api.binary import (
-    BINARY_MEDIA_TYPE,
-    FRAME_HEADER,
-    FrameReader,
-    frame_length,
-    loads_json_part,
-)
-from service.api.responses import BINARY_RESPONSE_DOC, FRAME_HEADER_DOC
 from service.config import Settings
 from service.errors import ErrorCode, InvalidInput, MalformedBody, UnsupportedMediaType
 
@@ -84,9 +74,6 @@ async def parse_body(
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     uploads: dict[str, list[UploadFile]] = {}
-    json_length = frame_length(request.headers)
-    if json_length is not None:
-        return await _parse_frame(request, json_length, model), uploads
     if content_type == FORM:
         try:
             form = await request.form(
@@ -142,19 +129,6 @@ async def parse_body(
             details={"content_type": content_type or None},
         )
     return _validate(data, model), uploads
-
-
-async def _parse_frame(request: Request, json_length: int, model: type[M]) -> M:
-    reader = FrameReader(request, json_length)
-    raw = await reader.json_text()
-    if len(raw) <= INLINE_BODY_BYTES:
-        data, refs = loads_json_part(raw)
-    else:
-        data, refs = await run_in_threadpool(loads_json_part, raw)
-    await reader.attach(refs)
-    if len(raw) <= INLINE_BODY_BYTES:
-        return _validate(data, model)
-    return await run_in_threadpool(_validate, data, model)
 
 
 def _parse_json(raw: bytes, model: type[M]) -> M:
@@ -216,38 +190,11 @@ def json_or_form_body(
     }
 
 
-def json_body_doc(model: type[BaseModel], description: str) -> dict[str, Any]:
-    """``openapi_extra`` declaring a JSON body of ``model`` for a route that reads its body
-    itself (the V2 inference routes, which also take the binary framing)."""
-    FORM_MODELS[model.__name__] = model
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-        }
-    }
-
-
 def add_form_models(schema: dict[str, Any]) -> None:
-    """Put the models of :func:`json_or_form_body` bodies into an OpenAPI document, and the
-    binary response into every route that takes ``?encoding=binary``."""
+    """Put the models of :func:`json_or_form_body` bodies into an OpenAPI document."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model in FORM_MODELS.items():
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for def_name, definition in model_schema.pop("$defs", {}).items():
             components.setdefault(def_name, definition)
         components.setdefault(name, model_schema)
-    _add_binary_responses(schema)
-
-
-def _add_binary_responses(schema: dict[str, Any]) -> None:
-    for item in schema.get("paths", {}).values():
-        for operation in item.values():
-            params = operation.get("parameters", []) if isinstance(operation, dict) else []
-            if not any(p.get("name") == "encoding" and p.get("in") == "query" for p in params):
-                continue
-            ok = operation.get("responses", {}).get("200")
-            if ok is not None:
-                ok.setdefault("content", {})[BINARY_MEDIA_TYPE] = BINARY_RESPONSE_DOC
-                ok.setdefault("headers", {})[FRAME_HEADER] = FRAME_HEADER_DOC

@@ -6,7 +6,7 @@ import importlib.metadata
 
 import torch
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from schemas.system import DeviceInfo, HealthResponse, InfoResponse
@@ -66,6 +66,6 @@ def info(request: Request) -> InfoResponse:
 )
 def metrics(request: Request) -> Response:
     """Requests by route and status, latency histograms, refusals by limit, compute in flight
-    and queued, in the Prometheus text format."""
-    registry = metrics_of(request).registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    and queued, in the Prometheus text format. With several server processes on one port
+    (`uvicorn --workers N`), the sum over all of them, whichever one answers."""
+    return Response(metrics_of(request).exposition(), media_type=CONTENT_TYPE_LATEST)

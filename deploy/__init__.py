@@ -1,0 +1,1 @@
+"""How torchlab runs past one process: nginx in front of replicas, Ray Serve."""

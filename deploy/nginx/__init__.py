@@ -1,0 +1,1 @@
+"""nginx in front of torchlab replicas: the configuration template and its renderer."""

@@ -1,0 +1,1 @@
+"""torchlab on Ray Serve: the application (app.py) and its Serve config files."""

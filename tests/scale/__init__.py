@@ -1,0 +1,1 @@
+"""Past one process: replicas behind nginx, several workers on one port, Ray Serve."""
