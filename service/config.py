@@ -47,7 +47,7 @@ class Limits(BaseSettings):
     max_steps: Annotated[int, Field(ge=1)] = 64
     """Largest number of steps in a ``/tensor/ops`` program."""
 
-    max_objects: Annotated[int, Field(ge=1)] = 4_000_000
+    max_objects: Annotated[int, Field(ge=1)] = 1_000_000
     """Most things one request makes one by one: tensors a step returns, names per column,
     labels per class, batches, frames, points."""
 
