@@ -10,7 +10,7 @@ PORT ?= 8000
 WORKERS ?= 1
 METRICS_DIR ?= build/metrics
 
-.PHONY: serve test lint bench tutorial chromium nginx
+.PHONY: serve test lint bench tutorial chromium nginx reliability
 
 # The service's dependencies (torch's CUDA build: about 2 minutes and 5.8 GB the first time).
 $(VENV)/.serve-deps: pyproject.toml
@@ -60,10 +60,12 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/mypy tests/clients/typed_usage.py
 	$(PY) clients/python/scripts/unasync.py --check
 
-# The hostile-request suite runs on its own after the rest: it measures /health latency and
-# memory of a live server, which tests running beside it on the same cores would disturb.
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci --ignore=tests/reliability
+
+# Hostile requests against a live server (tests/reliability): run on their own, on a quiet
+# machine, since they measure /health latency and memory that other work would disturb.
+reliability: $(VENV)/.test-deps
 	$(PY) -m pytest tests/reliability
 
 bench: $(VENV)/.serve-deps

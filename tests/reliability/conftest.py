@@ -1,0 +1,154 @@
+"""A live server with small limits, a ``/health`` prober and memory readings from ``/proc``.
+
+The hostile requests of ``test_hostile.py`` (and, at larger sizes, ``bench/adversarial.py``)
+run against a real uvicorn process: what matters is what a caller sees over a socket and
+whether the server's event loop, compute slots and memory stay healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench._probe import children, rss_bytes, tree_rss_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SMALL_LIMITS = {
+    "TORCHLAB_REQUEST_TIMEOUT_S": "3",
+    "TORCHLAB_QUEUE_TIMEOUT_S": "1",
+    "TORCHLAB_MAX_INFLIGHT_PER_DEVICE": "2",
+    "TORCHLAB_MAX_RESPONSE_BYTES": str(64 << 20),
+    "TORCHLAB_SEND_TIMEOUT_S": "3",
+    "TORCHLAB_DEVICE": "cpu",
+    "TORCHLAB_LOG_LEVEL": "warning",
+}
+REALISTIC_RATES = {
+    "cpu/float32": 1e11,
+    "cpu/float64": 5e10,
+    "cpu/float16": 1e9,
+    "cpu/elements": 1e9,
+}
+"""Rates of this kind of machine, fixed so that what is refused does not depend on how busy
+it is when the server starts."""
+OPTIMISTIC_RATES = {**REALISTIC_RATES, "cpu/float32": 1e13}
+"""A device thought a hundred times faster than it is: the plan admits work that then runs
+past its deadline, which is what the deadline tests need."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def descendants(self) -> list[int]:
+        found, stack = [], [self.pid]
+        while stack:
+            below = children(stack.pop())
+            found += below
+            stack += below
+        return found
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def tree_rss(self) -> int:
+        return tree_rss_bytes(self.pid)
+
+
+def start_server(env: dict[str, str], log: Path, timeout: float = 120.0) -> Server:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHLAB_")}
+    output = log.open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        cwd=ROOT,
+        env={**base, **env},
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return Server(url, process, log)
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"uvicorn did not answer within {timeout:g} s:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def _serve(rates: dict[str, float], log: Path) -> Iterator[Server]:
+    env = {**SMALL_LIMITS, "TORCHLAB_CALIBRATION": json.dumps(rates)}
+    live = start_server(env, log)
+    # One request through a worker first: what the server does once (imports, first
+    # allocations) is not what a hostile request costs.
+    warm = {
+        "steps": [
+            {"op": "randn", "size": [128, 128], "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a"},
+        ]
+    }
+    httpx.post(f"{live.url}/tensor/ops", json=warm, timeout=60).raise_for_status()
+    try:
+        yield live
+    finally:
+        stop_server(live)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``uvicorn service.main:app`` on loopback with small limits (a 3 s time limit)."""
+    yield from _serve(REALISTIC_RATES, tmp_path_factory.mktemp("server") / "server.log")
+
+
+@pytest.fixture(scope="module")
+def optimistic_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same, with a device thought a hundred times faster than it is."""
+    yield from _serve(OPTIMISTIC_RATES, tmp_path_factory.mktemp("server") / "server.log")

@@ -1,0 +1,342 @@
+"""Hostile requests against a live server: each is refused fast or stopped at its deadline,
+``/health`` keeps answering throughout, memory stays bounded, and the next normal request is
+served.
+
+The server runs with a 3 s time limit and two compute slots (``conftest.SMALL_LIMITS``).
+Each case states the status it must get, the most time it may take, and the most the
+server's memory (the uvicorn process and its compute workers) may grow.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from bench._probe import HealthProbe
+from tests.reliability.conftest import Server
+
+pytestmark = pytest.mark.slow
+
+MB = 1 << 20
+HEALTH_P99_S = 0.1
+
+
+def post(
+    server: Server, path: str, body: Any, timeout: float = 30.0, **params: str
+) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", json=body, params=params, timeout=timeout)
+
+
+def assert_healthy_after(server: Server) -> None:
+    """A normal compute request still gets its right answer."""
+    body = {
+        "inputs": {"a": [[1.0, 2.0], [3.0, 4.0]]},
+        "steps": [{"op": "matmul", "x": "a", "y": "a", "out": "c"}],
+    }
+    response = post(server, "/tensor/ops", body, timeout=10)
+    assert response.status_code == 200, response.text
+    expected = np.array([[1.0, 2.0], [3.0, 4.0]]) @ np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_allclose(response.json()["outputs"]["c"]["data"], expected)
+
+
+def run_case(
+    server: Server,
+    send: Any,
+    *,
+    status: int | tuple[int, ...],
+    max_seconds: float,
+    max_growth: int = 300 * MB,
+    code: str | None = None,
+) -> httpx.Response:
+    """Send one hostile request while ``/health`` is probed; check status, time, health and
+    memory growth, then that the server still answers a normal request."""
+    before = server.tree_rss()
+    with HealthProbe(server.url) as probe:
+        start = time.perf_counter()
+        response: httpx.Response = send()
+        elapsed = time.perf_counter() - start
+        time.sleep(0.2)
+    grown = server.tree_rss() - before
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert response.status_code in statuses, response.text[:500]
+    if code is not None:
+        assert response.json()["code"] == code, response.text[:500]
+    assert elapsed < max_seconds, f"took {elapsed:.2f} s"
+    assert probe.failures == 0
+    assert probe.p99 < HEALTH_P99_S, f"/health p99 {probe.p99 * 1000:.0f} ms"
+    assert grown < max_growth, f"memory grew by {grown / MB:.0f} MB"
+    assert_healthy_after(server)
+    return response
+
+
+# --- 1. costs the plan must count ------------------------------------------------------------
+
+
+def test_zero_size_dimension_next_to_a_huge_one_in_the_loader(server: Server) -> None:
+    body = {"x": {"b64": "", "shape": [0, 67108864], "dtype": "float32"}, "batch_size": 1}
+    run_case(server, lambda: post(server, "/data/loader", body), status=(413, 422), max_seconds=1)
+
+
+@pytest.mark.parametrize("extent", [2**26, 2**40, 2**62])
+def test_empty_tensors_with_huge_extents(server: Server, extent: int) -> None:
+    body = {"steps": [{"op": "zeros", "size": [0, extent]}]}
+    run_case(
+        server, lambda: post(server, "/tensor/ops", body), status=(200, 413, 422), max_seconds=1
+    )
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"op": "split", "x": "z", "split_size_or_sections": 1},
+        {"op": "chunk", "x": "z", "chunks": 4_000_000},
+    ],
+    ids=["split", "chunk"],
+)
+def test_many_pieces_are_charged_before_they_are_made(server: Server, step: dict[str, Any]) -> None:
+    body = {"steps": [{"op": "zeros", "size": [4_000_000], "out": "z"}, {**step, "out": "p"}]}
+    run_case(server, lambda: post(server, "/tensor/ops", body), status=413, max_seconds=1)
+
+
+def test_more_than_eight_dimensions_at_any_step(server: Server) -> None:
+    steps: list[dict[str, Any]] = [{"op": "ones", "size": [1], "out": "t"}]
+    steps += [{"op": "unsqueeze", "x": "t", "dim": 0, "out": "t"} for _ in range(63)]
+    run_case(
+        server,
+        lambda: post(server, "/tensor/ops", {"steps": steps}),
+        status=(413, 422),
+        max_seconds=1,
+    )
+
+
+# --- 2. costs the plan must get right ----------------------------------------------------------
+
+
+def test_a_half_precision_matmul_is_refused_by_its_predicted_time(server: Server) -> None:
+    body = {
+        "steps": [
+            {"op": "ones", "size": [2048, 2048], "dtype": "float16", "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a"},
+        ]
+    }
+    response = run_case(
+        server,
+        lambda: post(server, "/tensor/ops", body),
+        status=413,
+        max_seconds=1,
+        code="over_time_budget",
+    )
+    details = response.json()["details"]
+    assert details["requested"] > details["allowed"]
+
+
+def test_a_huge_blur_kernel_is_charged_as_the_convolution_it_is(server: Server) -> None:
+    body = {
+        "dataset": "sample_images",
+        "batch_size": 1,
+        "transforms": [
+            {"name": "Resize", "size": [1024, 1024]},
+            {"name": "GaussianBlur", "kernel_size": 801},
+        ],
+    }
+    run_case(server, lambda: post(server, "/data/images", body), status=413, max_seconds=2)
+
+
+# --- 3. memory after the work: responses are budgeted ------------------------------------------
+
+
+def test_a_response_over_the_byte_limit_is_refused_before_it_is_encoded(server: Server) -> None:
+    # 8M float64 zeros: 64 MB of tensor, up to 200 MB of JSON (the limit here is 64 MiB).
+    body = {"steps": [{"op": "zeros", "size": [8_000_000], "dtype": "float64"}]}
+    response = run_case(
+        server,
+        lambda: post(server, "/tensor/ops", body),
+        status=413,
+        max_seconds=2,
+        code="response_bytes_limit",
+    )
+    assert "?encoding=" in response.json()["error"]
+
+
+def _send_and_never_read(server: Server, body: bytes) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    head = (
+        f"POST /tensor/ops?encoding=b64 HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + body)
+    return sock
+
+
+def test_clients_that_never_read_their_responses_hold_bounded_memory(server: Server) -> None:
+    body = orjson.dumps({"steps": [{"op": "randn", "size": [8_000_000], "dtype": "float64"}]})
+    before = server.tree_rss()
+    with HealthProbe(server.url) as probe:
+        sockets = [_send_and_never_read(server, body) for _ in range(8)]
+        time.sleep(6)
+        peak = server.tree_rss()
+        for sock in sockets:
+            sock.close()
+    assert probe.p99 < HEALTH_P99_S, f"/health p99 {probe.p99 * 1000:.0f} ms"
+    # 8 × 85 MB of base64 would be 680 MB: what is held is bounded by the bytes in flight.
+    assert peak - before < 600 * MB, f"memory grew by {(peak - before) / MB:.0f} MB"
+    assert_healthy_after(server)
+
+
+# --- 4. the event loop stays free ----------------------------------------------------------------
+
+
+def test_a_huge_body_of_tiny_elements_is_parsed_off_the_loop(server: Server) -> None:
+    rows = b",".join([b"[]"] * 9_000_000)
+    body = b'{"inputs": {"a": [' + rows + b']}, "steps": []}'
+    assert len(body) > 25 * MB
+
+    def send() -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/tensor/ops",
+            content=body,
+            timeout=60,
+            headers={"Content-Type": "application/json"},
+        )
+
+    # Reading it may take longer than the 3 s limit on a small machine: then it is a 504,
+    # and the worker that read it is gone; the event loop never waited for it.
+    run_case(server, send, status=(200, 413, 422, 504), max_seconds=30, max_growth=2000 * MB)
+
+
+def test_a_chunked_body_is_not_taken_for_a_small_one(server: Server) -> None:
+    data = base64.b64encode(np.zeros(1_000_000, dtype=np.float32).tobytes()).decode()
+    payload = orjson.dumps(
+        {
+            "inputs": {"a": {"b64": data, "shape": [1_000_000], "dtype": "float32"}},
+            "steps": [{"op": "sum", "x": "a", "out": "s"}],
+        }
+    )
+
+    def chunks() -> Any:
+        for start in range(0, len(payload), 65536):
+            yield payload[start : start + 65536]
+
+    def send() -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/tensor/ops",
+            content=chunks(),
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
+
+    response = run_case(server, send, status=200, max_seconds=5)
+    assert response.json()["outputs"]["s"]["data"] == 0.0
+
+
+def test_an_error_quotes_little_of_a_huge_key(server: Server) -> None:
+    key = "k" * (20 * MB)
+    body = orjson.dumps({"steps": [], key: 1})
+
+    def send() -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/tensor/ops",
+            content=body,
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+        )
+
+    response = run_case(server, send, status=422, max_seconds=10, max_growth=1000 * MB)
+    assert len(response.content) < 4096
+
+
+# --- the deadline is the backstop ----------------------------------------------------------------
+
+
+def _compute_workers(server: Server) -> list[int]:
+    return [pid for pid in server.descendants() if pid != server.pid]
+
+
+SLOW_PROGRAM = {
+    "steps": [
+        {"op": "randn", "size": [3000, 3000], "out": "a", "seed": 0},
+        *[{"op": "matmul", "x": "a", "y": "a", "out": "b"} for _ in range(10)],
+    ]
+}
+"""Seconds of float32 work on this machine, predicted as a tenth of a second by the
+optimistic server."""
+
+
+def test_an_over_long_request_is_stopped_at_its_deadline(optimistic_server: Server) -> None:
+    server = optimistic_server
+    response = run_case(
+        server,
+        lambda: post(server, "/tensor/ops", SLOW_PROGRAM),
+        status=504,
+        max_seconds=4.5,
+        code="timeout",
+    )
+    assert response.json()["details"]["allowed"] == 3
+    start = time.perf_counter()
+    assert_healthy_after(server)  # the slot was freed with the worker, not minutes later
+    assert time.perf_counter() - start < 1
+
+
+def test_a_worker_killed_mid_request_is_a_503_and_is_replaced(optimistic_server: Server) -> None:
+    server = optimistic_server
+    # 2 × 8192³ float32 FLOPs: seconds of work, predicted within the time limit or not.
+    body = {
+        "steps": [
+            {"op": "randn", "size": [1500, 1500], "out": "a", "seed": 0},
+            *[{"op": "matmul", "x": "a", "y": "a", "out": "a"} for _ in range(20)],
+        ]
+    }
+    result: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        result["response"] = post(server, "/tensor/ops", body)
+
+    thread = threading.Thread(target=send)
+    busy_before = {pid: _cpu_ticks(pid) for pid in _compute_workers(server)}
+    thread.start()
+    time.sleep(0.5)
+    busiest = max(
+        _compute_workers(server), key=lambda pid: _cpu_ticks(pid) - busy_before.get(pid, 0)
+    )
+    os.kill(busiest, signal.SIGKILL)
+    thread.join(timeout=30)
+    response = result["response"]
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "worker_lost"
+    assert_healthy_after(server)
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_client_that_disconnects_frees_its_slot_at_once(server: Server) -> None:
+    body = {
+        "steps": [
+            {"op": "randn", "size": [1500, 1500], "out": "a", "seed": 0},
+            *[{"op": "matmul", "x": "a", "y": "a", "out": "a"} for _ in range(20)],
+        ]
+    }
+    for _ in range(2):  # both slots
+        with pytest.raises(httpx.TimeoutException):
+            post(server, "/tensor/ops", body, timeout=0.5)
+    start = time.perf_counter()
+    assert_healthy_after(server)
+    assert time.perf_counter() - start < 1.5
