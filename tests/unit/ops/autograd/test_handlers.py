@@ -28,7 +28,7 @@ def run(body: dict[str, Any], ctx: ComputeContext | None = None) -> dict[str, An
 
 def test_chapter_5_through_prepare_and_compute() -> None:
     content = run(CHAPTER_5)
-    x = torch.tensor(CHAPTER_5["inputs"]["x"], requires_grad=True)
+    x = torch.tensor(CHAPTER_5["inputs"]["x"]["data"], requires_grad=True)
     value = torch.sum(x**2 + 2 * x + 1)
     (expected,) = torch.autograd.grad(value, [x])
     assert set(content) == {"value", "grads"}
@@ -38,7 +38,7 @@ def test_chapter_5_through_prepare_and_compute() -> None:
 
 def test_hessians_are_in_the_content_when_asked_for() -> None:
     content = run(HESSIAN_EXAMPLE)
-    x = torch.tensor(HESSIAN_EXAMPLE["inputs"]["x"])
+    x = torch.tensor(HESSIAN_EXAMPLE["inputs"]["x"]["data"])
     w = torch.tensor(HESSIAN_EXAMPLE["inputs"]["w"])
     expected = torch.autograd.functional.hessian(
         lambda x, w: torch.sum(w * x**2) + torch.dot(w, x), (x, w)
