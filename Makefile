@@ -20,7 +20,7 @@ $(VENV)/.serve-deps: pyproject.toml
 	touch $@
 
 $(VENV)/.client-deps: $(VENV)/.serve-deps clients/python/pyproject.toml
-	$(PY) -m pip install --quiet -e './clients/python[test]'
+	$(PY) -m pip install --quiet -e './clients/python[test,progress]'
 	touch $@
 
 # The test tools, Ray Serve (tests/scale), and Chromium for the docs page's browser tests
@@ -60,11 +60,12 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/mypy tests/clients/typed_usage.py
 	$(PY) clients/python/scripts/unasync.py --check
 
+# The hostile requests of tests/reliability run last, on their own: they measure /health
+# latency and memory against a live server, which other tests running beside would disturb.
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci --ignore=tests/reliability
+	$(MAKE) reliability
 
-# Hostile requests against a live server (tests/reliability): run on their own, on a quiet
-# machine, since they measure /health latency and memory that other work would disturb.
 reliability: $(VENV)/.test-deps
 	$(PY) -m pytest tests/reliability
 

@@ -1,4 +1,4 @@
-"""Watching a live server: ``/health`` latency from a thread, and resident memory read
+"""Watching a live server: ``/health`` latency from a process of its own, and resident memory read
 from ``/proc`` (the server's process and every process below it, its compute workers).
 
 Shared by ``bench/adversarial.py`` and ``tests/reliability/``.
@@ -6,11 +6,12 @@ Shared by ``bench/adversarial.py`` and ``tests/reliability/``.
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,39 +54,40 @@ def tree_rss_bytes(pid: int) -> int:
 
 @dataclass
 class HealthProbe:
-    """``GET /health`` every ``interval`` seconds on its own connection, in a thread."""
+    """``GET /health`` every ``interval`` seconds on its own connection, in a process of its
+    own: a thread of the caller's would share its interpreter lock with whatever the caller
+    does meanwhile (building a 50 MB body, reading a large answer) and time that as the
+    server's latency."""
 
     url: str
     interval: float = 0.02
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _stop: Any = None
+    _process: Any = None
+    _results: Any = None
 
     def __enter__(self) -> HealthProbe:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        receive, send = context.Pipe(duplex=False)
+        self._results = receive
+        self._process = context.Process(
+            target=_probe, args=(self.url, self.interval, self._stop, send), daemon=True
+        )
+        self._process.start()
+        send.close()
+        # Measure from the first answer on: the process has started and connected.
+        if not receive.poll(60):
+            raise RuntimeError(f"the /health probe of {self.url} did not start")
+        receive.recv()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            while not self._stop.is_set():
-                start = time.perf_counter()
-                try:
-                    ok = client.get(f"{self.url}/health").status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                elapsed = time.perf_counter() - start
-                if ok:
-                    self.latencies.append(elapsed)
-                else:
-                    self.failures += 1
-                self._stop.wait(self.interval)
+        if self._results.poll(30):
+            self.latencies, self.failures = self._results.recv()
+        self._process.join(timeout=10)
 
     @property
     def p99(self) -> float:
@@ -96,3 +98,25 @@ class HealthProbe:
     @property
     def worst(self) -> float:
         return max(self.latencies, default=0.0)
+
+
+def _probe(url: str, interval: float, stop: Any, results: Any) -> None:
+    latencies: list[float] = []
+    failures = 0
+    with httpx.Client(timeout=5) as client:
+        while client.get(f"{url}/health").status_code != 200:
+            time.sleep(interval)
+        results.send("ready")
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                ok = client.get(f"{url}/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            elapsed = time.perf_counter() - start
+            if ok:
+                latencies.append(elapsed)
+            else:
+                failures += 1
+            stop.wait(interval)
+    results.send((latencies, failures))

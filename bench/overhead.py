@@ -1,11 +1,14 @@
-"""Per-request overhead: requests/s of a tiny ``POST /tensor/ops`` against a bare route.
+"""Per-request overhead: requests/s of a tiny ``POST /tensor/ops`` against a minimal app.
 
-Both routes live in one server (``bench._bare_app:app``: the service's app plus
-``POST /bare`` returning ``{"ok": true}``), so they share the process, the middleware and
-the configuration. Load: ``hey`` or ``wrk`` when on PATH, else a Python load generator
-(several processes, one keep-alive ``http.client`` connection each). Each target runs for
-a fixed time, the two alternate ``--repeats`` times, and the best run of each counts.
-Goal: tensor_ops rps / bare rps >= 0.7.
+The baseline is a minimal FastAPI app (:data:`minimal_app`: one ``async def`` route
+returning ``{"ok": true}``, no middleware) served by its own uvicorn with the same settings
+as the service's (uvicorn's defaults: uvloop and httptools when installed, as
+``uvicorn[standard]`` installs them). Beside it, ``POST /bare`` of ``bench._bare_app:app``
+(the same route inside the service's app: its middleware, routing and error handling)
+shows what the framework around the route costs. Load: ``hey`` or ``wrk`` when on PATH,
+else a Python load generator (several processes, one keep-alive ``http.client``
+connection each). Each target runs for a fixed time, the targets alternate ``--repeats``
+times, and the best run of each counts. Goal: tensor_ops rps / minimal rps >= 0.7.
 
     .venv/bin/python bench/overhead.py [--duration 5] [--concurrency 8] [--repeats 2]
 """
@@ -21,16 +24,31 @@ import statistics
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 from _common import Server, base_parser, environment, print_ratio, print_table, write_json
+from fastapi import FastAPI
 
 GOAL = 0.7
-TARGETS: dict[str, tuple[str, bytes]] = {
-    "bare": ("/bare", b"{}"),
-    "tensor_ops": ("/tensor/ops", orjson.dumps({"steps": [{"op": "arange", "end": 4}]})),
+TENSOR_OPS = orjson.dumps({"steps": [{"op": "arange", "end": 4}]})
+TARGETS: dict[str, tuple[str, str, bytes]] = {
+    "minimal": ("minimal", "/ok", b"{}"),
+    "bare": ("service", "/bare", b"{}"),
+    "tensor_ops": ("service", "/tensor/ops", TENSOR_OPS),
 }
+"""name: (server, path, body)."""
+
+minimal_app = FastAPI()
+"""The baseline: one route, no middleware (``uvicorn overhead:minimal_app`` from bench/).
+The same function also answers ``GET /health``, after it, for the start-up probe."""
+
+
+@minimal_app.post("/ok")
+@minimal_app.get("/health")
+async def ok() -> dict[str, bool]:
+    return {"ok": True}
 
 
 # --- the Python load generator ----------------------------------------------------------------
@@ -202,7 +220,9 @@ def main() -> None:
         "--warmup", type=float, default=1.0, help="untimed seconds per target first (1)"
     )
     parser.add_argument(
-        "--app", default="bench._bare_app:app", help="ASGI app with both routes (default)"
+        "--app",
+        default="bench._bare_app:app",
+        help="the service's app, with POST /bare (default bench._bare_app:app)",
     )
     args = parser.parse_args()
     generator = pick_generator(args.generator)
@@ -213,8 +233,14 @@ def main() -> None:
     )
 
     runs: list[dict[str, Any]] = []
-    with Server(args.app) as server:
-        for name, (path, body) in TARGETS.items():
+    bench_dir = str(Path(__file__).resolve().parent)
+    with (
+        Server("overhead:minimal_app", env={"PYTHONPATH": bench_dir}) as minimal,
+        Server(args.app) as service,
+    ):
+        servers = {"minimal": minimal, "service": service}
+        for name, (which, path, body) in TARGETS.items():
+            server = servers[which]
             # Each route must answer 200 before any load is put on it.
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
             conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
@@ -226,8 +252,9 @@ def main() -> None:
             if args.warmup > 0:
                 python_load(server.port, path, body, args.warmup, 2)
         for round_ in range(args.repeats):
-            for name, (path, body) in TARGETS.items():
-                result = load(server.port, path, body, args.duration, args.concurrency)
+            for name, (which, path, body) in TARGETS.items():
+                port = servers[which].port
+                result = load(port, path, body, args.duration, args.concurrency)
                 result.update({"target": name, "round": round_ + 1})
                 runs.append(result)
                 print(f"  round {round_ + 1} {name:10s} {result['rps']:8.1f} req/s", flush=True)
@@ -250,10 +277,14 @@ def main() -> None:
             for r in runs
         ],
     )
-    print(f"best: bare {best['bare']:.1f} req/s, tensor_ops {best['tensor_ops']:.1f} req/s")
+    print(
+        f"best: minimal {best['minimal']:.1f} req/s, bare in the service "
+        f"{best['bare']:.1f} req/s, tensor_ops {best['tensor_ops']:.1f} req/s"
+    )
     print()
+    print(f"bare in the service / minimal: {best['bare'] / best['minimal']:.3f}x (no goal)")
     ratio = print_ratio(
-        "tensor_ops rps / bare rps", best["tensor_ops"] / best["bare"], GOAL, "higher"
+        "tensor_ops rps / minimal rps", best["tensor_ops"] / best["minimal"], GOAL, "higher"
     )
     if any(r["errors"] for r in runs):
         print("  WARNING: some requests failed (non-200 or connection errors); see the table")

@@ -1,16 +1,24 @@
 """Transport cost: a float32 tensor through an identity step (``clone``) over HTTP.
 
-Two wire forms, each against an in-process baseline that does the same decoding and
-encoding work without HTTP, the framework or torch:
+Three wire forms, each against an in-process baseline that does the same decoding and
+encoding work without HTTP or the framework:
 
 * JSON (nested list): ``orjson.loads`` -> ``np.array(float32)`` -> ``orjson.dumps`` of the
   response envelope with the array (``OPT_SERIALIZE_NUMPY``). Goal: HTTP <= 1.5x.
 * b64 (``{"b64", "shape", "dtype"}`` + ``?encoding=b64``): ``orjson.loads`` ->
   ``base64.b64decode`` -> ``np.frombuffer`` -> ``base64.b64encode`` -> ``orjson.dumps`` of
   the envelope. Goal: HTTP <= 3x.
+* binary (the Open Inference Protocol's binary data extension: ``{"shape", "dtype",
+  "binary_data_size"}`` then the raw bytes, ``Inference-Header-Content-Length`` and
+  ``?encoding=binary``): bytes -> tensor -> bytes, i.e. ``orjson.loads`` of the JSON part
+  -> ``torch.frombuffer`` -> the identity step (``clone``) -> the framed response
+  (``orjson.dumps`` of its JSON + the tensor's bytes). Goals: HTTP <= 3x, and binary HTTP
+  / JSON HTTP <= 0.1x.
 
 Request bodies are encoded once; the timed region is the HTTP round trip only (send the
-bytes on a keep-alive ``httpx.Client``, read the whole response, no parsing).
+bytes on a keep-alive ``httpx.Client``, read the whole response, no parsing). The binary
+body is also sent to :func:`echo_app` (a raw ASGI app answering the body it received,
+under the same uvicorn): the floor of any HTTP transport of those bytes on this machine.
 
     .venv/bin/python bench/transport.py [--rows 1000 --cols 1000] [--repeats 7] [--json out.json]
 """
@@ -19,11 +27,13 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import orjson
+import torch
 from _common import (
     Server,
     base_parser,
@@ -35,30 +45,61 @@ from _common import (
     write_json,
 )
 
-GOALS = {"json": 1.5, "b64": 3.0}
+GOALS = {"json": 1.5, "b64": 3.0, "binary": 3.0}
+BINARY_VS_JSON_GOAL = 0.1
 STEPS = [{"op": "clone", "x": "a"}]
+FRAME = "Inference-Header-Content-Length"
+FORMS = ["json", "b64", "binary"]
+JSON_HEADERS = {"content-type": "application/json"}
 
 
-def make_bodies(array: np.ndarray) -> dict[str, bytes]:
-    """The two request bodies, encoded once."""
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers every request with its own body, in 1 MiB pieces as the service sends."""
+    if scope["type"] != "http":
+        return
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    length = str(len(body)).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+    )
+    step = 1 << 20
+    for start in range(0, max(len(body), 1), step):
+        end = start + step
+        await send(
+            {"type": "http.response.body", "body": body[start:end], "more_body": end < len(body)}
+        )
+
+
+def make_bodies(array: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """The three request bodies and their headers, encoded once."""
     as_json = {"inputs": {"a": array}, "steps": STEPS}
+    raw = array.astype("<f4").tobytes()
     as_b64 = {
         "inputs": {
             "a": {
-                "b64": base64.b64encode(array.astype("<f4").tobytes()).decode("ascii"),
+                "b64": base64.b64encode(raw).decode("ascii"),
                 "shape": list(array.shape),
                 "dtype": "float32",
             }
         },
         "steps": STEPS,
     }
+    tensor = {"shape": list(array.shape), "dtype": "float32", "binary_data_size": len(raw)}
+    head = orjson.dumps({"inputs": {"a": tensor}, "steps": STEPS})
     return {
-        "json": orjson.dumps(as_json, option=orjson.OPT_SERIALIZE_NUMPY),
-        "b64": orjson.dumps(as_b64),
+        "json": (orjson.dumps(as_json, option=orjson.OPT_SERIALIZE_NUMPY), JSON_HEADERS),
+        "b64": (orjson.dumps(as_b64), JSON_HEADERS),
+        "binary": (head + raw, {FRAME: str(len(head))}),
     }
 
 
-def in_process_json(body: bytes) -> bytes:
+def in_process_json(body: bytes, headers: dict[str, str]) -> bytes:
     request = orjson.loads(body)
     array = np.array(request["inputs"]["a"], dtype=np.float32)
     response = {
@@ -69,7 +110,7 @@ def in_process_json(body: bytes) -> bytes:
     return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def in_process_b64(body: bytes) -> bytes:
+def in_process_b64(body: bytes, headers: dict[str, str]) -> bytes:
     request = orjson.loads(body)
     tensor = request["inputs"]["a"]
     array = np.frombuffer(base64.b64decode(tensor["b64"]), dtype="<f4").reshape(tensor["shape"])
@@ -87,14 +128,39 @@ def in_process_b64(body: bytes) -> bytes:
     return orjson.dumps(response)
 
 
-BASELINES = {"json": in_process_json, "b64": in_process_b64}
+def in_process_binary(body: bytes, headers: dict[str, str]) -> bytes:
+    """bytes -> tensor -> bytes: the JSON part parsed, the tensor a view of the body, the
+    identity step, the framed answer."""
+    length = int(headers[FRAME])
+    wire = orjson.loads(body[:length])["inputs"]["a"]
+    buffer = bytearray(body)  # the server, too, reads the body into a writable buffer
+    tensor = torch.frombuffer(buffer, dtype=torch.float32, offset=length).reshape(wire["shape"])
+    out = tensor.clone()
+    answer = {"shape": list(out.shape), "dtype": "float32", "binary_data_size": out.nbytes}
+    head = orjson.dumps({"outputs": {"out": answer}, "device": "cpu", "elapsed_ms": 0.0})
+    return head + out.numpy().tobytes()
 
 
-def decode_response(form: str, content: bytes) -> np.ndarray:
+BASELINES = {"json": in_process_json, "b64": in_process_b64, "binary": in_process_binary}
+
+
+def decode_response(form: str, response: httpx.Response) -> np.ndarray:
+    content = response.content
+    if form == "binary":
+        length = int(response.headers[FRAME])
+        out = orjson.loads(content[:length])["outputs"]["out"]
+        return np.frombuffer(content[length:], dtype="<f4").reshape(out["shape"])
     out = orjson.loads(content)["outputs"]["out"]
     if form == "json":
         return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
     return np.frombuffer(base64.b64decode(out["b64"]), dtype="<f4").reshape(out["shape"])
+
+
+def elapsed_ms(form: str, response: httpx.Response) -> float:
+    content = response.content
+    if form == "binary":
+        content = content[: int(response.headers[FRAME])]
+    return float(orjson.loads(content)["elapsed_ms"])
 
 
 def main() -> None:
@@ -105,9 +171,7 @@ def main() -> None:
     parser.add_argument(
         "--app", default="service.main:app", help="ASGI app to serve (default service.main:app)"
     )
-    parser.add_argument(
-        "--forms", nargs="+", choices=["json", "b64"], default=["json", "b64"], help="wire forms"
-    )
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=FORMS, help="wire forms")
     args = parser.parse_args()
 
     array = np.random.default_rng(args.seed).standard_normal((args.rows, args.cols))
@@ -115,7 +179,7 @@ def main() -> None:
     bodies = make_bodies(array)
     print(f"tensor float32 {list(array.shape)} ({array.size:,} elements)")
     for form in args.forms:
-        print(f"  {form} request body: {len(bodies[form]) / 1e6:.2f} MB")
+        print(f"  {form} request body: {len(bodies[form][0]) / 1e6:.2f} MB")
 
     results: dict[str, Any] = {
         "env": environment(),
@@ -125,17 +189,16 @@ def main() -> None:
         "forms": {},
     }
     with Server(args.app) as server, httpx.Client(base_url=server.url, timeout=120.0) as client:
-        headers = {"content-type": "application/json"}
         for form in args.forms:
-            url = "/tensor/ops" + ("?encoding=b64" if form == "b64" else "")
-            body = bodies[form]
+            url = "/tensor/ops" + ("" if form == "json" else f"?encoding={form}")
+            body, headers = bodies[form]
             baseline = BASELINES[form]
             # Correctness once, outside the timed region (also the warm-up of both sides).
-            reply = baseline(body)
+            reply = baseline(body, headers)
             check = client.post(url, content=body, headers=headers)
             if check.status_code != 200:
                 raise SystemExit(f"{form}: HTTP {check.status_code}: {check.text[:500]}")
-            same = bool(np.array_equal(decode_response(form, check.content), array))
+            same = bool(np.array_equal(decode_response(form, check), array))
             # Alternate in-process and HTTP runs so that load from elsewhere on the machine
             # hits both alike. The server is idle while the baseline runs, and vice versa.
             local_times: list[float] = []
@@ -143,7 +206,7 @@ def main() -> None:
             statuses: list[int] = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                baseline(body)
+                baseline(body, headers)
                 local_times.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 response = client.post(url, content=body, headers=headers)
@@ -156,10 +219,25 @@ def main() -> None:
                 "in_process_response_bytes": len(reply),
                 "in_process": summarize(local_times),
                 "http": summarize(http_times),
-                "server_elapsed_ms": orjson.loads(check.content)["elapsed_ms"],
+                "server_elapsed_ms": elapsed_ms(form, check),
                 "round_trip_equal": same,
                 "non_200": sum(s != 200 for s in statuses),
             }
+
+    if "binary" in args.forms:
+        bench_dir = str(Path(__file__).resolve().parent)
+        body, headers = bodies["binary"]
+        with (
+            Server("transport:echo_app", env={"PYTHONPATH": bench_dir}) as echo,
+            httpx.Client(base_url=echo.url, timeout=120.0) as client,
+        ):
+            client.post("/", content=body, headers=headers)
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                client.post("/", content=body, headers=headers).read()
+                times.append(time.perf_counter() - start)
+        results["binary_echo_floor"] = summarize(times)
 
     with section(f"results (median of {args.repeats}, milliseconds)"):
         rows = []
@@ -171,9 +249,9 @@ def main() -> None:
                     form,
                     f"{entry['request_bytes'] / 1e6:.2f}",
                     f"{entry['response_bytes'] / 1e6:.2f}",
-                    f"{base_ms:.1f}",
-                    f"{http_ms:.1f}",
-                    f"{entry['http']['min_s'] * 1e3:.1f}",
+                    f"{base_ms:.2f}",
+                    f"{http_ms:.2f}",
+                    f"{entry['http']['min_s'] * 1e3:.2f}",
                     f"{entry['server_elapsed_ms']:.2f}",
                     "yes" if entry["round_trip_equal"] else "NO",
                 ]
@@ -193,13 +271,26 @@ def main() -> None:
         )
     print()
     results["ratios"] = []
-    for form, entry in results["forms"].items():
+    forms = results["forms"]
+    for form, entry in forms.items():
         ratio = entry["http"]["median_s"] / entry["in_process"]["median_s"]
         results["ratios"].append(
             print_ratio(f"{form} HTTP / {form} in-process", ratio, GOALS[form], "lower")
         )
         if not entry["round_trip_equal"] or entry["non_200"]:
             print(f"  WARNING {form}: equal={entry['round_trip_equal']} non_200={entry['non_200']}")
+    if "binary_echo_floor" in results:
+        floor = results["binary_echo_floor"]["median_s"]
+        print(
+            f"binary floor: the same bytes echoed by a bare ASGI app under the same uvicorn "
+            f"took {floor * 1e3:.2f} ms ({floor / forms['binary']['in_process']['median_s']:.2f}x "
+            "the in-process baseline; no goal)"
+        )
+    if "binary" in forms and "json" in forms:
+        ratio = forms["binary"]["http"]["median_s"] / forms["json"]["http"]["median_s"]
+        results["ratios"].append(
+            print_ratio("binary HTTP / JSON HTTP", ratio, BINARY_VS_JSON_GOAL, "lower")
+        )
     write_json(args.json, results)
 
 

@@ -257,7 +257,8 @@ def chapter_4(ctx: Context) -> None:
     c = ctx.client
     ctx.save(c.activate_png("sigmoid", x_range=(-10, 10, 200), columns=1), "04_sigmoid.png")
     passed = [int(score >= 60) for score in EXAM_SCORES]
-    fit = c.logistic_regression([[h] for h in EXAM_HOURS], passed, threshold=0.5)
+    # progress=True: a bar of the fit's iterations while it runs (the service streams them).
+    fit = c.logistic_regression([[h] for h in EXAM_HOURS], passed, threshold=0.5, progress=True)
     print("step 1: a linear score y = w·hours + b; step 2: w = sigmoid(y) = P(pass);")
     print(f"step 3: pass when P(pass) > threshold = {fit.model.threshold}")
     print(

@@ -3,14 +3,96 @@ plots (tutorial chapter 6.3)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from schemas.common import ComputeRequest, ComputeResponse, StrictModel, Tensor, TensorOut
+from schemas.common import (
+    ComputeRequest,
+    ComputeResponse,
+    Int,
+    Rule,
+    StrictModel,
+    Tensor,
+    TensorOut,
+    needs,
+    not_together,
+)
 
 MAX_FUNCTIONS = 32
 """Functions (and PNG panels) per request."""
+
+ACTIVATION_NAMES: tuple[tuple[str, str], ...] = (
+    ("relu", "ReLU"),
+    ("relu6", "ReLU6"),
+    ("leaky_relu", "LeakyReLU"),
+    ("prelu", "PReLU"),
+    ("rrelu", "RReLU"),
+    ("elu", "ELU"),
+    ("selu", "SELU"),
+    ("celu", "CELU"),
+    ("gelu", "GELU"),
+    ("silu", "SiLU"),
+    ("mish", "Mish"),
+    ("sigmoid", "Sigmoid"),
+    ("tanh", "Tanh"),
+    ("softplus", "Softplus"),
+    ("softsign", "Softsign"),
+    ("softshrink", "Softshrink"),
+    ("hardshrink", "Hardshrink"),
+    ("hardtanh", "Hardtanh"),
+    ("hardsigmoid", "Hardsigmoid"),
+    ("hardswish", "Hardswish"),
+    ("logsigmoid", "LogSigmoid"),
+    ("tanhshrink", "Tanhshrink"),
+    ("threshold", "Threshold"),
+    ("softmax", "Softmax"),
+    ("log_softmax", "LogSoftmax"),
+    ("softmin", "Softmin"),
+)
+"""Every activation function: ``torch.nn.functional``'s name and the ``torch.nn`` class's
+(the service's registry has one row for each, in this order)."""
+
+_NUMBER: dict[str, Any] = {"type": "number"}
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "negative_slope": _NUMBER,
+    "weight": {
+        "anyOf": [
+            _NUMBER,
+            {"type": "array", "items": _NUMBER, "minItems": 1, "maxItems": 4096},
+        ]
+    },
+    "lower": _NUMBER,
+    "upper": _NUMBER,
+    "alpha": _NUMBER,
+    "approximate": {"enum": ["none", "tanh"]},
+    "beta": _NUMBER,
+    "threshold": _NUMBER,
+    "lambd": _NUMBER,
+    "min_val": _NUMBER,
+    "max_val": _NUMBER,
+    "value": _NUMBER,
+    "dim": {"type": "integer", "minimum": -8, "maximum": 7},
+}
+"""Every parameter some activation takes, by torch's name, with what its values are (one
+kind per name, whichever function takes it)."""
+
+
+def _name_pattern() -> str:
+    # A name is looked up ignoring case and underscores (`leaky_relu`, `LeakyReLU` and
+    # `leakyrelu` are one function): each letter in either case, underscores after any.
+    keys = dict.fromkeys(
+        alias.replace("_", "").lower() for names in ACTIVATION_NAMES for alias in names
+    )
+    spelled = (
+        "".join(f"[{c}{c.upper()}]_*" if c.isalpha() else f"{c}_*" for c in key) for key in keys
+    )
+    return "^(?:" + "|".join(spelled) + ")$"
+
+
+FUNCTION_NAME_PATTERN = _name_pattern()
+"""The names `GET /activate` lists, in any case, with underscores anywhere after the first
+letter."""
 
 FunctionName = Annotated[
     str,
@@ -18,6 +100,7 @@ FunctionName = Annotated[
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
+        json_schema_extra={"pattern": FUNCTION_NAME_PATTERN},
         description="A function: `torch.nn.functional`'s name (`leaky_relu`) or the "
         "`torch.nn` class name (`LeakyReLU`); case and underscores are ignored. "
         "`GET /activate` lists them. An unknown name is a 422 `unknown_function`.",
@@ -25,17 +108,38 @@ FunctionName = Annotated[
     ),
 ]
 ParamName = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-ParamValue = bool | int | float | str | Annotated[list[int | float], Field(max_length=4096)]
+ParamValue = bool | Int | float | str | Annotated[list[Int | float], Field(max_length=4096)]
+
+
+def _whole_dim(params: Any) -> Any:
+    # `dim` is an integer, which may be written 2.0 like any integer.
+    if isinstance(params, dict):
+        dim = params.get("dim")
+        if isinstance(dim, float) and dim.is_integer():
+            return {**params, "dim": int(dim)}
+    return params
+
+
+def _params_schema(schema: dict[str, Any]) -> None:
+    schema.pop("patternProperties", None)
+    schema.pop("propertyNames", None)
+    schema["properties"] = PARAM_SCHEMAS
+    schema["additionalProperties"] = False
+
+
 Params = Annotated[
     dict[ParamName, ParamValue],
+    BeforeValidator(_whole_dim),
     Field(
         max_length=16,
         description="Parameter values by torch's names (`negative_slope`, `alpha`, `beta`, "
         "`lambd`, `min_val`, `approximate`, `dim`, …; see `GET /activate`); the rest keep "
-        "torch's defaults. A name the function does not take is a 422 `unknown_param`, "
-        "a value of the wrong kind a 422 `invalid_param`. `prelu`'s `weight` is one slope "
-        "or a list of one slope per channel (x's dimension 1).",
+        "torch's defaults. Each must be one that a function given takes (a 422 "
+        "`unknown_param` otherwise), and a parameter torch has no default for must be given "
+        "(`threshold`'s two: 422 `missing_param`). `prelu`'s `weight` is one slope or a list "
+        "of one slope per channel (x's dimension 1).",
         examples=[{"negative_slope": 0.1}],
+        json_schema_extra=_params_schema,
     ),
 ]
 
@@ -50,9 +154,9 @@ _DERIVATIVE_DOC = (
 class ActivationRange(StrictModel):
     """`torch.linspace(start, end, steps)`: the inputs when no `x` is given."""
 
-    start: int | float = Field(default=-6, description="First value.", examples=[-6])
-    end: int | float = Field(default=6, description="Last value (included).", examples=[6])
-    steps: int = Field(
+    start: Int | float = Field(default=-6, description="First value.", examples=[-6])
+    end: Int | float = Field(default=6, description="Last value (included).", examples=[6])
+    steps: Int = Field(
         default=100,
         ge=1,
         description="Number of values; counts against the element limit.",
@@ -73,6 +177,12 @@ class ActivationSpec(StrictModel):
 class ActivateRequest(ComputeRequest):
     """One or several activation functions over `x` or a `range`, with their derivatives,
     as JSON or as a PNG of one panel per function (the tutorial's figure)."""
+
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        not_together("function", "functions"),
+        not_together("x", "range"),
+        needs("dim", lambda _: {"properties": {"params": {"properties": {"dim": False}}}}),
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -125,12 +235,12 @@ class ActivateRequest(ComputeRequest):
         "`torch.linspace(-6, 6, 100)`.",
     )
     params: Params = Field(default_factory=dict)
-    dim: int | None = Field(
+    dim: Int | None = Field(
         default=None,
         ge=-8,
         le=7,
-        description="Shorthand for `params.dim`: the dimension the softmax family "
-        "normalises along (default -1, the last).",
+        description="Shorthand for `params.dim` (give one of the two): the dimension the "
+        "softmax family normalises along (default -1, the last); one of x's.",
     )
     derivative: bool = Field(default=False, description=_DERIVATIVE_DOC)
     format: Literal["json", "png"] = Field(
@@ -141,7 +251,7 @@ class ActivateRequest(ComputeRequest):
         "`X-Panel-Count` and `X-Panel-Layout` (`<rows>x<columns>`) describe the grid. "
         "Inputs of several dimensions are plotted flattened, sorted by x.",
     )
-    columns: int | None = Field(
+    columns: Int | None = Field(
         default=None,
         ge=1,
         le=8,

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import keyword
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from schemas.common import ComputeRequest, ComputeResponse, Tensor, TensorOut
+from schemas.common import ComputeRequest, ComputeResponse, Tensor, TensorOut, keys_named
+
+CONSTANT_NAMES = ("pi", "e", "inf")
+"""The constants an expression may name (and so no input may be called)."""
 
 InputName = Annotated[
     str,
     Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         max_length=64,
+        json_schema_extra={"not": {"enum": [*keyword.kwlist, *CONSTANT_NAMES]}},
         description="An input's name: an identifier (not a Python keyword, pi, e or inf).",
     ),
 ]
@@ -93,12 +98,14 @@ class GradRequest(ComputeRequest):
         '`"dtype": "float32"`) for a tensor to differentiate: gradients exist only for '
         "floating-point tensors.",
         examples=[{"x": {"data": [[1.0], [2.0], [3.0], [4.0]], "dtype": "float32"}}],
+        json_schema_extra=keys_named,
     )
     wrt: list[InputName] | None = Field(
         default=None,
         max_length=64,
-        description="Inputs to differentiate with respect to; default: every floating-point "
-        "input. An integer or bool input named here is a 422 `integer_gradient`.",
+        description="Inputs to differentiate with respect to, each one of `inputs`; default: "
+        "every floating-point input. An integer or bool input named here is a 422 "
+        "`integer_gradient`.",
         examples=[["x"]],
     )
     hessian: bool = Field(

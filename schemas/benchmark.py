@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.common import ComputeRequest, ComputeResponse, Device
+from schemas.common import ComputeRequest, ComputeResponse, Device, Int
 
 BenchDType = Literal["float32", "float64", "float16", "bfloat16"]
 
@@ -21,9 +21,9 @@ class BenchmarkRequest(ComputeRequest):
         "json_schema_extra": {"examples": [{"m": 512, "k": 256, "n": 384, "repeats": 3, "seed": 0}]}
     }
 
-    m: int = Field(default=10000, ge=1, le=10**7, description="Rows of a (tutorial: 10000).")
-    k: int = Field(default=1000, ge=1, le=10**7, description="Columns of a, rows of b (1000).")
-    n: int = Field(default=2000, ge=1, le=10**7, description="Columns of b (tutorial: 2000).")
+    m: Int = Field(default=10000, ge=1, le=10**7, description="Rows of a (tutorial: 10000).")
+    k: Int = Field(default=1000, ge=1, le=10**7, description="Columns of a, rows of b (1000).")
+    n: Int = Field(default=2000, ge=1, le=10**7, description="Columns of b (tutorial: 2000).")
     dtype: BenchDType = Field(default="float32", description="Element type of a and b.")
     devices: list[Device] | None = Field(
         default=None,
@@ -31,8 +31,8 @@ class BenchmarkRequest(ComputeRequest):
         description="Devices to time, in order; default: `device` if given, else every "
         "available one (CPU and each CUDA device).",
     )
-    repeats: int = Field(default=5, ge=1, le=100, description="Timed multiplications.")
-    warmup: int = Field(
+    repeats: Int = Field(default=5, ge=1, le=100, description="Timed multiplications.")
+    warmup: Int = Field(
         default=1,
         ge=0,
         le=20,

@@ -7,11 +7,62 @@ field `file`, with a header row; `target` names the label column).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from schemas.common import ComputeRequest, ComputeResponse, Tensor, TensorOut
+from schemas.common import (
+    ComputeRequest,
+    ComputeResponse,
+    Int,
+    Rule,
+    Tensor,
+    TensorOut,
+    given,
+    needs,
+    not_together,
+    one_given,
+    tensor_schema,
+    whole_shape,
+)
+
+
+class Samples(Tensor):
+    """One value or one row of features per sample: [n_samples] or [n_samples, n_features],
+    finite."""
+
+    root: Annotated[
+        Any,
+        BeforeValidator(whole_shape),
+        WithJsonSchema(tensor_schema(range(1, 3), finite=True, null_dtype=False, title="Samples")),
+    ]
+
+
+_LABELS_SCHEMA = {
+    "type": "array",
+    "items": {"type": "string"},
+    "minItems": 1,
+    "description": "Class labels as text, one per sample.",
+}
+
+
+class Targets(Tensor):
+    """One target (or one row of targets) per sample, or a list of class labels as text."""
+
+    root: Annotated[
+        Any,
+        BeforeValidator(whole_shape),
+        WithJsonSchema(
+            {
+                "title": "Targets",
+                "anyOf": [
+                    _LABELS_SCHEMA,
+                    tensor_schema(range(1, 3), finite=True, null_dtype=False),
+                ],
+            }
+        ),
+    ]
+
 
 DatasetName = Literal["exam", "iris", "diabetes", "wine", "breast_cancer", "digits", "linnerud"]
 """The built-in tabular datasets (``sample_images``, an image dataset, is for ``/data/images``)."""
@@ -51,20 +102,32 @@ _Y_DOC = (
 _TARGET_DOC = (
     "With an uploaded CSV: the column holding the targets (default: the last column); every "
     "other column is a feature. With `linnerud` (three targets): the one to use (`Weight`, "
-    "`Waist` or `Pulse`; default all three). Not used with `x`/`y`."
+    "`Waist` or `Pulse`; default all three). Not with `x`/`y` (a 422)."
 )
 _FEATURES_DOC = (
-    "The feature columns to use, by name and in this order (default: all of them). Names are "
-    "the dataset's (`GET /datasets`), the CSV header's, or `x0`, `x1`, … for `x`."
+    "The feature columns to use, by name and in this order, each once (default: all of "
+    "them). Names are the dataset's (`GET /datasets`), the CSV header's, or `x0`, `x1`, … "
+    "for `x`."
 )
 
 
 class DataRequest(ComputeRequest):
-    """Where the data comes from: a built-in `dataset`, `x`/`y`, or an uploaded CSV."""
+    """Where the data comes from: a built-in `dataset`, `x`/`y`, or an uploaded CSV (one of
+    the three)."""
+
+    # `file` is the multipart upload: never a JSON field, so in JSON these read as if it
+    # were not named, and a form's rules are the same ones.
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        one_given("dataset", "x", CSV_FIELD),
+        not_together("dataset", "x", CSV_FIELD),
+        not_together("dataset", "y"),
+        not_together("x", "target"),
+        needs("y", given("x")),
+    )
 
     dataset: DatasetName | None = Field(default=None, description=_DATASET_DOC, examples=["exam"])
-    x: Tensor | None = Field(default=None, description=_X_DOC, examples=[[0.5, 1.0, 1.5]])
-    y: Tensor | None = Field(default=None, description=_Y_DOC, examples=[[10.0, 13.0, 20.0]])
+    x: Samples | None = Field(default=None, description=_X_DOC, examples=[[0.5, 1.0, 1.5]])
+    y: Targets | None = Field(default=None, description=_Y_DOC, examples=[[10.0, 13.0, 20.0]])
     target: str | None = Field(
         default=None,
         min_length=1,
@@ -76,6 +139,7 @@ class DataRequest(ComputeRequest):
         default=None,
         min_length=1,
         max_length=MAX_SELECTED_FEATURES,
+        json_schema_extra={"uniqueItems": True},
         description=_FEATURES_DOC,
         examples=[["petal length (cm)", "petal width (cm)"]],
     )
@@ -184,7 +248,7 @@ class DataLoaderRequest(DataRequest):
         "strings or an integer tensor, regression otherwise.",
         examples=["classification"],
     )
-    batch_size: int = Field(
+    batch_size: Int = Field(
         default=1,
         ge=1,
         le=MAX_LOADER_BATCH,
@@ -198,7 +262,7 @@ class DataLoaderRequest(DataRequest):
         default=False,
         description="Drop the last batch when it is smaller than `batch_size`.",
     )
-    max_batches: int = Field(
+    max_batches: Int = Field(
         default=1,
         ge=1,
         le=MAX_LISTED_BATCHES,

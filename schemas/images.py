@@ -8,12 +8,21 @@ downloaded.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import ComputeRequest, ComputeResponse, StrictModel, TensorOut
-from schemas.vision import MAX_BASE64_CHARS
+from schemas.common import (
+    ComputeRequest,
+    ComputeResponse,
+    Int,
+    Rule,
+    StrictModel,
+    TensorOut,
+    not_together,
+    one_given,
+)
+from schemas.vision import FILE_BASE64_PATTERN, MAX_BASE64_CHARS
 
 MAX_IMAGES = 256
 """Pictures one request may upload (`images`)."""
@@ -51,14 +60,21 @@ TransformName = Literal[
 
 TransformParam = (
     bool
-    | int
+    | Int
     | float
     | Annotated[str, Field(max_length=64)]
-    | Annotated[list[int | float], Field(max_length=16)]
+    | Annotated[list[Int | float], Field(max_length=16)]
     | None
 )
 
-Base64Text = Annotated[str, Field(min_length=1, max_length=MAX_BASE64_CHARS)]
+Base64Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_BASE64_CHARS,
+        json_schema_extra={"pattern": FILE_BASE64_PATTERN},
+    ),
+]
 ClassName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -115,6 +131,13 @@ class DataImagesRequest(ComputeRequest):
     multipart field `images`) or `archive` (base64 in JSON, or an uploaded file in the
     multipart field `archive`).
     """
+
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        one_given("dataset", "images", "archive"),
+        not_together("dataset", "images", "archive"),
+        not_together("labels", "dataset"),
+        not_together("labels", "archive"),
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -187,7 +210,7 @@ class DataImagesRequest(ComputeRequest):
         "image or of uint8) is a 422 `transform_failed`.",
         examples=[[{"name": "Resize", "size": [32, 32]}, {"name": "ToImage"}]],
     )
-    batch_size: int = Field(
+    batch_size: Int = Field(
         default=16, ge=1, le=4096, description="The DataLoader's batch size.", examples=[16]
     )
     shuffle: bool = Field(
@@ -196,7 +219,7 @@ class DataImagesRequest(ComputeRequest):
     drop_last: bool = Field(
         default=False, description="Drop the last incomplete batch (the DataLoader's)."
     )
-    max_images: int | None = Field(
+    max_images: Int | None = Field(
         default=None,
         ge=1,
         le=100_000,
@@ -217,7 +240,7 @@ class DataImagesRequest(ComputeRequest):
         "64 pixels (nearest neighbour, at most 16×) under a 20-pixel strip with its class "
         "name.",
     )
-    columns: int | None = Field(
+    columns: Int | None = Field(
         default=None,
         ge=1,
         le=64,

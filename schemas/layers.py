@@ -7,11 +7,25 @@ initialise them, without touching the server's global random state.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field
 
-from schemas.common import ComputeRequest, ComputeResponse, Tensor, TensorOut
+from schemas.common import (
+    ComputeRequest,
+    ComputeResponse,
+    Int,
+    Rule,
+    Tensor1D,
+    Tensor2D,
+    Tensor2To3D,
+    TensorNonScalar,
+    TensorOut,
+    has_value,
+    needs,
+    none_given,
+    when_value,
+)
 
 MAX_FEATURES = 1 << 26
 MAX_RNN_SIZE = 1 << 24
@@ -52,29 +66,33 @@ class LinearRequest(ComputeRequest):
     device. Without a seed they are random. The response returns the parameters used.
     """
 
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        needs("bias_values", has_value("bias", (True,), default=True)),
+    )
+
     model_config = {"json_schema_extra": {"examples": [LINEAR_EXAMPLE]}}
 
-    in_features: int = Field(
+    in_features: Int = Field(
         ge=1, le=MAX_FEATURES, description="Features of each input sample.", examples=[3]
     )
-    out_features: int = Field(
+    out_features: Int = Field(
         ge=1, le=MAX_FEATURES, description="Features of each output sample.", examples=[2]
     )
     bias: bool = Field(
         default=True, description="Whether the layer adds a bias (torch's default: true)."
     )
-    input: Tensor = Field(
+    input: TensorNonScalar = Field(
         description="The input, [N, in_features] (any number of leading dimensions, as "
         "`nn.Linear` allows: [*, in_features]). " + _DTYPE_RULE,
         examples=[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]],
     )
-    weight: Tensor | None = Field(
+    weight: Tensor2D | None = Field(
         default=None,
         description="The weight W, [out_features, in_features]; default: torch's "
         "initialisation, seeded by `seed`.",
         examples=[[[0.5, -0.5, 1.0], [1.0, 0.0, -1.0]]],
     )
-    bias_values: Tensor | None = Field(
+    bias_values: Tensor1D | None = Field(
         default=None,
         description="The bias b, [out_features] (only with `bias` true); default: torch's "
         "initialisation, seeded by `seed`.",
@@ -95,14 +113,25 @@ class LinearResponse(ComputeResponse):
 
 
 RNNMode = Literal["rnn", "lstm", "gru"]
+_MODES: tuple[str, ...] = get_args(RNNMode)
+PARAMETER_NAME_PATTERN = r"^(weight|bias)_(ih|hh)_l\d{1,2}(_reverse)?$"
 ParameterName = Annotated[
     str,
     Field(
-        pattern=r"^(weight|bias)_(ih|hh)_l\d{1,2}(_reverse)?$",
+        pattern=PARAMETER_NAME_PATTERN,
         description="torch's parameter name: `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, "
         "`bias_hh_l0`, … (`_reverse` for the backward direction).",
     ),
 ]
+
+
+def _weights(schema: dict[str, Any]) -> None:
+    # Weights are matrices and biases vectors, by their names.
+    ((_, values),) = schema.pop("patternProperties").items()
+    matrix, vector = values["anyOf"]  # Tensor2D | Tensor1D, as the field says
+    schema["propertyNames"] = {"pattern": PARAMETER_NAME_PATTERN}
+    schema["patternProperties"] = {"^weight_": matrix, "^bias_": vector}
+    schema["additionalProperties"] = False
 
 
 class RNNRequest(ComputeRequest):
@@ -118,6 +147,13 @@ class RNNRequest(ComputeRequest):
     by building the module, on any device. Without a seed they are random.
     """
 
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        when_value("mode", ("rnn", "gru"), none_given("c0"), choices=_MODES, default="rnn"),
+        when_value(
+            "mode", ("lstm", "gru"), none_given("nonlinearity"), choices=_MODES, default="rnn"
+        ),
+    )
+
     model_config = {"json_schema_extra": {"examples": [RNN_EXAMPLE]}}
 
     mode: RNNMode = Field(
@@ -126,13 +162,13 @@ class RNNRequest(ComputeRequest):
         "(torch.nn.GRU).",
         examples=["lstm"],
     )
-    input_size: int = Field(
+    input_size: Int = Field(
         ge=1, le=MAX_RNN_SIZE, description="Features of each input step (H_in).", examples=[4]
     )
-    hidden_size: int = Field(
+    hidden_size: Int = Field(
         ge=1, le=MAX_RNN_SIZE, description="Features of the hidden state (H_out).", examples=[3]
     )
-    num_layers: int = Field(
+    num_layers: Int = Field(
         default=1,
         ge=1,
         le=MAX_RNN_LAYERS,
@@ -157,21 +193,24 @@ class RNNRequest(ComputeRequest):
         description="Run each layer forwards and backwards; outputs are concatenated "
         "(2·hidden_size features).",
     )
-    input: Tensor = Field(
+    input: Tensor2To3D = Field(
         description="The input sequence: [L, N, input_size], [N, L, input_size] with "
         "`batch_first`, or [L, input_size] unbatched. " + _DTYPE_RULE,
         examples=[RNN_EXAMPLE["input"]],
     )
-    h0: Tensor | None = Field(
+    h0: Tensor2To3D | None = Field(
         default=None,
         description="Initial hidden state, [D·num_layers, N, hidden_size] "
         "([D·num_layers, hidden_size] unbatched); default zeros.",
     )
-    c0: Tensor | None = Field(
+    c0: Tensor2To3D | None = Field(
         default=None,
         description="Initial cell state of an `lstm`, shaped like h0; default zeros.",
     )
-    weights: dict[ParameterName, Tensor] | None = Field(
+    weights: (
+        Annotated[dict[ParameterName, Tensor2D | Tensor1D], Field(json_schema_extra=_weights)]
+        | None
+    ) = Field(
         default=None,
         max_length=4 * 2 * MAX_RNN_LAYERS,
         description="Parameters to use, by torch's names (see `parameters` in the response "

@@ -6,12 +6,23 @@ back unchanged to ``POST /regress/predict``. The service keeps nothing between r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from schemas.common import ComputeRequest, ComputeResponse, StrictModel, Tensor, TensorOut
-from schemas.datasets import MAX_NAME_LENGTH, DataRequest
+from schemas.common import (
+    ComputeRequest,
+    ComputeResponse,
+    Int,
+    Rule,
+    StrictModel,
+    TensorOut,
+    given,
+    needs,
+    none_given,
+    when_value,
+)
+from schemas.datasets import MAX_NAME_LENGTH, DataRequest, Samples
 
 MAX_EPOCHS = 10_000
 MAX_FEATURES = 1 << 20
@@ -97,7 +108,7 @@ class LogisticModel(StrictModel):
     """A fitted logistic regression: binary (sigmoid) or multinomial (softmax)."""
 
     kind: Literal["logistic"] = Field(description="Always `logistic`.", examples=["logistic"])
-    classes: list[int] | list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] = Field(
+    classes: list[Int] | list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] = Field(
         min_length=2,
         max_length=MAX_CLASSES,
         description="The class labels, sorted; class i is `classes[i]`. Binary: `classes[1]` "
@@ -138,11 +149,20 @@ class LogisticModel(StrictModel):
 # --- POST /regress/linear --------------------------------------------------------------------
 
 LINEAR_EXAMPLE: dict[str, Any] = {"dataset": "exam"}
+_GD_ONLY = ("optimizer", "epochs", "lr", "batch_size", "standardize")
+_METHODS = ("lstsq", "gd")
+"""The options of `method: gd` alone."""
 
 
 class LinearRegressionRequest(DataRequest):
     """A linear regression (chapter 2): `lstsq`, the closed form, or `gd`, an `nn.Linear`
     trained with MSE loss by SGD or Adam."""
+
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        needs("x", given("y")),
+        when_value("method", ("lstsq",), none_given(*_GD_ONLY), choices=_METHODS, default="lstsq"),
+        when_value("method", ("gd",), none_given("rcond"), choices=_METHODS, default="lstsq"),
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -179,7 +199,7 @@ class LinearRegressionRequest(DataRequest):
     optimizer: Literal["sgd", "adam"] | None = Field(
         default=None, description="`gd` only: `sgd` (default) or `adam`.", examples=["sgd"]
     )
-    epochs: int | None = Field(
+    epochs: Int | None = Field(
         default=None,
         ge=1,
         le=MAX_EPOCHS,
@@ -193,7 +213,7 @@ class LinearRegressionRequest(DataRequest):
         description="`gd` only: the learning rate (default 0.1 for `sgd`, 0.01 for `adam`).",
         examples=[0.1],
     )
-    batch_size: int | None = Field(
+    batch_size: Int | None = Field(
         default=None, ge=1, le=MAX_BATCH, description="`gd` only: " + _BATCH_DOC
     )
     standardize: bool | None = Field(
@@ -207,11 +227,10 @@ class LinearRegressionRequest(DataRequest):
 
     @model_validator(mode="after")
     def _options_of_the_method(self) -> LinearRegressionRequest:
-        gd_only = ("optimizer", "epochs", "lr", "batch_size", "standardize")
         if self.method == "lstsq":
-            given = [name for name in gd_only if getattr(self, name) is not None]
-            if given:
-                raise ValueError(f"{', '.join(given)}: only for method `gd`")
+            present = [name for name in _GD_ONLY if getattr(self, name) is not None]
+            if present:
+                raise ValueError(f"{', '.join(present)}: only for method `gd`")
         elif self.rcond is not None:
             raise ValueError("rcond: only for method `lstsq`")
         return self
@@ -284,6 +303,17 @@ class LogisticRegressionRequest(DataRequest):
     """A logistic regression (chapter 4): binary when the labels hold two classes (a linear
     score, the sigmoid, then `threshold`), multinomial (softmax) for more."""
 
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        needs("x", given("y")),
+        when_value(
+            "optimizer",
+            ("lbfgs",),
+            none_given("batch_size"),
+            choices=("lbfgs", "sgd", "adam"),
+            default="lbfgs",
+        ),
+    )
+
     model_config = {
         "json_schema_extra": {
             "examples": [
@@ -305,11 +335,11 @@ class LogisticRegressionRequest(DataRequest):
         "(mini-)batch gradient steps.",
         examples=["lbfgs"],
     )
-    epochs: int | None = Field(
+    epochs: Int | None = Field(
         default=None, ge=1, le=MAX_EPOCHS, description=_EPOCHS_DOC, examples=[100]
     )
     lr: float | None = Field(default=None, gt=0, le=100, description=_LR_DOC, examples=[1.0])
-    batch_size: int | None = Field(
+    batch_size: Int | None = Field(
         default=None, ge=1, le=MAX_BATCH, description="`sgd`, `adam` only: " + _BATCH_DOC
     )
     l2: float = Field(
@@ -445,7 +475,7 @@ class PredictRequest(ComputeRequest):
         description="A `model` from `POST /regress/linear` or `POST /regress/logistic`. Its "
         "shapes are checked: coef against the features, rows against the classes."
     )
-    x: Tensor = Field(
+    x: Samples = Field(
         description="The samples, [n_samples, n_features] in the model's feature order; a "
         "model of one feature also takes [n_samples]. Computed in float64.",
         examples=[[1.0, 2.5, 4.0]],

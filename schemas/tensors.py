@@ -5,40 +5,53 @@ Each op is its own model, with torch's parameter names, in a union discriminated
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
 from schemas.common import (
+    MAX_NDIM,
     ComputeRequest,
     ComputeResponse,
     DType,
+    FloatDType,
+    Int,
+    Rule,
     Seed,
     StrictModel,
     Tensor,
     TensorOrScalar,
     TensorOut,
     TensorRef,
+    keys_named,
+    one_given,
 )
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$", max_length=64)]
 Size = Annotated[
-    list[Annotated[int, Field(ge=0)]],
+    list[Annotated[Int, Field(ge=0)]],
     Field(max_length=8, description="Sizes of the dimensions (at most 8).", examples=[[2, 3]]),
 ]
-Dim = Annotated[int, Field(description="A dimension; negative counts from the end.")]
+Dim = Annotated[
+    Int,
+    Field(
+        ge=-MAX_NDIM,
+        lt=MAX_NDIM,
+        description="A dimension of x; negative counts from the end.",
+    ),
+]
 OptDims = Annotated[
-    int | list[int] | None,
+    Dim | Annotated[list[Dim], Field(max_length=MAX_NDIM)] | None,
     Field(description="Dimension(s) to reduce; null reduces over every dimension."),
 ]
-Number = int | float
+Number = Int | float
 KeepDim = Annotated[bool, Field(description="Keep each reduced dimension, with size 1.")]
 ResultDType = Annotated[
     DType | None,
     Field(description="dtype of the result (the input is cast first); default: torch's choice."),
 ]
 ArgDim = Annotated[
-    int | None, Field(description="Dimension to reduce; null: over the flattened tensor.")
+    Dim | None, Field(description="Dimension to reduce; null: over the flattened tensor.")
 ]
 Alpha = Annotated[Number, Field(description="Multiplier of y.")]
 Correction = Annotated[
@@ -46,7 +59,7 @@ Correction = Annotated[
     Field(description="Subtracted from the count in the divisor: 1 = sample, 0 = population."),
 ]
 Shape = Annotated[
-    list[Annotated[int, Field(ge=-1)]],
+    list[Annotated[Int, Field(ge=-1)]],
     Field(
         max_length=8,
         description="The new shape; one size may be -1 (inferred).",
@@ -65,6 +78,32 @@ Tensors = Annotated[
 
 MAX_INDEX_LENGTH = 1000
 """Longest index text of an `index` step, in characters."""
+MAX_INDEX_ITEMS = 64
+"""Most items of an index text."""
+
+
+def _index_pattern() -> str:
+    # The grammar of service.ops.tensors.indexing as a regular expression (ECMA-262, as JSON
+    # Schema's patterns are), with torch's rule that a slice step is positive: integers of at
+    # most 19 digits, `None`, slices start:stop:step, at most one `...`, optional brackets.
+    space = r"[ \t\n\r\f\v]*"
+    integer = rf"(?:[+-]{space})?[0-9]{{1,19}}"
+    nonzero = "[1-9]"  # not 0, in at most `digits` digits (leading zeros count)
+    for digits in range(2, 20):
+        nonzero = rf"[1-9][0-9]{{0,{digits - 1}}}|0(?:{nonzero})"
+    step = rf"(?:(?:\+{space})?(?:{nonzero})|None)"
+    part = rf"(?:{integer}|None)"
+    sliced = rf"{part}?{space}:{space}{part}?(?:{space}:{space}{step}?)?"
+    item = rf"{space}(?:{sliced}|{part}){space}"
+    ellipsis = rf"{space}\.\.\.{space}"
+    # Items before, one item or `...`, items after: at most one ellipsis.
+    items = rf"(?:{item},)*(?:{item}|{ellipsis})(?:,{item})*(?:,{space})?"
+    return rf"^{space}(?:\[{space}(?:{items})?\]|{items})?{space}$"
+
+
+INDEX_PATTERN = _index_pattern()
+"""What an `index` step's text may be, as the published schema says it (the count of items
+aside). The service reads the text with its own parser, whose errors say where and why."""
 
 
 class Step(StrictModel):
@@ -102,8 +141,8 @@ class EyeStep(Step):
     """`torch.eye(n, m)`: ones on the diagonal."""
 
     op: Literal["eye"]
-    n: int = Field(ge=0, description="Rows.", examples=[4])
-    m: int | None = Field(default=None, ge=0, description="Columns (default n).")
+    n: Int = Field(ge=0, description="Rows.", examples=[4])
+    m: Int | None = Field(default=None, ge=0, description="Columns (default n).")
     dtype: DType | None = Field(default=None, description="Default float32.")
 
 
@@ -138,7 +177,9 @@ class ArangeStep(Step):
     op: Literal["arange"]
     start: Number = Field(default=0, description="First value.")
     end: Number = Field(description="End (exclusive).", examples=[16])
-    step: Number = Field(default=1, description="Spacing; not zero.")
+    step: Number = Field(
+        default=1, description="Spacing; not zero.", json_schema_extra={"not": {"const": 0}}
+    )
     dtype: DType | None = Field(
         default=None,
         description="Default int64 when start, end and step are all integers, else float32.",
@@ -151,7 +192,7 @@ class LinspaceStep(Step):
     op: Literal["linspace"]
     start: Number = Field(description="First value.", examples=[-6])
     end: Number = Field(description="Last value (included).", examples=[6])
-    steps: int = Field(ge=0, description="Number of values.", examples=[100])
+    steps: Int = Field(ge=0, description="Number of values.", examples=[100])
     dtype: DType | None = Field(default=None, description="Default float32.")
 
 
@@ -160,7 +201,7 @@ class RandStep(Step):
 
     op: Literal["rand"]
     size: Size
-    dtype: DType | None = Field(default=None, description="A float dtype; default float32.")
+    dtype: FloatDType | None = Field(default=None, description="A float dtype; default float32.")
     seed: Seed | None = Field(default=None, description="Seed for this step alone.")
 
 
@@ -169,7 +210,7 @@ class RandnStep(Step):
 
     op: Literal["randn"]
     size: Size
-    dtype: DType | None = Field(default=None, description="A float dtype; default float32.")
+    dtype: FloatDType | None = Field(default=None, description="A float dtype; default float32.")
     seed: Seed | None = Field(default=None, description="Seed for this step alone.")
 
 
@@ -177,8 +218,8 @@ class RandintStep(Step):
     """`torch.randint(low, high, size)`: integers in [low, high)."""
 
     op: Literal["randint"]
-    low: int = Field(default=0, description="Smallest value (included).")
-    high: int = Field(description="One above the largest value.", examples=[10])
+    low: Int = Field(default=0, description="Smallest value (included); below `high`.")
+    high: Int = Field(description="One above the largest value.", examples=[10])
     size: Size
     dtype: DType | None = Field(default=None, description="Default int64.")
     seed: Seed | None = Field(default=None, description="Seed for this step alone.")
@@ -233,8 +274,8 @@ class PermuteStep(Step):
 
     op: Literal["permute"]
     x: X
-    dims: list[int] = Field(
-        max_length=8, description="The new order of the dimensions.", examples=[[1, 0]]
+    dims: list[Dim] = Field(
+        max_length=MAX_NDIM, description="The new order of the dimensions.", examples=[[1, 0]]
     )
 
 
@@ -275,8 +316,9 @@ class SplitStep(Step):
 
     op: Literal["split"]
     x: X
-    split_size_or_sections: int | list[int] = Field(
-        description="Size of each piece (the last may be smaller), or the list of sizes.",
+    split_size_or_sections: Annotated[Int, Field(ge=0)] | list[Annotated[Int, Field(ge=0)]] = Field(
+        description="Size of each piece (the last may be smaller; 0 only for an empty "
+        "dimension), or the list of sizes (summing to the dimension's size).",
         examples=[2],
     )
     dim: Dim = 0
@@ -287,7 +329,7 @@ class ChunkStep(Step):
 
     op: Literal["chunk"]
     x: X
-    chunks: int = Field(
+    chunks: Int = Field(
         ge=1, description="Number of pieces (fewer when the size does not divide).", examples=[2]
     )
     dim: Dim = 0
@@ -298,7 +340,7 @@ class ExpandStep(Step):
 
     op: Literal["expand"]
     x: X
-    size: list[Annotated[int, Field(ge=-1)]] = Field(
+    size: list[Annotated[Int, Field(ge=-1)]] = Field(
         max_length=8,
         description="The expanded size; -1 keeps a size; new leading dimensions may be added.",
         examples=[[3, 4]],
@@ -310,7 +352,7 @@ class RepeatStep(Step):
 
     op: Literal["repeat"]
     x: X
-    repeats: list[Annotated[int, Field(ge=0)]] = Field(
+    repeats: list[Annotated[Int, Field(ge=0)]] = Field(
         max_length=8,
         description="Copies along each dimension (at least one per dimension of x).",
         examples=[[2, 1]],
@@ -338,9 +380,13 @@ class IndexStep(Step):
     x: X
     index: str = Field(
         max_length=MAX_INDEX_LENGTH,
+        json_schema_extra={"pattern": INDEX_PATTERN},
         description="Integers (negative count from the end), slices `start:stop:step` (step "
-        "> 0, as torch requires), `None` (new axis) and `...`, comma-separated, brackets "
-        "optional. Parsed by the service, never evaluated.",
+        "> 0, as torch requires; bounds and steps are clamped to the dimension as NumPy "
+        "clamps them), `None` (new axis) and at most one `...`, comma-separated, brackets "
+        f"optional; at most {MAX_INDEX_ITEMS} items, and no more integers and slices than x "
+        "has dimensions, each integer within its dimension. Parsed by the service, never "
+        "evaluated.",
         examples=["[:, 1, :-1]"],
     )
 
@@ -407,6 +453,8 @@ class PowStep(Step):
 
 class ClampStep(Step):
     """`torch.clamp(x, min, max)`: at least one bound."""
+
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (one_given("min", "max"),)
 
     op: Literal["clamp"]
     x: X
@@ -687,6 +735,7 @@ class TensorOpsRequest(ComputeRequest):
         default_factory=dict,
         description="Named input tensors, each in any tensor form.",
         examples=[{"a": [[1, 2], [3, 4]]}],
+        json_schema_extra=keys_named,
     )
     steps: list[TensorStepUnion] = Field(
         min_length=1,

@@ -8,12 +8,28 @@ uploaded `image` file. Images become float32 in [0, 255], grayscale `[1, 1, H, W
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.activations import ActivationSpec, FunctionName
-from schemas.common import ComputeRequest, ComputeResponse, StrictModel, Tensor, TensorOut
+from schemas.common import (
+    ComputeRequest,
+    ComputeResponse,
+    Int,
+    Rule,
+    StrictModel,
+    Tensor1D,
+    Tensor2To4D,
+    TensorOut,
+    given,
+    has_value,
+    needs,
+    none_given,
+    not_together,
+    one_given,
+    when_value,
+)
 
 MAX_SIDE = 1 << 16
 """Largest kernel, stride, padding, dilation or output size along one dimension."""
@@ -23,6 +39,20 @@ MAX_KERNELS = 64
 """Entries of `kernels`, at most."""
 MAX_BASE64_CHARS = 1 << 28
 """Characters of a base64 `image`, at most (the body size limit is usually smaller)."""
+
+
+def _file_base64_pattern() -> str:
+    # Standard base64 with its padding, line breaks anywhere, after an optional data URL
+    # prefix (`data:image/png;base64,`, its letters in any case).
+    char = r"[A-Za-z0-9+/][\r\n]*"
+    prefix = r"[Dd][Aa][Tt][Aa]:[A-Za-z0-9_.+/-]*(?:;[A-Za-z0-9_=.+-]+)*;[Bb][Aa][Ss][Ee]64,"
+    padded = rf"{char}{char}=[\r\n]*=[\r\n]*|{char}{char}{char}=[\r\n]*"
+    return rf"^(?:{prefix})?[\r\n]*(?:{char}{char}{char}{char})*(?:{padded})?$"
+
+
+FILE_BASE64_PATTERN = _file_base64_pattern()
+"""What a file sent as base64 text (`image`, `images`, `archive`) may be; what it holds is
+checked when it is read (415 not a picture or not a zip, 422 truncated)."""
 
 KernelPreset = Literal[
     "edge", "sobel_x", "sobel_y", "laplacian", "gaussian", "box", "sharpen", "emboss", "random"
@@ -34,9 +64,9 @@ PRESET_NAMES: tuple[str, ...] = KernelPreset.__args__  # type: ignore[attr-defin
 PoolKind = Literal["max", "avg", "adaptive_avg", "adaptive_max", "lp"]
 ImageMode = Literal["L", "RGB"]
 
-_Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
-_Offset = Annotated[int, Field(ge=0, le=MAX_SIDE)]
-_OptionalSide = Annotated[int, Field(ge=1, le=MAX_SIDE)] | None
+_Side = Annotated[Int, Field(ge=1, le=MAX_SIDE)]
+_Offset = Annotated[Int, Field(ge=0, le=MAX_SIDE)]
+_OptionalSide = Annotated[Int, Field(ge=1, le=MAX_SIDE)] | None
 
 SidePair = _Side | Annotated[list[_Side], Field(min_length=2, max_length=2)]
 """One size for both dimensions, or `[height, width]`."""
@@ -66,14 +96,29 @@ _KERNELS_DOC = (
 class ImageInputRequest(ComputeRequest):
     """The input of `/conv` and `/pool`: a tensor, a base64 image or an uploaded image."""
 
-    input: Tensor | None = Field(
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        not_together("input", "image"),
+        one_given("input", "image"),
+    )
+
+    input: Tensor2To4D | None = Field(
         default=None,
         description="The input tensor: [H, W] (one channel), [C, H, W] or [N, C, H, W]. "
         "Computed in float64 when it is float64, else in float32 (integers and booleans are "
         "converted). Give this, `image`, or an uploaded `image` file.",
         examples=[[[0.0, 0.0, 9.0], [0.0, 9.0, 0.0], [9.0, 0.0, 0.0]]],
     )
-    image: Annotated[str, Field(min_length=1, max_length=MAX_BASE64_CHARS)] | None = Field(
+    image: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=MAX_BASE64_CHARS,
+                json_schema_extra={"pattern": FILE_BASE64_PATTERN},
+            ),
+        ]
+        | None
+    ) = Field(
         default=None,
         description="A picture as base64 text (a `data:image/...;base64,` prefix is allowed): "
         "PNG, JPEG, BMP, GIF (first frame), WebP or TIFF (first page). Decoded by Pillow "
@@ -103,9 +148,43 @@ class ImageInputRequest(ComputeRequest):
         return self
 
 
+_POOL_PARAMS: dict[str, frozenset[str]] = {
+    "max": frozenset({"kernel_size", "stride", "padding", "dilation", "ceil_mode"}),
+    "avg": frozenset({"kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"}),
+    "lp": frozenset({"kernel_size", "stride", "ceil_mode", "norm_type"}),
+    "adaptive_avg": frozenset({"output_size"}),
+    "adaptive_max": frozenset({"output_size"}),
+}
+"""The parameters each kind of pooling takes."""
+_POOL_PARAM_NAMES = (
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "ceil_mode",
+    "count_include_pad",
+    "output_size",
+    "norm_type",
+)
+
+
+def _pool_rules() -> tuple[Rule, ...]:
+    rules: list[Rule] = []
+    kinds = tuple(_POOL_PARAMS)
+    for kind, allowed in _POOL_PARAMS.items():
+        others = [name for name in _POOL_PARAM_NAMES if name not in allowed]
+        rules.append(when_value("kind", (kind,), none_given(*others), choices=kinds, default="max"))
+    adaptive = ("adaptive_avg", "adaptive_max")
+    rules.append(when_value("kind", adaptive, given("output_size"), choices=kinds, default="max"))
+    return tuple(rules)
+
+
 class PoolParams(StrictModel):
     """`torch.nn.functional`'s pooling: `max_pool2d`, `avg_pool2d`, `adaptive_avg_pool2d`,
-    `adaptive_max_pool2d` or `lp_pool2d`, with torch's parameter names."""
+    `adaptive_max_pool2d` or `lp_pool2d`, with torch's parameter names. Each kind takes its
+    own parameters (see each one's description); another kind's is a 422."""
+
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = _pool_rules()
 
     kind: PoolKind = Field(
         default="max",
@@ -156,28 +235,9 @@ class PoolParams(StrictModel):
 
     @model_validator(mode="after")
     def _fits_the_kind(self) -> PoolParams:
-        allowed = {
-            "max": {"kernel_size", "stride", "padding", "dilation", "ceil_mode"},
-            "avg": {"kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"},
-            "lp": {"kernel_size", "stride", "ceil_mode", "norm_type"},
-            "adaptive_avg": {"output_size"},
-            "adaptive_max": {"output_size"},
-        }[self.kind]
-        given = {
-            name
-            for name in (
-                "kernel_size",
-                "stride",
-                "padding",
-                "dilation",
-                "ceil_mode",
-                "count_include_pad",
-                "output_size",
-                "norm_type",
-            )
-            if getattr(self, name) is not None
-        }
-        extra = sorted(given - allowed)
+        allowed = _POOL_PARAMS[self.kind]
+        present = {name for name in _POOL_PARAM_NAMES if getattr(self, name) is not None}
+        extra = sorted(present - allowed)
         if extra:
             verb = "does" if len(extra) == 1 else "do"
             raise ValueError(
@@ -214,6 +274,10 @@ class ConvRequest(ImageInputRequest):
     "stride": 2}` [1, 2, 254, 382].
     """
 
+    SCHEMA_RULES: ClassVar[tuple[Rule, ...]] = (
+        needs("bias_values", has_value("bias", (True,), default=False)),
+    )
+
     model_config = {
         "json_schema_extra": {
             "examples": [
@@ -242,14 +306,14 @@ class ConvRequest(ImageInputRequest):
         }
     }
 
-    kernels: list[KernelPreset | Tensor] = Field(
+    kernels: list[KernelPreset | Tensor2To4D] = Field(
         default_factory=lambda: ["edge"],  # type: ignore[arg-type]
         min_length=1,
         max_length=MAX_KERNELS,
         description=_KERNELS_DOC,
         examples=[["edge", "random"]],
     )
-    kernel_size: int | None = Field(
+    kernel_size: Int | None = Field(
         default=None,
         ge=1,
         le=MAX_KERNEL_SIZE,
@@ -273,7 +337,7 @@ class ConvRequest(ImageInputRequest):
         "stride 1).",
     )
     dilation: SidePair = Field(default=1, description="Spacing between kernel elements.")
-    groups: int = Field(
+    groups: Int = Field(
         default=1,
         ge=1,
         le=MAX_SIDE,
@@ -286,7 +350,7 @@ class ConvRequest(ImageInputRequest):
         "`bias_values` or, without them, the values `nn.Conv2d` draws after the weight "
         "(seeded by `seed`).",
     )
-    bias_values: Tensor | None = Field(
+    bias_values: Tensor1D | None = Field(
         default=None,
         description="The bias, one value per output channel (only with `bias` true).",
         examples=[[0.0, 1.0]],

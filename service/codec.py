@@ -1,22 +1,29 @@
 """Wire tensors <-> ``torch.Tensor``.
 
 Three input forms (a nested list, ``{"data", "shape", "dtype"}``, ``{"b64", "shape",
-"dtype"}``) and two output encodings (JSON lists, base64 of little-endian C-order bytes).
-Lists go to numpy in one ``np.array`` call and come back through orjson's numpy
-serialiser, so no Python loop ever walks the elements. Non-finite floats travel as the
-strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
+"dtype"}``) and three output encodings (JSON lists, base64 of little-endian C-order bytes,
+and the raw bytes of the binary data extension, :mod:`service.api.binary`). Lists go to
+numpy in one ``np.array`` call and come back through orjson's numpy serialiser, so no
+Python loop ever walks the elements; base64 goes through pybase64's SIMD codec. Non-finite
+floats travel as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
+
+A tensor of a binary request arrives here already built (``{"data": <torch.Tensor>,
+"shape", "dtype"}``, a view of the request's bytes made by :mod:`service.api.binary`): no
+JSON text can hold a tensor, so that form cannot be forged by a caller.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
+import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import orjson
+import pybase64
 import torch
 
 from schemas.common import DTYPE_NAMES as WIRE_DTYPE_NAMES
@@ -26,7 +33,7 @@ from service.errors import ErrorCode, LimitExceeded, TensorDecodeError
 MAX_DIMS = 8
 _MAX_EXTENT = 2**48
 
-Encoding = Literal["json", "b64"]
+Encoding = Literal["json", "b64", "binary"]
 
 # The dtype table and its inverse. bfloat16 has no numpy dtype: its JSON values pass through
 # float32 and its raw bytes through uint16.
@@ -53,6 +60,9 @@ _NUMPY_RAW[torch.bfloat16] = np.dtype("<u2")
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 WIRE_KEYS = frozenset({"data", "b64", "shape", "dtype", "datatype"})
+OIP_NAMES: dict[torch.dtype, str] = {DTYPES[name]: alias for alias, name in OIP_ALIASES.items()}
+"""The Open Inference Protocol's name of each dtype (``FP32``)."""
+LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def parse_dtype(name: object, where: str = "dtype") -> torch.dtype:
@@ -62,6 +72,12 @@ def parse_dtype(name: object, where: str = "dtype") -> torch.dtype:
         if canonical in DTYPES:
             return DTYPES[canonical]
     allowed = ", ".join([*DTYPES, *OIP_ALIASES])
+    if name == "BYTES":
+        raise TensorDecodeError(
+            f"{where}: BYTES tensors (strings) are not supported; tensors hold numbers: {allowed}",
+            details={"dtype": "BYTES", "allowed": [*DTYPES, *OIP_ALIASES]},
+            code=ErrorCode.UNSUPPORTED_DATATYPE,
+        )
     raise TensorDecodeError(
         f"{where}: unknown dtype {name!r}; use one of {allowed}",
         details={"dtype": repr(name), "allowed": [*DTYPES, *OIP_ALIASES]},
@@ -85,7 +101,8 @@ def check_elements(numel: int, max_elements: int, what: str) -> None:
 def check_shape(shape: Sequence[int], max_elements: int, what: str) -> None:
     """Refuse a shape over the element limit, or an empty one with a dimension longer than
     the limit: it holds nothing, but whatever is built per row or column of it (names,
-    pieces, batches) would not be bounded."""
+    pieces, batches) would not be bounded; nor may its other sizes multiply past what the
+    codec describes (:func:`check_extent`), whichever op made it."""
     check_elements(numel_of(shape), max_elements, what)
     longest = max(shape, default=0)
     if longest > max_elements:
@@ -98,9 +115,24 @@ def check_shape(shape: Sequence[int], max_elements: int, what: str) -> None:
             f"the limit max_elements of {max_elements:,} (even an empty tensor may not be that "
             "long in any dimension)",
         )
+    check_extent(shape, what)
 
 
-def _parse_shape(value: object, where: str) -> tuple[int, ...]:
+def check_extent(shape: Sequence[int], where: str) -> None:
+    """Refuse an empty shape whose other sizes multiply past :data:`_MAX_EXTENT`: it holds
+    nothing and passes the element limit, but its strides overflow torch's and numpy's
+    int64 (``[0, 2**62, 4]``), so no op, encoder or picture could take it."""
+    if 0 in shape and math.prod(s for s in shape if s) > _MAX_EXTENT:
+        raise TensorDecodeError(
+            f"{where}: shape {list(shape)} is too large to describe (sizes other than 0 may "
+            f"multiply to at most {_MAX_EXTENT})",
+            details={"max_extent": _MAX_EXTENT},
+            code=ErrorCode.INVALID_SHAPE,
+        )
+
+
+def parse_shape(value: object, where: str) -> tuple[int, ...]:
+    """A wire shape: a list of at most :data:`MAX_DIMS` sizes, each in ``[0, 2**63)``."""
     if not isinstance(value, list) or not all(
         isinstance(s, int) and not isinstance(s, bool) for s in value
     ):
@@ -123,16 +155,10 @@ def _parse_shape(value: object, where: str) -> tuple[int, ...]:
         raise TensorDecodeError(
             f"{where}: shape sizes must be less than 2**63", code=ErrorCode.INVALID_SHAPE
         )
-    # A 0 passes the element limit, but numpy and torch cannot even describe [0, 10**30]:
-    # bound the product of the other sizes (strides must fit in int64). Without a 0 that
-    # product is the element count, which the limit (413) checks.
-    if 0 in value and math.prod(s for s in value if s) > _MAX_EXTENT:
-        raise TensorDecodeError(
-            f"{where}: shape {value} is too large to describe (sizes other than 0 may "
-            f"multiply to at most {_MAX_EXTENT})",
-            details={"max_extent": _MAX_EXTENT},
-            code=ErrorCode.INVALID_SHAPE,
-        )
+    # A 0 passes the element limit, but numpy and torch cannot even describe [0, 10**30].
+    # Without a 0 the product of the sizes is the element count, which the limit (413)
+    # checks.
+    check_extent(value, where)
     return tuple(value)
 
 
@@ -243,9 +269,11 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
         )
     if "dtype" in value and "datatype" in value:
         raise TensorDecodeError(f"{where}: give 'dtype' or 'datatype', not both")
+    if isinstance(value.get("data"), torch.Tensor):
+        return _attached(value, max_elements, where)
     dtype_name = value.get("dtype", value.get("datatype"))
     dtype = None if dtype_name is None else parse_dtype(dtype_name, f"{where}.dtype")
-    shape = _parse_shape(value["shape"], f"{where}.shape") if "shape" in value else None
+    shape = parse_shape(value["shape"], f"{where}.shape") if "shape" in value else None
     # The object's form first (422), then its size (413): a malformed tensor is invalid
     # whatever shape it declares.
     if ("data" in value) == ("b64" in value):
@@ -283,6 +311,18 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
     return _tensor_from_array(array, dtype)
 
 
+def _attached(value: dict[str, Any], max_elements: int, where: str) -> torch.Tensor:
+    """A binary request's tensor, built already: only its size is checked here."""
+    tensor: torch.Tensor = value["data"]
+    check_shape(tuple(tensor.shape), max_elements, where)
+    return tensor
+
+
+def raw_itemsize(dtype: torch.dtype) -> int:
+    """Bytes per element on the wire (bool is one byte)."""
+    return _NUMPY_RAW[dtype].itemsize
+
+
 def _check_ndim(ndim: int, where: str) -> None:
     if ndim > MAX_DIMS:
         raise TensorDecodeError(
@@ -308,8 +348,8 @@ def _decode_b64(
             details={"expected_bytes": expected, "got_bytes": approx},
             code=ErrorCode.SHAPE_MISMATCH,
         )
-    try:
-        raw = base64.b64decode(text, validate=True)
+    try:  # SIMD, into a writable buffer that the tensor then uses as it is
+        raw = pybase64.b64decode_as_bytearray(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise TensorDecodeError(
             f"{where}.b64 is not valid base64: {exc}", code=ErrorCode.INVALID_BASE64
@@ -321,7 +361,7 @@ def _decode_b64(
             details={"expected_bytes": expected, "got_bytes": len(raw)},
             code=ErrorCode.SHAPE_MISMATCH,
         )
-    array = np.frombuffer(bytearray(raw), dtype=raw_dtype).reshape(shape)
+    array = np.frombuffer(raw, dtype=raw_dtype).reshape(shape)
     if dtype == torch.bool and array.size and array.view(np.uint8).max() > 1:
         raise TensorDecodeError(f"{where}: bool bytes must be 0 or 1", code=ErrorCode.INVALID_DATA)
     if dtype == torch.bfloat16:
@@ -351,16 +391,67 @@ _JSON_ELEMENT_BYTES = {
 }
 
 
-def estimate_encoded_bytes(numel: int, dtype: torch.dtype, encoding: Encoding) -> int:
-    """At most how many bytes ``numel`` elements of ``dtype`` take in the response: base64
-    of their raw bytes, or a JSON array at each element's longest text."""
+def estimate_encoded_bytes(
+    size: int | Sequence[int], dtype: torch.dtype, encoding: Encoding
+) -> int:
+    """At most how many bytes a tensor of ``size`` (its shape, or its element count) of
+    ``dtype`` takes in the response: its raw bytes, base64 of them, or a JSON array at each
+    element's longest text.
+
+    Given a shape, the JSON estimate counts the brackets and commas of the nested lists
+    too: ``[0, 2**40]`` is ``[]``, two bytes, but ``[2**40, 0]`` is 2**40 empty lists, three
+    bytes each, though both hold nothing. Python's integers do not overflow, whatever the
+    sizes.
+    """
+    shape = (size,) if isinstance(size, int) else tuple(size)
+    numel = numel_of(shape)
+    if encoding == "binary":
+        return numel * dtype.itemsize + 64
     if encoding == "b64":
         return 4 * -(-numel * dtype.itemsize // 3) + 64
-    return numel * _JSON_ELEMENT_BYTES.get(dtype, 25) + 64
+    return numel * _JSON_ELEMENT_BYTES.get(dtype, 25) + _json_nesting_bytes(shape) + 64
+
+
+def _json_nesting_bytes(shape: tuple[int, ...]) -> int:
+    """The brackets and commas of the nested lists of a JSON array of ``shape`` (the
+    elements' own commas are counted with the elements): each list is two brackets and a
+    comma after it."""
+    lists = 1
+    total = 0
+    for size in shape[:-1]:  # the innermost lists hold the elements
+        lists *= size
+        if not lists:
+            break
+        total += lists * 3
+    return total + 2 * bool(shape)
+
+
+def raw_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor's little-endian C-order bytes, as a flat uint8 tensor (a view of the
+    tensor's own storage when it is contiguous on a little-endian machine)."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    flat = tensor.contiguous().reshape(-1)
+    if not flat.numel():
+        return torch.empty(0, dtype=torch.uint8)
+    if not LITTLE_ENDIAN and flat.element_size() > 1:
+        swapped = flat.view(torch.uint8).numpy().view(_NUMPY_JSON[flat.dtype]).byteswap()
+        return torch.from_numpy(swapped.view(np.uint8))
+    return flat.view(torch.uint8)
+
+
+def binary_header(tensor: torch.Tensor) -> dict[str, Any]:
+    """A response tensor of the binary encoding: ``{"shape", "dtype", "binary_data_size"}``
+    (its bytes follow the response's JSON, see :mod:`service.api.binary`)."""
+    nbytes = tensor.numel() * tensor.element_size()
+    shape = list(tensor.shape)
+    return {"shape": shape, "dtype": DTYPE_NAMES[tensor.dtype], "binary_data_size": nbytes}
 
 
 def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str, Any]:
-    """A response tensor: ``{"shape", "dtype", "data"}`` or ``{"shape", "dtype", "b64"}``.
+    """A response tensor: ``{"shape", "dtype", "data"}`` or ``{"shape", "dtype", "b64"}``
+    (the binary encoding's header is :func:`binary_header`).
 
     ``data`` is left as a numpy array (or numpy scalar for 0-d) for orjson to write; see
     :func:`dumps`.
@@ -371,11 +462,10 @@ def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str
     tensor = tensor.contiguous()
     header = {"shape": list(tensor.shape), "dtype": DTYPE_NAMES[tensor.dtype]}
     if encoding == "b64":
-        if tensor.dtype == torch.bfloat16:
-            raw = tensor.view(torch.int16).numpy().tobytes()
-        else:
-            raw = tensor.numpy().astype(_NUMPY_RAW[tensor.dtype], copy=False).tobytes()
-        return {**header, "b64": base64.b64encode(raw).decode("ascii")}
+        raw = raw_bytes(tensor).numpy().data
+        return {**header, "b64": pybase64.b64encode_as_string(raw)}
+    if encoding == "binary":
+        return binary_header(tensor)
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
     array = tensor.numpy()
@@ -394,6 +484,54 @@ def _json_data(array: np.ndarray) -> Any:
     if array.ndim == 0:
         return array[()]
     return array
+
+
+def _past_doubles(text: str) -> float:
+    value = float(text)
+    if math.isnan(value):  # pragma: no cover - json hands parse_float numbers only
+        raise ValueError(text)
+    return value
+
+
+def _past_64_bits(text: str) -> int | float:
+    # orjson's reading: integers in [-2**63, 2**64) are integers, others floats.
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else float(value)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_json(raw: bytes | bytearray | memoryview | str) -> Any:
+    """A request body's JSON, read by orjson, with every number read as JavaScript's
+    ``JSON.parse`` reads it: integers past 64 bits as floats (orjson's own reading) and
+    numbers past doubles (``1e400``) as infinities, which orjson refuses. JSON Schema's
+    numbers have no range, so the schema cannot say that ``1e400`` is out of one.
+
+    Raises:
+        orjson.JSONDecodeError: The text is not JSON (a :class:`json.JSONDecodeError`).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if not str(exc).startswith("number is infinity"):
+            raise
+        error = exc
+    # Rare: read by the standard library, whose floats overflow to infinities; its other
+    # leniencies (NaN literals, lone surrogates, unbounded nesting) refused as orjson would.
+    try:
+        text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
+        data = json.loads(
+            text,
+            parse_float=_past_doubles,
+            parse_int=_past_64_bits,
+            parse_constant=_no_constants,
+        )
+        orjson.dumps(data)  # refuses the lone surrogates and depths that orjson refuses
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
+        raise error from None
+    return data
 
 
 def dumps(content: Any) -> bytes:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Query, Request
 
-from schemas.common import Encoding
+from schemas.v2 import ResponseEncoding
 from service.config import Settings
 from service.device import DeviceManager
 from service.metrics import Metrics
@@ -34,9 +34,13 @@ def metrics_of(request: Request) -> Metrics:
 
 
 EncodingDep = Annotated[
-    Encoding,
+    ResponseEncoding,
     Query(
         description="`json` (default): tensors as nested lists. `b64`: every tensor in the "
-        "response as `{shape, dtype, b64}` with base64 of its little-endian C-order bytes.",
+        "response as `{shape, dtype, b64}` with base64 of its little-endian C-order bytes. "
+        "`binary`: the Open Inference Protocol's binary data extension, an "
+        "`application/octet-stream` body of the JSON (its length in the "
+        "`Inference-Header-Content-Length` header) with every tensor as `{shape, dtype, "
+        "binary_data_size}`, then the tensors' raw bytes in the same order.",
     ),
 ]

@@ -185,6 +185,7 @@ class DeviceManager:
         *,
         autograd: bool = False,
         inline: bool = False,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> T:
         """Run ``fn(deadline)`` in a compute thread once every device has a free slot.
 
@@ -195,6 +196,8 @@ class DeviceManager:
 
         ``inline`` runs ``fn`` at once on the event loop instead: for work the caller has
         measured as tiny (microseconds), where a thread hop would cost more than the work.
+        ``on_progress`` receives, on the event loop, the events ``fn`` reports with
+        ``deadline.progress``.
         """
         if inline:
             mode = contextlib.nullcontext() if autograd else torch.inference_mode()
@@ -206,6 +209,13 @@ class DeviceManager:
         await self._acquire(slots)
         loop = asyncio.get_running_loop()
         deadline = Deadline(self.settings.limits.request_timeout_s)
+        if on_progress is not None:
+            report = on_progress
+
+            def reporter(event: dict[str, Any]) -> None:
+                loop.call_soon_threadsafe(report, event)
+
+            deadline.reporter = reporter
 
         def release() -> None:
             for slot in slots:
@@ -242,6 +252,7 @@ class DeviceManager:
         *,
         autograd: bool = False,
         lease: SlotLease | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> T:
         """Run ``fn(arg, deadline)`` in a worker process once every device has a free slot
         (or in the slots of ``lease``, which the caller then releases).
@@ -253,7 +264,8 @@ class DeviceManager:
         ``arg`` picklable: its tensors cross by shared memory, as do the result's (CUDA
         tensors of the result come back on the CPU). Work on several devices runs in the
         first device's pool while holding every device's slot. Runs under
-        ``torch.inference_mode()`` unless ``autograd``.
+        ``torch.inference_mode()`` unless ``autograd``. ``on_progress`` receives, on the event
+        loop, the events ``fn`` reports with ``deadline.progress``.
 
         With ``isolate`` off, runs ``fn`` in a thread as :meth:`run` does.
         """
@@ -263,12 +275,13 @@ class DeviceManager:
         if not self.settings.isolate:
             if lease is not None:
                 lease.release()  # threads hold their own slots until their work ends
-            return await self.run(functools.partial(fn, arg), used, autograd=autograd)
+            work = functools.partial(fn, arg)
+            return await self.run(work, used, autograd=autograd, on_progress=on_progress)
         held = lease if lease is not None else await self.lease(used)
         try:
             deadline = Deadline(self.settings.limits.request_timeout_s)
             pool = self._pool(str(used[0]))
-            return await pool.run(fn, arg, deadline, autograd=autograd)
+            return await pool.run(fn, arg, deadline, autograd=autograd, on_progress=on_progress)
         finally:
             if lease is None:
                 held.release()

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 logger = logging.getLogger("torchlab.errors")
 
@@ -36,10 +37,14 @@ class ErrorCode(StrEnum):
 
     # 400: the body cannot be read
     MALFORMED_BODY = "malformed_body", 400
+    INVALID_HEADER_LENGTH = "invalid_header_length", 400
+    BINARY_SIZE_MISMATCH = "binary_size_mismatch", 400
+    UNSUPPORTED_DATATYPE = "unsupported_datatype", 400
     # 401, 404, 405
     UNAUTHORIZED = "unauthorized", 401
     NOT_FOUND = "not_found", 404
     METHOD_NOT_ALLOWED = "method_not_allowed", 405
+    NOT_ACCEPTABLE = "not_acceptable", 406
     # 413: over a limit; ``details`` = {limit, allowed, requested}
     LIMIT_EXCEEDED = "limit_exceeded", 413
     OVER_TIME_BUDGET = "over_time_budget", 413
@@ -387,12 +392,21 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(ErrorCode.VALIDATION_ERROR, message, {"errors": errors})
 
 
+_UNREAD_BODY_ERRORS = frozenset({"missing", "model_attributes_type", "model_type", "dict_type"})
+"""pydantic's error types for a body that is absent or not an object at all."""
+
+
 def _is_unparsed_body(request: Request, errors: list[dict[str, Any]]) -> bool:
     # FastAPI parses a body as JSON only when its Content-Type says so (a CSRF guard); any
-    # other body reaches validation as raw bytes and fails as a whole.
+    # other body reaches validation as raw bytes (or as nothing) and fails as a whole: absent,
+    # or not an object. A body that was read (a multipart form) can fail as a whole too, by a
+    # rule between its fields (a model validator's ``value_error``): that is a 422, not a 415.
     content_type = request.headers.get("content-type", "")
     is_json = content_type.split(";")[0].strip().endswith("json")
-    return not is_json and any(tuple(err.get("loc", ())) == ("body",) for err in errors)
+    return not is_json and any(
+        tuple(err.get("loc", ())) == ("body",) and err.get("type") in _UNREAD_BODY_ERRORS
+        for err in errors
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -405,8 +419,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = codes.get(exc.status_code, ErrorCode.MALFORMED_BODY)
     message = str(exc.detail) if exc.detail else code.replace("_", " ")
     details: dict[str, Any] = {}
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = f"no route {request.method} {request.url.path}"
+    elif code is ErrorCode.METHOD_NOT_ALLOWED:
+        # Starlette names the methods of the first route whose path matched; a path served by
+        # several routes (GET and POST /activate) takes all of theirs.
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+            message = (
+                f"{request.url.path} does not take {request.method}; it takes {headers['Allow']}"
+            )
+            details = {"method": request.method, "allowed": allowed}
     elif code is ErrorCode.BODY_SIZE_LIMIT:
         # The streaming limiter: the body grew past the limit while it was read.
         allowed = request.app.state.settings.limits.max_body_bytes
@@ -414,7 +439,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"the request body is larger than the limit max_body_bytes of {allowed:,} bytes"
         details = {"limit": "max_body_bytes", "allowed": allowed, "requested": received}
         _count_refusal(request, "max_body_bytes")
-    return error_response(code, message, details, dict(exc.headers or {}))
+    return error_response(code, message, details, headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route of the app fully matches for this request's path."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -151,6 +152,10 @@ class Budget:
             )
 
 
+PROGRESS_INTERVAL_S = 0.1
+"""The shortest time between two progress events of one request."""
+
+
 class Deadline:
     """The request's time limit, checked between units of work (steps, repeats).
 
@@ -158,10 +163,36 @@ class Deadline:
     (504) and the work itself stops at its next check.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, streaming: bool = False) -> None:
         self.seconds = seconds
         self.expires = time.monotonic() + seconds
         self.cancelled = False
+        self.streaming = streaming
+        """The caller follows the work's progress: where it runs, set :attr:`reporter`."""
+        self.reporter: Callable[[dict[str, Any]], None] | None = None
+        """Where :meth:`progress` sends its events (not pickled: each process sets its own)."""
+        self._reported = -math.inf
+        self._done = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["reporter"] = None
+        return state
+
+    def progress(
+        self, done: int, total: int, unit: str, *, final: bool = False, **extra: Any
+    ) -> None:
+        """Tell a streaming caller how far the work is: ``done`` of ``total`` ``unit``s,
+        with ``extra`` facts (the current loss, the device). At most one event every
+        :data:`PROGRESS_INTERVAL_S`, besides the last one (``done == total``, or ``final``:
+        work that stops early); nothing when nobody follows, nor twice for one ``done``."""
+        if self.reporter is None or done == self._done:
+            return
+        now = time.monotonic()
+        if done < total and not final and now - self._reported < PROGRESS_INTERVAL_S:
+            return
+        self._reported, self._done = now, done
+        self.reporter({"done": done, "total": total, "unit": unit, **extra})
 
     def remaining(self) -> float:
         return self.expires - time.monotonic()

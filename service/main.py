@@ -25,6 +25,7 @@ from service.api.routes import (
     regression,
     system,
     tensors,
+    v2,
     vision,
 )
 from service.calibration import Calibrations
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         regression.router,
         data.router,
         images.router,
+        v2.router,
     )
     for router in routers:
         app.include_router(router)

@@ -108,13 +108,17 @@ class RequestContextMiddleware:
 
 class ApiKeyMiddleware:
     """Refuses (401) every request without one of the configured keys, before its body is
-    read, except ``/health``, the docs pages and CORS preflights.
+    read, except the health probes (``/health`` and the Open Inference Protocol's
+    ``/v2/health/live`` and ``/v2/health/ready``, which orchestrators call without a key), the
+    docs pages and CORS preflights.
 
     A key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; every configured
     key is compared in constant time.
     """
 
-    OPEN_PATHS = frozenset({"/health", "/openapi.json", *DOCS_PUBLIC_PATHS})
+    OPEN_PATHS = frozenset(
+        {"/health", "/v2/health/live", "/v2/health/ready", "/openapi.json", *DOCS_PUBLIC_PATHS}
+    )
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app

@@ -22,6 +22,7 @@ STATUS_MEANINGS = {
     401: "a missing or wrong API key",
     404: "no such route",
     405: "the route does not take this method",
+    406: "progress events (`Accept: text/event-stream`) asked for with a PNG or binary result",
     413: "over a limit; `details` holds `limit`, `allowed` and `requested` (numbers)",
     415: "a body or file of a kind the route does not take",
     422: "well-formed but invalid; `details` says what and where",

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, RootModel, ValidationError
 
 from schemas.common import Tensor
-from service.codec import decode_tensor, encode_tensor
+from service.codec import decode_tensor, encode_tensor, loads_json
 from service.errors import MAX_LISTED_ERRORS, clip
 from service.limits import Deadline
 
@@ -116,7 +116,7 @@ def _rewrite(value: Any, where: str, roots: set[int], max_elements: int) -> Any:
 def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
     """Parse and validate a large body; return it with its large tensors in base64."""
     try:
-        data = orjson.loads(job.raw)
+        data = loads_json(job.raw)
     except orjson.JSONDecodeError as exc:
         return BodyResult(json_error=(exc.msg, exc.pos))
     try:

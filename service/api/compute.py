@@ -27,11 +27,18 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from schemas.common import Encoding
+from schemas.v2 import ResponseEncoding
+from service.api.binary import BinaryBody, frame_body
+from service.api.events import Progress, event_stream
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.responses import FastJSONResponse, PacedBodyResponse, png_response
+from service.api.responses import (
+    BinaryResponse,
+    FastJSONResponse,
+    PacedBodyResponse,
+    png_response,
+)
 from service.calibration import Calibrations
-from service.codec import dumps, encode_tensor, estimate_encoded_bytes
+from service.codec import binary_header, dumps, encode_tensor, estimate_encoded_bytes, raw_bytes
 from service.deps import devices_of, settings_of
 from service.errors import LimitExceeded
 from service.limits import Deadline
@@ -44,17 +51,54 @@ INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
 
 Content = dict[str, Any] | Png
+Body = bytes | BinaryBody
+"""A response body as a worker process returns it: JSON, or a framed binary body."""
 
 
-def encode_tensors(content: Any, encoding: Encoding) -> Any:
-    """``content`` with every tensor in it (in dicts and lists) encoded for the wire."""
+@dataclass(frozen=True)
+class Envelope:
+    """What a response body says beside its content, and how it is written."""
+
+    encoding: ResponseEncoding
+    device: str
+    """The device(s) the work ran on."""
+    elapsed_ms: float
+    shared: bool
+    """Written in a worker process: a large binary body goes in shared memory."""
+
+
+Encoder = Callable[[dict[str, Any], Envelope], Body]
+"""Writes the response body of computed content (in the worker process)."""
+
+
+def encode_tensors(
+    content: Any, encoding: ResponseEncoding, payloads: list[torch.Tensor] | None = None
+) -> Any:
+    """``content`` with every tensor in it (in dicts and lists) encoded for the wire. With
+    the binary encoding each tensor's bytes are appended to ``payloads``, in the order
+    the tensors appear in the JSON."""
     if isinstance(content, torch.Tensor):
+        if encoding == "binary":
+            assert payloads is not None
+            payloads.append(raw_bytes(content))
+            return binary_header(content)
         return encode_tensor(content, encoding)
     if isinstance(content, dict):
-        return {key: encode_tensors(value, encoding) for key, value in content.items()}
+        return {key: encode_tensors(value, encoding, payloads) for key, value in content.items()}
     if isinstance(content, list | tuple):
-        return [encode_tensors(value, encoding) for value in content]
+        return [encode_tensors(value, encoding, payloads) for value in content]
     return content
+
+
+def encode_response(content: dict[str, Any], envelope: Envelope) -> Body:
+    """torchlab's response: the content with its tensors encoded, ``device`` and
+    ``elapsed_ms``; JSON, or framed with the tensors' bytes after it (``binary``)."""
+    timing = {"device": envelope.device, "elapsed_ms": envelope.elapsed_ms}
+    if envelope.encoding == "binary":
+        payloads: list[torch.Tensor] = []
+        header = encode_tensors(content, "binary", payloads)
+        return frame_body({**header, **timing}, payloads, envelope.shared)
+    return dumps({**encode_tensors(content, envelope.encoding), **timing})
 
 
 def is_small(request: Request, body_bytes: int | None = None) -> bool:
@@ -83,12 +127,16 @@ class ComputeJob(Generic[P]):
 
     compute: Callable[[P, Deadline], Content]
     plan: P
-    encoding: Encoding
+    encoding: ResponseEncoding
     devices: list[torch.device]
     max_response_bytes: int
+    encode: Encoder = encode_response
+    """A module-level function (or a partial of one): it runs in the worker process."""
+    shared: bool = False
+    """Runs in a worker process (not inline, nor in a thread)."""
 
 
-def run_job(job: ComputeJob[Any], deadline: Deadline) -> bytes | Png:
+def run_job(job: ComputeJob[Any], deadline: Deadline) -> Body | Png:
     """Compute, then encode the content into the response body (in the worker, so that the
     server's process never holds the tensors): refused (413) before encoding when the
     body would be over ``max_response_bytes``."""
@@ -101,9 +149,8 @@ def run_job(job: ComputeJob[Any], deadline: Deadline) -> bytes | Png:
     if isinstance(content, Png):
         return content
     check_response_size(content, job.encoding, job.max_response_bytes)
-    encoded = encode_tensors(content, job.encoding)
     where = ",".join(str(d) for d in job.devices)
-    return dumps({**encoded, "device": where, "elapsed_ms": elapsed_ms})
+    return job.encode(content, Envelope(job.encoding, where, elapsed_ms, job.shared))
 
 
 def _tensors(content: Any) -> Iterator[torch.Tensor]:
@@ -117,11 +164,14 @@ def _tensors(content: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(value)
 
 
-def check_response_size(content: Any, encoding: Encoding, allowed: int) -> None:
+def check_response_size(content: Any, encoding: ResponseEncoding, allowed: int) -> None:
     """Refuse a response whose tensors would encode to more than ``allowed`` bytes."""
-    estimate = sum(estimate_encoded_bytes(t.numel(), t.dtype, encoding) for t in _tensors(content))
+    estimate = sum(estimate_encoded_bytes(t.shape, t.dtype, encoding) for t in _tensors(content))
     if estimate > allowed:
-        hint = "ask for ?encoding=b64 (about 3× smaller) or " if encoding == "json" else ""
+        hint = {
+            "json": "ask for ?encoding=binary (3 to 6× smaller) or ",
+            "b64": "ask for ?encoding=binary (a quarter smaller) or ",
+        }.get(encoding, "")
         raise LimitExceeded(
             "max_response_bytes",
             allowed,
@@ -138,16 +188,19 @@ async def run_compute(
     prepare: Callable[[ComputeContext], P],
     compute: Callable[[P, Deadline], Content],
     *,
-    encoding: Encoding = "json",
+    encoding: ResponseEncoding = "json",
+    encode: Encoder = encode_response,
     autograd: bool = False,
     body_bytes: int | None = None,
     devices: list[torch.device] | None = None,
     prepare_on_loop: bool = True,
     inline_when_tiny: bool = False,
+    stream: bool = False,
 ) -> Response:
     """Prepare, compute on the context's device (or every one of ``devices``) and answer:
     JSON with the content's tensors encoded plus ``device`` and ``elapsed_ms`` (the compute
-    time), or the PNG that ``compute`` drew.
+    time), the same framed with the tensors' bytes after it (``encoding="binary"``), or the
+    PNG that ``compute`` drew. ``encode`` writes another protocol's body (the V2 routes').
 
     The work runs in a worker process of the device (killed at the deadline), which keeps
     the compute slot until the response has been sent, so that the bodies held in memory
@@ -157,6 +210,8 @@ async def run_compute(
     prepare on the event loop; ``prepare_on_loop`` false keeps even a small body's
     preparation off it (a CSV to parse, a dataset to load). ``inline_when_tiny``: the
     budget measures the whole cost of the work, so a tiny plan may run on the event loop.
+    ``stream``: answer with server-sent events of the work's progress and its JSON result
+    (:mod:`service.api.events`), once the plan is admitted and the slots are taken.
     """
     manager = devices_of(request)
     if prepare_on_loop and is_small(request, body_bytes):
@@ -164,8 +219,11 @@ async def run_compute(
     else:
         plan = await run_in_threadpool(prepare, ctx)
     used = devices or [ctx.device]
-    job = ComputeJob(compute, plan, encoding, used, settings_of(request).limits.max_response_bytes)
+    limit = settings_of(request).limits.max_response_bytes
+    job = ComputeJob(compute, plan, encoding, used, limit, encode)
     budget = ctx.budget
+    if stream:
+        return await _stream(request, job, used, autograd)
     if (
         inline_when_tiny
         and devices is None
@@ -175,6 +233,7 @@ async def run_compute(
     ):
         result = await manager.run(partial(run_job, job), used, autograd=autograd, inline=True)
         return _answer(result)
+    job.shared = settings_of(request).isolate
     lease = await manager.lease(used)
     try:
         result = await manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)
@@ -186,7 +245,30 @@ async def run_compute(
     return response
 
 
-def _answer(result: bytes | Png) -> PacedBodyResponse:
+async def _stream(
+    request: Request, job: ComputeJob[Any], used: list[torch.device], autograd: bool
+) -> Response:
+    manager = devices_of(request)
+    job.shared = settings_of(request).isolate
+    lease = await manager.lease(used)
+
+    async def work(progress: Progress) -> bytes:
+        result = await manager.run_isolated(
+            run_job, job, used, autograd=autograd, lease=lease, on_progress=progress
+        )
+        assert isinstance(result, bytes), "streamed results are JSON"
+        return result
+
+    try:
+        return event_stream(request, work, lease.release)
+    except BaseException:
+        lease.release()
+        raise
+
+
+def _answer(result: Body | Png) -> PacedBodyResponse:
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
+    if isinstance(result, BinaryBody):
+        return BinaryResponse(result)
     return FastJSONResponse(result)

@@ -20,6 +20,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
+from schemas.common import form_body, model_rules
+from service.api.binary import (
+    BINARY_MEDIA_TYPE,
+    FRAME_HEADER,
+    FrameReader,
+    frame_length,
+    loads_json_part,
+)
+from service.api.responses import BINARY_RESPONSE_DOC, FRAME_HEADER_DOC
+from service.codec import loads_json
 from service.config import Settings
 from service.errors import ErrorCode, InvalidInput, MalformedBody, UnsupportedMediaType
 
@@ -56,7 +66,7 @@ def _form_value(model: type[BaseModel], name: str, text: str) -> Any:
     if field is not None and _is_text(field.annotation):
         return text
     try:
-        return orjson.loads(text)
+        return loads_json(text)
     except orjson.JSONDecodeError:
         return text  # a plain word: the model says whether it fits
 
@@ -74,6 +84,9 @@ async def parse_body(
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     uploads: dict[str, list[UploadFile]] = {}
+    json_length = frame_length(request.headers)
+    if json_length is not None:
+        return await _parse_frame(request, json_length, model), uploads
     if content_type == FORM:
         try:
             form = await request.form(
@@ -131,9 +144,22 @@ async def parse_body(
     return _validate(data, model), uploads
 
 
+async def _parse_frame(request: Request, json_length: int, model: type[M]) -> M:
+    reader = FrameReader(request, json_length)
+    raw = await reader.json_text()
+    if len(raw) <= INLINE_BODY_BYTES:
+        data, refs = loads_json_part(raw)
+    else:
+        data, refs = await run_in_threadpool(loads_json_part, raw)
+    await reader.attach(refs)
+    if len(raw) <= INLINE_BODY_BYTES:
+        return _validate(data, model)
+    return await run_in_threadpool(_validate, data, model)
+
+
 def _parse_json(raw: bytes, model: type[M]) -> M:
     try:
-        data = orjson.loads(raw)
+        data = loads_json(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody("the request body is not valid JSON") from exc
     return _validate(data, model)
@@ -155,10 +181,42 @@ def json_or_form_body(
 ) -> dict[str, Any]:
     """``openapi_extra`` declaring a body that is ``model`` as JSON, or the same fields as a
     multipart form with the upload fields ``files`` (name → description), so the docs page
-    offers a file picker."""
+    offers a file picker.
+
+    The form's schema is the model's: the same fields with the same constraints and the same
+    rules between them (spelt for a form), an upload in place of a field of the same name
+    (``image``'s base64 text), no other field. A field that only ever holds text is sent as
+    it is and is never null; every other field is JSON text (``encoding`` says so). An empty
+    field is one left out."""
     FORM_MODELS[model.__name__] = model
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                FORM: _form_content(model, files, multiple),
+            },
+        }
+    }
+
+
+_LEFT_OUT = {"const": "", "description": "Empty: as if the field were left out."}
+_ANNOTATIONS = ("title", "description")
+
+
+def _form_content(
+    model: type[BaseModel], files: Mapping[str, str], multiple: frozenset[str]
+) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     properties: dict[str, Any] = {}
     encoding: dict[str, Any] = {}
+    for name, field_schema in schema.get("properties", {}).items():
+        if name in files:
+            continue  # the JSON form's base64 text: in a form, the upload below
+        text = _is_text(model.model_fields[name].annotation)
+        properties[name] = _form_field(_without_null(field_schema) if text else field_schema)
+        if not text:
+            encoding[name] = {"contentType": JSON}
     for name, description in files.items():
         binary = {"type": "string", "format": "binary"}
         properties[name] = (
@@ -166,35 +224,108 @@ def json_or_form_body(
             if name in multiple
             else {**binary, "description": description}
         )
-    for name, field in model.model_fields.items():
-        if name in files:  # the JSON form's base64 text: in a form, the file picker above
-            continue
-        properties[name] = {
-            "type": "string",
-            "description": f"{field.description or name} (a plain value or JSON text)",
-            "examples": [""],
-        }
-        if not _is_text(field.annotation):
-            encoding[name] = {"contentType": JSON}
+    form: dict[str, Any] = {
+        "type": "object",
+        "description": schema.get("description", ""),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    required = [name for name in schema.get("required", []) if name not in files]
+    if required:
+        form["required"] = required
+    spelling = form_body(frozenset(files))
+    rules = [rule(spelling) for rule in model_rules(model)]
+    if rules:  # the rules between fields hold in a form too, spelt for one
+        form["allOf"] = rules
+    return {"schema": form, "encoding": encoding}
+
+
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A field of a form: its JSON schema, or the empty text that stands for leaving it out
+    (HTML forms and Swagger UI send every field).
+
+    Swagger UI renders a field by its schema's first alternative (an array gets an editor of
+    items, whose empty list it sends as ``[]``) and fills the box with a sample of it (``0``,
+    ``[]``, ``string``), which it sends unless cleared. With the empty text first it shows
+    one empty text box, where the value is typed as it is sent, and sends nothing for a box
+    left empty. (No ``examples`` at the top: schemathesis would combine every field's into
+    one request that breaks the rules between fields.)"""
+    outer = {key: schema[key] for key in _ANNOTATIONS if key in schema}
+    inner = {
+        key: value
+        for key, value in schema.items()
+        if key not in (*_ANNOTATIONS, "default", "examples")
+    }
+    return {**outer, "anyOf": [_LEFT_OUT, inner]}
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A text field's schema without its null alternative: a form's text is never null."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list) or {"type": "null"} not in options:
+        return schema
+    rest = [option for option in options if option != {"type": "null"}]
+    outer = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+    if schema.get("default") is not None:
+        outer["default"] = schema["default"]
+    return {**rest[0], **outer} if len(rest) == 1 else {**outer, "anyOf": rest}
+
+
+def json_body_doc(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON body of ``model`` for a route that reads its body
+    itself (the V2 inference routes, which also take the binary framing)."""
+    FORM_MODELS[model.__name__] = model
     return {
         "requestBody": {
             "required": True,
-            "content": {
-                JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
-                FORM: {
-                    "schema": {"type": "object", "properties": properties},
-                    "encoding": encoding,
-                },
-            },
+            "description": description,
+            "content": {JSON: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
         }
     }
 
 
 def add_form_models(schema: dict[str, Any]) -> None:
-    """Put the models of :func:`json_or_form_body` bodies into an OpenAPI document."""
+    """Put the models of :func:`json_or_form_body` bodies into an OpenAPI document, and the
+    binary response into every route that takes ``?encoding=binary``; write every bound of
+    the document exactly (:func:`_exact_bounds`)."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model in FORM_MODELS.items():
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for def_name, definition in model_schema.pop("$defs", {}).items():
             components.setdefault(def_name, definition)
         components.setdefault(name, model_schema)
+    _add_binary_responses(schema)
+    _exact_bounds(schema)
+
+
+_BOUND_KEYS = frozenset(
+    {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+)
+
+
+def _exact_bounds(node: Any) -> None:
+    # FastAPI's OpenAPI models hold bounds as floats, and a JSON number is read as the decimal
+    # it spells: 2**63 written as 9.223372036854776e+18 would be 9223372036854776000, beyond
+    # what the service takes. Every whole bound the schemas publish is exact as a float (2**63,
+    # -2**63, 2**31 - 1, ...), so it is written back as the integer it is.
+    if isinstance(node, list):
+        for item in node:
+            _exact_bounds(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key in _BOUND_KEYS and isinstance(value, float) and value.is_integer():
+                node[key] = int(value)
+            elif key not in ("example", "examples", "default", "const", "enum"):
+                _exact_bounds(value)
+
+
+def _add_binary_responses(schema: dict[str, Any]) -> None:
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            params = operation.get("parameters", []) if isinstance(operation, dict) else []
+            if not any(p.get("name") == "encoding" and p.get("in") == "query" for p in params):
+                continue
+            ok = operation.get("responses", {}).get("200")
+            if ok is not None:
+                ok.setdefault("content", {})[BINARY_MEDIA_TYPE] = BINARY_RESPONSE_DOC
+                ok.setdefault("headers", {})[FRAME_HEADER] = FRAME_HEADER_DOC

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from schemas.common import ErrorResponse
+from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER, BinaryBody, body_view
 from service.codec import dumps
 
 logger = logging.getLogger("torchlab.responses")
@@ -82,6 +83,29 @@ class FastJSONResponse(PacedBodyResponse, JSONResponse):
 
 class PngResponse(PacedBodyResponse):
     media_type = "image/png"
+
+
+class BinaryResponse(PacedBodyResponse):
+    """A framed body of the binary data extension (:mod:`service.api.binary`), sent from
+    where the worker process wrote it (shared memory), without a copy."""
+
+    media_type = BINARY_MEDIA_TYPE
+
+    def __init__(self, body: BinaryBody) -> None:
+        self.framed = body  # keeps the shared memory mapped until the body is sent
+        super().__init__(body_view(body), headers={FRAME_HEADER: str(body.json_length)})
+
+    def render(self, content: Any) -> Any:
+        return content
+
+
+BINARY_RESPONSE_DOC: dict[str, Any] = {"schema": {"type": "string", "format": "binary"}}
+"""The 200 body with ``?encoding=binary``, in the OpenAPI document."""
+FRAME_HEADER_DOC = {
+    "description": "In a binary answer (`?encoding=binary`, or a V2 output asked for in "
+    "binary): the length in bytes of the body's JSON part; the tensors' raw bytes follow it.",
+    "schema": {"type": "integer", "minimum": 0},
+}
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -1,5 +1,7 @@
-"""The route class every router uses: JSON request bodies parsed by orjson, and large ones
-parsed and validated off the event loop."""
+"""The route class every router uses: JSON request bodies parsed by orjson, large ones
+parsed and validated off the event loop, and binary ones (the Open Inference Protocol's
+binary data extension, :mod:`service.api.binary`) read into tensors before FastAPI sees
+their JSON."""
 
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import orjson
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.api.binary import FrameReader, frame_length, json_part_error, loads_json_part
 from service.api.bodies import (
     PROCESS_BODY_BYTES,
     BodyJob,
@@ -22,11 +25,16 @@ from service.api.bodies import (
     model_path,
 )
 from service.api.forms import INLINE_BODY_BYTES
+from service.codec import loads_json
 from service.errors import BODY_ERRORS_KEY, ServiceError
 
 
 def _parse_and_validate(raw: bytes, model: type[BaseModel]) -> BaseModel | list[dict[str, Any]]:
-    data = orjson.loads(raw)  # a JSONDecodeError is FastAPI's 400, as on the loop
+    data = loads_json(raw)  # a JSONDecodeError is FastAPI's 400, as on the loop
+    return _validate(data, model)
+
+
+def _validate(data: Any, model: type[BaseModel]) -> BaseModel | list[dict[str, Any]]:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -65,6 +73,41 @@ class ORJSONRequest(Request):
 
     body_model: type[BaseModel] | None = None
 
+    async def read_frame(self, json_length: int) -> None:
+        """Read a binary body: its JSON part parsed (off the loop when large, as any JSON
+        body), then its tensors attached as views of the binary part. FastAPI then finds
+        the JSON as the body, whatever the ``Content-Type`` said."""
+        reader = FrameReader(self, json_length)
+        raw = await reader.json_text()
+        self._body = raw
+        self._headers = Headers(
+            raw=[(k, v) for k, v in self.scope["headers"] if k != b"content-type"]
+            + [(b"content-type", b"application/json")]
+        )
+        if len(raw) > PROCESS_BODY_BYTES and self.body_model is not None:
+            try:
+                compact = await compact_in_worker(self, raw, self.body_model)
+            except json.JSONDecodeError as exc:
+                raise json_part_error(len(raw), exc.msg, exc.pos) from exc
+            if compact is None:
+                self._json = None  # the validation errors are in the scope
+                return
+            raw = compact
+        if len(raw) <= INLINE_BODY_BYTES:
+            data, refs = loads_json_part(raw)
+        else:
+            data, refs = await run_in_threadpool(loads_json_part, raw)
+        await reader.attach(refs)
+        if len(raw) <= INLINE_BODY_BYTES or self.body_model is None:
+            self._json = data
+            return
+        result = await run_in_threadpool(_validate, data, self.body_model)
+        if isinstance(result, list):
+            self.scope[BODY_ERRORS_KEY] = result
+            self._json = None
+        else:
+            self._json = result
+
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             # Integers beyond 64 bits arrive as floats, as in JavaScript's JSON.parse.
@@ -81,9 +124,9 @@ class ORJSONRequest(Request):
                     return None
                 raw = compact
             if len(raw) <= INLINE_BODY_BYTES:
-                self._json = orjson.loads(raw)
+                self._json = loads_json(raw)
             elif self.body_model is None:
-                self._json = await run_in_threadpool(orjson.loads, raw)
+                self._json = await run_in_threadpool(loads_json, raw)
             else:
                 result = await run_in_threadpool(_parse_and_validate, raw, self.body_model)
                 if isinstance(result, list):
@@ -104,9 +147,15 @@ class ORJSONRoute(APIRoute):
         model = annotation if isinstance(annotation, type) else None
         body_model = model if model is not None and issubclass(model, BaseModel) else None
 
+        has_body = self.body_field is not None
+
         async def orjson_handler(request: Request) -> Response:
             wrapped = ORJSONRequest(request.scope, request.receive)
             wrapped.body_model = body_model
+            if has_body:
+                json_length = frame_length(wrapped.headers)
+                if json_length is not None:
+                    await wrapped.read_frame(json_length)
             return await handler(wrapped)
 
         return orjson_handler

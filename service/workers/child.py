@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib
 import logging
 import os
@@ -84,7 +85,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
             frame = transport.recv_frame(sock)
         except (EOFError, ConnectionError):
             return  # the server closed our socket: retire quietly
-        reply = _answer(frame)
+        reply = _answer(frame, sock)
         trim()
         reply.rss = resident_bytes()
         try:
@@ -95,16 +96,23 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
             reply.close()
 
 
+def _report(sock: socket.socket, event: dict[str, Any]) -> None:
+    transport.send_frame(sock, transport.progress_frame(event))
+
+
 def _pickle(obj: object) -> bytes:
     frame = transport.dumps(obj)
     frame.close()
     return bytes(frame.payload)
 
 
-def _answer(frame: transport.Frame) -> transport.Frame:
-    """Run one task; its result or failure, pickled."""
+def _answer(frame: transport.Frame, sock: socket.socket) -> transport.Frame:
+    """Run one task; its result or failure, pickled. A streaming task's progress events go
+    to the server as they come, ahead of the result."""
     try:
         fn, arg, deadline, autograd = transport.loads(frame)
+        if deadline.streaming:
+            deadline.reporter = functools.partial(_report, sock)
         mode = contextlib.nullcontext() if autograd else torch.inference_mode()
         with mode:
             result = fn(arg, deadline)

@@ -163,10 +163,12 @@ class WorkerPool:
         deadline: Deadline,
         *,
         autograd: bool = False,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> T:
         """``fn(arg, deadline)`` in a worker, under ``torch.inference_mode()`` unless
         ``autograd``; ``fn`` must be picklable (a module-level function or a
         ``functools.partial`` of one), ``arg`` too (its tensors cross by shared memory).
+        ``on_progress`` receives the events ``fn`` reports with ``deadline.progress``.
 
         Raises :class:`ComputeTimeout` at the deadline and :class:`WorkerLost` if the worker
         dies, killing or replacing the worker; re-raises what ``fn`` raised (a
@@ -175,6 +177,7 @@ class WorkerPool:
         """
         if self._closed:
             raise RuntimeError(f"the worker pool of {self.device} is closed")
+        deadline.streaming = on_progress is not None
         task = await self._encode((fn, arg, deadline, autograd))
         worker: WorkerProcess | None = None
         try:
@@ -183,6 +186,10 @@ class WorkerPool:
                 await transport.send_frame_async(worker.sock, task)
                 task.close()
                 reply = await transport.recv_frame_async(worker.sock)
+                while (event := transport.progress_event(reply)) is not None:
+                    if on_progress is not None:
+                        on_progress(event)
+                    reply = await transport.recv_frame_async(worker.sock)
         except TimeoutError:
             deadline.cancelled = True
             if worker is not None:

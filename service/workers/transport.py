@@ -31,6 +31,7 @@ from multiprocessing import context as mp_context
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+import orjson
 import torch
 import torch.multiprocessing  # registers torch's shared-memory reductions with ForkingPickler
 from torch.multiprocessing import reductions
@@ -223,6 +224,23 @@ class _TensorReducer:
             if self.copied > self.copy_limit:
                 raise CopyTooLarge(self.copied)
         return _shared_tensor(tensor)
+
+
+PROGRESS_MARK = b"P"
+"""The first byte of a progress frame's payload (a pickle's is its protocol opcode, 0x80)."""
+
+
+def progress_frame(event: dict[str, Any]) -> Frame:
+    """A progress event of the running task (JSON), sent ahead of its result."""
+    return Frame(PROGRESS_MARK + orjson.dumps(event), [])
+
+
+def progress_event(frame: Frame) -> dict[str, Any] | None:
+    """The event of a progress frame; ``None`` for any other frame."""
+    if frame.fds or not frame.payload or frame.payload[:1] != PROGRESS_MARK:
+        return None
+    event: dict[str, Any] = orjson.loads(bytes(frame.payload[1:]))
+    return event
 
 
 def dumps(obj: Any, *, copy_limit: int | None = None, to_cpu: bool = False) -> Frame:

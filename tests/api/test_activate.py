@@ -205,8 +205,13 @@ def test_openapi_documents_png_and_its_headers(client: TestClient) -> None:
     post_op = operations["post"]
     assert post_op["operationId"] == "activate"
     ok = post_op["responses"]["200"]
-    assert set(ok["content"]) == {"application/json", "image/png"}
-    assert set(ok["headers"]) == {"X-Panel-Count", "X-Panel-Layout"}
+    # Issue 11: `?encoding=binary` answers in the binary framing, its JSON's length in a header.
+    assert set(ok["content"]) == {"application/json", "image/png", "application/octet-stream"}
+    assert set(ok["headers"]) == {
+        "X-Panel-Count",
+        "X-Panel-Layout",
+        "Inference-Header-Content-Length",
+    }
 
 
 # --- errors and limits -----------------------------------------------------------------------

@@ -687,17 +687,51 @@ def test_inline_tensors_in_steps_are_encoded(sync_client: tl.Client) -> None:
 
 
 @pytest.mark.parametrize(("dtype", "threshold"), [("uint8", 64), ("float32", 64), ("float64", 40)])
-def test_b64_switches_above_the_threshold(
+def test_raw_bytes_above_the_threshold(
+    dtype: str, threshold: int, recorded: tuple[Any, Any]
+) -> None:
+    # Issue 11: above the threshold a tensor goes as raw bytes after the JSON (the binary
+    # data extension), and the answer is asked for in binary.
+    test_client, recorder = recorded
+    itemsize = np.dtype(dtype).itemsize
+    with tl.Client(http_client=test_client, b64_threshold=threshold) as client:
+        for count, binary in ((threshold // itemsize, False), (threshold // itemsize + 1, True)):
+            array = np.arange(count).astype(dtype)
+            out = client.tensor_ops({"op": "clone", "x": "a"}, {"a": array})["out"]
+            np.testing.assert_array_equal(out, array)
+            sent = recorder.last
+            assert sent.url.params.get("encoding") == "binary"
+            if not binary:
+                assert "Inference-Header-Content-Length" not in sent.headers
+                assert sent.headers["content-type"] == "application/json"
+                body = json.loads(sent.content)
+                assert "data" in body["inputs"]["a"], (count, body["inputs"]["a"])
+                assert "b64" not in body["inputs"]["a"]
+                continue
+            length = int(sent.headers["Inference-Header-Content-Length"])
+            assert sent.headers["content-type"] == "application/octet-stream"
+            body = json.loads(sent.content[:length])
+            assert body["inputs"]["a"] == {
+                "shape": [count],
+                "dtype": dtype,
+                "binary_data_size": array.nbytes,
+            }
+            assert sent.content[length:] == array.astype(array.dtype.newbyteorder("<")).tobytes()
+
+
+@pytest.mark.parametrize(("dtype", "threshold"), [("uint8", 64), ("float32", 64), ("float64", 40)])
+def test_b64_switches_above_the_threshold_without_binary(
     dtype: str, threshold: int, recorded: tuple[Any, Any]
 ) -> None:
     test_client, recorder = recorded
     itemsize = np.dtype(dtype).itemsize
-    with tl.Client(http_client=test_client, b64_threshold=threshold) as client:
+    with tl.Client(http_client=test_client, b64_threshold=threshold, binary=False) as client:
         for count, b64 in ((threshold // itemsize, False), (threshold // itemsize + 1, True)):
             array = np.arange(count).astype(dtype)
             out = client.tensor_ops({"op": "clone", "x": "a"}, {"a": array})["out"]
             np.testing.assert_array_equal(out, array)
             sent = recorder.last
+            assert "Inference-Header-Content-Length" not in sent.headers
             body = json.loads(sent.content)
             assert ("b64" in body["inputs"]["a"]) is b64, (count, body["inputs"]["a"])
             assert ("data" in body["inputs"]["a"]) is not b64
@@ -719,16 +753,21 @@ def test_response_encoding_can_be_forced(recorded: tuple[Any, Any]) -> None:
 
 
 @needs("/conv")
-def test_pictures_go_as_multipart_and_ask_for_b64(recorded: tuple[Any, Any]) -> None:
+def test_pictures_go_as_multipart_and_ask_for_binary(recorded: tuple[Any, Any]) -> None:
     test_client, recorder = recorded
-    with tl.Client(http_client=test_client) as client:
-        client.conv(PICTURE, kernels=["edge", np.eye(3)], kernel_size=3, seed=0)
-    sent = recorder.last
-    assert sent.headers["content-type"].startswith("multipart/form-data")
-    assert sent.url.params.get("encoding") == "b64"
-    assert b'name="image"; filename="image.png"' in sent.content
-    assert b'name="kernels"' in sent.content
-    assert b'["edge",{"data":[[1.0,0.0,0.0],[0.0,1.0,0.0],[0.0,0.0,1.0]]' in sent.content
+    outputs = []
+    for binary, encoding in ((True, "binary"), (False, "b64")):
+        with tl.Client(http_client=test_client, binary=binary) as client:
+            out = client.conv(PICTURE, kernels=["edge", np.eye(3)], kernel_size=3, seed=0)
+        sent = recorder.last
+        assert sent.headers["content-type"].startswith("multipart/form-data")
+        assert "Inference-Header-Content-Length" not in sent.headers
+        assert sent.url.params.get("encoding") == encoding
+        assert b'name="image"; filename="image.png"' in sent.content
+        assert b'name="kernels"' in sent.content
+        assert b'["edge",{"data":[[1.0,0.0,0.0],[0.0,1.0,0.0],[0.0,0.0,1.0]]' in sent.content
+        outputs.append(out.output)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
 # --- errors from the real app ----------------------------------------------------------------

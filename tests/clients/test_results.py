@@ -1,4 +1,5 @@
-"""Defaults and results (issue 15): answers in base64 by default, the DataLoader's batches
+"""Defaults and results (issue 15): answers in a compact encoding by default (binary since
+issue 11), the DataLoader's batches
 over a whole epoch and its classes, fitted models that predict here what
 ``/regress/predict`` predicts, short reprs and typed fields. Each reproducer of the issue
 fails on the client before it."""
@@ -19,13 +20,22 @@ from sklearn.preprocessing import StandardScaler
 
 from tests.clients.conftest import run_async
 
-# --- answers in base64 -------------------------------------------------------------------------
+# --- answers in binary (issue 11), base64 without it ---------------------------------------------
 
 
-def test_answers_come_in_base64_by_default(recorded: tuple[Any, Any]) -> None:
+def test_answers_come_in_binary_by_default_and_base64_without_it(
+    recorded: tuple[Any, Any],
+) -> None:
     test_client, recorder = recorded
     with tl.Client(http_client=test_client) as client:
         out = client.tensor_ops({"op": "randn", "size": [3, 3], "seed": 0})  # asked for JSON
+        assert recorder.last.url.params["encoding"] == "binary"
+        assert out["out"].shape == (3, 3)
+        assert out["out"].flags.writeable
+        client.benchmark(8, 8, 8, devices="cpu", repeats=1)  # no tensors: nothing to ask
+        assert "encoding" not in recorder.last.url.params
+    with tl.Client(http_client=test_client, binary=False) as client:
+        out = client.tensor_ops({"op": "randn", "size": [3, 3], "seed": 0})
         assert recorder.last.url.params["encoding"] == "b64"
         assert out["out"].shape == (3, 3)
         client.benchmark(8, 8, 8, devices="cpu", repeats=1)  # no tensors: nothing to ask

@@ -113,7 +113,7 @@ def test_every_argument_is_a_field_and_extra_fields_are_spread() -> None:
         "seed": 3,
         "future_field": 1,
     }
-    assert request.url.params["encoding"] == "b64"
+    assert request.url.params["encoding"] == "binary"
 
 
 def test_sizes_are_inferred_from_the_tensors() -> None:

@@ -98,7 +98,18 @@ def as_javascript_sends(value: Any) -> Any:
     return value
 
 
-def _json_operations() -> list[tuple[str, str, Any]]:
+def _path_examples(operation: dict[str, Any]) -> dict[str, Any]:
+    """Each path parameter's shown example (what the page fills in)."""
+    values: dict[str, Any] = {}
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path":
+            shown = parameter.get("examples")
+            assert shown, f"{operation['operationId']}: {parameter['name']} shows no example"
+            values[parameter["name"]] = next(iter(shown.values()))["value"]
+    return values
+
+
+def _json_operations() -> list[tuple[str, str, dict[str, Any], Any]]:
     schema = create_app(make_settings()).openapi()
     operations = []
     for path, item in schema["paths"].items():
@@ -110,7 +121,7 @@ def _json_operations() -> list[tuple[str, str, Any]]:
             if example is None:
                 ref = content["schema"]["$ref"].rsplit("/", 1)[-1]
                 example = schema["components"]["schemas"][ref]["examples"][0]
-            operations.append((path, method, example))
+            operations.append((path, method, _path_examples(operation), example))
     return operations
 
 
@@ -118,10 +129,13 @@ OPERATIONS = _json_operations()
 
 
 @pytest.mark.parametrize(
-    ("path", "method", "example"), OPERATIONS, ids=[f"{m} {p}" for p, m, _ in OPERATIONS]
+    ("path", "method", "path_values", "example"),
+    OPERATIONS,
+    ids=[f"{m} {p}" for p, m, _, _ in OPERATIONS],
 )
 def test_the_shown_example_works_as_the_page_sends_it(
-    client: TestClient, path: str, method: str, example: Any
+    client: TestClient, path: str, method: str, path_values: dict[str, Any], example: Any
 ) -> None:
+    path = path.format(**path_values)
     response = client.request(method, path, json=as_javascript_sends(example))
     assert response.status_code == 200, response.text

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from httpx_sse import EventSource
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -167,6 +168,31 @@ def test_a_png_answer_passes_through(cluster: Cluster) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_progress_events_pass_through_unbuffered(cluster: Cluster) -> None:
+    # A benchmark of about two seconds: its progress events must arrive as they are sent,
+    # not all together with the result (nginx buffers responses, except those that say
+    # X-Accel-Buffering: no, as a stream does).
+    body = {"m": 600, "k": 600, "n": 600, "dtype": "float64", "repeats": 100, "seed": 1}
+    arrivals: list[tuple[str, float]] = []
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream(
+            "POST",
+            f"{cluster.nginx.url}/benchmark",
+            json=body,
+            headers={"Accept": "text/event-stream"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for event in EventSource(response).iter_sse():
+            arrivals.append((event.event, time.monotonic()))
+    names = [name for name, _ in arrivals]
+    assert names[-1] == "result" and set(names[:-1]) == {"progress"}
+    first, last = arrivals[0][1], arrivals[-1][1]
+    assert last - first > 0.5, "the events came all at once: nginx buffered the stream"
 
 
 def test_a_chunked_body_passes_through(cluster: Cluster) -> None:

@@ -46,6 +46,7 @@ from torchlab_client._exceptions import (
     ValidationError,
 )
 from torchlab_client._images import PNGImage, encode_png
+from torchlab_client._progress import ProgressBar, ProgressEvent
 from torchlab_client._retry import Retry
 from torchlab_client._sync_client import Client
 from torchlab_client._types import (
@@ -109,6 +110,8 @@ __all__ = [
     "PNGImage",
     "PoolResult",
     "Prediction",
+    "ProgressBar",
+    "ProgressEvent",
     "ProtocolError",
     "RNNResult",
     "RateLimitedError",

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Literal, Never, Self, TypeVar
 
 import httpx
+from httpx_sse import EventSource
 
 from torchlab_client import _parsers as parsers
 from torchlab_client import _retry
@@ -23,14 +24,19 @@ from torchlab_client import _routes as routes
 from torchlab_client._base import (
     DEFAULT_B64_THRESHOLD,
     DEFAULT_TIMEOUT,
+    AnswerBuffer,
     BaseClient,
     ResponseEncoding,
     TimeoutTypes,
     base_url_of,
+    is_event_stream,
+    is_framed,
+    on_event,
 )
 from torchlab_client._calls import checked, grad_inputs
-from torchlab_client._exceptions import error_from_response, transport_error
+from torchlab_client._exceptions import ProtocolError, error_from_response, transport_error
 from torchlab_client._images import FileInput, ImageInput, PNGImage
+from torchlab_client._progress import Progress, Sink, close_sink, progress_sink
 from torchlab_client._retry import Retry
 from torchlab_client._routes import ModelInput, Request, TensorInput, arguments
 from torchlab_client._types import (
@@ -72,11 +78,15 @@ class AsyncClient(BaseClient):
             :meth:`aclose`.
         headers: extra headers for every request.
         b64_threshold: numpy arrays and torch tensors of more bytes than this are sent as
-            base64; smaller ones as JSON lists.
-        response_encoding: ``"auto"`` and ``"b64"`` ask for tensors in base64
-            (``?encoding=b64``, several times faster to read than JSON lists);
-            ``"json"`` asks for JSON lists (readable in a proxy's log).
+            raw bytes: after the JSON (the binary data extension), or in base64 in a
+            multipart form or without ``binary``; smaller ones as JSON lists.
+        response_encoding: ``"auto"`` asks for tensors in binary (``?encoding=binary``:
+            arrays are read in place, writable, without a copy), or in base64 without
+            ``binary``; ``"binary"`` and ``"b64"`` ask for one of them; ``"json"`` for JSON
+            lists (readable in a proxy's log).
         as_torch: return torch tensors instead of numpy arrays (each method can override).
+        binary: use the binary framing (default); false keeps every body JSON (base64
+            tensors both ways), for a proxy that only passes JSON.
 
     Use it as a context manager (``async with``), or call ``await client.aclose()``; a
     closed client raises :class:`ClientClosedError`. ``client.with_options(timeout=...,
@@ -98,6 +108,7 @@ class AsyncClient(BaseClient):
         b64_threshold: int = DEFAULT_B64_THRESHOLD,
         response_encoding: ResponseEncoding = "auto",
         as_torch: bool = False,
+        binary: bool = True,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ValueError("give `transport` or `http_client`, not both")
@@ -110,6 +121,7 @@ class AsyncClient(BaseClient):
             b64_threshold=b64_threshold,
             response_encoding=response_encoding,
             as_torch=as_torch,
+            binary=binary,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout)
@@ -130,16 +142,37 @@ class AsyncClient(BaseClient):
     ) -> None:
         await self.aclose()
 
-    async def _send(self, request: Request, read: Callable[[httpx.Response], T]) -> T:
+    async def _send(
+        self, request: Request, read: Callable[[httpx.Response], T], progress: Progress = None
+    ) -> T:
         """Send ``request`` and read a success answer with ``read``; retry and wait as
-        ``self.retry`` says, else raise the error."""
-        encoded = self._encode(request)
+        ``self.retry`` says, else raise the error. With ``progress``, the answer is a stream
+        of events whose progress goes to a bar or the callable (see ``_progress``)."""
+        sink = progress_sink(progress, request.path)
+        try:
+            result = await self._send_with(request, read, sink)
+        except BaseException:
+            close_sink(sink)
+            raise
+        close_sink(sink, finished=True)
+        return result
+
+    async def _send_with(
+        self, request: Request, read: Callable[[httpx.Response], T], sink: Sink | None
+    ) -> T:
+        encoded = self._encode(request, events=sink is not None)
         attempt = 0
         while True:
             self._check_open(self._http)
             http_request = self._build_request(self._http, encoded)
             try:
-                response = await self._http.send(http_request)
+                response = await self._http.send(http_request, stream=True)
+                try:
+                    if sink is not None and is_event_stream(response):
+                        return read(await self._follow(response, sink))
+                    await self._receive(response)
+                finally:
+                    await response.aclose()
             except httpx.TransportError as exc:
                 delay = self.retry.after_exception(exc, attempt)
                 if delay is None:
@@ -153,6 +186,26 @@ class AsyncClient(BaseClient):
                     raise error
             attempt += 1
             await _retry.async_sleep(delay)
+
+    async def _follow(self, response: httpx.Response, sink: Sink) -> httpx.Response:
+        """Read a stream of events: each progress event to ``sink``, then the result as the
+        answer it stands for, or the error event raised as the error it would have been."""
+        async for sse in EventSource(response).aiter_sse():
+            result = on_event(sse, sink, response)
+            if result is not None:
+                return result
+        raise ProtocolError("the event stream ended before its result")
+
+    async def _receive(self, response: httpx.Response) -> None:
+        """Read the answer: a binary one into one writable buffer, whose arrays are views of
+        it (one copy of the bytes, from the socket's chunks); any other as httpx does."""
+        if not is_framed(response):
+            await response.aread()
+            return
+        buffer = AnswerBuffer(response)
+        async for chunk in response.aiter_bytes():
+            buffer.add(chunk)
+        buffer.finish()
 
     # --- system --------------------------------------------------------------------------
 
@@ -189,6 +242,7 @@ class AsyncClient(BaseClient):
         warmup: int | None = None,
         device: str | None = None,
         seed: int | None = None,
+        progress: Progress = None,
         extra_fields: Mapping[str, Any] | None = None,
     ) -> BenchmarkResult:
         """``POST /benchmark``: time ``randn(m, k) @ randn(k, n)`` on each device (tutorial
@@ -196,8 +250,14 @@ class AsyncClient(BaseClient):
 
         ``first_run_s`` is the cold first multiplication; the median, min and max come from
         ``repeats`` timed runs after ``warmup``; ``norm`` lets you check devices agree.
+
+        ``progress=True`` shows a progress bar of the runs (``unit`` ``"run"``, with the
+        ``device`` and the ``run``: first, warmup or timed) (tqdm: the ``progress`` extra);
+        ``progress=callable`` receives each :class:`ProgressEvent`. The result is the same
+        either way.
         """
-        return await self._send(routes.benchmark(**arguments(locals())), parsers.benchmark_result)
+        request = routes.benchmark(**arguments(locals()))
+        return await self._send(request, parsers.benchmark_result, progress)
 
     # --- tensors and autograd ------------------------------------------------------------
 
@@ -507,6 +567,7 @@ class AsyncClient(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
+        progress: Progress = None,
         extra_fields: Mapping[str, Any] | None = None,
     ) -> LinearRegressionResult:
         """``POST /regress/linear``: fit a linear regression (tutorial chapter 2).
@@ -522,10 +583,15 @@ class AsyncClient(BaseClient):
 
         A figure of the fit is :meth:`linear_regression_png`, a second request: the service
         answers one request with the fit or with its picture, not both.
+
+        ``progress=True`` shows a progress bar of the epochs of ``gd`` (``unit``
+        ``"epoch"``, with the ``loss``; ``lstsq`` has no epochs) (tqdm: the ``progress``
+        extra); ``progress=callable`` receives each :class:`ProgressEvent`. The result is
+        the same either way.
         """
         request = routes.linear_regression(**arguments(locals()))
         return await self._send(
-            request, self._reader(parsers.linear_regression_result, as_torch, request)
+            request, self._reader(parsers.linear_regression_result, as_torch, request), progress
         )
 
     @checked
@@ -581,6 +647,7 @@ class AsyncClient(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
+        progress: Progress = None,
         extra_fields: Mapping[str, Any] | None = None,
     ) -> LogisticRegressionResult:
         """``POST /regress/logistic``: fit a logistic regression (tutorial chapter 4),
@@ -595,10 +662,14 @@ class AsyncClient(BaseClient):
         standardised features, as in a scikit-learn pipeline of ``StandardScaler`` and
         ``LogisticRegression``. ``result.model.predict(x)`` and ``predict_proba(x)``
         predict here.
+
+        ``progress=True`` shows a progress bar of the epochs (``unit`` ``"epoch"``, with the
+        ``loss``) (tqdm: the ``progress`` extra); ``progress=callable`` receives each
+        :class:`ProgressEvent`. The result is the same either way.
         """
         request = routes.logistic_regression(**arguments(locals()))
         return await self._send(
-            request, self._reader(parsers.logistic_regression_result, as_torch, request)
+            request, self._reader(parsers.logistic_regression_result, as_torch, request), progress
         )
 
     @checked
@@ -726,6 +797,7 @@ class AsyncClient(BaseClient):
         device: str | None = None,
         seed: int | None = None,
         as_torch: bool | None = None,
+        progress: Progress = None,
         extra_fields: Mapping[str, Any] | None = None,
     ) -> ImagesResult:
         """``POST /data/images``: pictures through torchvision transforms and a DataLoader
@@ -734,9 +806,14 @@ class AsyncClient(BaseClient):
         in ImageFolder layout ``class/file.png``), or a built-in ``dataset`` (``digits``,
         ``sample_images``). ``transforms`` is a list of ``{"name": <transforms.v2 class>,
         ...parameters}``. The result has the classes, counts, the first batch's shape and
-        dtype, and per-channel mean and std."""
+        dtype, and per-channel mean and std.
+
+        ``progress=True`` shows a progress bar of the pictures transformed (``unit``
+        ``"picture"``) (tqdm: the ``progress`` extra); ``progress=callable`` receives each
+        :class:`ProgressEvent`. The result is the same either way.
+        """
         request = routes.images(**arguments(locals()))
-        return await self._send(request, self._reader(parsers.images_result, as_torch))
+        return await self._send(request, self._reader(parsers.images_result, as_torch), progress)
 
     @checked
     async def images_png(

@@ -6,18 +6,27 @@ the readers of tensor answers (``_parsers``). Nothing here does I/O.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self, TypeAlias, TypeVar
 
 import httpx
+from httpx_sse import ServerSentEvent
 
-from torchlab_client._codec import EncodeStats, require_torch, to_json_values
-from torchlab_client._exceptions import ClientClosedError
+from torchlab_client._codec import (
+    EncodeStats,
+    frame_json,
+    read_frame,
+    require_torch,
+    to_json_values,
+)
+from torchlab_client._exceptions import ClientClosedError, ProtocolError, error_from_response
 from torchlab_client._images import Upload
-from torchlab_client._parsers import json_body
+from torchlab_client._parsers import FRAMED_ANSWER, json_body
+from torchlab_client._progress import EVENT_STREAM, ProgressEvent, Sink
 from torchlab_client._retry import Retry
 from torchlab_client._routes import Request
 from torchlab_client._version import __version__
@@ -27,7 +36,10 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_B64_THRESHOLD = 4096
-"""Request tensors of more bytes than this go as base64 (see ``b64_threshold``)."""
+"""Request tensors of more bytes than this go as raw bytes: after the JSON (the binary data
+extension), or as base64 where the body cannot be framed (see ``b64_threshold``)."""
+FRAME_HEADER = "Inference-Header-Content-Length"
+BINARY_MEDIA_TYPE = "application/octet-stream"
 
 
 class _Unset:
@@ -39,7 +51,7 @@ class _Unset:
 
 UNSET: Any = _Unset()
 
-ResponseEncoding: TypeAlias = Literal["auto", "json", "b64"]
+ResponseEncoding: TypeAlias = Literal["auto", "json", "b64", "binary"]
 TimeoutTypes: TypeAlias = float | httpx.Timeout | None
 
 
@@ -53,6 +65,99 @@ class Encoded:
     form: dict[str, str] | None = None
     files: list[tuple[str, Upload]] | None = None
     params: dict[str, str] | None = None
+    payloads: tuple[memoryview, ...] = ()
+    """Tensors' raw bytes to send after ``content`` (its JSON), in the binary framing."""
+    events: bool = False
+    """Ask for server-sent events of the work's progress (``Accept: text/event-stream``)."""
+
+
+class FramedContent(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A binary request's body as its parts: the JSON, then each tensor's bytes, sent as
+    they are (never joined into one copy); sendable again on a retry."""
+
+    def __init__(self, parts: tuple[bytes | memoryview, ...]) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.parts  # type: ignore[misc]  # bytes-like: the transports take views
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part  # type: ignore[misc]
+
+
+class AnswerBuffer:
+    """Where a binary answer is read: one writable buffer of the body's length (its arrays
+    become views of it), filled chunk by chunk."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        length = response.headers.get("content-length", "")
+        self.body = bytearray(int(length)) if length.isdigit() else bytearray()
+        self.known = length.isdigit()
+        self.filled = 0
+
+    def add(self, chunk: bytes) -> None:
+        end = self.filled + len(chunk)
+        if not self.known:
+            self.body += chunk
+        elif end > len(self.body):
+            raise ProtocolError("a binary answer is longer than its Content-Length")
+        else:
+            self.body[self.filled : end] = chunk
+        self.filled = end
+
+    def finish(self) -> None:
+        """Attach the answer's JSON, its tensors as arrays, for the readers."""
+        if self.filled != len(self.body):
+            raise ProtocolError("a binary answer is shorter than its Content-Length")
+        length = self.response.headers[FRAME_HEADER]
+        if not length.isdigit():
+            raise ProtocolError(f"{FRAME_HEADER} is not a length: {length[:40]!r}")
+        self.response.extensions[FRAMED_ANSWER] = read_frame(self.body, int(length))
+
+
+def is_framed(response: httpx.Response) -> bool:
+    """Whether a success answer is in the binary framing."""
+    return response.is_success and FRAME_HEADER in response.headers
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    """Whether a success answer is a stream of server-sent events (a refusal before the
+    work starts is an ordinary answer)."""
+    media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return response.is_success and media == EVENT_STREAM
+
+
+def on_event(sse: ServerSentEvent, sink: Sink, response: httpx.Response) -> httpx.Response | None:
+    """Take one event of a stream: a progress event goes to ``sink`` (``None`` back); the
+    result comes back as the JSON answer it stands for; an error event is raised as the
+    error its status and body make. Other events (a later version's) are skipped."""
+    if sse.event == "progress":
+        sink(ProgressEvent.from_json(sse.data))
+        return None
+    if sse.event not in ("result", "error"):
+        return None
+    status = 200
+    content = sse.data.encode()
+    if sse.event == "error":
+        body = json.loads(sse.data)
+        status = int(body.pop("status", 500)) if isinstance(body, dict) else 500
+        content = json.dumps(body).encode()
+    answer = httpx.Response(
+        status,
+        content=content,
+        headers={"content-type": "application/json", **_request_id(response)},
+        request=response.request,
+    )
+    if sse.event == "error":
+        raise error_from_response(answer)
+    return answer
+
+
+def _request_id(response: httpx.Response) -> dict[str, str]:
+    request_id = response.headers.get("x-request-id")
+    return {} if request_id is None else {"x-request-id": request_id}
 
 
 def base_url_of(
@@ -78,6 +183,7 @@ class BaseClient:
         b64_threshold: int = DEFAULT_B64_THRESHOLD,
         response_encoding: ResponseEncoding = "auto",
         as_torch: bool = False,
+        binary: bool = True,
     ) -> None:
         self.base_url = httpx.URL(
             str(base_url or os.environ.get("TORCHLAB_URL") or DEFAULT_BASE_URL).rstrip("/")
@@ -89,11 +195,12 @@ class BaseClient:
             raise ValueError("retries must be >= 0")
         if b64_threshold < 0:
             raise ValueError("b64_threshold must be >= 0")
-        if response_encoding not in ("auto", "json", "b64"):
-            raise ValueError("response_encoding must be 'auto', 'json' or 'b64'")
+        if response_encoding not in ("auto", "json", "b64", "binary"):
+            raise ValueError("response_encoding must be 'auto', 'json', 'b64' or 'binary'")
         self.b64_threshold = b64_threshold
         self.response_encoding: ResponseEncoding = response_encoding
         self.as_torch = as_torch
+        self.binary = binary
         self._owns_http = False
         self.headers: dict[str, str] = {"User-Agent": f"torchlab-client/{__version__}"}
         if headers:
@@ -113,6 +220,7 @@ class BaseClient:
         b64_threshold: int = UNSET,
         response_encoding: ResponseEncoding = UNSET,
         as_torch: bool = UNSET,
+        binary: bool = UNSET,
     ) -> Self:
         """A client like this one, sharing its connections, with some options changed:
         ``client.with_options(timeout=300, retries=0).benchmark(...)``. Options not given
@@ -131,6 +239,7 @@ class BaseClient:
                 self.response_encoding if response_encoding is UNSET else response_encoding
             ),
             as_torch=self.as_torch if as_torch is UNSET else as_torch,
+            binary=self.binary if binary is UNSET else binary,
         )
         clone._owns_http = False
         return clone
@@ -163,15 +272,30 @@ class BaseClient:
 
     # --- encoding ------------------------------------------------------------------------
 
-    def _encoding(self) -> dict[str, str]:
-        """The query asking for base64 tensors, unless ``response_encoding="json"``:
-        numpy decodes base64 several times faster than it parses JSON lists, and a small
-        tensor's base64 is no longer than its list."""
-        return {} if self.response_encoding == "json" else {"encoding": "b64"}
+    def _encoding(self, events: bool = False) -> dict[str, str]:
+        """The query asking for binary tensors (``auto`` with ``binary``) or base64 ones,
+        unless ``response_encoding="json"``: numpy reads raw bytes in place and decodes
+        base64 several times faster than it parses JSON lists. An event's result is JSON:
+        base64 for it rather than binary."""
+        encoding = self.response_encoding
+        if encoding == "auto":
+            encoding = "binary" if self.binary and not events else "b64"
+        if encoding == "binary" and events:
+            encoding = "b64"
+        return {} if encoding == "json" else {"encoding": encoding}
 
-    def _encode(self, request: Request) -> Encoded:
-        """Tensors as JSON lists or base64 (``b64_threshold``), fields that are None left
-        out, and the query asking for base64 answers when the answer carries tensors."""
+    def _encode(self, request: Request, events: bool = False) -> Encoded:
+        """Tensors as JSON lists, or (over ``b64_threshold`` bytes) as raw bytes after the
+        JSON, base64 in a multipart form or without ``binary``; fields that are None left
+        out, and the query asking for binary (or base64) answers when the answer carries
+        tensors. ``events``: ask for the work's progress as server-sent events."""
+        encoded = self._encode_body(request)
+        if not events:
+            return encoded
+        params = {} if request.png or not request.tensors else self._encoding(events=True)
+        return dataclasses.replace(encoded, params=params, events=True)
+
+    def _encode_body(self, request: Request) -> Encoded:
         if request.method == "GET":
             return Encoded(request.method, request.path)
         fields = {name: value for name, value in request.fields.items() if value is not None}
@@ -187,15 +311,48 @@ class BaseClient:
             return Encoded(
                 "POST", request.path, form=form, files=list(request.files), params=params
             )
-        wire = to_json_values(fields, self.b64_threshold, EncodeStats())
+        payloads: list[memoryview] | None = [] if self.binary else None
+        wire = to_json_values(fields, self.b64_threshold, EncodeStats(), payloads)
         content = json.dumps(wire, allow_nan=False, separators=(",", ":")).encode()
         params = {} if request.png or not request.tensors else self._encoding()
-        return Encoded(request.method, request.path, content=content, params=params)
+        if payloads:
+            content = frame_json(content)
+        return Encoded(
+            request.method,
+            request.path,
+            content=content,
+            params=params,
+            payloads=tuple(payloads or ()),
+        )
 
     def _build_request(
         self, http: httpx.Client | httpx.AsyncClient, encoded: Encoded
     ) -> httpx.Request:
-        headers = {"Accept": "application/json, image/png", **self.headers}
+        accept = (
+            EVENT_STREAM if encoded.events else f"application/json, image/png, {BINARY_MEDIA_TYPE}"
+        )
+        headers = {"Accept": accept, **self.headers}
+        if encoded.payloads:
+            assert encoded.content is not None
+            parts: tuple[bytes | memoryview, ...] = (encoded.content, *encoded.payloads)
+            size = len(encoded.content) + sum(payload.nbytes for payload in encoded.payloads)
+            headers["Content-Type"] = BINARY_MEDIA_TYPE
+            headers[FRAME_HEADER] = str(len(encoded.content))
+            headers["Content-Length"] = str(size)
+            built = http.build_request(
+                encoded.method,
+                f"{self.base_url}{encoded.path}",
+                params=encoded.params or None,
+                headers=headers,
+                timeout=self.timeout,
+            )
+            return httpx.Request(
+                built.method,
+                built.url,
+                headers=built.headers,
+                stream=FramedContent(parts),
+                extensions=built.extensions,
+            )
         if encoded.content is not None:
             headers["Content-Type"] = "application/json"
         return http.build_request(

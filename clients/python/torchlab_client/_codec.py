@@ -2,13 +2,16 @@
 
 Requests: an array (numpy, torch, a numpy scalar, anything with ``__array__`` such as a
 pandas DataFrame, a list of arrays) becomes ``{"data", "shape", "dtype"}`` with its own
-dtype when small and ``{"b64", "shape", "dtype"}`` (little-endian C-order bytes) when its
-bytes exceed the threshold; a dtype the wire does not carry is a ``TypeError`` naming it.
-Plain Python lists and numbers are sent as they are, so the service infers their dtype as
-``torch.tensor`` would. Responses: either form back to an array of the wire dtype,
-except bfloat16, which numpy lacks: it arrives as float32 (exactly: every bfloat16 is a
-float32), or as ``torch.bfloat16`` with ``as_torch``. Non-finite floats travel as the strings
-``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` both ways.
+dtype when small; when its bytes exceed the threshold, its little-endian C-order bytes go
+after the JSON (``{"shape", "dtype", "binary_data_size"}``, the Open Inference Protocol's
+binary data extension) or, where a body cannot be framed (a multipart form, or
+``binary=False``), as ``{"b64", "shape", "dtype"}``. A dtype the wire does not carry is a
+``TypeError`` naming it. Plain Python lists and numbers are sent as they are, so the service
+infers their dtype as ``torch.tensor`` would. Responses: any form back to an array of the
+wire dtype (a binary answer's arrays are writable views of the one buffer it was read
+into), except bfloat16, which numpy lacks: it arrives as float32 (exactly: every bfloat16
+is a float32), or as ``torch.bfloat16`` with ``as_torch``. Non-finite floats travel as the
+strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` both ways.
 
 No I/O here, and no torch import unless the caller already imported torch or asks for torch
 results.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import json
 import math
 import sys
 from collections.abc import Mapping
@@ -60,14 +64,20 @@ WIRE_NAMES: dict[np.dtype[Any], str] = {
     dtype: name for name, dtype in WIRE_DTYPES.items() if name != "bfloat16"
 }
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+BINARY_SIZE = "binary_data_size"
+FRAME_ALIGN = 64
+"""A framed body's JSON is padded with spaces to a multiple of this, so that its binary part
+starts aligned."""
 
 
 @dataclass
 class EncodeStats:
-    """What encoding a request body did: how many tensors went as base64."""
+    """What encoding a request body did: how many tensors went as base64, how many as
+    raw bytes after the JSON."""
 
     b64_tensors: int = 0
     tensors: int = 0
+    binary_tensors: int = 0
 
 
 def _torch_module() -> Any:
@@ -220,11 +230,17 @@ def _array_and_name(value: Any, where: str = "a tensor") -> tuple[NDArray, str, 
     return tensor.numpy(), name, None
 
 
-def encode_tensor(value: Any, b64_threshold: int, stats: EncodeStats | None = None) -> Any:
+def encode_tensor(
+    value: Any,
+    b64_threshold: int,
+    stats: EncodeStats | None = None,
+    payloads: list[memoryview] | None = None,
+) -> Any:
     """A request tensor: an array (numpy, torch, a numpy scalar, anything with
-    ``__array__``, a list of arrays) as a wire object with its dtype (base64 when its bytes
-    exceed ``b64_threshold``); plain nested lists and numbers as JSON values with non-finite
-    floats written as strings."""
+    ``__array__``, a list of arrays) as a wire object with its dtype; when its bytes exceed
+    ``b64_threshold``, its raw bytes are appended to ``payloads`` (to follow the JSON) or,
+    without ``payloads``, written in base64. Plain nested lists and numbers are JSON values
+    with non-finite floats written as strings."""
     value = tensor_input(value)
     if not is_tensor(value):
         return to_json_values(value)
@@ -235,6 +251,12 @@ def encode_tensor(value: Any, b64_threshold: int, stats: EncodeStats | None = No
         stats.tensors += 1
     nbytes = array.size * (2 if name == "bfloat16" else array.dtype.itemsize)
     shape = [int(s) for s in array.shape]
+    if nbytes > b64_threshold and payloads is not None:
+        if stats is not None:
+            stats.binary_tensors += 1
+        payload = memoryview(raw) if raw is not None else raw_view(array)
+        payloads.append(payload)
+        return {"shape": shape, "dtype": name, BINARY_SIZE: payload.nbytes}
     if nbytes > b64_threshold:
         if stats is not None:
             stats.b64_tensors += 1
@@ -242,6 +264,13 @@ def encode_tensor(value: Any, b64_threshold: int, stats: EncodeStats | None = No
             raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
         return {"b64": base64.b64encode(raw).decode("ascii"), "shape": shape, "dtype": name}
     return {"data": json_data(array), "shape": shape, "dtype": name}
+
+
+def raw_view(array: NDArray) -> memoryview:
+    """An array's little-endian C-order bytes: a view of it when it is already so laid out,
+    else of one copy."""
+    contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    return contiguous.reshape(-1).view(np.uint8).data
 
 
 def json_data(array: NDArray) -> Any:
@@ -256,10 +285,14 @@ def json_data(array: NDArray) -> Any:
 
 
 def to_json_values(
-    value: Any, b64_threshold: int | None = None, stats: EncodeStats | None = None
+    value: Any,
+    b64_threshold: int | None = None,
+    stats: EncodeStats | None = None,
+    payloads: list[memoryview] | None = None,
 ) -> Any:
     """A JSON-ready copy of ``value``: numpy scalars as Python numbers, non-finite floats as
-    strings, and (with a threshold) arrays and tensors anywhere inside as wire tensors."""
+    strings, and (with a threshold) arrays and tensors anywhere inside as wire tensors, the
+    large ones' bytes appended to ``payloads`` when given (in the order of the JSON text)."""
     if isinstance(value, float):
         if math.isfinite(value):
             return value
@@ -269,15 +302,15 @@ def to_json_values(
     if isinstance(value, np.generic):
         return to_json_values(value.item())
     if b64_threshold is not None and is_array_like(value):
-        return encode_tensor(value, b64_threshold, stats)
+        return encode_tensor(value, b64_threshold, stats, payloads)
     if is_tensor(value):  # no threshold: plain values
         return json_data(_array_and_name(value)[0])
     if hasattr(value, "__array__"):
         return json_data(_array_and_name(np.asarray(value))[0])
     if isinstance(value, Mapping):
-        return {str(k): to_json_values(v, b64_threshold, stats) for k, v in value.items()}
+        return {str(k): to_json_values(v, b64_threshold, stats, payloads) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [to_json_values(v, b64_threshold, stats) for v in value]
+        return [to_json_values(v, b64_threshold, stats, payloads) for v in value]
     raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
@@ -292,13 +325,61 @@ def replace_non_finite(data: Any) -> Any:
 
 
 def is_wire_tensor(value: object) -> bool:
-    """Whether ``value`` looks like a response tensor ``{"shape", "dtype", "data"|"b64"}``."""
+    """Whether ``value`` looks like a response tensor ``{"shape", "dtype", "data"|"b64"}``
+    (or a binary answer's, its array attached by :func:`read_frame`)."""
     return (
         isinstance(value, dict)
         and "shape" in value
         and ("dtype" in value or "datatype" in value)
-        and ("data" in value or "b64" in value)
+        and ("data" in value or "b64" in value or "array" in value)
     )
+
+
+def frame_json(text: bytes) -> bytes:
+    """A framed body's JSON part: ``text`` padded with spaces to :data:`FRAME_ALIGN`."""
+    return text + b" " * (-len(text) % FRAME_ALIGN)
+
+
+def read_frame(body: bytearray, json_length: int) -> dict[str, Any]:
+    """A binary answer's JSON, each ``{"shape", "dtype", "binary_data_size"}`` in it given
+    its ``array``: a writable view of ``body`` (no copy), in the order of the JSON text."""
+    if not 0 <= json_length <= len(body):
+        raise ProtocolError(f"a binary answer of {len(body)} bytes says its JSON has {json_length}")
+    try:
+        answer = json.loads(bytes(memoryview(body)[:json_length]))
+    except ValueError as exc:
+        raise ProtocolError(f"the JSON part of a binary answer is not JSON: {exc}") from exc
+    if not isinstance(answer, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(answer).__name__}")
+    offset = json_length
+    stack: list[Any] = [answer]
+    while stack:  # depth-first in key order: the order of the JSON text
+        value = stack.pop()
+        if isinstance(value, dict) and BINARY_SIZE in value:
+            offset = _attach(value, body, offset)
+            continue
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend(reversed([item for item in items if isinstance(item, dict | list)]))
+    if offset != len(body):
+        raise ProtocolError(f"a binary answer's tensors hold {offset} bytes of {len(body)}")
+    return answer
+
+
+def _attach(item: dict[str, Any], body: bytearray, offset: int) -> int:
+    given = item.get("dtype", item.get("datatype"))
+    if not isinstance(given, str):
+        raise ProtocolError(f"a binary tensor without a dtype: {item!r:.200}")
+    name = wire_dtype(given)
+    dtype = np.dtype("<u2") if name == "bfloat16" else WIRE_DTYPES[name].newbyteorder("<")
+    size = int(item[BINARY_SIZE])
+    shape = tuple(int(s) for s in item["shape"])
+    if size != math.prod(shape) * dtype.itemsize or offset + size > len(body):
+        raise ProtocolError(f"a binary tensor of shape {list(shape)} cannot hold {size} bytes")
+    array = np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    item["array"] = array.reshape(shape)
+    return offset + size
 
 
 def decode_array(value: Any) -> tuple[NDArray, str]:
@@ -311,6 +392,11 @@ def decode_array(value: Any) -> tuple[NDArray, str]:
         raise ProtocolError(str(exc)) from exc
     shape = tuple(int(s) for s in value["shape"])
     dtype = WIRE_DTYPES[name]
+    if "array" in value:
+        array = value["array"]
+        if name == "bfloat16":  # its 16 bits, widened exactly
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array.reshape(shape), name
     if "b64" in value:
         raw = base64.b64decode(value["b64"])
         if name == "bfloat16":

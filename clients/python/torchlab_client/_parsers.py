@@ -62,8 +62,17 @@ _ACTIVATION_FIELDS = frozenset(ActivationFunction.__dataclass_fields__)
 # --- answers read from the response ----------------------------------------------------------
 
 
+FRAMED_ANSWER = "torchlab.framed_answer"
+"""Where a binary answer's JSON (its tensors attached as arrays) waits in the response's
+``extensions`` for the readers."""
+
+
 def json_body(response: httpx.Response) -> dict[str, Any]:
-    """The answer's JSON object; a :class:`ProtocolError` if it is not one."""
+    """The answer's JSON object (a binary answer's, with its arrays); a
+    :class:`ProtocolError` if it is not one."""
+    framed = response.extensions.get(FRAMED_ANSWER)
+    if framed is not None:
+        return framed  # type: ignore[no-any-return]
     try:
         body = json.loads(response.content)
     except ValueError as exc:

@@ -50,7 +50,7 @@ ModelInput: TypeAlias = (
     "RegressionModel | LinearRegressionResult | LogisticRegressionResult | Mapping[str, Any]"
 )
 
-_NOT_FIELDS = frozenset({"self", "as_torch"})
+_NOT_FIELDS = frozenset({"self", "as_torch", "progress"})
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,7 @@ def randint(
     Args:
         high: One above the largest value.
         size: Sizes of the dimensions (at most 8).
-        low: Smallest value (included). Default: ``0``.
+        low: Smallest value (included); below ``high``. Default: ``0``.
         dtype: Default int64.
         seed: Seed for this step alone.
         out: The name the result is stored under. Default: ``"out"``.
@@ -319,8 +319,8 @@ def flatten(
 
     Args:
         x: Input tensor: a name or an inline tensor.
-        start_dim: A dimension; negative counts from the end. Default: ``0``.
-        end_dim: A dimension; negative counts from the end. Default: ``-1``.
+        start_dim: A dimension of x; negative counts from the end. Default: ``0``.
+        end_dim: A dimension of x; negative counts from the end. Default: ``-1``.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("flatten", {"x": x, "start_dim": start_dim, "end_dim": end_dim, "out": out})
@@ -344,7 +344,7 @@ def unsqueeze(x: TensorRef, dim: int, *, out: str | None = None) -> Step:
 
     Args:
         x: Input tensor: a name or an inline tensor.
-        dim: A dimension; negative counts from the end.
+        dim: A dimension of x; negative counts from the end.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("unsqueeze", {"x": x, "dim": dim, "out": out})
@@ -368,8 +368,8 @@ def transpose(
 
     Args:
         x: Input tensor: a name or an inline tensor.
-        dim0: A dimension; negative counts from the end. Default: ``0``.
-        dim1: A dimension; negative counts from the end. Default: ``1``.
+        dim0: A dimension of x; negative counts from the end. Default: ``0``.
+        dim1: A dimension of x; negative counts from the end. Default: ``1``.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("transpose", {"x": x, "dim0": dim0, "dim1": dim1, "out": out})
@@ -390,7 +390,7 @@ def cat(tensors: Sequence[TensorRef], *, dim: int | None = None, out: str | None
 
     Args:
         tensors: Tensors (names or inline) to join.
-        dim: A dimension; negative counts from the end. Default: ``0``.
+        dim: A dimension of x; negative counts from the end. Default: ``0``.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("cat", {"tensors": tensors, "dim": dim, "out": out})
@@ -401,7 +401,7 @@ def stack(tensors: Sequence[TensorRef], *, dim: int | None = None, out: str | No
 
     Args:
         tensors: Tensors (names or inline) to join.
-        dim: A dimension; negative counts from the end. Default: ``0``.
+        dim: A dimension of x; negative counts from the end. Default: ``0``.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("stack", {"tensors": tensors, "dim": dim, "out": out})
@@ -418,8 +418,9 @@ def split(
 
     Args:
         x: Input tensor: a name or an inline tensor.
-        split_size_or_sections: Size of each piece (the last may be smaller), or the list of sizes.
-        dim: A dimension; negative counts from the end. Default: ``0``.
+        split_size_or_sections: Size of each piece (the last may be smaller; 0 only for an empty
+            dimension), or the list of sizes (summing to the dimension's size).
+        dim: A dimension of x; negative counts from the end. Default: ``0``.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step(
@@ -433,7 +434,7 @@ def chunk(x: TensorRef, chunks: int, *, dim: int | None = None, out: str | None 
     Args:
         x: Input tensor: a name or an inline tensor.
         chunks: Number of pieces (fewer when the size does not divide).
-        dim: A dimension; negative counts from the end. Default: ``0``.
+        dim: A dimension of x; negative counts from the end. Default: ``0``.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("chunk", {"x": x, "chunks": chunks, "dim": dim, "out": out})
@@ -487,8 +488,10 @@ def index(x: TensorRef, index: str, *, out: str | None = None) -> Step:
     Args:
         x: Input tensor: a name or an inline tensor.
         index: Integers (negative count from the end), slices ``start:stop:step`` (step > 0, as
-            torch requires), ``None`` (new axis) and ``...``, comma-separated, brackets optional.
-            Parsed by the service, never evaluated.
+            torch requires; bounds and steps are clamped to the dimension as NumPy clamps them),
+            ``None`` (new axis) and at most one ``...``, comma-separated, brackets optional; at most
+            64 items, and no more integers and slices than x has dimensions, each integer within its
+            dimension. Parsed by the service, never evaluated.
         out: The name the result is stored under. Default: ``"out"``.
     """
     return _step("index", {"x": x, "index": index, "out": out})
@@ -869,7 +872,7 @@ def cumsum(x: TensorRef, dim: int, *, dtype: DType | None = None, out: str | Non
 
     Args:
         x: Input tensor: a name or an inline tensor.
-        dim: A dimension; negative counts from the end.
+        dim: A dimension of x; negative counts from the end.
         dtype: dtype of the result (the input is cast first); default: torch's choice.
         out: The name the result is stored under. Default: ``"out"``.
     """
@@ -881,7 +884,7 @@ def softmax(x: TensorRef, dim: int, *, dtype: DType | None = None, out: str | No
 
     Args:
         x: Input tensor: a name or an inline tensor.
-        dim: A dimension; negative counts from the end.
+        dim: A dimension of x; negative counts from the end.
         dtype: dtype of the result (the input is cast first); default: torch's choice.
         out: The name the result is stored under. Default: ``"out"``.
     """

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from schemas.benchmark import BenchmarkRequest, BenchmarkResponse
 from service.api.compute import run_compute
+from service.api.events import streams, with_events
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse
 from service.api.routing import ORJSONRoute
 from service.calibration import Calibrations
@@ -29,6 +30,7 @@ router = APIRouter(route_class=ORJSONRoute, tags=["benchmark"], responses=COMPUT
     summary="Time a matrix multiply per device",
     response_model=BenchmarkResponse,
     response_class=FastJSONResponse,
+    responses=with_events({200: {"description": "The timings of each device."}}),
 )
 async def benchmark(body: BenchmarkRequest, request: Request) -> Response:
     """`c = a @ b` with a [m, k] and b [k, n] (default the tutorial's 10000×1000 @
@@ -51,4 +53,7 @@ async def benchmark(body: BenchmarkRequest, request: Request) -> Response:
         cuda_available=manager.cuda_count > 0,
         throughputs=rates,
     )
-    return await run_compute(request, ctx, prepare, compute_benchmark, devices=targets)
+    stream = streams(request)
+    return await run_compute(
+        request, ctx, prepare, compute_benchmark, devices=targets, stream=stream
+    )

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from schemas.images import MAX_IMAGES, DataImagesRequest, DataImagesResponse
 from service.api.compute import compute_context, run_compute
+from service.api.events import streams, with_events
 from service.api.forms import json_or_form_body, parse_body
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, png_or_json
 from service.api.routing import ORJSONRoute
@@ -34,7 +35,7 @@ _PNG_DOC = "`torchvision.utils.make_grid` of the first batch, each picture label
     summary="Image datasets, torchvision transforms and a DataLoader batch",
     response_model=DataImagesResponse,
     response_class=FastJSONResponse,
-    responses=png_or_json(DataImagesResponse, _PNG_DOC, panels=True, uploads=True),
+    responses=with_events(png_or_json(DataImagesResponse, _PNG_DOC, panels=True, uploads=True)),
     openapi_extra=json_or_form_body(DataImagesRequest, UPLOADS, frozenset({"images"})),
 )
 async def data_images(request: Request, encoding: EncodingDep = "json") -> Response:
@@ -53,6 +54,7 @@ async def data_images(request: Request, encoding: EncodingDep = "json") -> Respo
     body, files = await parse_body(
         request, DataImagesRequest, settings, {"images": MAX_IMAGES, "archive": 1}
     )
+    stream = streams(request, png=body.format == "png", binary=encoding == "binary")
     limit = settings.limits.max_body_bytes
     uploads = [
         await read_file(f, "max_body_bytes", limit, "images") for f in files.get("images", [])
@@ -71,4 +73,5 @@ async def data_images(request: Request, encoding: EncodingDep = "json") -> Respo
         encoding=encoding,
         body_bytes=sum(len(upload.data) for upload in uploads + archives) if files else None,
         prepare_on_loop=False,  # decoding pictures and zips, even small ones, takes time
+        stream=stream,
     )

@@ -18,6 +18,7 @@ from schemas.regression import (
     PredictResponse,
 )
 from service.api.compute import compute_context, run_compute
+from service.api.events import streams, with_events
 from service.api.forms import json_or_form_body, parse_body
 from service.api.responses import COMPUTE_ERRORS, FastJSONResponse, png_or_json
 from service.api.routing import ORJSONRoute
@@ -42,7 +43,7 @@ router = APIRouter(route_class=ORJSONRoute, tags=["regression"], responses=COMPU
     summary="Fit a linear regression",
     response_model=LinearRegressionResponse,
     response_class=FastJSONResponse,
-    responses=png_or_json(LinearRegressionResponse, "the data with the fitted line"),
+    responses=with_events(png_or_json(LinearRegressionResponse, "the data with the fitted line")),
     openapi_extra=json_or_form_body(LinearRegressionRequest, {CSV_FIELD: CSV_DOC}),
 )
 async def linear_regression(request: Request) -> Response:
@@ -61,6 +62,7 @@ async def linear_regression(request: Request) -> Response:
     """
     settings = settings_of(request)
     body, files = await parse_body(request, LinearRegressionRequest, settings, {CSV_FIELD: 1})
+    stream = streams(request, png=body.format == "png")
     ctx = compute_context(request, body.device)
     upload = await read_csv_upload(files, settings)
     return await run_compute(
@@ -71,6 +73,7 @@ async def linear_regression(request: Request) -> Response:
         autograd=body.method == "gd",
         prepare_on_loop=prepare_on_loop(body, upload),
         inline_when_tiny=body.format != "png",  # a picture takes tens of milliseconds
+        stream=stream,
     )
 
 
@@ -80,7 +83,9 @@ async def linear_regression(request: Request) -> Response:
     summary="Fit a logistic regression (binary or multinomial)",
     response_model=LogisticRegressionResponse,
     response_class=FastJSONResponse,
-    responses=png_or_json(LogisticRegressionResponse, "the decision regions and the loss"),
+    responses=with_events(
+        png_or_json(LogisticRegressionResponse, "the decision regions and the loss")
+    ),
     openapi_extra=json_or_form_body(LogisticRegressionRequest, {CSV_FIELD: CSV_DOC}),
 )
 async def logistic_regression(request: Request) -> Response:
@@ -96,6 +101,7 @@ async def logistic_regression(request: Request) -> Response:
     """
     settings = settings_of(request)
     body, files = await parse_body(request, LogisticRegressionRequest, settings, {CSV_FIELD: 1})
+    stream = streams(request, png=body.format == "png")
     ctx = compute_context(request, body.device)
     upload = await read_csv_upload(files, settings)
     return await run_compute(
@@ -106,6 +112,7 @@ async def logistic_regression(request: Request) -> Response:
         autograd=True,
         prepare_on_loop=prepare_on_loop(body, upload),
         inline_when_tiny=body.format != "png",  # a picture takes tens of milliseconds
+        stream=stream,
     )
 
 

@@ -205,7 +205,9 @@ class _Evaluator:
             )
         index = static_index(node.slice, self._index_error)
         try:
-            check_index(index, tuple(value.shape))
+            # Resolved as NumPy resolves it: steps and bounds near 2**63 would overflow
+            # torch's int64 slice arithmetic.
+            index = check_index(index, tuple(value.shape))
         except IndexError as exc:
             raise InvalidInput(
                 f"{self.where(node)}: the index does not fit shape {list(value.shape)}: {exc}",

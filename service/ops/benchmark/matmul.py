@@ -54,6 +54,14 @@ def matmul_benchmark(
     a_cpu = torch.randn(m, k, generator=generator)
     b_cpu = torch.randn(k, n, generator=generator)
     results = []
+    runs = len(devices) * (1 + warmup + repeats)
+    done = 0
+
+    def ran(device: torch.device, run: str) -> None:
+        nonlocal done
+        done += 1
+        deadline.progress(done, runs, "run", device=str(device), run=run)
+
     for device in devices:
         a = a_cpu.to(device=device, dtype=dtype)
         b = b_cpu.to(device=device, dtype=dtype)
@@ -66,17 +74,20 @@ def matmul_benchmark(
         if is_cuda:
             torch.cuda.synchronize(device)
         first = time.perf_counter() - start
+        ran(device, "first")
         deadline.check()
         for _ in range(warmup):
             c = torch.matmul(a, b)
             if is_cuda:
                 torch.cuda.synchronize(device)
+            ran(device, "warmup")
             deadline.check()
         timer = _time_cuda if is_cuda else _time_cpu
         times = []
         for _ in range(repeats):
             seconds, c = timer(functools.partial(torch.matmul, a, b))
             times.append(seconds)
+            ran(device, "timed")
             deadline.check()
         median = statistics.median(times)
         results.append(

@@ -517,6 +517,8 @@ def apply_pipeline(
                     "max_elements", max_elements, tensor.numel(), f"picture {number} transformed"
                 )
             results.append(tensor)
+            if deadline is not None:
+                deadline.progress(number + 1, len(images), "picture")
     return results
 
 

@@ -330,6 +330,7 @@ def _gd_fit(
         if not math.isfinite(value):
             raise diverged(epoch, lr)
         history.append(value)
+        deadline.progress(epoch, options.epochs, "epoch", loss=value)
     with torch.no_grad():
         weight = layer.weight.detach()
         bias = (

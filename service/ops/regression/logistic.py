@@ -276,6 +276,10 @@ def fit_logistic(
             options=options,
             deadline=deadline,
         )
+        if history:  # it may stop before max_epochs: the last iteration, whatever its time
+            deadline.progress(
+                len(history), options.max_epochs, "epoch", final=True, loss=history[-1]
+            )
     else:
         history = _train_steps(
             objective=objective,
@@ -385,6 +389,7 @@ def _train_lbfgs(
             1.0, abs(value)
         )
         history.append(value)
+        deadline.progress(len(history), options.max_epochs, "epoch", loss=value)
         if stalled:
             return history, True
     # The loop ended on epochs (or on evaluations): converged only if the last point meets
@@ -433,4 +438,5 @@ def _train_steps(
         if not math.isfinite(value):
             raise diverged(epoch, lr)
         history.append(value)
+        deadline.progress(epoch, options.max_epochs, "epoch", loss=value)
     return history

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from service.errors import LimitExceeded
+from service.errors import InvalidInput, LimitExceeded
 from service.limits import Budget
 
 LABEL_HEIGHT = 20
@@ -192,6 +192,11 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: int) -> str:
 
 
 def _png(canvas: Image.Image) -> bytes:
+    if canvas.width == 0 or canvas.height == 0:  # pragma: no cover - every layout has a margin
+        raise InvalidInput(
+            f"a picture of {canvas.width}×{canvas.height} pixels cannot be drawn as PNG; "
+            "ask for JSON instead"
+        )
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
@@ -314,6 +319,12 @@ def batch_grid_png(batch: torch.Tensor, labels: Sequence[str], layout: GridLayou
         x = x.repeat_interleave(layout.scale, dim=2).repeat_interleave(layout.scale, dim=3)
     x = torch.nn.functional.pad(x, (0, 0, LABEL_HEIGHT, 0), value=1.0)
     grid = make_grid(x, nrow=layout.columns, padding=GRID_PADDING, pad_value=1.0)
+    if x.shape[0] == 1:
+        # make_grid returns a single picture unpadded: pad it as the layout says, so that
+        # the canvas is never narrower than the padding (a 0×0 picture is a 4×24 canvas;
+        # PNG has no empty images).
+        pad = GRID_PADDING
+        grid = torch.nn.functional.pad(grid, (pad, pad, pad, pad), value=1.0)
     pixels: Any = (grid * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     canvas = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
     with _DRAW_LOCK:

@@ -21,8 +21,11 @@ items (``1,,2``) and slices with more than two colons are rejected with
 
 :func:`check_index` then validates a parsed index against a shape (number of indexed
 dimensions, integer ranges, a single ellipsis, non-zero steps) so that a caller can reject a
-bad request before touching any data. Negative steps are legal NumPy and pass
-:func:`check_index`; PyTorch rejects them, which is for the caller to decide.
+bad request before touching any data, and returns it resolved against that shape: slice
+bounds and steps clamped to their dimension as NumPy clamps them, so that torch's int64
+arithmetic gives NumPy's answer even for steps and bounds near ``2**63``. Negative steps are
+legal NumPy and pass :func:`check_index`; PyTorch rejects them, which is for the caller to
+decide.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "check_index",
     "format_index",
     "parse_index",
+    "resolve_slice",
 ]
 
 IndexItem: TypeAlias = int | slice | EllipsisType | None
@@ -419,14 +423,19 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_index(index: tuple[IndexItem, ...], shape: tuple[int, ...]) -> None:
-    """Check that ``index`` can basic-index an array of ``shape``, without touching data.
+def check_index(index: tuple[IndexItem, ...], shape: tuple[int, ...]) -> tuple[IndexItem, ...]:
+    """Check that ``index`` can basic-index an array of ``shape``, without touching data, and
+    return it resolved against that shape.
 
     Mirrors NumPy's rules: at most one ``...``; no more integer/slice items than dimensions
     (``None`` adds a dimension and ``...`` stands for the rest); every integer within
     ``[-size, size)`` of the dimension it indexes; slice parts integers or ``None`` and no step
     of zero. Negative steps are accepted (NumPy allows them; PyTorch does not, which is checked
     elsewhere).
+
+    The result selects what ``index`` selects, each slice resolved by :func:`resolve_slice`:
+    torch computes a slice's length and stride in int64, where a step near 2**63 overflows
+    (``arange(4)[::2**63 - 1]`` is empty in torch, ``[0]`` in NumPy).
 
     Raises:
         IndexError: With a message that says which item does not fit and why.
@@ -465,24 +474,46 @@ def check_index(index: tuple[IndexItem, ...], shape: tuple[int, ...]) -> None:
 
     # Items before the ellipsis index dimensions from the front, items after it from the back.
     split = ellipses[0] if ellipses else len(index)
+    resolved = list(index)
     dim = 0
     for position in range(split):
-        dim = _check_item(index[position], position, dim, shape)
+        resolved[position], dim = _check_item(index[position], position, dim, shape)
     dim = ndim - sum(1 for item in index[split + 1 :] if item is not None)
     for position in range(split + 1, len(index)):
-        dim = _check_item(index[position], position, dim, shape)
+        resolved[position], dim = _check_item(index[position], position, dim, shape)
+    return tuple(resolved)
 
 
-def _check_item(item: IndexItem, position: int, dim: int, shape: tuple[int, ...]) -> int:
-    """Check one non-ellipsis item against dimension ``dim``; return the next dimension."""
+def _check_item(
+    item: IndexItem, position: int, dim: int, shape: tuple[int, ...]
+) -> tuple[IndexItem, int]:
+    """Check one non-ellipsis item against dimension ``dim``; return it resolved, and the
+    next dimension."""
     if item is None:
-        return dim
-    if isinstance(item, int):
-        size = shape[dim]
-        if not -size <= item < size:
-            valid = f"valid: {-size} to {size - 1}" if size else "it is empty"
-            raise IndexError(
-                f"index item {position}: {item} is out of range for dimension {dim} "
-                f"of size {size} ({valid})"
-            )
-    return dim + 1
+        return None, dim
+    if isinstance(item, slice):
+        return resolve_slice(item, shape[dim]), dim + 1
+    assert isinstance(item, int)
+    size = shape[dim]
+    if not -size <= item < size:
+        valid = f"valid: {-size} to {size - 1}" if size else "it is empty"
+        raise IndexError(
+            f"index item {position}: {item} is out of range for dimension {dim} "
+            f"of size {size} ({valid})"
+        )
+    return item, dim + 1
+
+
+def resolve_slice(item: slice, size: int) -> slice:
+    """``item`` as NumPy reads it on a dimension of ``size``: bounds clamped to the dimension
+    (``slice.indices``), a step longer than it cut to its size (both take one element), the
+    step's sign kept. The same elements, in numbers torch's int64 arithmetic cannot overflow.
+    """
+    start, stop, step = item.indices(size)  # NumPy's arithmetic, on Python's unbounded ints
+    limit = max(size, 1)
+    step = max(-limit, min(step, limit))
+    if start < 0 or size == 0:  # a negative step that starts before the front: nothing
+        return slice(0, 0, step)
+    # A negative step stops at -1 to mean "past the front", which as a slice bound would
+    # count from the end: write it as None.
+    return slice(start, stop if stop >= 0 else None, step)

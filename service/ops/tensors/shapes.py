@@ -52,8 +52,9 @@ def _repeat(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
 def _index(args: Mapping[str, Any], ctx: Context) -> torch.Tensor:
     x: torch.Tensor = args["x"]
     try:
-        index = parse_index(args["index"])
-        check_index(index, tuple(x.shape))
+        # Resolved against the shape, as NumPy resolves it: torch's int64 slice arithmetic
+        # overflows on steps and bounds near 2**63.
+        index = check_index(parse_index(args["index"]), tuple(x.shape))
     except IndexParseError as exc:
         raise InvalidInput(
             f"index {args['index']!r}: {exc}",

@@ -106,3 +106,11 @@ def hold(nbytes: int, deadline: Deadline) -> tuple[int, int]:
     pid and resident bytes."""
     _held.append(torch.ones(nbytes // 4))
     return os.getpid(), resident_bytes()
+
+
+def count_with_progress(total: int, deadline: Deadline) -> int:
+    """Reports every step (the deadline keeps at most one event per interval, and the last)."""
+    for done in range(1, total + 1):
+        time.sleep(0.002)
+        deadline.progress(done, total, "step", square=done * done)
+    return total

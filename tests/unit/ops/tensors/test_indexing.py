@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from types import EllipsisType
 from typing import Any
@@ -12,12 +13,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.tensors import INDEX_PATTERN
 from service.ops.tensors.indexing import (
     IndexItem,
     IndexParseError,
     check_index,
     format_index,
     parse_index,
+    resolve_slice,
 )
 
 S = slice
@@ -487,17 +490,167 @@ any_items = (
 def test_check_index_agrees_with_numpy(
     shape: tuple[int, ...], index: tuple[IndexItem, ...]
 ) -> None:
-    arr = np.zeros(shape)
+    arr = np.arange(int(np.prod(shape))).reshape(shape)
     try:
-        arr[index]
+        expected = arr[index]
     except (IndexError, ValueError):
         numpy_ok = False
     else:
         numpy_ok = True
     try:
-        check_index(index, shape)
+        resolved = check_index(index, shape)
     except IndexError:
         check_ok = False
     else:
         check_ok = True
+        assert np.array_equal(arr[resolved], expected), (shape, index, resolved)
     assert check_ok == numpy_ok, (shape, index)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution: bounds and steps up to +-2**63 give NumPy's answer in torch
+# --------------------------------------------------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+HUGE = [INT64_MAX, 2**63, -(2**63), -INT64_MAX, 10**19 - 1, -(10**19 - 1), 2**62, 2**31]
+"""Parts at the edges of int64 and past them (the grammar reads up to 19 digits)."""
+
+huge_parts = st.integers(-(10**19 - 1), 10**19 - 1) | st.sampled_from(HUGE) | st.integers(-9, 9)
+huge_steps = huge_parts.filter(bool)
+zero_shapes = st.lists(st.integers(0, 4), min_size=1, max_size=4).map(tuple)
+
+
+@st.composite
+def huge_indices(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[IndexItem, ...]:
+    """Slices with any bounds and steps up to 19 digits over ``shape``, integers in range,
+    at most one ``...`` (the items after it index the last dimensions) and a ``None``."""
+    ndim = len(shape)
+    k = draw(st.integers(0, ndim))
+    use_ellipsis = draw(st.booleans())
+    before = draw(st.integers(0, k)) if use_ellipsis else k
+    dims = list(range(before)) + list(range(ndim - (k - before), ndim))
+    items: list[IndexItem] = []
+    for dim in dims:
+        if shape[dim] and draw(st.booleans()):
+            items.append(draw(st.integers(-shape[dim], shape[dim] - 1)))
+        else:
+            part = st.none() | huge_parts
+            items.append(slice(draw(part), draw(part), draw(st.none() | huge_steps)))
+    if use_ellipsis:
+        items.insert(before, Ellipsis)
+    if draw(st.booleans()):
+        items.insert(draw(st.integers(0, len(items))), None)
+    return tuple(items)
+
+
+@st.composite
+def huge_cases(draw: st.DrawFn) -> tuple[tuple[int, ...], tuple[IndexItem, ...]]:
+    shape = draw(zero_shapes)
+    return shape, draw(huge_indices(shape))
+
+
+@settings(max_examples=600)
+@given(huge_cases())
+def test_huge_parts_give_numpys_answer(
+    case: tuple[tuple[int, ...], tuple[IndexItem, ...]],
+) -> None:
+    """Text with steps and bounds up to +-2**63 (and the 19-digit numbers past them), on shapes
+    with zeros: the resolved index selects NumPy's elements, in torch as in NumPy."""
+    shape, original = case
+    text = format_index(original)
+    resolved = check_index(parse_index(text), shape)
+    arr = np.arange(int(np.prod(shape))).reshape(shape)
+    expected = arr[original]
+    assert np.array_equal(arr[resolved], expected), (shape, text, resolved)
+    assert arr[resolved].shape == expected.shape
+    for item in resolved:
+        if isinstance(item, slice):
+            parts = (item.start, item.stop, item.step)
+            assert all(part is None or abs(part) <= max(shape) + 1 for part in parts), resolved
+    if _steps_positive(resolved):
+        got = torch.from_numpy(arr)[resolved]
+        assert tuple(got.shape) == expected.shape, (shape, text, resolved)
+        assert np.array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "shape"),
+    [
+        ("[::9223372036854775807]", (4,)),  # torch alone: [] (NumPy: [0])
+        ("[::9223372036854775807]", (4, 4)),  # torch alone: "as_strided: Negative strides"
+        ("[:, ::9223372036854775807]", (0, 2)),  # torch alone: a [0, -1] tensor
+        ("[9223372036854775807:]", (3,)),
+        ("[-9999999999999999999:9999999999999999999]", (3, 2)),
+        ("[1::4611686018427387904]", (5,)),
+        ("[..., ::9999999999999999999]", (2, 0, 3)),
+    ],
+)
+def test_reproducers_give_numpys_answer(text: str, shape: tuple[int, ...]) -> None:
+    index = parse_index(text)
+    resolved = check_index(index, shape)
+    arr = np.arange(int(np.prod(shape))).reshape(shape)
+    got = torch.from_numpy(arr)[resolved]
+    assert tuple(got.shape) == arr[index].shape
+    assert np.array_equal(got.numpy(), arr[index])
+
+
+@pytest.mark.parametrize(
+    ("item", "size", "expected"),
+    [
+        (S(None, None, INT64_MAX), 4, S(0, 4, 4)),
+        (S(None, None, -INT64_MAX), 4, S(3, None, -4)),
+        (S(-(10**19), 10**19), 3, S(0, 3, 1)),
+        (S(None, None, INT64_MAX), 0, S(0, 0, 1)),
+        (S(-100, None, -1), 5, S(0, 0, -1)),  # starts before the front: nothing
+    ],
+)
+def test_resolve_slice(item: slice, size: int, expected: slice) -> None:
+    assert resolve_slice(item, size) == expected
+    arr = np.arange(size)
+    assert np.array_equal(arr[resolve_slice(item, size)], arr[item])
+
+
+# --------------------------------------------------------------------------------------------
+# The published pattern of an index text says what the parser (and torch) take
+# --------------------------------------------------------------------------------------------
+
+INDEX_RE = re.compile(INDEX_PATTERN)
+
+
+def _torch_takes(text: str) -> bool:
+    """Whether the parser reads ``text`` into an index torch takes: steps positive."""
+    try:
+        index = parse_index(text)
+    except IndexParseError:
+        return False
+    return _steps_positive(index) and all(
+        not isinstance(item, slice) or item.step != 0 for item in index
+    )
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(st.from_regex(INDEX_RE, fullmatch=True).filter(lambda text: len(text) <= 200))
+def test_text_the_pattern_admits_is_parsed(text: str) -> None:
+    assert _torch_takes(text) or len(parse_or_none(text) or ()) > 64, text
+
+
+def parse_or_none(text: str) -> tuple[IndexItem, ...] | None:
+    try:
+        return parse_index(text, max_items=10**6)
+    except IndexParseError:
+        return None
+
+
+@settings(max_examples=500)
+@given(shape_index_text())
+def test_indices_torch_takes_match_the_pattern(
+    case: tuple[tuple[int, ...], tuple[IndexItem, ...], str],
+) -> None:
+    _, _, text = case
+    assert bool(INDEX_RE.match(text)) == _torch_takes(text), text
+
+
+@settings(max_examples=1000)
+@given(st.text(alphabet=GRAMMAR_ALPHABET, max_size=30))
+def test_the_pattern_and_the_parser_agree_on_any_text(text: str) -> None:
+    assert bool(INDEX_RE.match(text)) == _torch_takes(text), text

@@ -304,10 +304,19 @@ def test_service_errors_name_the_step_once() -> None:
         pytest.param([{"op": "arange", "start": 2**70, "end": 2**70 + 3}], id="arange"),
     ],
 )
-def test_int64_overflow_is_an_op_error(steps: list[dict[str, Any]]) -> None:
-    """torch raises OverflowError for Python ints beyond int64: a 422, not a 500."""
-    with pytest.raises(OpError):
-        run({"steps": steps})
+def test_integers_beyond_int64_are_floats(steps: list[dict[str, Any]]) -> None:
+    """An integer beyond 64 bits is a float, as it arrives over JSON: torch never sees a
+    Python int it cannot hold (it would raise OverflowError)."""
+    floats = [
+        {
+            key: float(value) if isinstance(value, int) and abs(value) >= 2**63 else value
+            for key, value in step.items()
+        }
+        for step in steps
+    ]
+    got, expected = run({"steps": steps})["out"], run({"steps": floats})["out"]
+    assert got.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(got, expected, equal_nan=True)
 
 
 @pytest.mark.parametrize("bound", [math.inf, -math.inf, math.nan])

@@ -1,0 +1,206 @@
+"""The Open Inference Protocol (KServe V2, Triton's HTTP/REST API): its models and the
+names its binary tensor data extension uses, shared by every route that takes tensors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from schemas.common import Int, StrictModel, shape_schema, values_schema
+
+ResponseEncoding = Literal["json", "b64", "binary"]
+"""How a response carries its tensors: JSON lists, base64, or the binary data extension."""
+
+BINARY_EXTENSION = "binary_tensor_data"
+"""The extension's name in the server metadata (``GET /v2``)."""
+OUTPUT_NAME = "output"
+"""The one output of every model."""
+MODEL_VERSION = "1"
+EXAMPLE_MODEL = "relu"
+"""The model the documentation's examples call."""
+"""The one version of every model (the operations do not change between requests)."""
+IGNORED_PARAMETERS = frozenset(
+    {
+        "sequence_id",
+        "sequence_start",
+        "sequence_end",
+        "priority",
+        "timeout",
+        "headers",
+        "binary_data_output",
+        "device",
+    }
+)
+"""Request parameters that are not the model's: Triton's reserved ones (also any name that
+starts with ``triton_``), which stateless operations have no use for, and ``device``."""
+
+
+class ServerMetadataResponse(BaseModel):
+    """``GET /v2``: who the server is and which protocol extensions it has."""
+
+    name: str = Field(description="The server's name.", examples=["torchlab"])
+    version: str = Field(description="The server's version.", examples=["0.1.0"])
+    extensions: list[str] = Field(
+        description="Protocol extensions: the binary tensor data extension.",
+        examples=[[BINARY_EXTENSION]],
+    )
+
+
+class LiveResponse(BaseModel):
+    """``GET /v2/health/live``: the server answers (always true with a 200)."""
+
+    live: bool = Field(description="True: the server is up.", examples=[True])
+
+
+class ReadyResponse(BaseModel):
+    """``GET /v2/health/ready`` and ``GET /v2/models/{name}/ready``."""
+
+    ready: bool = Field(description="True: requests are served.", examples=[True])
+
+
+class MetadataTensor(BaseModel):
+    """An input or output of a model."""
+
+    name: str = Field(description="The tensor's name (torch's parameter name).", examples=["input"])
+    datatype: str = Field(
+        description="The protocol's dtype name. Floating models declare FP32 and also take "
+        "FP16, BF16 and FP64 (the output has the input's dtype).",
+        examples=["FP32"],
+    )
+    shape: list[int] = Field(description="Sizes; -1 is a free size.", examples=[[-1, -1]])
+    optional: bool = Field(
+        default=False, description="Whether the input may be left out.", examples=[False]
+    )
+
+
+class ModelParameter(BaseModel):
+    """A request parameter a model takes (in the request's ``parameters``)."""
+
+    name: str = Field(description="torch's parameter name.", examples=["negative_slope"])
+    type: str = Field(description="What a value is, in words.", examples=["a number"])
+    default: Any = Field(
+        default=None, description="torch's default; null when it must be given.", examples=[0.01]
+    )
+    description: str = Field(default="", description="What it does.")
+
+
+class ModelMetadataResponse(BaseModel):
+    """``GET /v2/models/{name}``: a model's inputs, outputs and parameters."""
+
+    name: str = Field(description="The model's name: torch's function name.", examples=["relu"])
+    versions: list[str] = Field(description="Its versions.", examples=[[MODEL_VERSION]])
+    platform: str = Field(description="What runs it.", examples=["pytorch"])
+    description: str = Field(default="", description="What it computes.")
+    inputs: list[MetadataTensor] = Field(description="Its inputs, named after torch's.")
+    outputs: list[MetadataTensor] = Field(description=f"Its one output, `{OUTPUT_NAME}`.")
+    parameters: list[ModelParameter] = Field(
+        default_factory=list, description="Request parameters it takes (torchlab's addition)."
+    )
+
+
+class ModelListResponse(BaseModel):
+    """``GET /v2/models`` (torchlab's addition to the protocol): every model."""
+
+    models: list[ModelMetadataResponse] = Field(description="Every model, as its metadata.")
+
+
+class RequestInput(StrictModel):
+    """An input tensor of an inference request."""
+
+    name: str = Field(description="The input's name.", examples=["input"])
+    shape: list[Int] = Field(
+        description="Its sizes.", examples=[[2, 2]], json_schema_extra=shape_schema()
+    )
+    datatype: str = Field(
+        description="BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32 or FP64 (torch's "
+        "names are accepted too); BYTES is not supported.",
+        examples=["FP32"],
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="`binary_data_size`: the tensor's bytes follow the JSON (binary data "
+        "extension; the request then has the `Inference-Header-Content-Length` header).",
+    )
+    data: Any = Field(
+        default=None,
+        description="The values, flat in row-major order (or nested); absent when the tensor "
+        'is binary. Non-finite floats are "NaN", "Infinity", "-Infinity".',
+        examples=[[1.0, -2.0, 3.0, -4.0]],
+        json_schema_extra=values_schema(),
+    )
+
+
+class RequestOutput(StrictModel):
+    """An output asked for, and how."""
+
+    name: str = Field(description=f"`{OUTPUT_NAME}`.", examples=[OUTPUT_NAME])
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="`binary_data`: true for the output's bytes after the JSON.",
+        examples=[{"binary_data": True}],
+    )
+
+
+class InferenceRequest(StrictModel):
+    """``POST /v2/models/{name}/infer``: the protocol's inference request."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [2, 2],
+                            "datatype": "FP32",
+                            "data": [1.0, -2.0, 3.0, -4.0],
+                        }
+                    ]
+                }
+            ]
+        }
+    }
+
+    id: str | None = Field(default=None, description="Echoed in the response.")
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="The model's parameters (see its metadata), `device` (`cpu`, `cuda:0`, "
+        "...) and `binary_data_output` (true: every output in binary); Triton's reserved "
+        "parameters are accepted and ignored.",
+        examples=[{"negative_slope": 0.1}],
+    )
+    inputs: list[RequestInput] = Field(description="The input tensors, by name.")
+    outputs: list[RequestOutput] | None = Field(
+        default=None, description=f"The outputs asked for (default: `{OUTPUT_NAME}`)."
+    )
+
+
+class ResponseOutput(BaseModel):
+    """An output tensor of an inference response."""
+
+    name: str = Field(description="Its name.", examples=[OUTPUT_NAME])
+    shape: list[int] = Field(description="Its sizes.", examples=[[2, 2]])
+    datatype: str = Field(description="Its dtype, by the protocol's name.", examples=["FP32"])
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="`binary_data_size` when its bytes follow the JSON."
+    )
+    data: Any = Field(
+        default=None,
+        description='Flat values in row-major order (non-finite floats as "NaN", "Infinity", '
+        '"-Infinity"); absent when binary.',
+        examples=[[1.0, 0.0, 3.0, 0.0]],
+    )
+
+
+class InferenceResponse(BaseModel):
+    """The protocol's inference response."""
+
+    model_name: str = Field(description="The model.", examples=["relu"])
+    model_version: str = Field(description="Its version.", examples=[MODEL_VERSION])
+    id: str | None = Field(default=None, description="The request's id, when it had one.")
+    parameters: dict[str, Any] = Field(
+        description="`device` (where it ran) and `elapsed_ms` (compute time).",
+        examples=[{"device": "cpu", "elapsed_ms": 0.05}],
+    )
+    outputs: list[ResponseOutput] = Field(description="The output tensors.")
