@@ -23,12 +23,15 @@ from service.codec import (
     DTYPES,
     MAX_DIMS,
     OIP_ALIASES,
+    check_extent,
     decode_tensor,
     dumps,
     encode_tensor,
+    estimate_encoded_bytes,
+    loads_json,
     parse_dtype,
 )
-from service.errors import LimitExceeded, TensorDecodeError
+from service.errors import ErrorCode, LimitExceeded, TensorDecodeError
 
 LIMIT = 1 << 20
 NAMES = list(DTYPES)
@@ -729,3 +732,64 @@ def test_encode_json_numbers_are_numbers() -> None:
     assert body == {"shape": [2, 2], "dtype": "uint8", "data": [[1, 2], [3, 4]]}
     body = orjson.loads(dumps(encode_tensor(torch.tensor([True, False]))))
     assert body == {"shape": [2], "dtype": "bool", "data": [True, False]}
+
+
+# --- numbers past doubles, empty shapes with huge sizes, the JSON size of nesting --------------
+
+
+def test_loads_json_reads_numbers_past_doubles_as_infinities() -> None:
+    assert loads_json(b'{"x": [1e400, -1e400, 2.5]}') == {"x": [math.inf, -math.inf, 2.5]}
+    assert loads_json(b"[18446744073709551616]") == [1.8446744073709552e19]  # orjson's reading
+    assert loads_json('{"a": 1}') == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[NaN]",
+        b"[1e400, NaN]",  # read again past orjson for the infinity: still no NaN literal
+        b"[1e400, Infinity]",
+        b'[1e400, "\\ud800"]',  # a lone surrogate
+        b"[1e400, ",
+        b"[" * 2000 + b"1e400" + b"]" * 2000,  # deeper than orjson reads
+    ],
+)
+def test_loads_json_refuses_what_orjson_refuses(text: bytes) -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        loads_json(text)
+
+
+@pytest.mark.parametrize("shape", [[0, 2**48], [2**24, 0, 2**24], [0], [3, 0, 5]])
+def test_an_empty_shape_may_have_huge_sizes_up_to_its_extent(shape: list[int]) -> None:
+    check_extent(shape, "x")
+
+
+@pytest.mark.parametrize("shape", [[0, 2**48 + 1], [0, 2**62, 4], [2**40, 0, 2**40]])
+def test_an_empty_shape_past_its_extent_is_refused(shape: list[int]) -> None:
+    with pytest.raises(TensorDecodeError) as caught:
+        check_extent(shape, "x")
+    assert caught.value.code == ErrorCode.INVALID_SHAPE
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [
+        ((0,), torch.float32),
+        ((3, 0), torch.int64),
+        ((0, 7), torch.float64),
+        ((2, 3, 0), torch.bool),
+    ],
+)
+def test_the_json_estimate_covers_the_real_text_of_empty_tensors(
+    shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    text = orjson.dumps(torch.zeros(shape, dtype=dtype).tolist())
+    assert len(text) <= estimate_encoded_bytes(shape, dtype, "json")
+
+
+def test_the_json_estimate_of_empty_but_wide_tensors_is_their_nesting() -> None:
+    wide = estimate_encoded_bytes((0, 2**40), torch.float32, "json")
+    tall = estimate_encoded_bytes((2**40, 0), torch.float32, "json")
+    assert wide < 100  # "[]"
+    assert tall >= 3 * 2**40  # 2**40 times "[]," inside the outer list
+    assert estimate_encoded_bytes((2**40, 0), torch.float32, "binary") < 100
