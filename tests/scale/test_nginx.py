@@ -76,8 +76,16 @@ def noise_png(side: int, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def log_lines(nginx: Nginx, request_id: str) -> list[str]:
-    return [line for line in nginx.access_log() if f" {request_id} " in line]
+def log_lines(nginx: Nginx, request_id: str, wait: float = 3.0) -> list[str]:
+    """The access log's lines of ``request_id``, waiting up to ``wait`` seconds for the first:
+    nginx writes a request's line once its answer has gone, when the caller may already read
+    the log."""
+    end = time.monotonic() + wait
+    while True:
+        lines = [line for line in nginx.access_log() if f" {request_id} " in line]
+        if lines or time.monotonic() > end:
+            return lines
+        time.sleep(0.05)
 
 
 # --- every route --------------------------------------------------------------------------------
