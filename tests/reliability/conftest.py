@@ -41,7 +41,7 @@ REALISTIC_RATES = {
 }
 """Rates of this kind of machine, fixed so that what is refused does not depend on how busy
 it is when the server starts."""
-OPTIMISTIC_RATES = {**REALISTIC_RATES, "cpu/float32": 1e13}
+OPTIMISTIC_RATES = {**REALISTIC_RATES, "cpu/float32": 1e13, "cpu/float64": 5e12}
 """A device thought a hundred times faster than it is: the plan admits work that then runs
 past its deadline, which is what the deadline tests need."""
 
