@@ -346,6 +346,7 @@ def calibrated() -> Iterator[TestClient]:
 
 
 def refused_fast(client: TestClient, body: dict[str, Any], code: str) -> dict[str, Any]:
+    client.post("/activate", json=body)  # once untimed: a new app's first request imports
     start = time.perf_counter()
     error = assert_error(client.post("/activate", json=body), 413, code)
     assert time.perf_counter() - start < 1.0
