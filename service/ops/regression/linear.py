@@ -31,20 +31,16 @@ from service.ops.regression.split import Split, minibatches, split_samples
 from service.ops.regression.training import (
     EPOCH_OVERHEAD_FLOPS,
     F64,
-    STEP_SECONDS,
     X_PASSES,
-    batches_per_epoch,
     charge_answer,
     charge_data,
-    charge_evaluations,
+    charge_minibatch_steps,
     diverged,
     standardizer,
 )
 
 CORRELATION_OBJECTS = 5
 """Objects of one entry of ``correlations``: a dict of a feature, a target, r and a word."""
-RANDPERM_UNITS = 4
-"""A shuffle's ``randperm`` of n samples, in elementwise passes over n."""
 
 
 @dataclass(frozen=True)
@@ -107,20 +103,15 @@ def plan_linear_fit(n: int, d: int, k: int, options: LinearOptions, budget: Budg
         # The weights, their gradient and (Adam) its two moments.
         for _ in range(2 if options.optimizer == "sgd" else 4):
             budget.charge_tensor(d * k, "the weights or an optimizer's state")
-        batches = batches_per_epoch(n, options.batch_size)
-        samples = n if options.batch_size is None else min(n, options.batch_size)
-        steps = epochs * batches
-        charge_evaluations(
+        charge_minibatch_steps(
             budget,
-            steps,
-            samples=samples,
+            epochs=epochs,
+            n=n,
+            batch_size=options.batch_size,
             d=d,
             outputs=k,
-            seconds=STEP_SECONDS,
-            what=f"{steps:,} optimizer steps",
+            what=what,
         )
-        if batches > 1:
-            budget.charge_elementwise(float(epochs) * n * RANDPERM_UNITS, what)
     history = options.epochs if options.method == "gd" else 0
     charge_answer(
         budget,

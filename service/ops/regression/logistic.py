@@ -29,11 +29,10 @@ from service.ops.regression.training import (
     EPOCH_OVERHEAD_FLOPS,
     EVALUATION_SECONDS,
     F64,
-    STEP_SECONDS,
-    batches_per_epoch,
     charge_answer,
     charge_data,
     charge_evaluations,
+    charge_minibatch_steps,
     diverged,
     standardizer,
 )
@@ -46,8 +45,6 @@ MAX_LINE_SEARCH = 25
 """Evaluations one strong-Wolfe line search may make (torch's ``max_ls``)."""
 LBFGS_HISTORY = 10
 """Corrections L-BFGS keeps; its two-loop recursion passes over each twice per iteration."""
-RANDPERM_UNITS = 4
-"""A shuffle's ``randperm`` of n samples, in elementwise passes over n."""
 STALL_TOLERANCE = 1e-12
 """Relative change of the loss between L-BFGS iterations below which it stopped moving."""
 
@@ -167,20 +164,15 @@ def plan_logistic_fit(
         budget.charge_flops(
             epochs * (evaluation + EPOCH_OVERHEAD_FLOPS) + 4.0 * n * d * outputs, what, dtype=F64
         )
-        batches = batches_per_epoch(n, options.batch_size)
-        samples = n if options.batch_size is None else min(n, options.batch_size)
-        steps = epochs * batches
-        charge_evaluations(
+        charge_minibatch_steps(
             budget,
-            steps,
-            samples=samples,
+            epochs=epochs,
+            n=n,
+            batch_size=options.batch_size,
             d=d,
             outputs=outputs,
-            seconds=STEP_SECONDS,
-            what=f"{steps:,} optimizer steps",
+            what=what,
         )
-        if batches > 1:
-            budget.charge_elementwise(float(epochs) * n * RANDPERM_UNITS, what)
     splits = 2 if options.test_size > 0 else 1
     per_split = n_classes * n_classes + 2 * n_classes + 2
     charge_answer(

@@ -25,6 +25,8 @@ X_PASSES = 3
 """Passes over x per loss-and-gradient evaluation: the forward product reads it, the
 backward product reads it again, a mini-batch gathers its rows. A product with one or a
 few outputs is bound by reading x, not by its FLOPs."""
+RANDPERM_UNITS = 4
+"""Element passes of shuffling one sample index (``torch.randperm``), per epoch."""
 F64 = torch.float64
 """Every fit computes in float64."""
 
@@ -62,6 +64,35 @@ def charge_evaluations(
     budget.charge_objects(count, what)
     budget.charge_seconds(count * seconds, what)
     budget.charge_elementwise(float(count) * samples * (X_PASSES * d + 8 * outputs), what)
+
+
+def charge_minibatch_steps(
+    budget: Budget,
+    *,
+    epochs: int,
+    n: int,
+    batch_size: int | None,
+    d: int,
+    outputs: int,
+    what: str,
+) -> None:
+    """Charge ``epochs`` of SGD or Adam over ``n`` samples in mini-batches of
+    ``batch_size``: every optimizer step (see :func:`charge_evaluations`) and, with more
+    than one batch, each epoch's shuffle of the samples."""
+    batches = batches_per_epoch(n, batch_size)
+    samples = n if batch_size is None else min(n, batch_size)
+    steps = epochs * batches
+    charge_evaluations(
+        budget,
+        steps,
+        samples=samples,
+        d=d,
+        outputs=outputs,
+        seconds=STEP_SECONDS,
+        what=f"{steps:,} optimizer steps",
+    )
+    if batches > 1:
+        budget.charge_elementwise(float(epochs) * n * RANDPERM_UNITS, what)
 
 
 def charge_answer(budget: Budget, *, numbers: int, names: int) -> None:
