@@ -466,6 +466,15 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     )
 
 
+async def error_response_of(request: Request, exc: Exception) -> Response:
+    """The answer the app gives ``exc`` (counted, logged as the handlers do): its error body
+    and status, a 500 ``internal_error`` for an unexpected one. For errors met outside the
+    handlers' reach, such as in a stream already started."""
+    if isinstance(exc, ServiceError):
+        return await _service_error(request, exc)
+    return await _unhandled(request, exc)
+
+
 def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,9 +23,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from starlette.responses import Response
 
 from schemas.common import ErrorResponse
-from service.errors import ErrorCode, ServiceError, error_response
-
-logger = logging.getLogger("torchlab.events")
+from service.errors import ErrorCode, ServiceError, error_response_of
 
 EVENT_STREAM = "text/event-stream"
 
@@ -103,17 +100,7 @@ def event(name: str, data: bytes) -> bytes:
 async def error_event(request: Request, exc: Exception) -> bytes:
     """The ``error`` event of a failure: the body the app's handler for it answers, and its
     status (an unexpected error is logged and becomes a 500 ``internal_error``)."""
-    response: Response
-    if isinstance(exc, ServiceError):
-        response = error_response(exc.code, exc.message, exc.details)
-    else:
-        request_id = str(request.scope.get("state", {}).get("request_id", "-"))
-        logger.error("request %s failed with an unhandled error", request_id, exc_info=exc)
-        response = error_response(
-            ErrorCode.INTERNAL_ERROR,
-            f"internal error; quote request id {request_id} when reporting it",
-            {"request_id": request_id},
-        )
+    response = await error_response_of(request, exc)
     body = orjson.loads(response.body)
     return event("error", orjson.dumps({**body, "status": response.status_code}))
 
