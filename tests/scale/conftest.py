@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench._probe import children
 from deploy.nginx.render import write_standalone
 from service.config import Limits
 
@@ -73,19 +74,9 @@ def replica_limits(env: Mapping[str, str] = REPLICA_ENV) -> Limits:
 
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (a replica's fork server and compute workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
     found, stack = [], [pid]
     while stack:
-        below = children.get(stack.pop(), [])
+        below = children(stack.pop())
         found += below
         stack += below
     return found
