@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import importlib
 import logging
 import os
@@ -78,6 +79,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
             importlib.import_module(name)
         except Exception:
             logger.exception("worker %d could not import %s", os.getpid(), name)
+    gc.freeze()  # torch and the ops live as long as we do: full collections skip them
     trim = _malloc_trim()
     transport.send_frame(sock, transport.Frame(_pickle((READY, os.getpid())), [], resident_bytes()))
     while True:
