@@ -60,12 +60,12 @@ lint: $(VENV)/.test-deps
 	$(VENV)/bin/mypy tests/clients/typed_usage.py
 	$(PY) clients/python/scripts/unasync.py --check
 
+# The hostile requests of tests/reliability run last, on their own: they measure /health
+# latency and memory against a live server, which other tests running beside would disturb.
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile --hypothesis-profile=ci --ignore=tests/reliability
+	$(MAKE) reliability
 
-# Hostile requests against a live server (tests/reliability), on their own: they measure
-# /health latency and memory, which other work on the machine would disturb. Not yet in
-# `make test`: one case's /health p99 still goes past 100 ms now and then.
 reliability: $(VENV)/.test-deps
 	$(PY) -m pytest tests/reliability
 

@@ -93,7 +93,9 @@ class HealthProbe:
     def p99(self) -> float:
         if len(self.latencies) < 2:
             return max(self.latencies, default=0.0)
-        return statistics.quantiles(self.latencies, n=100)[98]
+        # Inclusive: never past the slowest answer seen (the default extrapolates beyond it
+        # when there are few samples).
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[98]
 
     @property
     def worst(self) -> float:

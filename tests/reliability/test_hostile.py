@@ -68,6 +68,11 @@ def run_case(
         elapsed = time.perf_counter() - start
         time.sleep(0.2)
     grown = server.tree_rss() - before
+    # Shown by ``pytest -rA``: how near each case runs to its bounds.
+    print(
+        f"{response.status_code} in {elapsed:.2f} s (< {max_seconds:g}); /health p99 "
+        f"{probe.p99 * 1000:.0f} ms, worst {probe.worst * 1000:.0f} ms; RSS +{grown / MB:.0f} MB"
+    )
     statuses = status if isinstance(status, tuple) else (status,)
     assert response.status_code in statuses, response.text[:500]
     if code is not None:
