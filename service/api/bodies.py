@@ -3,45 +3,56 @@
 Parsing megabytes of JSON holds the interpreter lock for as long as it takes (seconds for a
 body of millions of tiny values), which no thread can hide from the event loop. So a body
 over :data:`PROCESS_BODY_BYTES` goes to a worker process, which parses and validates it and
-writes every large inline tensor back in its compact base64 form (through the codec, so its
-dtype and shape are exactly those the server would have read). The server then parses a
-body of a few long strings, in microseconds per tensor. A body that fails there comes back
-as its JSON error, its validation errors, or the codec's error for the tensor.
+decodes every large inline tensor (through the codec, so its dtype and shape are exactly
+those the server would have read). The tensors come back in shared memory with their paths
+in the body, where the server puts them (as it puts a binary request's tensors) in place of
+their ``null`` placeholders; or, for the JSON part of a binary request, in base64. The
+server then parses a small body. A body that fails there comes back as its JSON error, its
+validation errors, or the codec's error for the tensor.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import torch
 from pydantic import BaseModel, RootModel, ValidationError
 
 from schemas.common import Tensor
-from service.codec import decode_tensor, encode_tensor, loads_json
+from service.api.binary import Blob
+from service.codec import DTYPE_NAMES, decode_tensor, encode_tensor, loads_json
 from service.errors import MAX_LISTED_ERRORS, clip
 from service.limits import Deadline
 
 PROCESS_BODY_BYTES = 1 << 20
 """JSON bodies larger than this are parsed in a worker process first."""
 COMPACT_VALUES = 1024
-"""Inline tensors of at least this many JSON values are rewritten as base64."""
+"""Inline tensors of at least this many JSON values are decoded by the worker."""
+COMPACT_B64_CHARS = 4 * COMPACT_VALUES
+"""Base64 tensors of at least this many characters are decoded by the worker."""
 
 
 @dataclass(frozen=True)
 class BodyJob:
-    raw: bytes
+    raw: Blob
     model: str
     """``module:QualName`` of the request model."""
     max_elements: int
+    tensors_out: bool = True
+    """Large tensors come back decoded (``BodyResult.tensors``), else in base64."""
 
 
 @dataclass(frozen=True)
 class BodyResult:
     """The compact body, or why there is none: the JSON error or the validation errors."""
 
-    body: bytes | None = None
+    body: Blob | None = None
+    tensors: list[tuple[Path, torch.Tensor]] = field(default_factory=list)
+    """The decoded tensors and their places in the body (``null`` there)."""
     json_error: tuple[str, int] | None = None
     errors: list[dict[str, Any]] | None = None
 
@@ -89,34 +100,56 @@ def _values(value: Any, stop: int) -> int:
     return count
 
 
-def _compact(value: Any, where: str, max_elements: int) -> Any:
-    """The tensor's base64 form. One the codec refuses is refused here, with the error the
-    server would have given (its ``where`` is the value's path in the body)."""
-    if _values(value, COMPACT_VALUES) < COMPACT_VALUES:
-        return value
-    return encode_tensor(decode_tensor(value, max_elements=max_elements, where=where), "b64")
-
-
-def _rewrite(value: Any, where: str, roots: set[int], max_elements: int) -> Any:
-    if id(value) in roots:
-        return _compact(value, where, max_elements)
+def _large(value: Any) -> bool:
     if isinstance(value, dict):
-        return {
-            key: _rewrite(item, f"{where}.{key}" if where else key, roots, max_elements)
-            for key, item in value.items()
-        }
+        text = value.get("b64")
+        if isinstance(text, str):
+            return len(text) >= COMPACT_B64_CHARS
+        value = value.get("data")
+    return _values(value, COMPACT_VALUES) >= COMPACT_VALUES
+
+
+Path = tuple[str | int, ...]
+"""Keys and indexes from the body's top to a value."""
+Convert = Callable[[Any, Path], Any]
+"""Rewrites a large tensor's JSON value, given its path in the body."""
+
+
+def _decode(value: Any, path: Path, max_elements: int) -> torch.Tensor:
+    # One the codec refuses is refused here, with the error the server would have given.
+    where = ".".join(str(part) for part in path)
+    return decode_tensor(value, max_elements=max_elements, where=where)
+
+
+def _rewrite(value: Any, path: Path, roots: set[int], convert: Convert) -> Any:
+    """``value`` with each large tensor in ``roots`` converted."""
+    if id(value) in roots:
+        return convert(value, path) if _large(value) else value
+    if isinstance(value, dict):
+        return {key: _rewrite(item, (*path, key), roots, convert) for key, item in value.items()}
     if isinstance(value, list):
-        return [
-            _rewrite(item, f"{where}.{index}", roots, max_elements)
-            for index, item in enumerate(value)
-        ]
+        return [_rewrite(item, (*path, index), roots, convert) for index, item in enumerate(value)]
     return value
 
 
+def place_tensors(data: Any, tensors: Sequence[tuple[Path, torch.Tensor]]) -> None:
+    """Put decoded tensors back in the parsed body, in the form a binary request's take."""
+    for path, tensor in tensors:
+        container = data
+        for part in path[:-1]:
+            container = container[part]
+        container[path[-1]] = {
+            "data": tensor,
+            "shape": list(tensor.shape),
+            "dtype": DTYPE_NAMES[tensor.dtype],
+        }
+
+
 def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
-    """Parse and validate a large body; return it with its large tensors in base64."""
+    """Parse and validate a large body; return it with its large tensors decoded (or in
+    base64)."""
     try:
-        data = loads_json(job.raw)
+        data = loads_json(job.raw.view())
     except orjson.JSONDecodeError as exc:
         return BodyResult(json_error=(exc.msg, exc.pos))
     try:
@@ -135,4 +168,16 @@ def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
     _tensor_roots(model, roots)
     if not roots:
         return BodyResult(body=job.raw)
-    return BodyResult(body=orjson.dumps(_rewrite(data, "", roots, job.max_elements)))
+    if job.tensors_out:
+        tensors: list[tuple[Path, torch.Tensor]] = []
+
+        def take(value: Any, path: Path) -> None:
+            tensors.append((path, _decode(value, path, job.max_elements)))
+
+        body = _rewrite(data, (), roots, take)
+        return BodyResult(body=Blob(orjson.dumps(body)), tensors=tensors)
+
+    def to_b64(value: Any, path: Path) -> Any:
+        return encode_tensor(_decode(value, path, job.max_elements), "b64")
+
+    return BodyResult(body=Blob(orjson.dumps(_rewrite(data, (), roots, to_b64))))

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from schemas.v2 import ResponseEncoding
-from service.api.binary import BinaryBody, frame_body
+from service.api.binary import BinaryBody, Blob, frame_body
 from service.api.events import Progress, event_stream
 from service.api.forms import INLINE_BODY_BYTES
 from service.api.responses import (
@@ -51,8 +51,9 @@ INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
 
 Content = dict[str, Any] | Png
-Body = bytes | BinaryBody
-"""A response body as a worker process returns it: JSON, or a framed binary body."""
+Body = bytes | Blob | BinaryBody
+"""A response body as a worker process returns it: JSON (a :class:`Blob` in shared memory
+when large), or a framed binary body."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def encode_response(content: dict[str, Any], envelope: Envelope) -> Body:
         payloads: list[torch.Tensor] = []
         header = encode_tensors(content, "binary", payloads)
         return frame_body({**header, **timing}, payloads, envelope.shared)
-    return dumps({**encode_tensors(content, envelope.encoding), **timing})
+    body = dumps({**encode_tensors(content, envelope.encoding), **timing})
+    return Blob(body) if envelope.shared else body
 
 
 def is_small(request: Request, body_bytes: int | None = None) -> bool:
@@ -256,8 +258,8 @@ async def _stream(
         result = await manager.run_isolated(
             run_job, job, used, autograd=autograd, lease=lease, on_progress=progress
         )
-        assert isinstance(result, bytes), "streamed results are JSON"
-        return result
+        assert isinstance(result, bytes | Blob), "streamed results are JSON"
+        return bytes(result.view()) if isinstance(result, Blob) else result
 
     try:
         return event_stream(request, work, lease.release)
@@ -271,4 +273,6 @@ def _answer(result: Body | Png) -> PacedBodyResponse:
         return png_response(result.data, result.headers)
     if isinstance(result, BinaryBody):
         return BinaryResponse(result)
+    if isinstance(result, Blob):
+        return FastJSONResponse(result.view())  # sent from the shared memory, not copied
     return FastJSONResponse(result)

@@ -76,8 +76,8 @@ class FastJSONResponse(PacedBodyResponse, JSONResponse):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        if isinstance(content, bytes):
-            return content
+        if isinstance(content, bytes | memoryview):
+            return content  # type: ignore[return-value]  # memoryview: sent as it is
         return dumps(content)
 
 

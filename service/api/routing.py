@@ -8,9 +8,10 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
+import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel, ValidationError
@@ -20,21 +21,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.api.binary import FrameReader, frame_length, json_part_error, loads_json_part
+from service.api.binary import Blob, FrameReader, frame_length, json_part_error, loads_json_part
 from service.api.bodies import (
     PROCESS_BODY_BYTES,
     BodyJob,
     BodyResult,
+    Path,
     compact_body,
     model_path,
+    place_tensors,
 )
 from service.api.forms import INLINE_BODY_BYTES
 from service.codec import loads_json
 from service.errors import BODY_ERRORS_KEY, ServiceError
 
+Bytes = bytes | bytearray | memoryview
+Tensors = Sequence[tuple[Path, torch.Tensor]]
 
-def _parse_and_validate(raw: bytes, model: type[BaseModel]) -> BaseModel | list[dict[str, Any]]:
+
+def _parse_and_validate(
+    raw: Bytes, model: type[BaseModel], tensors: Tensors = ()
+) -> BaseModel | list[dict[str, Any]]:
     data = loads_json(raw)  # a JSONDecodeError is FastAPI's 400, as on the loop
+    place_tensors(data, tensors)
     return _validate(data, model)
 
 
@@ -48,14 +57,17 @@ def _validate(data: Any, model: type[BaseModel]) -> BaseModel | list[dict[str, A
         ]
 
 
-async def compact_in_worker(request: Request, raw: bytes, model: type[BaseModel]) -> bytes | None:
-    """The body with its large tensors in base64, read by a worker process
-    (:mod:`service.api.bodies`); ``None`` when it is invalid, its errors left in the scope.
+async def compact_in_worker(
+    request: Request, raw: Bytes, model: type[BaseModel], *, tensors_out: bool
+) -> tuple[Bytes, Tensors] | None:
+    """The body read by a worker process (:mod:`service.api.bodies`): its text with the large
+    tensors taken out, and those tensors decoded with their places in it (``tensors_out``),
+    or in base64 in the text; ``None`` when it is invalid, its errors left in the scope.
     Without worker processes (``isolate`` off) the body is returned as it is."""
     settings = request.app.state.settings
     if not settings.isolate:
-        return raw
-    job = BodyJob(raw, model_path(model), settings.limits.max_elements)
+        return raw, ()
+    job = BodyJob(Blob(raw), model_path(model), settings.limits.max_elements, tensors_out)
     result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
     if result.json_error is not None:
         message, position = result.json_error
@@ -64,7 +76,7 @@ async def compact_in_worker(request: Request, raw: bytes, model: type[BaseModel]
         request.scope[BODY_ERRORS_KEY] = result.errors
         return None
     assert result.body is not None
-    return result.body
+    return result.body.view(), result.tensors
 
 
 class ORJSONRequest(Request):
@@ -82,21 +94,22 @@ class ORJSONRequest(Request):
         body), then its tensors attached as views of the binary part. FastAPI then finds
         the JSON as the body, whatever the ``Content-Type`` said."""
         reader = FrameReader(self, json_length)
-        raw = await reader.json_text()
-        self._body = raw
+        raw: Bytes = await reader.json_text()
+        self._body = raw  # type: ignore[assignment]  # the JSON text read so far
         self._headers = Headers(
             raw=[(k, v) for k, v in self.scope["headers"] if k != b"content-type"]
             + [(b"content-type", b"application/json")]
         )
         if len(raw) > PROCESS_BODY_BYTES and self.body_model is not None:
             try:
-                compact = await compact_in_worker(self, raw, self.body_model)
+                # In base64: the binary part's tensors take the placeholders' way in.
+                compact = await compact_in_worker(self, raw, self.body_model, tensors_out=False)
             except json.JSONDecodeError as exc:
                 raise json_part_error(len(raw), exc.msg, exc.pos) from exc
             if compact is None:
                 self._json = None  # the validation errors are in the scope
                 return
-            raw = compact
+            raw = compact[0]
         if len(raw) <= INLINE_BODY_BYTES:
             data, refs = loads_json_part(raw)
         else:
@@ -115,10 +128,11 @@ class ORJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             # Integers beyond 64 bits arrive as floats, as in JavaScript's JSON.parse.
-            raw = await self.body()
+            raw: Bytes = await self.body()
+            tensors: Tensors = ()
             if len(raw) > PROCESS_BODY_BYTES and self.body_model is not None:
                 try:
-                    compact = await compact_in_worker(self, raw, self.body_model)
+                    compact = await compact_in_worker(self, raw, self.body_model, tensors_out=True)
                 except ServiceError as exc:  # the codec's or a busy pool's answer
                     self.scope[BODY_ERRORS_KEY] = exc
                     self._json = None
@@ -126,13 +140,14 @@ class ORJSONRequest(Request):
                 if compact is None:
                     self._json = None  # the validation errors are in the scope
                     return None
-                raw = compact
+                raw, tensors = compact
             if len(raw) <= INLINE_BODY_BYTES:
                 self._json = loads_json(raw)
+                place_tensors(self._json, tensors)
             elif self.body_model is None:
                 self._json = await run_in_threadpool(loads_json, raw)
             else:
-                result = await run_in_threadpool(_parse_and_validate, raw, self.body_model)
+                result = await run_in_threadpool(_parse_and_validate, raw, self.body_model, tensors)
                 if isinstance(result, list):
                     self.scope[BODY_ERRORS_KEY] = result
                     self._json = None  # FastAPI finds no body; the handler map answers

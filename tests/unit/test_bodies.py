@@ -11,8 +11,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from schemas.tensors import TensorOpsRequest
-from service.api.bodies import BodyJob, compact_body, model_path
-from service.codec import decode_tensor
+from service.api.binary import Blob
+from service.api.bodies import BodyJob, BodyResult, compact_body, model_path, place_tensors
+from service.codec import decode_tensor, encode_tensor
 from service.errors import LimitExceeded, TensorDecodeError
 from service.limits import Deadline
 from service.main import create_app
@@ -21,13 +22,18 @@ from tests.conftest import make_settings
 MODEL = model_path(TensorOpsRequest)
 
 
+def read(raw: bytes, max_elements: int = 100, tensors_out: bool = True) -> BodyResult:
+    return compact_body(BodyJob(Blob(raw), MODEL, max_elements, tensors_out), Deadline(30))
+
+
 def compact(body: object, max_elements: int = 1 << 24) -> bytes:
-    result = compact_body(BodyJob(orjson.dumps(body), MODEL, max_elements), Deadline(30))
-    assert result.body is not None, result
-    return result.body
+    """The body as a binary request's JSON part comes back: large tensors in base64."""
+    result = read(orjson.dumps(body), max_elements, tensors_out=False)
+    assert result.body is not None and not result.tensors, result
+    return bytes(result.body.view())
 
 
-@pytest.mark.parametrize(
+TENSORS = pytest.mark.parametrize(
     "tensor",
     [
         np.arange(5000, dtype=np.int64).reshape(50, 100).tolist(),
@@ -39,6 +45,9 @@ def compact(body: object, max_elements: int = 1 << 24) -> bytes:
     ],
     ids=["int-matrix", "floats", "bools", "empty-rows", "object-form", "non-finite"],
 )
+
+
+@TENSORS
 def test_large_inline_tensors_come_back_as_the_same_tensor_in_base64(tensor: object) -> None:
     body = {"inputs": {"a": tensor}, "steps": [{"op": "add", "x": "a", "y": tensor}]}
     compacted = orjson.loads(compact(body))
@@ -51,19 +60,48 @@ def test_large_inline_tensors_come_back_as_the_same_tensor_in_base64(tensor: obj
     assert compacted["steps"][0]["op"] == "add"
 
 
+@TENSORS
+def test_large_tensors_come_back_decoded_with_their_places(tensor: object) -> None:
+    body = {"inputs": {"a": tensor}, "steps": [{"op": "add", "x": "a", "y": tensor}]}
+    result = read(orjson.dumps(body), 1 << 24)
+    assert result.body is not None
+    text = orjson.loads(bytes(result.body.view()))
+    assert text == {"inputs": {"a": None}, "steps": [{"op": "add", "x": "a", "y": None}]}
+    assert [path for path, _ in result.tensors] == [("inputs", "a"), ("steps", 0, "y")]
+    expected = decode_tensor(tensor, max_elements=1 << 24)
+    place_tensors(text, result.tensors)
+    for value in (text["inputs"]["a"], text["steps"][0]["y"]):
+        got = decode_tensor(value, max_elements=1 << 24)  # the form a binary tensor takes
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        torch.testing.assert_close(got, expected, equal_nan=True, rtol=0, atol=0)
+    TensorOpsRequest.model_validate(text)
+
+
+def test_a_large_base64_tensor_comes_back_decoded_and_a_small_one_as_it_is() -> None:
+    large = encode_tensor(torch.arange(5000, dtype=torch.float64), "b64")
+    small = encode_tensor(torch.arange(3, dtype=torch.int16), "b64")
+    body = {"inputs": {"a": large, "b": small}, "steps": [{"op": "clone", "x": "a"}]}
+    result = read(orjson.dumps(body), 1 << 24)
+    assert result.body is not None
+    assert orjson.loads(bytes(result.body.view()))["inputs"] == {"a": None, "b": small}
+    [(path, tensor)] = result.tensors
+    assert path == ("inputs", "a")
+    torch.testing.assert_close(tensor, torch.arange(5000, dtype=torch.float64), rtol=0, atol=0)
+
+
 def test_small_tensors_and_other_fields_are_left_as_they_are() -> None:
     body = {"inputs": {"a": [1, 2, 3]}, "steps": [{"op": "reshape", "x": "a", "shape": [3, 1]}]}
     assert orjson.loads(compact(body)) == body
 
 
 def test_a_body_that_is_not_json_comes_back_as_its_error() -> None:
-    result = compact_body(BodyJob(b'{"steps": [', MODEL, 100), Deadline(30))
+    result = read(b'{"steps": [')
     assert result.body is None and result.json_error is not None
 
 
 def test_an_invalid_body_comes_back_as_its_validation_errors_with_keys_clipped() -> None:
     raw = orjson.dumps({"steps": [], "k" * 100_000: 1})
-    result = compact_body(BodyJob(raw, MODEL, 100), Deadline(30))
+    result = read(raw)
     assert result.errors is not None
     assert all(len(str(part)) < 1000 for error in result.errors for part in error["loc"])
 
