@@ -51,6 +51,7 @@ class BodyResult:
     """The compact body, or why there is none: the JSON error or the validation errors."""
 
     body: Blob | None = None
+    """The body rewritten; ``None`` with no error: the body as it was sent."""
     tensors: list[tuple[Path, torch.Tensor]] = field(default_factory=list)
     """The decoded tensors and their places in the body (``null`` there)."""
     json_error: tuple[str, int] | None = None
@@ -167,7 +168,7 @@ def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
     roots: set[int] = set()
     _tensor_roots(model, roots)
     if not roots:
-        return BodyResult(body=job.raw)
+        return BodyResult()
     if job.tensors_out:
         tensors: list[tuple[Path, torch.Tensor]] = []
 

@@ -11,6 +11,7 @@ import typing
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
@@ -21,7 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.api.binary import Blob, FrameReader, frame_length, json_part_error, loads_json_part
+from service.api.binary import (
+    Blob,
+    FrameReader,
+    buffers_of,
+    frame_length,
+    json_part_error,
+    loads_json_part,
+)
 from service.api.bodies import (
     PROCESS_BODY_BYTES,
     BodyJob,
@@ -67,7 +75,13 @@ async def compact_in_worker(
     settings = request.app.state.settings
     if not settings.isolate:
         return raw, ()
-    job = BodyJob(Blob(raw), model_path(model), settings.limits.max_elements, tensors_out)
+    blob = Blob(raw)
+    pool = buffers_of(request)
+    if pool is not None:  # shared memory used before: no page faults to fill it
+        shared = pool.take(len(raw))
+        shared.numpy()[:] = np.frombuffer(raw, dtype=np.uint8)
+        blob = Blob(shared)
+    job = BodyJob(blob, model_path(model), settings.limits.max_elements, tensors_out)
     result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
     if result.json_error is not None:
         message, position = result.json_error
@@ -75,7 +89,8 @@ async def compact_in_worker(
     if result.errors is not None:
         request.scope[BODY_ERRORS_KEY] = result.errors
         return None
-    assert result.body is not None
+    if result.body is None:  # the body as it was sent (not a view of the buffer we reuse)
+        return raw, ()
     return result.body.view(), result.tensors
 
 

@@ -94,6 +94,11 @@ def test_small_tensors_and_other_fields_are_left_as_they_are() -> None:
     assert orjson.loads(compact(body)) == body
 
 
+def test_a_body_without_tensors_comes_back_as_nothing_to_change() -> None:
+    result = read(orjson.dumps({"steps": [{"op": "arange", "end": 3}]}))
+    assert result == BodyResult()  # the server keeps the body it sent
+
+
 def test_a_body_that_is_not_json_comes_back_as_its_error() -> None:
     result = read(b'{"steps": [')
     assert result.body is None and result.json_error is not None
