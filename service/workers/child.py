@@ -14,6 +14,7 @@ import gc
 import importlib
 import logging
 import os
+import select
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -62,6 +63,8 @@ def _malloc_trim() -> Callable[[], None]:
 
 
 WORKER_NICENESS = 5
+TRIM_WHEN_IDLE_S = 0.1
+"""A worker idle this long after a task gives its freed memory back (``malloc_trim``)."""
 
 
 def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None:
@@ -82,13 +85,22 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
     gc.freeze()  # torch and the ops live as long as we do: full collections skip them
     trim = _malloc_trim()
     transport.send_frame(sock, transport.Frame(_pickle((READY, os.getpid())), [], resident_bytes()))
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    trimmed = True
     while True:
+        # Freed memory goes back to the system once no task has come for a moment: a task
+        # that follows at once reuses it instead of faulting fresh pages in (a 10 MB JSON
+        # body is about a million objects to allocate again).
+        if not trimmed and not poller.poll(TRIM_WHEN_IDLE_S * 1000):
+            trim()
+            trimmed = True
         try:
             frame = transport.recv_frame(sock)
         except (EOFError, ConnectionError):
             return  # the server closed our socket: retire quietly
         reply = _answer(frame, sock)
-        trim()
+        trimmed = False
         reply.rss = resident_bytes()
         try:
             transport.send_frame(sock, reply)
