@@ -43,8 +43,10 @@ class Server:
         *,
         env: dict[str, str] | None = None,
         startup_timeout_s: float = 120.0,
+        cwd: Path = ROOT,
     ) -> None:
         self.app = app
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "TORCHLAB_LOG_LEVEL": "warning", **(env or {})}
@@ -72,7 +74,7 @@ class Server:
             "warning",
         ]
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=2.0) as client:

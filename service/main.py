@@ -36,6 +36,8 @@ from service.device import DeviceManager
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from service.ops.context import ComputeContext
+from service.ops.data.handlers import warm_up_images
 from service.ops.tensors.program import warm_up
 
 DESCRIPTION = """
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         devices.start()  # CUDA is probed here, never when this module is imported
         for device in devices.available:  # before the first request, not during it
             app.state.calibrations.get(torch.device(device))
+        cpu = torch.device("cpu")
+        warm_up_images(ComputeContext(settings.limits, cpu, app.state.calibrations.get(cpu)))
         if settings.isolate:
             await devices.start_workers()
         # Everything loaded so far (torch, scikit-learn, the schemas: about half a million

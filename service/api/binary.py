@@ -264,6 +264,13 @@ class Blob:
     def __len__(self) -> int:
         return self.data.numel() if isinstance(self.data, torch.Tensor) else len(self.data)
 
+    @classmethod
+    def shared(cls, data: bytes | bytearray | memoryview) -> Blob:
+        """A blob of ``data`` copied into shared memory now (when large), not when pickled."""
+        blob = cls(data)
+        blob.__reduce__()
+        return blob
+
     def view(self) -> bytes | bytearray | memoryview:
         if isinstance(self.data, torch.Tensor):
             return self.data.numpy().data

@@ -11,7 +11,6 @@ import typing
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
@@ -25,7 +24,6 @@ from starlette.types import Receive, Scope, Send
 from service.api.binary import (
     Blob,
     FrameReader,
-    buffers_of,
     frame_length,
     json_part_error,
     loads_json_part,
@@ -75,12 +73,9 @@ async def compact_in_worker(
     settings = request.app.state.settings
     if not settings.isolate:
         return raw, ()
-    blob = Blob(raw)
-    pool = buffers_of(request)
-    if pool is not None:  # shared memory used before: no page faults to fill it
-        shared = pool.take(len(raw))
-        shared.numpy()[:] = np.frombuffer(raw, dtype=np.uint8)
-        blob = Blob(shared)
+    # Copied into shared memory in a thread (the copy and the page faults of tens of MB
+    # would hold up the event loop; neither holds the interpreter lock).
+    blob = await run_in_threadpool(Blob.shared, raw)
     job = BodyJob(blob, model_path(model), settings.limits.max_elements, tensors_out)
     result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
     if result.json_error is not None:

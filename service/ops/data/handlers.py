@@ -300,3 +300,17 @@ def compute_data_images(plan: DataImagesPlan, deadline: Deadline) -> dict[str, A
         "mean": mean,
         "std": std,
     }
+
+
+WARM_UP_IMAGES = {
+    "dataset": "sample_images",
+    "batch_size": 1,
+    "transforms": [{"name": "Resize", "size": [8, 8]}, {"name": "GaussianBlur", "kernel_size": 3}],
+}
+
+
+def warm_up_images(ctx: ComputeContext) -> None:
+    """Plan a small ``/data/images`` request once: the sample photographs are decoded (and
+    cached), and the pipeline's first use is paid at start-up. In the server's process
+    that first use held the event loop for tens of milliseconds."""
+    prepare_data_images(ctx, DataImagesRequest.model_validate(WARM_UP_IMAGES))
