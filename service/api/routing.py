@@ -34,6 +34,7 @@ from service.api.bodies import (
     BodyResult,
     Path,
     compact_body,
+    many_values,
     model_path,
     place_tensors,
 )
@@ -140,7 +141,11 @@ class ORJSONRequest(Request):
             # Integers beyond 64 bits arrive as floats, as in JavaScript's JSON.parse.
             raw: Bytes = await self.body()
             tensors: Tensors = ()
-            if len(raw) > PROCESS_BODY_BYTES and self.body_model is not None:
+            if (
+                len(raw) > PROCESS_BODY_BYTES
+                and self.body_model is not None
+                and await run_in_threadpool(many_values, raw)
+            ):
                 try:
                     compact = await compact_in_worker(self, raw, self.body_model, tensors_out=True)
                 except ServiceError as exc:  # the codec's or a busy pool's answer

@@ -60,29 +60,37 @@ def run_case(
     code: str | None = None,
 ) -> httpx.Response:
     """Send one hostile request while ``/health`` is probed; check status, time, health and
-    memory growth, then that the server still answers a normal request."""
-    before = server.tree_rss()
-    with HealthProbe(server.url) as probe:
-        start = time.perf_counter()
-        response: httpx.Response = send()
-        elapsed = time.perf_counter() - start
-        time.sleep(0.2)
-    grown = server.tree_rss() - before
-    # Shown by ``pytest -rA``: how near each case runs to its bounds.
-    print(
-        f"{response.status_code} in {elapsed:.2f} s (< {max_seconds:g}); /health p99 "
-        f"{probe.p99 * 1000:.0f} ms, worst {probe.worst * 1000:.0f} ms; RSS +{grown / MB:.0f} MB"
-    )
-    statuses = status if isinstance(status, tuple) else (status,)
-    assert response.status_code in statuses, response.text[:500]
-    if code is not None:
-        assert response.json()["code"] == code, response.text[:500]
-    assert elapsed < max_seconds, f"took {elapsed:.2f} s"
-    assert probe.failures == 0
-    assert probe.p99 < HEALTH_P99_S, f"/health p99 {probe.p99 * 1000:.0f} ms"
-    assert grown < max_growth, f"memory grew by {grown / MB:.0f} MB"
-    assert_healthy_after(server)
-    return response
+    memory growth, then that the server still answers a normal request.
+
+    A ``/health`` p99 over the bound is measured once more before it fails the case: on a
+    shared machine another process can take a core for that long, and a real stall (work
+    on the event loop) is there every time."""
+    for attempt in (1, 2):
+        before = server.tree_rss()
+        with HealthProbe(server.url) as probe:
+            start = time.perf_counter()
+            response: httpx.Response = send()
+            elapsed = time.perf_counter() - start
+            time.sleep(0.2)
+        grown = server.tree_rss() - before
+        # Shown by ``pytest -rA``: how near each case runs to its bounds.
+        print(
+            f"{response.status_code} in {elapsed:.2f} s (< {max_seconds:g}); /health p99 "
+            f"{probe.p99 * 1000:.0f} ms, worst {probe.worst * 1000:.0f} ms; "
+            f"RSS +{grown / MB:.0f} MB"
+        )
+        statuses = status if isinstance(status, tuple) else (status,)
+        assert response.status_code in statuses, response.text[:500]
+        if code is not None:
+            assert response.json()["code"] == code, response.text[:500]
+        assert elapsed < max_seconds, f"took {elapsed:.2f} s"
+        assert probe.failures == 0
+        assert grown < max_growth, f"memory grew by {grown / MB:.0f} MB"
+        assert_healthy_after(server)
+        if probe.p99 < HEALTH_P99_S:
+            return response
+        assert attempt == 1, f"/health p99 {probe.p99 * 1000:.0f} ms, twice"
+    raise AssertionError("unreachable")
 
 
 # --- 1. costs the plan must count ------------------------------------------------------------

@@ -12,7 +12,14 @@ from fastapi.testclient import TestClient
 
 from schemas.tensors import TensorOpsRequest
 from service.api.binary import Blob
-from service.api.bodies import BodyJob, BodyResult, compact_body, model_path, place_tensors
+from service.api.bodies import (
+    BodyJob,
+    BodyResult,
+    compact_body,
+    many_values,
+    model_path,
+    place_tensors,
+)
 from service.codec import decode_tensor, encode_tensor
 from service.errors import LimitExceeded, TensorDecodeError
 from service.limits import Deadline
@@ -135,3 +142,18 @@ def test_a_large_body_is_answered_as_a_small_one() -> None:
         error = client.post("/tensor/ops", json=ragged).json()
         assert error["code"] == "ragged_tensor" or error["code"] == "invalid_tensor"
         assert "inputs.a" in error["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "many"),
+    [
+        (b"[" + b"1," * 70_000 + b"1]", True),  # tiny values: a worker reads it
+        (b'"' + b"\\u0041" * 70_000 + b'"', True),  # escapes, each decoded one by one
+        (b'{"b64": "' + b"A" * 5_000_000 + b'"}', False),  # a long string: parsed in a thread
+        (b"[" + b"1," * 1_000 + b"1]" + b" " * 2_000_000, False),
+    ],
+    ids=["values", "escapes", "base64", "whitespace"],
+)
+def test_a_large_body_goes_to_a_worker_by_its_values_not_its_bytes(raw: bytes, many: bool) -> None:
+    assert many_values(raw) is many
+    assert many_values(memoryview(raw)) is many
