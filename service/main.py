@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
@@ -31,9 +32,9 @@ from service.api.routes import (
 )
 from service.api.routing import include_routers
 from service.calibration import Calibrations
-from service.config import Settings
+from service.config import Limits, Settings
 from service.device import DeviceManager
-from service.errors import install_error_handlers
+from service.errors import ServiceError, install_error_handlers
 from service.metrics import Metrics
 from service.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from service.ops.context import ComputeContext
@@ -133,7 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for device in devices.available:  # before the first request, not during it
             app.state.calibrations.get(torch.device(device))
         cpu = torch.device("cpu")
-        warm_up_images(ComputeContext(settings.limits, cpu, app.state.calibrations.get(cpu)))
+        # Under the built-in limits, not this deployment's: it is no caller's request (and a
+        # warm-up refused all the same only leaves the first request to pay).
+        with contextlib.suppress(ServiceError):
+            limits = Limits.model_construct()
+            warm_up_images(ComputeContext(limits, cpu, app.state.calibrations.get(cpu)))
         if settings.isolate:
             await devices.start_workers()
         # Everything loaded so far (torch, scikit-learn, the schemas: about half a million

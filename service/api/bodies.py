@@ -37,12 +37,18 @@ in a worker process first."""
 PROCESS_BODY_VALUES = 1 << 16
 """A large body with fewer values and escapes than this (commas and backslashes), such as a
 few long base64 strings, is parsed in a thread of the server: in milliseconds, much less
-than the trip to a worker."""
+than the trip to a worker..."""
+THREAD_BODY_BYTES = 8 << 20
+"""...up to this size: the strings of a larger one (a 20 MB object key) are copied several
+times over while it is read and its errors worded, each copy holding the interpreter."""
 
 
 def many_values(raw: bytes | bytearray | memoryview) -> bool:
-    """Whether the JSON text has :data:`PROCESS_BODY_VALUES` commas and backslashes or more
-    (counted by numpy, which lets go of the interpreter lock: call it in a thread)."""
+    """Whether the body goes to a worker: over :data:`THREAD_BODY_BYTES`, or with
+    :data:`PROCESS_BODY_VALUES` commas and backslashes or more (counted by numpy, which lets
+    go of the interpreter lock: call it in a thread)."""
+    if len(raw) > THREAD_BODY_BYTES:
+        return True
     text = np.frombuffer(raw, dtype=np.uint8)
     found = np.count_nonzero((text == ord(",")) | (text == ord("\\")))
     return int(found) >= PROCESS_BODY_VALUES

@@ -63,7 +63,7 @@ def _malloc_trim() -> Callable[[], None]:
 
 
 WORKER_NICENESS = 5
-TRIM_WHEN_IDLE_S = 0.1
+TRIM_WHEN_IDLE_S = 1.0
 """A worker idle this long after a task gives its freed memory back (``malloc_trim``)."""
 
 

@@ -151,8 +151,9 @@ def test_a_large_body_is_answered_as_a_small_one() -> None:
         (b'"' + b"\\u0041" * 70_000 + b'"', True),  # escapes, each decoded one by one
         (b'{"b64": "' + b"A" * 5_000_000 + b'"}', False),  # a long string: parsed in a thread
         (b"[" + b"1," * 1_000 + b"1]" + b" " * 2_000_000, False),
+        (b'{"' + b"k" * 9_000_000 + b'": 1}', True),  # over 8 MiB, whatever it holds
     ],
-    ids=["values", "escapes", "base64", "whitespace"],
+    ids=["values", "escapes", "base64", "whitespace", "huge-key"],
 )
 def test_a_large_body_goes_to_a_worker_by_its_values_not_its_bytes(raw: bytes, many: bool) -> None:
     assert many_values(raw) is many
