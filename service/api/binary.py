@@ -146,13 +146,14 @@ def _wire_tensor(
     return binary_ref(shape, dtype, value[BINARY_SIZE], where, place)
 
 
+def tensor_value(tensor: torch.Tensor) -> dict[str, Any]:
+    """The JSON value that stands for a tensor already read (what a tensor field takes)."""
+    return {"data": tensor, "shape": list(tensor.shape), "dtype": DTYPE_NAMES[tensor.dtype]}
+
+
 def _placer(container: Any, key: Any) -> Callable[[torch.Tensor], None]:
     def place(tensor: torch.Tensor) -> None:
-        container[key] = {
-            "data": tensor,
-            "shape": list(tensor.shape),
-            "dtype": DTYPE_NAMES[tensor.dtype],
-        }
+        container[key] = tensor_value(tensor)
 
     return place
 
@@ -264,12 +265,13 @@ class Blob:
     def __len__(self) -> int:
         return self.data.numel() if isinstance(self.data, torch.Tensor) else len(self.data)
 
-    @classmethod
-    def shared(cls, data: bytes | bytearray | memoryview) -> Blob:
-        """A blob of ``data`` copied into shared memory now (when large), not when pickled."""
-        blob = cls(data)
-        blob.__reduce__()
-        return blob
+    def share(self) -> Blob:
+        """Copy the bytes into shared memory now (when large), not when pickled; once."""
+        if not isinstance(self.data, torch.Tensor) and len(self.data) > SHARED_BLOB_BYTES:
+            shared = allocate(len(self.data))
+            shared.numpy()[:] = np.frombuffer(self.data, dtype=np.uint8)
+            self.data = shared
+        return self
 
     def view(self) -> bytes | bytearray | memoryview:
         if isinstance(self.data, torch.Tensor):
@@ -277,12 +279,7 @@ class Blob:
         return self.data
 
     def __reduce__(self) -> tuple[type[Blob], tuple[Any]]:
-        data = self.data
-        if not isinstance(data, torch.Tensor) and len(data) > SHARED_BLOB_BYTES:
-            shared = allocate(len(data))
-            shared.numpy()[:] = np.frombuffer(data, dtype=np.uint8)
-            self.data = data = shared  # pickled again (a retry), it is not copied again
-        return Blob, (data,)
+        return Blob, (self.share().data,)
 
 
 class SharedBuffers:

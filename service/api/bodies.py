@@ -26,8 +26,8 @@ import torch
 from pydantic import BaseModel, RootModel, ValidationError
 
 from schemas.common import Tensor
-from service.api.binary import Blob
-from service.codec import DTYPE_NAMES, decode_tensor, encode_tensor, loads_json
+from service.api.binary import Blob, tensor_value
+from service.codec import decode_tensor, encode_tensor, loads_json
 from service.errors import MAX_LISTED_ERRORS, clip
 from service.limits import Deadline
 
@@ -163,11 +163,7 @@ def place_tensors(data: Any, tensors: Sequence[tuple[Path, torch.Tensor]]) -> No
         container = data
         for part in path[:-1]:
             container = container[part]
-        container[path[-1]] = {
-            "data": tensor,
-            "shape": list(tensor.shape),
-            "dtype": DTYPE_NAMES[tensor.dtype],
-        }
+        container[path[-1]] = tensor_value(tensor)
 
 
 def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:

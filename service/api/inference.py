@@ -33,11 +33,11 @@ from service.api.binary import (
     frame_body,
     frame_length,
     json_part_error,
+    tensor_value,
 )
 from service.api.compute import Envelope
 from service.api.forms import INLINE_BODY_BYTES
 from service.codec import (
-    DTYPE_NAMES,
     OIP_NAMES,
     dumps,
     encode_tensor,
@@ -75,11 +75,7 @@ def _validate(data: Any) -> InferenceRequest:
 
 def _placer(entry: dict[str, Any]) -> Callable[[torch.Tensor], None]:
     def place(tensor: torch.Tensor) -> None:
-        entry["data"] = {
-            "data": tensor,
-            "shape": list(tensor.shape),
-            "dtype": DTYPE_NAMES[tensor.dtype],
-        }
+        entry["data"] = tensor_value(tensor)
 
     return place
 

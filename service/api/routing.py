@@ -76,7 +76,7 @@ async def compact_in_worker(
         return raw, ()
     # Copied into shared memory in a thread (the copy and the page faults of tens of MB
     # would hold up the event loop; neither holds the interpreter lock).
-    blob = await run_in_threadpool(Blob.shared, raw)
+    blob = await run_in_threadpool(Blob(raw).share)
     job = BodyJob(blob, model_path(model), settings.limits.max_elements, tensors_out)
     result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
     if result.json_error is not None:
@@ -85,7 +85,7 @@ async def compact_in_worker(
     if result.errors is not None:
         request.scope[BODY_ERRORS_KEY] = result.errors
         return None
-    if result.body is None:  # the body as it was sent (not a view of the buffer we reuse)
+    if result.body is None:  # nothing to change: the body as it was sent
         return raw, ()
     return result.body.view(), result.tensors
 
@@ -263,7 +263,7 @@ def _direct_call(
         try:
             data = await request.json()
             body = body_model.model_validate(data)
-        except (ValueError, ValidationError):  # FastAPI's way words the error
+        except ValueError:  # not JSON, or not valid (ValidationError): FastAPI's way words it
             return None
         response: Response = await call(**defaults, **{body_name: body, request_name: request})
         return response

@@ -27,6 +27,7 @@ from service.main import create_app
 from tests.conftest import make_settings
 
 MODEL = model_path(TensorOpsRequest)
+JSON = {"content-type": "application/json"}
 
 
 def read(raw: bytes, max_elements: int = 100, tensors_out: bool = True) -> BodyResult:
@@ -138,6 +139,13 @@ def test_a_large_body_is_answered_as_a_small_one() -> None:
         assert math.isclose(got, float(np.float32(values).sum()), rel_tol=1e-5)
         bad = {**body, "steps": []}
         assert client.post("/tensor/ops", json=bad).json()["code"] == "validation_error"
+        # Few values (one long base64 string): read in a thread of the server, same answer.
+        packed = {**body, "inputs": {"a": encode_tensor(torch.tensor(values), "b64")}}
+        packed_body = orjson.dumps(packed)
+        assert len(packed_body) > 1 << 20 and not many_values(packed_body)
+        response = client.post("/tensor/ops", content=packed_body, headers=JSON)
+        assert response.status_code == 200, response.text
+        assert math.isclose(response.json()["outputs"]["s"]["data"], values.sum(), rel_tol=1e-12)
         ragged = {**body, "inputs": {"a": [[1.0, 2.0]] * 80_000 + [[1.0]]}}
         error = client.post("/tensor/ops", json=ragged).json()
         assert error["code"] == "ragged_tensor" or error["code"] == "invalid_tensor"
