@@ -166,8 +166,10 @@ def _array_from_list(data: object, np_dtype: np.dtype[Any] | None, where: str) -
     # One np.array call infers the natural dtype, which exposes strings (kind U), nulls and
     # other objects (kind O), and integers past int64 (uint64), none of which a dtype given
     # to np.array would reveal: it parses "1.5", turns null into NaN or False, "x" into True.
+    # A large body's lists may come read already (service.api.jsonarrays), as np.array reads
+    # them.
     try:
-        array = np.array(data)
+        array = data if isinstance(data, np.ndarray) else np.array(data)
     except ValueError as exc:
         text = str(exc)
         if "maximum number of dimension" in text:
@@ -283,7 +285,7 @@ def decode_tensor(value: object, *, max_elements: int, where: str = "tensor") ->
             raise TensorDecodeError(f"{where}: a 'b64' tensor needs 'shape' and 'dtype'")
         if not isinstance(value["b64"], str):
             raise TensorDecodeError(f"{where}.b64 must be a string", code=ErrorCode.INVALID_BASE64)
-    elif not isinstance(value["data"], list | int | float | bool | str):
+    elif not isinstance(value["data"], list | int | float | bool | str | np.ndarray):
         raise TensorDecodeError(
             f"{where}.data must be a (nested) list of numbers or one number",
             code=ErrorCode.INVALID_DATA,

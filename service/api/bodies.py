@@ -4,7 +4,9 @@ Parsing megabytes of JSON holds the interpreter lock for as long as it takes (se
 body of millions of tiny values), which no thread can hide from the event loop. So a body
 over :data:`PROCESS_BODY_BYTES` with many values in it goes to a worker process, which
 parses and validates it and decodes every large inline tensor (through the codec, so its
-dtype and shape are exactly those the server would have read). The tensors come back in
+dtype and shape are exactly those the server would have read). The worker reads the body
+with simdjson, large arrays of numbers straight into numpy (:mod:`service.api.jsonarrays`),
+and with orjson where simdjson's reading could differ or the body turns out invalid. The tensors come back in
 shared memory with their paths in the body, where the server puts them (as it puts a binary
 request's tensors) in place of their ``null`` placeholders; or, for the JSON part of a
 binary request, in base64. The server then parses a small body. A body that fails there
@@ -27,6 +29,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from schemas.common import Tensor
 from service.api.binary import Blob, tensor_value
+from service.api.jsonarrays import MIN_VALUES, loads_arrays
 from service.codec import decode_tensor, encode_tensor, loads_json
 from service.errors import MAX_LISTED_ERRORS, clip
 from service.limits import Deadline
@@ -54,7 +57,7 @@ def many_values(raw: bytes | bytearray | memoryview) -> bool:
     return int(found) >= PROCESS_BODY_VALUES
 
 
-COMPACT_VALUES = 1024
+COMPACT_VALUES = MIN_VALUES
 """Inline tensors of at least this many JSON values are decoded by the worker."""
 COMPACT_B64_CHARS = 4 * COMPACT_VALUES
 """Base64 tensors of at least this many characters are decoded by the worker."""
@@ -131,6 +134,8 @@ def _large(value: Any) -> bool:
         if isinstance(text, str):
             return len(text) >= COMPACT_B64_CHARS
         value = value.get("data")
+    if isinstance(value, np.ndarray):
+        return True
     return _values(value, COMPACT_VALUES) >= COMPACT_VALUES
 
 
@@ -166,16 +171,39 @@ def place_tensors(data: Any, tensors: Sequence[tuple[Path, torch.Tensor]]) -> No
         container[path[-1]] = tensor_value(tensor)
 
 
+class _Reread(Exception):
+    """The body read by simdjson is not as the server reads it: read it with orjson."""
+
+
 def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
     """Parse and validate a large body; return it with its large tensors decoded (or in
     base64)."""
+    model = _model(job.model)
+    read = loads_arrays(job.raw.view())
+    if read is not None:
+        data, arrays = read
+        try:
+            return _compact(data, model, job, deadline, arrays=arrays > 0)
+        except _Reread:
+            pass
     try:
         data = loads_json(job.raw.view())
     except orjson.JSONDecodeError as exc:
         return BodyResult(json_error=(exc.msg, exc.pos))
+    return _compact(data, model, job, deadline, arrays=False)
+
+
+def _compact(
+    data: Any, model: type[BaseModel], job: BodyJob, deadline: Deadline, *, arrays: bool
+) -> BodyResult:
+    """``arrays``: some of ``data``'s lists are numpy arrays already. Anything but the way
+    to a valid body with each of them decoded as a tensor is read again (:class:`_Reread`),
+    so errors are worded from the body as orjson reads it."""
     try:
-        model = _model(job.model).model_validate(data)
+        validated = model.model_validate(data)
     except ValidationError as exc:
+        if arrays:
+            raise _Reread from None
         errors = [
             {
                 **error,
@@ -186,19 +214,22 @@ def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
         return BodyResult(errors=errors[:MAX_LISTED_ERRORS])
     deadline.check()
     roots: set[int] = set()
-    _tensor_roots(model, roots)
+    _tensor_roots(validated, roots)
     if not roots:
-        return BodyResult()
-    if job.tensors_out:
-        tensors: list[tuple[Path, torch.Tensor]] = []
+        return BodyResult()  # the server reads the body itself
+    tensors: list[tuple[Path, torch.Tensor]] = []
 
-        def take(value: Any, path: Path) -> None:
-            tensors.append((path, _decode(value, path, job.max_elements)))
-
-        body = _rewrite(data, (), roots, take)
-        return BodyResult(body=Blob(orjson.dumps(body)), tensors=tensors)
+    def take(value: Any, path: Path) -> None:
+        tensors.append((path, _decode(value, path, job.max_elements)))
 
     def to_b64(value: Any, path: Path) -> Any:
         return encode_tensor(_decode(value, path, job.max_elements), "b64")
 
-    return BodyResult(body=Blob(orjson.dumps(_rewrite(data, (), roots, to_b64))))
+    body = _rewrite(data, (), roots, take if job.tensors_out else to_b64)
+    try:
+        text = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        if arrays:  # an array read into numpy where no tensor is
+            raise _Reread from None
+        raise
+    return BodyResult(body=Blob(text), tensors=tensors)

@@ -20,6 +20,7 @@ from service.api.bodies import (
     model_path,
     place_tensors,
 )
+from service.api.jsonarrays import loads_arrays
 from service.codec import decode_tensor, encode_tensor
 from service.errors import LimitExceeded, TensorDecodeError
 from service.limits import Deadline
@@ -166,3 +167,55 @@ def test_a_large_body_is_answered_as_a_small_one() -> None:
 def test_a_large_body_goes_to_a_worker_by_its_values_not_its_bytes(raw: bytes, many: bool) -> None:
     assert many_values(raw) is many
     assert many_values(memoryview(raw)) is many
+
+
+MATRIX = np.arange(4096, dtype=np.float64).reshape(64, 64).tolist()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": {"a": MATRIX}, "steps": [{"op": "add", "x": "a", "y": MATRIX}]},
+        {"inputs": {"a": {"data": MATRIX, "dtype": "int16"}}, "steps": []},
+        {"inputs": {"a": {"data": MATRIX, "dtype": "uint8"}}, "steps": [{"op": "clone"}]},
+        {"inputs": {"a": {"data": MATRIX, "shape": [4096, 2]}}, "steps": [{"op": "clone"}]},
+        {"inputs": {"a": MATRIX}, "steps": [{"op": "reshape", "x": "a", "shape": [1] * 2000}]},
+        {"inputs": {"a": MATRIX}, "steps": [{"op": "clone", "x": "a", "junk": MATRIX}]},
+        {"steps": [{"op": "randn", "size": list(range(2000))}]},
+    ],
+    ids=["tensors", "dtype", "out-of-range", "shape-mismatch", "long-shape", "extra", "size"],
+)
+def test_a_body_read_by_simdjson_comes_back_as_one_read_by_orjson(
+    body: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = orjson.dumps(body)
+    assert loads_arrays(raw) is not None and loads_arrays(raw)[1] > 0
+
+    def outcome() -> object:
+        try:
+            result = read(raw, 1 << 24)
+        except (TensorDecodeError, LimitExceeded) as exc:
+            return type(exc), str(exc), exc.details
+        return (
+            None if result.body is None else bytes(result.body.view()),
+            [(path, tensor.dtype, tensor.tolist()) for path, tensor in result.tensors],
+            result.json_error,
+            result.errors,
+        )
+
+    fast = outcome()
+    monkeypatch.setattr("service.api.bodies.loads_arrays", lambda raw: None)
+    assert fast == outcome()
+
+
+def test_a_valid_body_of_large_lists_is_read_once_by_simdjson(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(raw: object) -> None:
+        raise AssertionError("read again by orjson")
+
+    monkeypatch.setattr("service.api.bodies.loads_json", refused)
+    body = {"inputs": {"a": MATRIX}, "steps": [{"op": "add", "x": "a", "y": MATRIX}]}
+    result = read(orjson.dumps(body), 1 << 24)
+    assert [path for path, _ in result.tensors] == [("inputs", "a"), ("steps", 0, "y")]
+    torch.testing.assert_close(result.tensors[1][1], torch.tensor(MATRIX), rtol=0, atol=0)
