@@ -6,13 +6,13 @@ over :data:`PROCESS_BODY_BYTES` with many values in it goes to a worker process,
 parses and validates it and decodes every large inline tensor (through the codec, so its
 dtype and shape are exactly those the server would have read). The worker reads the body
 with simdjson, large arrays of numbers straight into numpy (:mod:`service.api.jsonarrays`),
-and with orjson where simdjson's reading could differ or the body turns out invalid. The tensors come back in
-shared memory with their paths in the body, where the server puts them (as it puts a binary
-request's tensors) in place of their ``null`` placeholders; or, for the JSON part of a
-binary request, in base64. The server then parses a small body. A body that fails there
-comes back as its JSON error, its validation errors, or the codec's error for the tensor.
-A large body of few values (long base64 strings) is parsed in a thread instead
-(:func:`many_values`).
+and with orjson where simdjson's reading could differ or the body turns out invalid. The
+tensors come back in shared memory with their paths in the body, where the server puts them
+(as it puts a binary request's tensors) in place of their ``null`` placeholders; or, for
+the JSON part of a binary request, in base64. The server then parses a small body. A body
+that fails there comes back as its JSON error, its validation errors, or the codec's error
+for the tensor. A large body of few values (long base64 strings) is parsed in a thread
+instead (:func:`many_values`).
 """
 
 from __future__ import annotations
