@@ -230,8 +230,7 @@ def lstsq(a: torch.Tensor, b: torch.Tensor, rcond: float | None = None) -> torch
     """
     try:
         if a.device.type == "cpu":
-            solution: torch.Tensor = torch.linalg.lstsq(a, b, rcond=rcond, driver="gelsd").solution
-            return solution
+            return _gelsd(a, b, rcond)
         # CUDA's lstsq has only the QR driver, which assumes full rank: an SVD instead.
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
     except RuntimeError as exc:  # LAPACK's SVD did not converge
@@ -241,6 +240,29 @@ def lstsq(a: torch.Tensor, b: torch.Tensor, rcond: float | None = None) -> torch
     inverse = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), 0.0)
     result: torch.Tensor = vh.mT @ (inverse.unsqueeze(1) * (u.mT @ b))
     return result
+
+
+TALL = 2
+"""A matrix with this many times more rows than columns is first reduced by QR (on the CPU)."""
+
+
+def _gelsd(a: torch.Tensor, b: torch.Tensor, rcond: float | None) -> torch.Tensor:
+    """LAPACK's ``gelsd``. A tall ``a`` is first reduced to its [d, d] triangle by a
+    Householder QR (``a = QR``: ``‖as − b‖`` is ``‖Rs − Qᵀb‖`` plus a constant, and R has
+    a's singular values), which ``gelsd`` does inside as well but, called through torch on
+    a 20000×40 matrix, in about 1.6× the time."""
+    n, d = a.shape
+    if n < TALL * d or d == 0:
+        solution: torch.Tensor = torch.linalg.lstsq(a, b, rcond=rcond, driver="gelsd").solution
+        return solution
+    cutoff = rcond if rcond is not None else torch.finfo(a.dtype).eps * n  # LAPACK's default
+    reflectors, tau = torch.geqrf(a)
+    projected = torch.ormqr(reflectors, tau, b, left=True, transpose=True)[:d]
+    triangle = reflectors[:d].triu()
+    small: torch.Tensor = torch.linalg.lstsq(
+        triangle, projected, rcond=cutoff, driver="gelsd"
+    ).solution
+    return small
 
 
 def _lstsq_fit(

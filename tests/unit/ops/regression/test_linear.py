@@ -17,6 +17,7 @@ from service.errors import ComputeTimeout, InvalidInput, LimitExceeded
 from service.limits import Budget, Deadline
 from service.ops.data.datasets import load_dataset, table_from_tensors
 from service.ops.regression.linear import (
+    TALL,
     LinearOptions,
     fit_linear,
     lstsq,
@@ -101,6 +102,25 @@ def test_the_svd_path_equals_gelsd() -> None:
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
     by_svd = vh.mT @ ((u.mT @ b) / s.unsqueeze(1))
     torch.testing.assert_close(on_cpu, by_svd, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("rcond", [None, 1e-6])
+@pytest.mark.parametrize("case", ["ill-conditioned", "rank-deficient", "two-targets"])
+def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
+    case: str, rcond: float | None
+) -> None:
+    x, y = _ill_conditioned(400, 8, 1e9, 6)
+    if case == "rank-deficient":
+        x[:, 3] = 2 * x[:, 1]
+    a = torch.from_numpy(x - x.mean(0))
+    b = torch.from_numpy(y - y.mean()).unsqueeze(1)
+    if case == "two-targets":
+        b = torch.cat([b, b**2], dim=1)
+    assert a.shape[0] >= TALL * a.shape[1]
+    direct = torch.linalg.lstsq(a, b, rcond=rcond, driver="gelsd").solution
+    torch.testing.assert_close(
+        lstsq(a, b, rcond), direct, rtol=1e-6, atol=1e-9 * direct.abs().max()
+    )
 
 
 @pytest.mark.gpu
