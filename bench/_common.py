@@ -110,6 +110,26 @@ class Server:
         self._log.close()
 
 
+@contextlib.contextmanager
+def worktree(commit: str) -> Iterator[Path]:
+    """A temporary git worktree of ``commit``, to serve an earlier version beside this tree
+    (``Server(cwd=...)``, with this venv); removed on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), commit],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield tree
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False
+            )
+
+
 def time_repeats(fn: Callable[[], object], repeats: int, warmup: int = 1) -> dict[str, Any]:
     """Wall time of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones."""
     for _ in range(warmup):

@@ -10,11 +10,17 @@ else a Python load generator (several processes, one keep-alive ``http.client``
 connection each). Each target runs for a fixed time, the targets alternate ``--repeats``
 times, and the best run of each counts. Goal: tensor_ops rps / minimal rps >= 0.7.
 
+``--against COMMIT`` also serves the service at that commit (from a temporary git worktree,
+with this venv) and puts the same load on its ``/tensor/ops``, alternating with the others.
+Goal: this tree's tensor_ops rps / that commit's >= 0.9 (no more than 10% slower).
+
     .venv/bin/python bench/overhead.py [--duration 5] [--concurrency 8] [--repeats 2]
+        [--against e3d6500]
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import multiprocessing as mp
 import os
@@ -28,10 +34,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _common import Server, base_parser, environment, print_ratio, print_table, write_json
+from _common import (
+    Server,
+    base_parser,
+    environment,
+    print_ratio,
+    print_table,
+    worktree,
+    write_json,
+)
 from fastapi import FastAPI
 
 GOAL = 0.7
+AGAINST_GOAL = 0.9
 TENSOR_OPS = orjson.dumps({"steps": [{"op": "arange", "end": 4}]})
 TARGETS: dict[str, tuple[str, str, bytes]] = {
     "minimal": ("minimal", "/ok", b"{}"),
@@ -224,6 +239,9 @@ def main() -> None:
         default="bench._bare_app:app",
         help="the service's app, with POST /bare (default bench._bare_app:app)",
     )
+    parser.add_argument(
+        "--against", metavar="COMMIT", help="also load this commit's service (e.g. e3d6500)"
+    )
     args = parser.parse_args()
     generator = pick_generator(args.generator)
     load = GENERATORS[generator]
@@ -234,12 +252,21 @@ def main() -> None:
 
     runs: list[dict[str, Any]] = []
     bench_dir = str(Path(__file__).resolve().parent)
-    with (
-        Server("overhead:minimal_app", env={"PYTHONPATH": bench_dir}) as minimal,
-        Server(args.app) as service,
-    ):
-        servers = {"minimal": minimal, "service": service}
-        for name, (which, path, body) in TARGETS.items():
+    targets = dict(TARGETS)
+    against = f"tensor_ops@{args.against}"
+    if args.against:
+        targets[against] = ("against", "/tensor/ops", TENSOR_OPS)
+    with contextlib.ExitStack() as stack:
+        servers = {
+            "minimal": stack.enter_context(
+                Server("overhead:minimal_app", env={"PYTHONPATH": bench_dir})
+            ),
+            "service": stack.enter_context(Server(args.app)),
+        }
+        if args.against:
+            tree = stack.enter_context(worktree(args.against))
+            servers["against"] = stack.enter_context(Server(cwd=tree))
+        for name, (which, path, body) in targets.items():
             server = servers[which]
             # Each route must answer 200 before any load is put on it.
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
@@ -252,7 +279,7 @@ def main() -> None:
             if args.warmup > 0:
                 python_load(server.port, path, body, args.warmup, 2)
         for round_ in range(args.repeats):
-            for name, (which, path, body) in TARGETS.items():
+            for name, (which, path, body) in targets.items():
                 port = servers[which].port
                 result = load(port, path, body, args.duration, args.concurrency)
                 result.update({"target": name, "round": round_ + 1})
@@ -260,7 +287,7 @@ def main() -> None:
                 print(f"  round {round_ + 1} {name:10s} {result['rps']:8.1f} req/s", flush=True)
                 time.sleep(0.5)
 
-    best = {name: max(r["rps"] for r in runs if r["target"] == name) for name in TARGETS}
+    best = {name: max(r["rps"] for r in runs if r["target"] == name) for name in targets}
     print()
     print_table(
         ["target", "round", "req/s", "ok", "errors", "p50 ms", "p99 ms"],
@@ -286,6 +313,14 @@ def main() -> None:
     ratio = print_ratio(
         "tensor_ops rps / minimal rps", best["tensor_ops"] / best["minimal"], GOAL, "higher"
     )
+    versus = None
+    if args.against:
+        versus = print_ratio(
+            f"tensor_ops rps / {against} rps",
+            best["tensor_ops"] / best[against],
+            AGAINST_GOAL,
+            "higher",
+        )
     if any(r["errors"] for r in runs):
         print("  WARNING: some requests failed (non-200 or connection errors); see the table")
     write_json(
@@ -299,6 +334,8 @@ def main() -> None:
             "runs": runs,
             "best_rps": best,
             "ratio": ratio,
+            "against": args.against,
+            "ratio_against": versus,
         },
     )
 

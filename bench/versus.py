@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import base64
 import statistics
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import orjson
-from _common import ROOT, Server, base_parser, environment, print_ratio, print_table, write_json
+from _common import (
+    Server,
+    base_parser,
+    environment,
+    print_ratio,
+    print_table,
+    worktree,
+    write_json,
+)
 
 GOAL = 1.1
 BEFORE_WORKERS = "e3d6500"
@@ -75,38 +80,26 @@ def main() -> None:
     args = parser.parse_args()
     cases = bodies(args.rows, args.cols)
     results: dict[str, Any] = {"env": environment(), "against": args.against, "cases": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        other = Path(tmp) / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(other), args.against],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        try:
-            with (
-                Server(cwd=other) as theirs,
-                Server() as ours,
-                httpx.Client(timeout=120.0) as client,
-            ):
-                servers = {"this tree": ours.url, args.against: theirs.url}
-                rows = []
-                for name, (body, params) in cases.items():
-                    times: dict[str, list[float]] = {label: [] for label in servers}
-                    order = list(servers.items())
-                    for round_ in range(args.warmup + args.repeats):
-                        for label, url in order if round_ % 2 else order[::-1]:
-                            elapsed = timed(client, url, body, params)
-                            if round_ >= args.warmup:
-                                times[label].append(elapsed)
-                    medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
-                    ratio = medians["this tree"] / medians[args.against]
-                    rows.append([name, len(body) / 1e6, *medians.values(), ratio])
-                    results["cases"][name] = {"median_ms": medians, "ratio": ratio}
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False
-            )
+    with (
+        worktree(args.against) as other,
+        Server(cwd=other) as theirs,
+        Server() as ours,
+        httpx.Client(timeout=120.0) as client,
+    ):
+        servers = {"this tree": ours.url, args.against: theirs.url}
+        rows = []
+        for name, (body, params) in cases.items():
+            times: dict[str, list[float]] = {label: [] for label in servers}
+            order = list(servers.items())
+            for round_ in range(args.warmup + args.repeats):
+                for label, url in order if round_ % 2 else order[::-1]:
+                    elapsed = timed(client, url, body, params)
+                    if round_ >= args.warmup:
+                        times[label].append(elapsed)
+            medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
+            ratio = medians["this tree"] / medians[args.against]
+            rows.append([name, len(body) / 1e6, *medians.values(), ratio])
+            results["cases"][name] = {"median_ms": medians, "ratio": ratio}
     print(f"median of {args.repeats} interleaved rounds, milliseconds")
     print_table(["case", "req MB", "this tree", args.against, "ratio"], rows)
     print()
