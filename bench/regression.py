@@ -15,7 +15,14 @@ The client's call is timed whole (encoding the arrays, the round trip, reading t
 the other request bodies are encoded once and only their HTTP round trip is timed (send the
 bytes on a keep-alive ``httpx.Client``, read the whole response). Fits in-process and over HTTP
 alternate, so that load from elsewhere on the machine hits both alike, each after a short
-untimed pause (``SETTLE_S``) that lets the other side's worker threads go idle.
+untimed pause (``SETTLE_S``) that lets the other side's worker threads go idle. Each fit is
+timed two ways, and each ratio printed for both:
+
+* after idle: every timed call follows the pause, so each process it crosses (this one; the
+  client's, the server's and its worker's) starts on a cold core. On a small VM a core idle
+  for 0.2 s runs the same fit about 1.7 times slower (no page faults: caches and frequency).
+* warm: the pause, then a burst of ``BURST`` calls back to back, the first untimed: each
+  side at its steady pace, as for a caller that fits repeatedly.
 
     .venv/bin/python bench/regression.py [--rows 20000] [--repeats 7] [--json out.json]
 """
@@ -51,9 +58,11 @@ import torchlab_client as tl
 TIME_GOAL = 1.5
 ACCURACY_GOAL = 0.005
 SETTLE_S = 0.2
-"""Untimed pause before each timed call: the other side's BLAS and OpenMP worker threads
-spin for a while after their last task, and on a small machine they would steal the cores
-from the call being timed."""
+"""Untimed pause before each timed call (or burst): the other side's BLAS and OpenMP worker
+threads spin for a while after their last task, and on a small machine they would steal the
+cores from the call being timed."""
+BURST = 5
+"""Calls per burst when timed warm (the first untimed)."""
 
 
 def b64(array: np.ndarray, dtype: str) -> dict[str, Any]:
@@ -99,26 +108,39 @@ def service_accuracy(model: dict[str, Any], x: np.ndarray, y: np.ndarray) -> flo
 
 
 def alternate(
-    local: Callable[[], object], remote: Callable[[], Any], repeats: int
+    local: Callable[[], object], remote: Callable[[], Any], repeats: int, burst: int = 1
 ) -> tuple[list[float], list[float], list[int]]:
+    """``repeats`` rounds of: pause, ``local`` ``burst`` times; pause, ``remote`` as often.
+    A burst of more than one leaves its first call untimed."""
     local_times: list[float] = []
     http_times: list[float] = []
     statuses: list[int] = []
     for _ in range(repeats):
-        time.sleep(SETTLE_S)
-        start = time.perf_counter()
-        local()
-        local_times.append(time.perf_counter() - start)
-        time.sleep(SETTLE_S)
-        start = time.perf_counter()
-        response = remote()
-        if isinstance(response, httpx.Response):
-            response.read()
-            statuses.append(response.status_code)
-        else:
-            statuses.append(200)  # the client raises on anything else
-        http_times.append(time.perf_counter() - start)
+        for fn, times in ((local, local_times), (remote, http_times)):
+            time.sleep(SETTLE_S)
+            for call in range(burst):
+                start = time.perf_counter()
+                response = fn()
+                if isinstance(response, httpx.Response):
+                    response.read()
+                    statuses.append(response.status_code)
+                elif fn is remote:
+                    statuses.append(200)  # the client raises on anything else
+                if burst == 1 or call > 0:
+                    times.append(time.perf_counter() - start)
     return local_times, http_times, statuses
+
+
+def measure(local: Callable[[], object], remote: Callable[[], Any], repeats: int) -> dict:
+    """The in-process and HTTP times after idle (``in_process``, ``http``) and warm."""
+    idle_local, idle_http, statuses = alternate(local, remote, repeats)
+    warm_local, warm_http, warm_statuses = alternate(local, remote, repeats, BURST)
+    return {
+        "in_process": summarize(idle_local),
+        "http": summarize(idle_http),
+        "warm": {"in_process": summarize(warm_local), "http": summarize(warm_http)},
+        "non_200": sum(s != 200 for s in statuses + warm_statuses),
+    }
 
 
 def main() -> None:
@@ -157,35 +179,29 @@ def main() -> None:
         reference = LinearRegression().fit(linear["x"], linear["y"])
         fit = torchlab.linear_regression(linear["x"], linear["y"])
         coef_diff = float(np.max(np.abs(np.asarray(fit.model.coef) - reference.coef_)))
-        local, http, statuses = alternate(
-            lambda: LinearRegression().fit(linear["x"], linear["y"]),
-            lambda: torchlab.linear_regression(linear["x"], linear["y"]),
-            args.repeats,
-        )
         results["linear"] = {
             "request_bytes": linear["x"].nbytes + linear["y"].nbytes,
-            "in_process": summarize(local),
-            "http": summarize(http),
+            **measure(
+                lambda: LinearRegression().fit(linear["x"], linear["y"]),
+                lambda: torchlab.linear_regression(linear["x"], linear["y"]),
+                args.repeats,
+            ),
             "server_elapsed_ms": fit.elapsed_ms,
             "max_coef_abs_diff": coef_diff,
-            "non_200": sum(s != 200 for s in statuses),
         }
 
         # the same fit, a prepared b64 JSON body over plain HTTP
         check = post("/regress/linear", linear["body"])()
         if check.status_code != 200:
             raise SystemExit(f"linear b64: HTTP {check.status_code}: {check.text[:500]}")
-        local, http, statuses = alternate(
-            lambda: LinearRegression().fit(linear["x"], linear["y"]),
-            post("/regress/linear", linear["body"]),
-            args.repeats,
-        )
         results["linear_b64"] = {
             "request_bytes": len(linear["body"]),
-            "in_process": summarize(local),
-            "http": summarize(http),
+            **measure(
+                lambda: LinearRegression().fit(linear["x"], linear["y"]),
+                post("/regress/linear", linear["body"]),
+                args.repeats,
+            ),
             "server_elapsed_ms": orjson.loads(check.content)["elapsed_ms"],
-            "non_200": sum(s != 200 for s in statuses),
         }
 
         # logistic
@@ -197,22 +213,20 @@ def main() -> None:
         if check.status_code != 200:
             raise SystemExit(f"logistic: HTTP {check.status_code}: {check.text[:500]}")
         fitted = orjson.loads(check.content)
-        local, http, statuses = alternate(
-            sklearn_fit, post("/regress/logistic", logistic["body"]), args.repeats
-        )
         results["logistic"] = {
             "request_bytes": len(logistic["body"]),
-            "in_process": summarize(local),
-            "http": summarize(http),
+            **measure(sklearn_fit, post("/regress/logistic", logistic["body"]), args.repeats),
             "server_elapsed_ms": fitted["elapsed_ms"],
             "sklearn_iterations": int(baseline.n_iter_[0]),
             "service_epochs": fitted["epochs"],
             "sklearn_test_accuracy": float(baseline.score(x_test, y_test)),
             "service_test_accuracy": service_accuracy(fitted["model"], x_test, y_test),
-            "non_200": sum(s != 200 for s in statuses),
         }
 
-    with section(f"results (median of {args.repeats}, milliseconds)"):
+    warm_count = args.repeats * (BURST - 1)
+    with section(
+        f"results (medians of {args.repeats} after idle and {warm_count} warm, milliseconds)"
+    ):
         rows = []
         for name in ("linear", "linear_b64", "logistic"):
             entry = results[name]
@@ -222,12 +236,22 @@ def main() -> None:
                     f"{entry['request_bytes'] / 1e6:.2f}",
                     f"{entry['in_process']['median_s'] * 1e3:.1f}",
                     f"{entry['http']['median_s'] * 1e3:.1f}",
-                    f"{entry['http']['min_s'] * 1e3:.1f}",
+                    f"{entry['warm']['in_process']['median_s'] * 1e3:.1f}",
+                    f"{entry['warm']['http']['median_s'] * 1e3:.1f}",
                     f"{entry['server_elapsed_ms']:.1f}",
                 ]
             )
         print_table(
-            ["fit", "req MB", "sklearn ms", "HTTP ms", "HTTP min ms", "server fit ms"], rows
+            [
+                "fit",
+                "req MB",
+                "sklearn idle",
+                "HTTP idle",
+                "sklearn warm",
+                "HTTP warm",
+                "server fit ms",
+            ],
+            rows,
         )
         entry = results["logistic"]
         print(
@@ -248,8 +272,10 @@ def main() -> None:
     }
     for name in ("linear", "linear_b64", "logistic"):
         entry = results[name]
-        ratio = entry["http"]["median_s"] / entry["in_process"]["median_s"]
-        results["ratios"].append(print_ratio(labels[name], ratio, TIME_GOAL, "lower"))
+        for mode, times in (("after idle", entry), ("warm", entry["warm"])):
+            ratio = times["http"]["median_s"] / times["in_process"]["median_s"]
+            label = f"{labels[name]}, {mode}"
+            results["ratios"].append(print_ratio(label, ratio, TIME_GOAL, "lower"))
         if entry["non_200"]:
             print(f"  WARNING {name}: {entry['non_200']} answers were not 200")
     entry = results["logistic"]
