@@ -201,9 +201,13 @@ def _compact(
     so errors are worded from the body as orjson reads it."""
     try:
         validated = model.model_validate(data)
-    except ValidationError as exc:
+    except Exception as exc:
+        # With arrays, anything from a validator that met one is read again (a TypeError
+        # is not a ValidationError).
         if arrays:
             raise _Reread from None
+        if not isinstance(exc, ValidationError):
+            raise
         errors = [
             {
                 **error,
