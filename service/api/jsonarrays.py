@@ -47,9 +47,11 @@ MAX_NODES = 1 << 16
 MAX_KEYS = 1024
 """At most this many keys per object (each is looked up by a scan of the object's keys)."""
 MAX_DEPTH = 64
+"""Deeper nesting is left to orjson (this reading recurses)."""
+MAX_NDIM = 8
+"""Arrays nested deeper are built as lists, for the codec to refuse."""
 MIN_VALUE_BYTES = 4
 """Bodies with more than one comma in this many bytes are left to orjson."""
-MAX_NDIM = 8
 _OPEN = ord("[")
 _COMMA = ord(",")
 _BACKSLASH = ord("\\")
@@ -168,8 +170,9 @@ def _check_rows(node: Any, shape: list[int], level: int = 0) -> None:
 
 def _float_read(values: np.ndarray) -> bool:
     """Whether ``np.array`` reads these values as float64. simdjson's numbers fit neither
-    int64 nor uint64, so a float is among them, or integers both negative and past int64
-    (which ``np.array`` does not read as float64): only these, all whole, are in doubt."""
+    int64 nor uint64, so a float is among them, or integers both negative and past int64,
+    which numpy versions read differently (as float64, as objects, or not at all): values
+    like those, all whole, are left to orjson and ``np.array``."""
     if values.min() >= 0 or values.max() < 2.0**63:
         return True
     return not np.array_equal(values, np.trunc(values))
