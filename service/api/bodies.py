@@ -6,7 +6,9 @@ over :data:`PROCESS_BODY_BYTES` with many values in it goes to a worker process,
 parses and validates it and decodes every large inline tensor (through the codec, so its
 dtype and shape are exactly those the server would have read). The worker reads the body
 with simdjson, large arrays of numbers straight into numpy (:mod:`service.api.jsonarrays`),
-and with orjson where simdjson's reading could differ or the body turns out invalid. The
+and with orjson where simdjson's reading could differ or the body turns out invalid. An
+inference request's inputs (``POST /v2/.../infer``) are decoded the same way, each with the
+shape and datatype beside its data, after the checks its route makes first. The
 tensors come back in shared memory with their paths in the body, where the server puts them
 (as it puts a binary request's tensors) in place of their ``null`` placeholders; or, for
 the JSON part of a binary request, in base64. The server then parses a small body. A body
@@ -28,11 +30,14 @@ import torch
 from pydantic import BaseModel, RootModel, ValidationError
 
 from schemas.common import Tensor
+from schemas.v2 import InferenceRequest
 from service.api.binary import Blob, tensor_value
 from service.api.jsonarrays import MIN_VALUES, loads_arrays
+from service.api.v2inputs import check_inputs
 from service.codec import decode_tensor, encode_tensor, loads_json
 from service.errors import MAX_LISTED_ERRORS, clip
 from service.limits import Deadline
+from service.ops.v2.handlers import input_where
 
 PROCESS_BODY_BYTES = 1 << 20
 """JSON bodies larger than this, of :data:`PROCESS_BODY_VALUES` values or more, are parsed
@@ -98,10 +103,31 @@ def _model(path: str) -> type[BaseModel]:
     return found
 
 
-def _tensor_roots(value: Any, found: set[int]) -> None:
-    """Collect the identity of every inline tensor's JSON value in a validated model."""
+@dataclass(frozen=True)
+class Root:
+    """How a tensor's JSON value in the body is read: as a tensor (``{}``), or as the data
+    of a tensor whose other keys (``shape``, ``dtype``) are beside it in the body (an
+    inference request's input), named ``where`` in its errors."""
+
+    sides: dict[str, Any] = field(default_factory=dict)
+    where: str | None = None
+
+
+Roots = dict[int, Root]
+"""Each tensor's JSON value in the body, by identity."""
+
+
+def _tensor_roots(value: Any, found: Roots) -> None:
+    """Collect every inline tensor's JSON value in a validated model."""
     if isinstance(value, Tensor):
-        found.add(id(value.root))
+        found[id(value.root)] = Root()
+    elif isinstance(value, InferenceRequest):
+        # Its errors come before any tensor's, as on the route.
+        check_inputs(value, binary_pending=True)
+        for entry in value.inputs:
+            if entry.data is not None:
+                sides = {"shape": entry.shape, "dtype": entry.datatype}
+                found[id(entry.data)] = Root(sides, input_where(entry.name))
     elif isinstance(value, RootModel):
         _tensor_roots(value.root, found)
     elif isinstance(value, BaseModel):
@@ -141,20 +167,22 @@ def _large(value: Any) -> bool:
 
 Path = tuple[str | int, ...]
 """Keys and indexes from the body's top to a value."""
-Convert = Callable[[Any, Path], Any]
+Convert = Callable[[Any, Path, Root], Any]
 """Rewrites a large tensor's JSON value, given its path in the body."""
 
 
-def _decode(value: Any, path: Path, max_elements: int) -> torch.Tensor:
+def _decode(value: Any, path: Path, root: Root, max_elements: int) -> torch.Tensor:
     # One the codec refuses is refused here, with the error the server would have given.
-    where = ".".join(str(part) for part in path)
-    return decode_tensor(value, max_elements=max_elements, where=where)
+    where = root.where or ".".join(str(part) for part in path)
+    wire = {"data": value, **root.sides} if root.sides else value
+    return decode_tensor(wire, max_elements=max_elements, where=where)
 
 
-def _rewrite(value: Any, path: Path, roots: set[int], convert: Convert) -> Any:
+def _rewrite(value: Any, path: Path, roots: Roots, convert: Convert) -> Any:
     """``value`` with each large tensor in ``roots`` converted."""
-    if id(value) in roots:
-        return convert(value, path) if _large(value) else value
+    root = roots.get(id(value))
+    if root is not None:
+        return convert(value, path, root) if _large(value) else value
     if isinstance(value, dict):
         return {key: _rewrite(item, (*path, key), roots, convert) for key, item in value.items()}
     if isinstance(value, list):
@@ -217,17 +245,17 @@ def _compact(
         ]
         return BodyResult(errors=errors[:MAX_LISTED_ERRORS])
     deadline.check()
-    roots: set[int] = set()
+    roots: Roots = {}
     _tensor_roots(validated, roots)
     if not roots:
         return BodyResult()  # the server reads the body itself
     tensors: list[tuple[Path, torch.Tensor]] = []
 
-    def take(value: Any, path: Path) -> None:
-        tensors.append((path, _decode(value, path, job.max_elements)))
+    def take(value: Any, path: Path, root: Root) -> None:
+        tensors.append((path, _decode(value, path, root, job.max_elements)))
 
-    def to_b64(value: Any, path: Path) -> Any:
-        return encode_tensor(_decode(value, path, job.max_elements), "b64")
+    def to_b64(value: Any, path: Path, root: Root) -> Any:
+        return encode_tensor(_decode(value, path, root, job.max_elements), "b64")
 
     body = _rewrite(data, (), roots, take if job.tensors_out else to_b64)
     try:

@@ -11,10 +11,11 @@ output, else ``binary_data_output`` on the request).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import torch
@@ -35,8 +36,11 @@ from service.api.binary import (
     json_part_error,
     tensor_value,
 )
+from service.api.bodies import PROCESS_BODY_BYTES, many_values, place_tensors
 from service.api.compute import Envelope
 from service.api.forms import INLINE_BODY_BYTES
+from service.api.routing import Bytes, Tensors, compact_in_worker
+from service.api.v2inputs import check_inputs
 from service.codec import (
     OIP_NAMES,
     dumps,
@@ -46,20 +50,22 @@ from service.codec import (
     parse_shape,
     raw_bytes,
 )
-from service.errors import ErrorCode, InvalidInput, MalformedBody
+from service.errors import BODY_ERRORS_KEY, ErrorCode, InvalidInput, MalformedBody
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 
 
-def _loads(raw: bytes, framed: bool) -> Any:
+def _loads(raw: Bytes, framed: bool) -> Any:
     try:
         return loads_json(raw)
     except orjson.JSONDecodeError as exc:
-        if framed:
-            raise json_part_error(len(raw), exc.msg, exc.pos) from exc
-        raise MalformedBody(
-            "the request body is not valid JSON", details={"position": exc.pos}
-        ) from exc
+        _loads_error(len(raw), exc.msg, exc.pos, framed)
+
+
+def _loads_error(length: int, message: str, position: int, framed: bool) -> NoReturn:
+    if framed:
+        raise json_part_error(length, message, position)
+    raise MalformedBody("the request body is not valid JSON", details={"position": position})
 
 
 def _validate(data: Any) -> InferenceRequest:
@@ -101,19 +107,33 @@ def binary_inputs(data: Any) -> list[BinaryRef]:
     return refs
 
 
+async def _compacted(request: Request, raw: Bytes, framed: bool) -> tuple[Bytes, Tensors]:
+    """A large JSON text of many values, read by a body worker (as any route's): the text
+    without its large inputs' data, and those inputs decoded with their places in it."""
+    if len(raw) <= PROCESS_BODY_BYTES or not await run_in_threadpool(many_values, raw):
+        return raw, ()
+    try:
+        compact = await compact_in_worker(request, raw, InferenceRequest, tensors_out=True)
+    except json.JSONDecodeError as exc:
+        _loads_error(len(raw), exc.msg, exc.pos, framed)
+    if compact is None:
+        raise RequestValidationError(request.scope.pop(BODY_ERRORS_KEY))
+    return compact
+
+
 async def read_infer_request(request: Request) -> InferenceRequest:
     """The validated inference request, its binary inputs attached (400 malformed, 422
-    invalid); the JSON is parsed off the event loop when large."""
+    invalid); the JSON is parsed off the event loop when large, by a worker process when
+    it holds many values."""
     json_length = frame_length(request.headers)
-    if json_length is None:
-        raw = await request.body()
-        small = len(raw) <= INLINE_BODY_BYTES
-        data = _loads(raw, False) if small else await run_in_threadpool(_loads, raw, False)
-    else:
-        reader = FrameReader(request, json_length)
-        raw = await reader.json_text()
-        small = len(raw) <= INLINE_BODY_BYTES
-        data = _loads(raw, True) if small else await run_in_threadpool(_loads, raw, True)
+    reader = None if json_length is None else FrameReader(request, json_length)
+    sent: Bytes = await request.body() if reader is None else await reader.json_text()
+    framed = reader is not None
+    raw, tensors = await _compacted(request, sent, framed)
+    small = len(raw) <= INLINE_BODY_BYTES
+    data = _loads(raw, framed) if small else await run_in_threadpool(_loads, raw, framed)
+    place_tensors(data, tensors)
+    if reader is not None:
         await reader.attach(binary_inputs(data))
     return _validate(data) if small else await run_in_threadpool(_validate, data)
 
@@ -140,20 +160,9 @@ def _flag(value: object, where: str) -> bool:
 def infer_call(body: InferenceRequest, model_name: str) -> InferCall:
     """Inputs as wire tensors (each named once), the device, and whether the output goes
     in binary; an output other than ``output`` is a 422 ``unknown_name``."""
+    check_inputs(body)
     inputs: dict[str, Any] = {}
-    for index, entry in enumerate(body.inputs):
-        if entry.name in inputs:
-            raise InvalidInput(
-                f"inputs[{index}]: input {entry.name[:64]!r} is given twice",
-                code=ErrorCode.DUPLICATE_FIELD,
-            )
-        parse_dtype(entry.datatype, f"inputs[{index}].datatype")  # BYTES: a 400 first
-        if entry.data is None:
-            raise InvalidInput(
-                f"inputs[{index}] ({entry.name[:64]}) has no 'data' (nor parameters."
-                f"{BINARY_SIZE} in a binary request)",
-                code=ErrorCode.INVALID_TENSOR,
-            )
+    for entry in body.inputs:
         attached = isinstance(entry.data, dict) and isinstance(entry.data.get("data"), torch.Tensor)
         inputs[entry.name] = (
             entry.data

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from fastapi.testclient import TestClient
 
+from service.api.bodies import many_values
 from service.main import create_app
 from tests.conftest import TEST_CALIBRATION, make_settings
 from tests.reliability.conftest import Server, start_server, stop_server
@@ -299,6 +300,35 @@ def test_bad_requests(client: TestClient, body: dict[str, Any], status: int, cod
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
     assert isinstance(response.json()["error"], str)  # the protocol's error body
+
+
+BIG = RNG.standard_normal((15_000, 6)).astype(np.float32)  # 1.7 MB as JSON
+BIG_GOOD = infer_json("linear", {"input": BIG, "weight": L})
+LARGE_CASES = {
+    "BYTES": _bad(BIG_GOOD, inputs__0__datatype="BYTES"),
+    "input twice": {"inputs": [BIG_GOOD["inputs"][0]] * 2 + BIG_GOOD["inputs"][1:]},
+    "unknown input": _bad(BIG_GOOD, inputs__1__name="w"),
+    "shape against data": _bad(BIG_GOOD, inputs__0__shape=[4, 6]),
+    "over the element limit": _bad(BIG_GOOD, inputs__0__shape=[1 << 22, 6]),
+    "unknown field": {**BIG_GOOD, "model": "linear"},
+}
+
+
+def test_a_large_json_request_is_read_by_a_worker_with_the_same_answers(
+    client: TestClient,
+) -> None:
+    raw = orjson.dumps(BIG_GOOD)
+    assert len(raw) > 1 << 20 and many_values(raw)  # read by a body worker
+    response = client.post("/v2/models/linear/infer", content=raw)
+    expected = F.linear(t(BIG), t(L)).numpy()
+    np.testing.assert_allclose(output_of(response), expected, rtol=1e-5, atol=1e-5)
+    small = {case[0]: case[2:] for case in BAD_REQUESTS}
+    for name, body in LARGE_CASES.items():
+        response = client.post("/v2/models/linear/infer", content=orjson.dumps(body))
+        status, code = small[name]
+        assert (response.status_code, response.json()["code"]) == (status, code), name
+        assert isinstance(response.json()["error"], str)
+    assert client.get("/v2/health/ready").status_code == 200
 
 
 def test_bad_frames(client: TestClient) -> None:

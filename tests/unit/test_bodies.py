@@ -11,6 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from schemas.tensors import TensorOpsRequest
+from schemas.v2 import InferenceRequest
 from service.api.binary import Blob
 from service.api.bodies import (
     BodyJob,
@@ -22,7 +23,7 @@ from service.api.bodies import (
 )
 from service.api.jsonarrays import loads_arrays
 from service.codec import decode_tensor, encode_tensor
-from service.errors import LimitExceeded, TensorDecodeError
+from service.errors import LimitExceeded, ServiceError, TensorDecodeError
 from service.limits import Deadline
 from service.main import create_app
 from tests.conftest import make_settings
@@ -219,3 +220,33 @@ def test_a_valid_body_of_large_lists_is_read_once_by_simdjson(
     result = read(orjson.dumps(body), 1 << 24)
     assert [path for path, _ in result.tensors] == [("inputs", "a"), ("steps", 0, "y")]
     torch.testing.assert_close(result.tensors[1][1], torch.tensor(MATRIX), rtol=0, atol=0)
+
+
+def test_an_inference_requests_inputs_are_decoded_with_their_shape_and_datatype() -> None:
+    values = np.linspace(-1, 1, 3000)
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [1000, 3], "datatype": "FP64", "data": values.tolist()},
+            {"name": "small", "shape": [2], "datatype": "INT8", "data": [1, 2]},
+        ]
+    }
+    job = BodyJob(Blob(orjson.dumps(body)), model_path(InferenceRequest), 1 << 24)
+    result = compact_body(job, Deadline(30))
+    assert result.body is not None
+    text = orjson.loads(bytes(result.body.view()))
+    assert text["inputs"][0]["data"] is None and text["inputs"][1] == body["inputs"][1]
+    [(path, tensor)] = result.tensors
+    assert path == ("inputs", 0, "data")
+    expected = decode_tensor(
+        {"data": body["inputs"][0]["data"], "shape": [1000, 3], "dtype": "FP64"},
+        max_elements=1 << 24,
+    )
+    torch.testing.assert_close(tensor, expected, rtol=0, atol=0)
+    for change, error in [
+        ({"datatype": "BYTES"}, "BYTES"),
+        ({"shape": [7]}, "inputs.input"),
+    ]:
+        bad = {"inputs": [{**body["inputs"][0], **change}]}
+        job = BodyJob(Blob(orjson.dumps(bad)), model_path(InferenceRequest), 1 << 24)
+        with pytest.raises(ServiceError, match=error):
+            compact_body(job, Deadline(30))

@@ -41,6 +41,11 @@ def _meta(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else torch.empty(tensor.shape, dtype=tensor.dtype, device=META)
 
 
+def input_where(name: str) -> str:
+    """How an input is named in the errors of its tensor."""
+    return f"inputs.{name}"
+
+
 def _inputs(ctx: ComputeContext, model: Model, wires: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     for name in wires:
         if model.input(name) is None:
@@ -57,7 +62,7 @@ def _inputs(ctx: ComputeContext, model: Model, wires: Mapping[str, Any]) -> dict
                 details={"input": spec.name, "model": model.name},
                 code=ErrorCode.MISSING_INPUT,
             )
-    tensors = {name: ctx.decode(wire, f"inputs.{name}") for name, wire in wires.items()}
+    tensors = {name: ctx.decode(wire, input_where(name)) for name, wire in wires.items()}
     for name, tensor in tensors.items():
         ctx.budget.charge_shape(tensor.shape, f"input {name}")
     return tensors
