@@ -38,6 +38,21 @@ def post(
     return httpx.post(f"{server.url}{path}", json=body, params=params, timeout=timeout)
 
 
+def sender(server: Server, path: str, content: Any, timeout: float) -> Any:
+    """A request of raw JSON text, to send later (each time): bytes, or a function that
+    makes an iterator of them (a chunked body)."""
+
+    def send() -> httpx.Response:
+        return httpx.post(
+            f"{server.url}{path}",
+            content=content() if callable(content) else content,
+            timeout=timeout,
+            headers={"Content-Type": "application/json"},
+        )
+
+    return send
+
+
 def assert_healthy_after(server: Server) -> None:
     """A normal compute request still gets its right answer."""
     body = {
@@ -217,14 +232,7 @@ def test_a_huge_body_of_tiny_elements_is_parsed_off_the_loop(server: Server) -> 
     body = b'{"inputs": {"a": [' + rows + b']}, "steps": []}'
     assert len(body) > 25 * MB
 
-    def send() -> httpx.Response:
-        return httpx.post(
-            f"{server.url}/tensor/ops",
-            content=body,
-            timeout=60,
-            headers={"Content-Type": "application/json"},
-        )
-
+    send = sender(server, "/tensor/ops", body, timeout=60)
     # Reading it may take longer than the 3 s limit on a small machine: then it is a 504,
     # and the worker that read it is gone; the event loop never waited for it.
     run_case(server, send, status=(200, 413, 422, 504), max_seconds=30, max_growth=2000 * MB)
@@ -244,13 +252,7 @@ def test_a_huge_inference_request_of_tiny_values_is_parsed_off_the_loop(
         + b"0]}]}"
     )
 
-    def send() -> httpx.Response:
-        return httpx.post(
-            f"{server.url}/v2/models/relu/infer",
-            content=body,
-            timeout=60,
-            headers={"Content-Type": "application/json"},
-        )
+    send = sender(server, "/v2/models/relu/infer", body, timeout=60)
 
     status = 200 if datatype == "FP32" else 400
     response = run_case(server, send, status=(status, 504), max_seconds=30, max_growth=2000 * MB)
@@ -272,13 +274,7 @@ def test_a_chunked_body_is_not_taken_for_a_small_one(server: Server) -> None:
         for start in range(0, len(payload), 65536):
             yield payload[start : start + 65536]
 
-    def send() -> httpx.Response:
-        return httpx.post(
-            f"{server.url}/tensor/ops",
-            content=chunks(),
-            timeout=30,
-            headers={"Content-Type": "application/json"},
-        )
+    send = sender(server, "/tensor/ops", chunks, timeout=30)
 
     response = run_case(server, send, status=200, max_seconds=5)
     assert response.json()["outputs"]["s"]["data"] == 0.0
@@ -288,13 +284,7 @@ def test_an_error_quotes_little_of_a_huge_key(server: Server) -> None:
     key = "k" * (20 * MB)
     body = orjson.dumps({"steps": [], key: 1})
 
-    def send() -> httpx.Response:
-        return httpx.post(
-            f"{server.url}/tensor/ops",
-            content=body,
-            timeout=30,
-            headers={"Content-Type": "application/json"},
-        )
+    send = sender(server, "/tensor/ops", body, timeout=30)
 
     response = run_case(server, send, status=422, max_seconds=10, max_growth=1000 * MB)
     assert len(response.content) < 4096
