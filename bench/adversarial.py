@@ -81,6 +81,12 @@ def slow_steps(side: int, count: int) -> dict[str, Any]:
 
 def corpus() -> list[tuple[str, Send]]:
     empty_rows = b",".join([b"[]"] * 20_000_000)
+    count = 24_000_000
+    v2_zeros = (
+        b'{"inputs": [{"name": "input", "shape": [%d], "datatype": "FP32", "data": [' % count
+        + b",".join([b"0"] * count)
+        + b"]}]}"
+    )
     return [
         (
             "loader: x [0, 2^26] (names per column)",
@@ -139,6 +145,10 @@ def corpus() -> list[tuple[str, Send]]:
         (
             f"body of 20M empty lists ({len(empty_rows) // MB} MB)",
             post_raw("/tensor/ops", b'{"inputs": {"a": [' + empty_rows + b']}, "steps": []}'),
+        ),
+        (
+            f"V2 inference request of 24M zeros ({len(v2_zeros) // MB} MB)",
+            post_raw("/v2/models/relu/infer", v2_zeros),
         ),
         (
             "a 40 MB object key",
