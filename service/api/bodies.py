@@ -20,6 +20,7 @@ instead (:func:`many_values`).
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ import numpy as np
 import orjson
 import torch
 from pydantic import BaseModel, RootModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from schemas.common import Tensor
 from schemas.v2 import InferenceRequest
@@ -35,7 +38,7 @@ from service.api.binary import Blob, tensor_value
 from service.api.jsonarrays import MIN_VALUES, loads_arrays
 from service.api.v2inputs import check_inputs
 from service.codec import decode_tensor, encode_tensor, loads_json
-from service.errors import MAX_LISTED_ERRORS, clip
+from service.errors import BODY_ERRORS_KEY, MAX_LISTED_ERRORS, clip
 from service.limits import Deadline
 from service.ops.v2.handlers import input_where
 
@@ -265,3 +268,41 @@ def _compact(
             raise _Reread from None
         raise
     return BodyResult(body=Blob(text), tensors=tensors)
+
+
+# -- the server's side -------------------------------------------------------------------------
+
+Bytes = bytes | bytearray | memoryview
+Tensors = Sequence[tuple[Path, torch.Tensor]]
+
+
+async def goes_to_worker(raw: Bytes) -> bool:
+    """Whether a JSON text is read by a body worker: over :data:`PROCESS_BODY_BYTES` with
+    many values (:func:`many_values`, counted in a thread)."""
+    return len(raw) > PROCESS_BODY_BYTES and await run_in_threadpool(many_values, raw)
+
+
+async def compact_in_worker(
+    request: Request, raw: Bytes, model: type[BaseModel], *, tensors_out: bool
+) -> tuple[Bytes, Tensors] | None:
+    """The body read by a worker process (:mod:`service.api.bodies`): its text with the large
+    tensors taken out, and those tensors decoded with their places in it (``tensors_out``),
+    or in base64 in the text; ``None`` when it is invalid, its errors left in the scope.
+    Without worker processes (``isolate`` off) the body is returned as it is."""
+    settings = request.app.state.settings
+    if not settings.isolate:
+        return raw, ()
+    # Copied into shared memory in a thread (the copy and the page faults of tens of MB
+    # would hold up the event loop; neither holds the interpreter lock).
+    blob = await run_in_threadpool(Blob(raw).share)
+    job = BodyJob(blob, model_path(model), settings.limits.max_elements, tensors_out)
+    result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
+    if result.json_error is not None:
+        message, position = result.json_error
+        raise json.JSONDecodeError(message, "", position)
+    if result.errors is not None:
+        request.scope[BODY_ERRORS_KEY] = result.errors
+        return None
+    if result.body is None:  # nothing to change: the body as it was sent
+        return raw, ()
+    return result.body.view(), result.tensors

@@ -8,6 +8,7 @@ request every other field is a form field holding a plain value or JSON text
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -26,12 +27,26 @@ from service.api.binary import (
     FRAME_HEADER,
     FrameReader,
     frame_length,
+    json_part_error,
     loads_json_part,
+)
+from service.api.bodies import (
+    Bytes,
+    Tensors,
+    compact_in_worker,
+    goes_to_worker,
+    place_tensors,
 )
 from service.api.responses import BINARY_RESPONSE_DOC, FRAME_HEADER_DOC
 from service.codec import loads_json
 from service.config import Settings
-from service.errors import ErrorCode, InvalidInput, MalformedBody, UnsupportedMediaType
+from service.errors import (
+    BODY_ERRORS_KEY,
+    ErrorCode,
+    InvalidInput,
+    MalformedBody,
+    UnsupportedMediaType,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -61,9 +76,13 @@ def _is_text(annotation: Any) -> bool:
     return False
 
 
-def _form_value(model: type[BaseModel], name: str, text: str) -> Any:
+def _text_field(model: type[BaseModel], name: str) -> bool:
     field = model.model_fields.get(name)
-    if field is not None and _is_text(field.annotation):
+    return field is not None and _is_text(field.annotation)
+
+
+def _form_value(model: type[BaseModel], name: str, text: str) -> Any:
+    if _text_field(model, name):
         return text
     try:
         return loads_json(text)
@@ -98,7 +117,7 @@ async def parse_body(
             )
         except MultiPartException as exc:
             raise MalformedBody(f"the multipart body could not be read: {exc.message}") from exc
-        data: dict[str, Any] = {}
+        texts: dict[str, str] = {}
         for key, item in form.multi_items():
             value = item
             if isinstance(value, UploadFile) and key not in files and key in model.model_fields:
@@ -125,28 +144,93 @@ async def parse_body(
                     raise InvalidInput(
                         f"at most {files[key]} file(s) in {key!r}", code=ErrorCode.TOO_MANY_FILES
                     )
-            elif key in data:
+            elif key in texts:
                 raise InvalidInput(
                     f"form field {key!r} is given twice", code=ErrorCode.DUPLICATE_FIELD
                 )
             else:
-                data[key] = _form_value(model, key, value)
+                texts[key] = value
+        return await _form_fields(request, model, texts), uploads
     elif content_type == JSON or content_type.endswith("+json"):
-        raw = await request.body()
+        raw, tensors = await _by_worker(request, await request.body(), model, framed=False)
         if len(raw) > INLINE_BODY_BYTES:  # megabytes of JSON: parse and validate off the loop
-            return await run_in_threadpool(_parse_json, raw, model), uploads
-        return _parse_json(raw, model), uploads
+            return await run_in_threadpool(_parse_json, raw, model, tensors), uploads
+        return _parse_json(raw, model, tensors), uploads
     else:
         raise UnsupportedMediaType(
             f"send the body as {JSON} or, with a file, as {FORM}",
             details={"content_type": content_type or None},
         )
-    return _validate(data, model), uploads
+
+
+async def _form_fields(request: Request, model: type[M], texts: dict[str, str]) -> M:
+    """The form's fields as the model. Each field's text is JSON, or a plain word where it
+    is not (:func:`_form_value`). Large texts are read as a JSON body would be: the fields
+    as one JSON document, to a body worker when it holds many values (a field that turns
+    out not to be JSON goes in again as a string), never on the event loop."""
+    if sum(len(text) for text in texts.values()) <= INLINE_BODY_BYTES:
+        return _validate({key: _form_value(model, key, text) for key, text in texts.items()}, model)
+    words: set[str] = set()
+    for _ in range(len(texts) + 1):
+        document, spans = await run_in_threadpool(_form_document, model, texts, words)
+        try:
+            raw, tensors = await _by_worker(request, document, model, framed=False)
+            return await run_in_threadpool(_parse_json, raw, model, tensors)
+        except MalformedBody as exc:
+            position = (exc.details or {}).get("position", -1)
+            found = [key for key, (start, end) in spans.items() if start <= position < end]
+            if not found:
+                raise
+            words.add(found[0])  # not JSON: the field is a plain word
+    raise AssertionError("unreachable: each try takes one more field as a word")
+
+
+def _form_document(
+    model: type[BaseModel], texts: dict[str, str], words: set[str]
+) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The fields as a JSON object's text, and where each large field's text is in it: a
+    text field (or one in ``words``) as a string, a small one as it reads
+    (:func:`_form_value`), a large one as it is."""
+    parts: list[bytes] = []
+    spans: dict[str, tuple[int, int]] = {}
+    size = 1
+    for key, text in texts.items():
+        head = orjson.dumps(key) + b":"
+        large = len(text) > INLINE_BODY_BYTES and key not in words and not _text_field(model, key)
+        if large:
+            value = text.encode()
+            spans[key] = (size + len(head), size + len(head) + len(value))
+        else:
+            value = orjson.dumps(text if key in words else _form_value(model, key, text))
+        parts.append(head + value)
+        size += len(head) + len(value) + 1
+    return b"{" + b",".join(parts) + b"}", spans
+
+
+async def _by_worker(
+    request: Request, raw: Bytes, model: type[M], framed: bool
+) -> tuple[Bytes, Tensors]:
+    """A large JSON text of many values, read by a body worker: the text without its large
+    tensors, and those decoded with their places in it (in base64 in the text when
+    ``framed``: the binary part's tensors take the placeholders' way in)."""
+    if not await goes_to_worker(raw):
+        return raw, ()
+    try:
+        compact = await compact_in_worker(request, raw, model, tensors_out=not framed)
+    except json.JSONDecodeError as exc:
+        if framed:
+            raise json_part_error(len(raw), exc.msg, exc.pos) from exc
+        raise MalformedBody(
+            "the request body is not valid JSON", details={"position": exc.pos}
+        ) from exc
+    if compact is None:
+        raise RequestValidationError(request.scope.pop(BODY_ERRORS_KEY))
+    return compact
 
 
 async def _parse_frame(request: Request, json_length: int, model: type[M]) -> M:
     reader = FrameReader(request, json_length)
-    raw = await reader.json_text()
+    raw, _ = await _by_worker(request, await reader.json_text(), model, framed=True)
     if len(raw) <= INLINE_BODY_BYTES:
         data, refs = loads_json_part(raw)
     else:
@@ -157,11 +241,14 @@ async def _parse_frame(request: Request, json_length: int, model: type[M]) -> M:
     return await run_in_threadpool(_validate, data, model)
 
 
-def _parse_json(raw: bytes, model: type[M]) -> M:
+def _parse_json(raw: Bytes, model: type[M], tensors: Tensors = ()) -> M:
     try:
         data = loads_json(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedBody("the request body is not valid JSON") from exc
+        raise MalformedBody(
+            "the request body is not valid JSON", details={"position": exc.pos}
+        ) from exc
+    place_tensors(data, tensors)
     return _validate(data, model)
 
 

@@ -36,10 +36,9 @@ from service.api.binary import (
     json_part_error,
     tensor_value,
 )
-from service.api.bodies import PROCESS_BODY_BYTES, many_values, place_tensors
+from service.api.bodies import Bytes, Tensors, compact_in_worker, goes_to_worker, place_tensors
 from service.api.compute import Envelope
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.routing import Bytes, Tensors, compact_in_worker
 from service.api.v2inputs import check_inputs
 from service.codec import (
     OIP_NAMES,
@@ -110,7 +109,7 @@ def binary_inputs(data: Any) -> list[BinaryRef]:
 async def _compacted(request: Request, raw: Bytes, framed: bool) -> tuple[Bytes, Tensors]:
     """A large JSON text of many values, read by a body worker (as any route's): the text
     without its large inputs' data, and those inputs decoded with their places in it."""
-    if len(raw) <= PROCESS_BODY_BYTES or not await run_in_threadpool(many_values, raw):
+    if not await goes_to_worker(raw):
         return raw, ()
     try:
         compact = await compact_in_worker(request, raw, InferenceRequest, tensors_out=True)

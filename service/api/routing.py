@@ -8,10 +8,9 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel, ValidationError
@@ -22,7 +21,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.api.binary import (
-    Blob,
     FrameReader,
     frame_length,
     json_part_error,
@@ -30,20 +28,15 @@ from service.api.binary import (
 )
 from service.api.bodies import (
     PROCESS_BODY_BYTES,
-    BodyJob,
-    BodyResult,
-    Path,
-    compact_body,
-    many_values,
-    model_path,
+    Bytes,
+    Tensors,
+    compact_in_worker,
+    goes_to_worker,
     place_tensors,
 )
 from service.api.forms import INLINE_BODY_BYTES
 from service.codec import loads_json
 from service.errors import BODY_ERRORS_KEY, ServiceError
-
-Bytes = bytes | bytearray | memoryview
-Tensors = Sequence[tuple[Path, torch.Tensor]]
 
 
 def _parse_and_validate(
@@ -62,32 +55,6 @@ def _validate(data: Any, model: type[BaseModel]) -> BaseModel | list[dict[str, A
             {**error, "loc": ("body", *error["loc"])}
             for error in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
-
-
-async def compact_in_worker(
-    request: Request, raw: Bytes, model: type[BaseModel], *, tensors_out: bool
-) -> tuple[Bytes, Tensors] | None:
-    """The body read by a worker process (:mod:`service.api.bodies`): its text with the large
-    tensors taken out, and those tensors decoded with their places in it (``tensors_out``),
-    or in base64 in the text; ``None`` when it is invalid, its errors left in the scope.
-    Without worker processes (``isolate`` off) the body is returned as it is."""
-    settings = request.app.state.settings
-    if not settings.isolate:
-        return raw, ()
-    # Copied into shared memory in a thread (the copy and the page faults of tens of MB
-    # would hold up the event loop; neither holds the interpreter lock).
-    blob = await run_in_threadpool(Blob(raw).share)
-    job = BodyJob(blob, model_path(model), settings.limits.max_elements, tensors_out)
-    result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
-    if result.json_error is not None:
-        message, position = result.json_error
-        raise json.JSONDecodeError(message, "", position)
-    if result.errors is not None:
-        request.scope[BODY_ERRORS_KEY] = result.errors
-        return None
-    if result.body is None:  # nothing to change: the body as it was sent
-        return raw, ()
-    return result.body.view(), result.tensors
 
 
 class ORJSONRequest(Request):
@@ -141,11 +108,7 @@ class ORJSONRequest(Request):
             # Integers beyond 64 bits arrive as floats, as in JavaScript's JSON.parse.
             raw: Bytes = await self.body()
             tensors: Tensors = ()
-            if (
-                len(raw) > PROCESS_BODY_BYTES
-                and self.body_model is not None
-                and await run_in_threadpool(many_values, raw)
-            ):
+            if self.body_model is not None and await goes_to_worker(raw):
                 try:
                     compact = await compact_in_worker(self, raw, self.body_model, tensors_out=True)
                 except ServiceError as exc:  # the codec's or a busy pool's answer

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
+import numpy as np
+import orjson
 import pytest
 from fastapi import Request
 from fastapi.testclient import TestClient
 from pydantic import Field
 
 from schemas.common import StrictModel
+from service.api.bodies import many_values
 from service.api.forms import json_or_form_body, parse_body
 from service.deps import settings_of
 from service.main import create_app
@@ -103,3 +107,39 @@ def test_the_docs_offer_both_encodings(demo: TestClient) -> None:
     assert schema["components"]["schemas"]["DemoRequest"]["examples"] == [
         {"kernels": ["edge"], "mode": "L"}
     ]
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as client:
+        yield client
+
+
+def multipart(fields: dict[str, str]) -> dict[str, tuple[None, str]]:
+    """Form fields sent as multipart/form-data (without files httpx would urlencode them)."""
+    return {key: (None, value) for key, value in fields.items()}
+
+
+def test_large_form_fields_are_read_as_a_large_json_body(service: TestClient) -> None:
+    # Megabytes of JSON text in form fields are read as a JSON body of the same fields is:
+    # by a body worker when they hold many values, never on the event loop.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40_000, 2))
+    y = x @ [2.0, -1.0] + 0.5
+    fields = {
+        "x": orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+        "y": str(y.tolist()),
+    }
+    assert many_values(fields["x"].encode()) and len(fields["x"]) > 1 << 20
+    by_form = service.post("/regress/linear", files=multipart(fields))
+    by_json = service.post("/regress/linear", json={"x": x.tolist(), "y": y.tolist()})
+    assert by_form.status_code == 200, by_form.text
+    assert by_form.json()["model"] == by_json.json()["model"]
+    np.testing.assert_allclose(by_form.json()["model"]["coef"], [2.0, -1.0], atol=1e-9)
+    # A large field that is not JSON is a plain word, as a small one is: the same refusal.
+    small, large = (
+        service.post("/regress/linear", files=multipart({**fields, "y": word}))
+        for word in ("abc", "abc" * 300_000)
+    )
+    assert_error(small, 422, "shape_mismatch")
+    assert (large.status_code, large.json()) == (small.status_code, small.json())
