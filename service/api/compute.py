@@ -41,7 +41,7 @@ from service.calibration import Calibrations
 from service.codec import binary_header, dumps, encode_tensor, estimate_encoded_bytes, raw_bytes
 from service.deps import devices_of, settings_of
 from service.errors import LimitExceeded
-from service.limits import Deadline
+from service.limits import Budget, Deadline
 from service.ops.context import ComputeContext
 from service.ops.render.png import Png
 
@@ -138,6 +138,14 @@ class ComputeJob(Generic[P]):
     """Runs in a worker process (not inline, nor in a thread)."""
 
 
+def prepare_elsewhere(
+    job: tuple[Callable[[ComputeContext], P], ComputeContext], deadline: Deadline
+) -> tuple[P, Budget]:
+    """``prepare(ctx)`` in a body worker process: the plan, and the budget it charged."""
+    prepare, ctx = job
+    return prepare(ctx), ctx.budget
+
+
 def run_job(job: ComputeJob[Any], deadline: Deadline) -> Body | Png:
     """Compute, then encode the content into the response body (in the worker, so that the
     server's process never holds the tensors): refused (413) before encoding when the
@@ -196,6 +204,7 @@ async def run_compute(
     body_bytes: int | None = None,
     devices: list[torch.device] | None = None,
     prepare_on_loop: bool = True,
+    prepare_in_worker: bool = False,
     inline_when_tiny: bool = False,
     stream: bool = False,
 ) -> Response:
@@ -210,13 +219,17 @@ async def run_compute(
 
     ``body_bytes``: the body's size when the route has read it (uploads), for the choice to
     prepare on the event loop; ``prepare_on_loop`` false keeps even a small body's
-    preparation off it (a CSV to parse, a dataset to load). ``inline_when_tiny``: the
+    preparation off it (a dataset to load). ``prepare_in_worker``: prepared in a body worker
+    process (a CSV to parse, cell by cell: a thread would hold the interpreter lock, and so
+    the event loop, for as long), stopped at the deadline. ``inline_when_tiny``: the
     budget measures the whole cost of the work, so a tiny plan may run on the event loop.
     ``stream``: answer with server-sent events of the work's progress and its JSON result
     (:mod:`service.api.events`), once the plan is admitted and the slots are taken.
     """
     manager = devices_of(request)
-    if prepare_on_loop and is_small(request, body_bytes):
+    if prepare_in_worker and settings_of(request).isolate:
+        plan, ctx.budget = await manager.run_body(prepare_elsewhere, (prepare, ctx))
+    elif prepare_on_loop and is_small(request, body_bytes):
         plan = prepare(ctx)
     else:
         plan = await run_in_threadpool(prepare, ctx)

@@ -281,6 +281,20 @@ def test_a_huge_fit_of_tiny_values_is_parsed_off_the_loop(server: Server, encodi
         assert response.json()["model"]["coef"] == [0.0]
 
 
+def test_a_large_csv_is_parsed_off_the_server(server: Server) -> None:
+    # Parsed cell by cell in Python: in a thread of the server that would hold the
+    # interpreter lock, and so slow the event loop, for as long. A body worker parses it.
+    csv = b"a,b\n" + b"0,0\n" * 990_000
+
+    def send() -> httpx.Response:
+        files = {"file": ("data.csv", csv, "text/csv")}
+        return httpx.post(f"{server.url}/regress/linear", files=files, timeout=60)
+
+    response = run_case(server, send, status=(200, 504), max_seconds=30, max_growth=2000 * MB)
+    if response.status_code == 200:
+        assert response.json()["model"]["features"] == ["a"]
+
+
 def test_a_chunked_body_is_not_taken_for_a_small_one(server: Server) -> None:
     data = base64.b64encode(np.zeros(1_000_000, dtype=np.float32).tobytes()).decode()
     payload = orjson.dumps(

@@ -77,5 +77,6 @@ async def data_loader(request: Request, encoding: EncodingDep = "json") -> Respo
         encoding=encoding,
         body_bytes=None if upload is None else len(upload.data),
         prepare_on_loop=prepare_on_loop(body, upload),
+        prepare_in_worker=upload is not None,  # a CSV, parsed cell by cell
         inline_when_tiny=True,
     )

@@ -72,6 +72,7 @@ async def linear_regression(request: Request) -> Response:
         compute_linear_regression,
         autograd=body.method == "gd",
         prepare_on_loop=prepare_on_loop(body, upload),
+        prepare_in_worker=upload is not None,  # a CSV, parsed cell by cell
         inline_when_tiny=body.format != "png",  # a picture takes tens of milliseconds
         stream=stream,
     )
@@ -111,6 +112,7 @@ async def logistic_regression(request: Request) -> Response:
         compute_logistic_regression,
         autograd=True,
         prepare_on_loop=prepare_on_loop(body, upload),
+        prepare_in_worker=upload is not None,  # a CSV, parsed cell by cell
         inline_when_tiny=body.format != "png",  # a picture takes tens of milliseconds
         stream=stream,
     )
