@@ -143,3 +143,19 @@ def test_large_form_fields_are_read_as_a_large_json_body(service: TestClient) ->
     )
     assert_error(small, 422, "shape_mismatch")
     assert (large.status_code, large.json()) == (small.status_code, small.json())
+
+
+def test_a_large_json_part_of_a_binary_body_is_read_by_a_worker(service: TestClient) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40_000, 2))
+    y = x @ [2.0, -1.0] + 0.5
+    binary_y = {"shape": [40_000], "dtype": "float64", "binary_data_size": y.nbytes}
+    head = orjson.dumps({"x": x.tolist(), "y": binary_y})
+    assert len(head) > 1 << 20 and many_values(head)
+    response = service.post(
+        "/regress/linear",
+        content=head + y.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["model"]["coef"], [2.0, -1.0], atol=1e-9)

@@ -331,6 +331,19 @@ def test_a_large_json_request_is_read_by_a_worker_with_the_same_answers(
     assert client.get("/v2/health/ready").status_code == 200
 
 
+def test_a_large_json_part_of_a_binary_request_is_read_by_a_worker(client: TestClient) -> None:
+    body = infer_json("linear", {"input": BIG, "weight": L})
+    del body["inputs"][1]["data"]
+    body["inputs"][1]["parameters"] = {"binary_data_size": L.nbytes}
+    head = orjson.dumps(body)
+    assert len(head) > 1 << 20 and many_values(head)
+    response = client.post(
+        "/v2/models/linear/infer", content=head + L.tobytes(), headers={FRAME: str(len(head))}
+    )
+    expected = F.linear(t(BIG), t(L)).numpy()
+    np.testing.assert_allclose(output_of(response), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_frames(client: TestClient) -> None:
     body = infer_json("relu", {"input": M})
     del body["inputs"][0]["data"]
