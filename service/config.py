@@ -35,6 +35,11 @@ class Limits(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Largest request body accepted, counted while it streams in (chunked bodies too)."""
 
+    max_body_values: Annotated[int, Field(ge=1024)] = 1 << 18
+    """Most values a large JSON body may hold outside its tensors (steps, inputs, names,
+    parameters): the server builds each as an object. Counted by the worker process that
+    reads a body over 1 MiB, before the server parses it."""
+
     max_elements: Annotated[int, Field(ge=1)] = 1 << 25
     """Largest number of elements of any one tensor, input, intermediate or output."""
 

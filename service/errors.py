@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded", 413
     OVER_TIME_BUDGET = "over_time_budget", 413
     BODY_SIZE_LIMIT = "body_size_limit", 413
+    BODY_VALUES_LIMIT = "body_values_limit", 413
     ELEMENTS_LIMIT = "elements_limit", 413
     TOTAL_ELEMENTS_LIMIT = "total_elements_limit", 413
     FLOPS_LIMIT = "flops_limit", 413
@@ -222,6 +223,7 @@ class LimitExceeded(ServiceError):
         "max_csv_bytes": "bytes",
         "max_classes": "classes",
         "max_body_bytes": "bytes",
+        "max_body_values": "values",
         "max_hessian_elements": "elements",
         "max_expression_length": "characters",
         "max_expression_nodes": "nodes",

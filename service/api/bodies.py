@@ -38,7 +38,7 @@ from service.api.binary import Blob, tensor_value
 from service.api.jsonarrays import MIN_VALUES, loads_arrays
 from service.api.v2inputs import check_inputs
 from service.codec import decode_tensor, encode_tensor, loads_json
-from service.errors import BODY_ERRORS_KEY, MAX_LISTED_ERRORS, clip
+from service.errors import BODY_ERRORS_KEY, MAX_LISTED_ERRORS, LimitExceeded, clip
 from service.limits import Deadline
 from service.ops.v2.handlers import input_where
 
@@ -78,6 +78,8 @@ class BodyJob:
     """``module:QualName`` of the request model."""
     max_elements: int
     tensors_out: bool = True
+    max_values: int = 1 << 62
+    """At most this many values outside the tensors (``max_body_values``)."""
     """Large tensors come back decoded (``BodyResult.tensors``), else in base64."""
 
 
@@ -144,11 +146,14 @@ def _tensor_roots(value: Any, found: Roots) -> None:
             _tensor_roots(item, found)
 
 
-def _values(value: Any, stop: int) -> int:
-    """How many JSON values ``value`` holds, counting up to ``stop``."""
+def _values(value: Any, stop: int, roots: Roots | None = None) -> int:
+    """How many JSON values ``value`` holds (outside the tensors in ``roots``), counting up
+    to ``stop``."""
     count, stack = 0, [value]
     while stack and count < stop:
         item = stack.pop()
+        if roots is not None and id(item) in roots:
+            continue
         count += 1
         if isinstance(item, list):
             stack.extend(item)
@@ -250,6 +255,19 @@ def _compact(
     deadline.check()
     roots: Roots = {}
     _tensor_roots(validated, roots)
+    # The server builds every value outside the tensors as an object, holding the
+    # interpreter lock: their number is bounded before it parses the body.
+    values = _values(data, job.max_values + 1, roots)
+    if values > job.max_values:
+        raise LimitExceeded(
+            "max_body_values",
+            job.max_values,
+            values,
+            "the body",
+            message=f"the body holds more than {job.max_values:,} values outside its tensors "
+            f"(steps, inputs, names, parameters) but the limit max_body_values is "
+            f"{job.max_values:,}",
+        )
     if not roots:
         return BodyResult()  # the server reads the body itself
     tensors: list[tuple[Path, torch.Tensor]] = []
@@ -295,7 +313,8 @@ async def compact_in_worker(
     # Copied into shared memory in a thread (the copy and the page faults of tens of MB
     # would hold up the event loop; neither holds the interpreter lock).
     blob = await run_in_threadpool(Blob(raw).share)
-    job = BodyJob(blob, model_path(model), settings.limits.max_elements, tensors_out)
+    limits = settings.limits
+    job = BodyJob(blob, model_path(model), limits.max_elements, tensors_out, limits.max_body_values)
     result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
     if result.json_error is not None:
         message, position = result.json_error

@@ -295,6 +295,16 @@ def test_a_large_csv_is_parsed_off_the_server(server: Server) -> None:
         assert response.json()["model"]["features"] == ["a"]
 
 
+def test_a_body_of_many_values_outside_tensors_is_refused_before_the_server_reads_it(
+    server: Server,
+) -> None:
+    # 300,000 small steps: no tensor for the worker to take out, so the server would build
+    # every value itself; the worker counts them first (max_body_values).
+    body = orjson.dumps({"steps": [{"op": "arange", "end": 1}] * 300_000})
+    send = sender(server, "/tensor/ops", body, timeout=60)
+    run_case(server, send, status=(413, 504), max_seconds=30, max_growth=2000 * MB)
+
+
 def test_a_chunked_body_is_not_taken_for_a_small_one(server: Server) -> None:
     data = base64.b64encode(np.zeros(1_000_000, dtype=np.float32).tobytes()).decode()
     payload = orjson.dumps(

@@ -250,3 +250,15 @@ def test_an_inference_requests_inputs_are_decoded_with_their_shape_and_datatype(
         job = BodyJob(Blob(orjson.dumps(bad)), model_path(InferenceRequest), 1 << 24)
         with pytest.raises(ServiceError, match=error):
             compact_body(job, Deadline(30))
+
+
+def test_values_outside_the_tensors_are_bounded_before_the_server_reads_them() -> None:
+    tensor = np.arange(5000, dtype=np.float64).tolist()  # its values are not counted
+    steps = [{"op": "clone", "x": "a"}] * 100
+    raw = orjson.dumps({"inputs": {"a": tensor}, "steps": steps})
+    job = BodyJob(Blob(raw), MODEL, 1 << 24, max_values=1024)
+    assert [path for path, _ in compact_body(job, Deadline(30)).tensors] == [("inputs", "a")]
+    many = orjson.dumps({"inputs": {"a": tensor}, "steps": steps * 10})
+    with pytest.raises(LimitExceeded) as info:
+        compact_body(BodyJob(Blob(many), MODEL, 1 << 24, max_values=1024), Deadline(30))
+    assert info.value.code == "body_values_limit" and info.value.details["allowed"] == 1024
