@@ -197,6 +197,13 @@ def json_part_error(length: int, message: str, position: int) -> MalformedBody:
     )
 
 
+def body_json_error(length: int, message: str, position: int, framed: bool) -> MalformedBody:
+    """The 400 of a body that is not JSON: the whole body, or the JSON part of a binary one."""
+    if framed:
+        return json_part_error(length, message, position)
+    return MalformedBody("the request body is not valid JSON", details={"position": position})
+
+
 def loads_json_part(raw: bytes | bytearray | memoryview) -> tuple[Any, list[BinaryRef]]:
     """The JSON part parsed, and its binary tensors (400 when it is not JSON)."""
     try:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 import torch
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, RootModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -325,3 +326,17 @@ async def compact_in_worker(
     if result.body is None:  # nothing to change: the body as it was sent
         return raw, ()
     return result.body.view(), result.tensors
+
+
+async def read_by_worker(
+    request: Request, raw: Bytes, model: type[BaseModel], *, tensors_out: bool
+) -> tuple[Bytes, Tensors]:
+    """A JSON text as :func:`compact_in_worker` leaves it when it goes to a body worker
+    (:func:`goes_to_worker`), else as it is. Raises :class:`json.JSONDecodeError`, and
+    ``RequestValidationError`` with the worker's validation errors."""
+    if not await goes_to_worker(raw):
+        return raw, ()
+    compact = await compact_in_worker(request, raw, model, tensors_out=tensors_out)
+    if compact is None:
+        raise RequestValidationError(request.scope.pop(BODY_ERRORS_KEY))
+    return compact

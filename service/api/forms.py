@@ -26,22 +26,15 @@ from service.api.binary import (
     BINARY_MEDIA_TYPE,
     FRAME_HEADER,
     FrameReader,
+    body_json_error,
     frame_length,
-    json_part_error,
     loads_json_part,
 )
-from service.api.bodies import (
-    Bytes,
-    Tensors,
-    compact_in_worker,
-    goes_to_worker,
-    place_tensors,
-)
+from service.api.bodies import Bytes, Tensors, place_tensors, read_by_worker
 from service.api.responses import BINARY_RESPONSE_DOC, FRAME_HEADER_DOC
 from service.codec import loads_json
 from service.config import Settings
 from service.errors import (
-    BODY_ERRORS_KEY,
     ErrorCode,
     InvalidInput,
     MalformedBody,
@@ -213,19 +206,10 @@ async def _by_worker(
     """A large JSON text of many values, read by a body worker: the text without its large
     tensors, and those decoded with their places in it (in base64 in the text when
     ``framed``: the binary part's tensors take the placeholders' way in)."""
-    if not await goes_to_worker(raw):
-        return raw, ()
     try:
-        compact = await compact_in_worker(request, raw, model, tensors_out=not framed)
+        return await read_by_worker(request, raw, model, tensors_out=not framed)
     except json.JSONDecodeError as exc:
-        if framed:
-            raise json_part_error(len(raw), exc.msg, exc.pos) from exc
-        raise MalformedBody(
-            "the request body is not valid JSON", details={"position": exc.pos}
-        ) from exc
-    if compact is None:
-        raise RequestValidationError(request.scope.pop(BODY_ERRORS_KEY))
-    return compact
+        raise body_json_error(len(raw), exc.msg, exc.pos, framed) from exc
 
 
 async def _parse_frame(request: Request, json_length: int, model: type[M]) -> M:
@@ -245,9 +229,7 @@ def _parse_json(raw: Bytes, model: type[M], tensors: Tensors = ()) -> M:
     try:
         data = loads_json(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedBody(
-            "the request body is not valid JSON", details={"position": exc.pos}
-        ) from exc
+        raise body_json_error(len(raw), exc.msg, exc.pos, framed=False) from exc
     place_tensors(data, tensors)
     return _validate(data, model)
 

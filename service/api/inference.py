@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import orjson
 import torch
@@ -31,12 +31,12 @@ from service.api.binary import (
     BinaryRef,
     FrameReader,
     binary_ref,
+    body_json_error,
     frame_body,
     frame_length,
-    json_part_error,
     tensor_value,
 )
-from service.api.bodies import Bytes, Tensors, compact_in_worker, goes_to_worker, place_tensors
+from service.api.bodies import Bytes, place_tensors, read_by_worker
 from service.api.compute import Envelope
 from service.api.forms import INLINE_BODY_BYTES
 from service.api.v2inputs import check_inputs
@@ -49,7 +49,7 @@ from service.codec import (
     parse_shape,
     raw_bytes,
 )
-from service.errors import BODY_ERRORS_KEY, ErrorCode, InvalidInput, MalformedBody
+from service.errors import ErrorCode, InvalidInput
 
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 
@@ -58,13 +58,7 @@ def _loads(raw: Bytes, framed: bool) -> Any:
     try:
         return loads_json(raw)
     except orjson.JSONDecodeError as exc:
-        _loads_error(len(raw), exc.msg, exc.pos, framed)
-
-
-def _loads_error(length: int, message: str, position: int, framed: bool) -> NoReturn:
-    if framed:
-        raise json_part_error(length, message, position)
-    raise MalformedBody("the request body is not valid JSON", details={"position": position})
+        raise body_json_error(len(raw), exc.msg, exc.pos, framed) from exc
 
 
 def _validate(data: Any) -> InferenceRequest:
@@ -106,20 +100,6 @@ def binary_inputs(data: Any) -> list[BinaryRef]:
     return refs
 
 
-async def _compacted(request: Request, raw: Bytes, framed: bool) -> tuple[Bytes, Tensors]:
-    """A large JSON text of many values, read by a body worker (as any route's): the text
-    without its large inputs' data, and those inputs decoded with their places in it."""
-    if not await goes_to_worker(raw):
-        return raw, ()
-    try:
-        compact = await compact_in_worker(request, raw, InferenceRequest, tensors_out=True)
-    except json.JSONDecodeError as exc:
-        _loads_error(len(raw), exc.msg, exc.pos, framed)
-    if compact is None:
-        raise RequestValidationError(request.scope.pop(BODY_ERRORS_KEY))
-    return compact
-
-
 async def read_infer_request(request: Request) -> InferenceRequest:
     """The validated inference request, its binary inputs attached (400 malformed, 422
     invalid); the JSON is parsed off the event loop when large, by a worker process when
@@ -128,7 +108,10 @@ async def read_infer_request(request: Request) -> InferenceRequest:
     reader = None if json_length is None else FrameReader(request, json_length)
     sent: Bytes = await request.body() if reader is None else await reader.json_text()
     framed = reader is not None
-    raw, tensors = await _compacted(request, sent, framed)
+    try:  # a large text of many values: its inputs decoded by a body worker
+        raw, tensors = await read_by_worker(request, sent, InferenceRequest, tensors_out=True)
+    except json.JSONDecodeError as exc:
+        raise body_json_error(len(sent), exc.msg, exc.pos, framed) from exc
     small = len(raw) <= INLINE_BODY_BYTES
     data = _loads(raw, framed) if small else await run_in_threadpool(_loads, raw, framed)
     place_tensors(data, tensors)
