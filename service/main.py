@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from service import __version__
 from service.api.forms import add_form_models
+from service.api.lane import FastLane
 from service.api.routes import (
     activations,
     autograd,
@@ -114,6 +116,23 @@ def _declare_api_keys(schema: dict[str, Any]) -> None:
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
 
 
+class TorchlabApp(FastAPI):
+    """FastAPI with :class:`~service.api.lane.FastLane` in front of its layers, unless a
+    layer the lane does not stand in for was added."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if any(m.cls not in LANE_KNOWS for m in self.user_middleware):
+            return stack
+        state = self.state
+        return FastLane(
+            stack, self.router.routes, self.exception_handlers, state.settings, state.metrics
+        )
+
+
+LANE_KNOWS: tuple[object, ...] = (RequestContextMiddleware, ApiKeyMiddleware, CORSMiddleware)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. Settings default to the ``TORCHLAB_*`` environment."""
     settings = settings or Settings()
@@ -156,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         devices.close()
 
-    app = FastAPI(
+    app = TorchlabApp(
         title="torchlab",
         version=__version__,
         description=DESCRIPTION,

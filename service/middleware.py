@@ -27,6 +27,40 @@ _next_id = itertools.count(uuid.uuid4().int >> 64 << 64).__next__
 per request costs a system call)."""
 
 
+def begin_request(scope: Scope, offered: str) -> str:
+    """The request's id (the caller's ``X-Request-ID`` when sane), kept in its state."""
+    request_id = offered if _REQUEST_ID.match(offered) else f"{_next_id():032x}"
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id
+
+
+def end_request(scope: Scope, metrics: Metrics, request_id: str, status: int, start: float) -> None:
+    """Count an answered request in the metrics by its route's template, and log it."""
+    route = scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    elapsed = time.perf_counter() - start
+    method = scope["method"]
+    metrics.requests.labels(method, template, str(status)).inc()
+    metrics.latency.labels(method, template).observe(elapsed)
+    access_log.info("%s %s %s %d %.1fms", request_id, method, scope["path"], status, elapsed * 1000)
+
+
+class IdentifiedSend:
+    """``send`` that puts the request id in the response's headers and keeps its status
+    (0 until the response starts)."""
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            MutableHeaders(scope=message)["X-Request-ID"] = self.request_id
+        await self.send(message)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` once a streamed body passes the limit.
 
@@ -58,11 +92,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        offered = headers.get("x-request-id", "")
-        request_id = offered if _REQUEST_ID.match(offered) else f"{_next_id():032x}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = begin_request(scope, headers.get("x-request-id", ""))
         start = time.perf_counter()
-        status = 500
         received = 0
         limit = self.settings.limits.max_body_bytes
 
@@ -75,13 +106,7 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(received)
             return message
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
-            await send(message)
-
+        send_with_id = IdentifiedSend(send, request_id)
         try:
             length = headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
@@ -96,20 +121,7 @@ class RequestContextMiddleware:
             else:
                 await self.app(scope, receive_counted, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            elapsed = time.perf_counter() - start
-            method = scope["method"]
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(elapsed)
-            access_log.info(
-                "%s %s %s %d %.1fms",
-                request_id,
-                method,
-                scope["path"],
-                status,
-                elapsed * 1000,
-            )
+            end_request(scope, self.metrics, request_id, send_with_id.status or 500, start)
 
 
 class ApiKeyMiddleware:
@@ -135,7 +147,7 @@ class ApiKeyMiddleware:
             scope["type"] != "http"
             or scope["path"] in self.OPEN_PATHS
             or scope["method"] == "OPTIONS"
-            or self._accepts(Headers(scope=scope))
+            or accepts_key(Headers(scope=scope), self.keys)
         ):
             await self.app(scope, receive, send)
             return
@@ -146,14 +158,16 @@ class ApiKeyMiddleware:
         )
         await response(scope, receive, send)
 
-    def _accepts(self, headers: Headers) -> bool:
-        offered = headers.get("x-api-key")
-        if offered is None:
-            scheme, _, credentials = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer":
-                return False
-            offered = credentials.strip()
-        matched = False
-        for key in self.keys:  # no early exit: the time taken does not depend on which key
-            matched |= hmac.compare_digest(offered.encode(), key)
-        return matched
+
+def accepts_key(headers: Headers, keys: list[bytes]) -> bool:
+    """Whether the request carries one of ``keys`` (each compared in constant time)."""
+    offered = headers.get("x-api-key")
+    if offered is None:
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        offered = credentials.strip()
+    matched = False
+    for key in keys:  # no early exit: the time taken does not depend on which key
+        matched |= hmac.compare_digest(offered.encode(), key)
+    return matched

@@ -134,9 +134,16 @@ class ORJSONRequest(Request):
         return self._json
 
 
+DirectCall = Callable[[ORJSONRequest], Coroutine[Any, Any, Response | None]]
+
+
 class ORJSONRoute(APIRoute):
     """Hands its handler an :class:`ORJSONRequest`. Routers must be created with it
     (``APIRouter(route_class=ORJSONRoute)``): setting it afterwards changes nothing."""
+
+    body_model: type[BaseModel] | None
+    direct: DirectCall | None
+    """The route's direct call (:func:`_direct_call`), for :mod:`service.api.lane`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -145,15 +152,12 @@ class ORJSONRoute(APIRoute):
         body_model = model if model is not None and issubclass(model, BaseModel) else None
 
         has_body = self.body_field is not None
-        direct = _direct_call(self, body_model)
+        self.body_model = body_model
+        self.direct = _direct_call(self, body_model)
 
         async def orjson_handler(request: Request) -> Response:
             wrapped = ORJSONRequest(request.scope, request.receive)
             wrapped.body_model = body_model
-            if direct is not None:
-                response = await direct(wrapped)
-                if response is not None:
-                    return response
             if has_body:
                 json_length = frame_length(wrapped.headers)
                 if json_length is not None:
@@ -163,19 +167,14 @@ class ORJSONRoute(APIRoute):
         return orjson_handler
 
 
-_PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8"})
-
-
-def _direct_call(
-    route: APIRoute, body_model: type[BaseModel] | None
-) -> Callable[[ORJSONRequest], Coroutine[Any, Any, Response | None]] | None:
+def _direct_call(route: APIRoute, body_model: type[BaseModel] | None) -> DirectCall | None:
     """The common case of a route that takes one JSON model, the request and optional query
     parameters, and returns a :class:`Response`, without FastAPI's general machinery (which
-    costs more than a tiny request's own work): a small JSON body with no query string,
-    valid for the model, goes straight to the endpoint with the parameters' defaults. Any
-    other request, an invalid body included, gets ``None`` and goes the general way, which
-    answers it (and words its errors) exactly as before. ``None`` for a route that is not of
-    that shape."""
+    costs more than a tiny request's own work): a JSON body valid for the model goes
+    straight to the endpoint with the parameters' defaults. An invalid body gets ``None``
+    and goes the general way, which words its errors exactly as before. ``None`` for a
+    route that is not of that shape. :mod:`service.api.lane` decides which requests may
+    be called so (a small JSON body, no query string)."""
     dependant = route.dependant
     call = dependant.call
     if (
@@ -205,24 +204,6 @@ def _direct_call(
     defaults = {field.name: field.field_info.get_default() for field in dependant.query_params}
 
     async def direct(request: ORJSONRequest) -> Response | None:
-        scope = request.scope
-        if scope["method"] != "POST" or scope["query_string"]:
-            return None
-        content_type = length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"inference-header-content-length":
-                return None
-        if (
-            content_type not in _PLAIN_JSON
-            or length is None
-            or not length.isdigit()
-            or int(length) > INLINE_BODY_BYTES
-        ):
-            return None
         try:
             data = await request.json()
             body = body_model.model_validate(data)

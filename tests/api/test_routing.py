@@ -1,6 +1,7 @@
 """The request path in front of the routes: the index of paths without parameters, and the
-direct call of a route that takes one JSON model (``service.api.routing``). Both are
-shortcuts: every answer must be the one FastAPI's general way gives."""
+direct call of a route that takes one JSON model (``service.api.routing``) from the fast
+lane in front of the app's layers (``service.api.lane``). All are shortcuts: every answer
+must be the one FastAPI's general way gives."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from service.api.lane import FastLane
 from service.api.routing import StaticPathIndex
+from service.main import create_app
+from tests.api.test_edges import assert_error
+from tests.conftest import make_settings
 
 PROGRAM = {
     "inputs": {"a": [[1.5, -2.0], [3.25, 4.0]]},
@@ -133,3 +138,96 @@ def test_a_request_through_the_index_is_counted_by_its_route(client: TestClient)
     before = count()
     client.post("/tensor/ops", json=PROGRAM)
     assert count() == before + 1
+
+
+OVER_LIMIT = {"steps": [{"op": "zeros", "size": [10**6, 10**6]}]}
+
+
+def test_the_lane_answers_an_error_as_the_general_way(
+    client: TestClient, general_calls: list[int]
+) -> None:
+    lane = client.post("/tensor/ops", json=OVER_LIMIT, headers={"X-Request-ID": "req-7"})
+    assert general_calls == []
+    general = client.post("/tensor/ops", json=OVER_LIMIT, params={"encoding": "json"})
+    assert general_calls == [1]
+    assert_error(lane, 413, "elements_limit")
+    assert lane.json() == general.json()
+    assert lane.headers["X-Request-ID"] == "req-7"
+    assert len(general.headers["X-Request-ID"]) == 32
+
+
+def test_the_lane_names_the_request_in_its_access_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="torchlab.access"):
+        response = client.post("/tensor/ops", json=PROGRAM, headers={"X-Request-ID": "req-8"})
+    assert response.status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "torchlab.access"]
+    assert any(line.startswith("req-8 POST /tensor/ops 200 ") for line in lines), lines
+
+
+def test_an_unexpected_error_in_the_lane_is_the_apps_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("secret internals")
+
+    monkeypatch.setattr("service.api.routes.tensors.run_compute", broken)
+    response = client.post("/tensor/ops", json=PROGRAM, headers={"X-Request-ID": "req-9"})
+    body = assert_error(response, 500, "internal_error")
+    assert body["details"] == {"request_id": "req-9"}
+    assert "secret" not in response.text
+
+
+def test_the_lane_checks_api_keys() -> None:
+    with TestClient(create_app(make_settings(api_keys=["k-secret"]))) as keyed:
+        assert isinstance(keyed.app.middleware_stack, FastLane)  # type: ignore[attr-defined]
+        assert_error(keyed.post("/tensor/ops", json=PROGRAM), 401, "unauthorized")
+        wrong = {"X-API-Key": "k-nope"}
+        assert_error(keyed.post("/tensor/ops", json=PROGRAM, headers=wrong), 401, "unauthorized")
+        right = keyed.post("/tensor/ops", json=PROGRAM, headers={"X-API-Key": "k-secret"})
+        assert right.status_code == 200
+
+
+def test_a_cross_origin_request_gets_its_cors_headers(general_calls: list[int]) -> None:
+    origin = "https://app.example"
+    with TestClient(create_app(make_settings(cors_origins=[origin]))) as cors:
+        response = cors.post("/tensor/ops", json=PROGRAM, headers={"Origin": origin})
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == origin
+        assert general_calls == [1]
+        assert cors.post("/tensor/ops", json=PROGRAM).status_code == 200
+        assert general_calls == [1]  # without an Origin: the lane
+
+
+def test_an_app_with_a_layer_the_lane_does_not_know_has_no_lane(
+    general_calls: list[int],
+) -> None:
+    seen: list[str] = []
+
+    class Layer:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(scope.get("path", ""))
+            await self.app(scope, receive, send)
+
+    app = create_app(make_settings())
+    app.add_middleware(Layer)
+    with TestClient(app) as layered:
+        assert layered.post("/tensor/ops", json=PROGRAM).status_code == 200
+        assert not isinstance(app.middleware_stack, FastLane)
+    assert "/tensor/ops" in seen
+    assert general_calls == [1]
+
+
+def test_a_chunked_body_goes_the_general_way(client: TestClient, general_calls: list[int]) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield orjson.dumps(PROGRAM)
+
+    response = client.post(
+        "/tensor/ops", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert general_calls == [1]

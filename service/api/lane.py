@@ -1,0 +1,177 @@
+"""The fast lane: the app's outermost layer, which answers a small plain-JSON ``POST`` to a
+route with a direct call (:func:`service.api.routing._direct_call`) without the framework's
+per-request layers.
+
+Every request passes through a stack of ASGI layers (Starlette's error and exception
+middleware, FastAPI's telemetry, body-limit and exit-stack middleware, ours, the router),
+each an ``await`` and a closure or two. On a tiny request that stack costs more than the
+work itself. The lane does what those layers do for such a request, in one place:
+
+- the request id, the access log and the metrics (:func:`service.middleware.begin_request`,
+  :func:`~service.middleware.end_request`), and the API keys when configured;
+- the body, read whole (its declared length is at most :data:`INLINE_BODY_BYTES`, far
+  under ``max_body_bytes``);
+- an error raised by the route answered by the app's handler for it; an unexpected one is
+  the 500 the app gives, then re-raised for the server to log, as Starlette's
+  ``ServerErrorMiddleware`` does.
+
+Any other request goes through the whole stack, as does one the lane declines after
+reading its body (not JSON, or invalid for the model: FastAPI words those errors), with the
+body replayed. So is every request when CORS is configured and the request has an
+``Origin`` (the CORS layer adds headers), or when a layer was added to the app that the
+lane does not know of.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.forms import INLINE_BODY_BYTES
+from service.api.routing import DirectCall, ORJSONRequest, ORJSONRoute
+from service.config import Settings
+from service.metrics import Metrics
+from service.middleware import IdentifiedSend, accepts_key, begin_request, end_request
+
+_PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8"})
+
+
+class _Declined(Exception):
+    """The route declined the body: it goes through the whole stack."""
+
+
+class FastLane:
+    """See the module. ``routes``: the app's routes; those of a path without parameters
+    that take ``POST`` and have a direct call are answered here. ``handlers``: the app's
+    exception handlers (``app.exception_handlers``)."""
+
+    def __init__(
+        self,
+        stack: ASGIApp,
+        routes: list[Any],
+        handlers: dict[Any, Any],
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self.stack = stack
+        self.settings = settings
+        self.metrics = metrics
+        self.handlers = handlers
+        self.keys = [key.encode() for key in settings.api_keys]
+        self.routes: dict[str, tuple[ORJSONRoute, DirectCall]] = {}
+        for route in routes:
+            if (
+                isinstance(route, ORJSONRoute)
+                and route.direct is not None
+                and "POST" in (route.methods or ())
+                and not route.param_convertors
+            ):
+                self.routes.setdefault(route.path, (route, route.direct))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope["query_string"]
+            and not scope.get("root_path")
+        ):
+            found = self.routes.get(scope["path"])
+            if found is not None and self._takes(scope):
+                await self._answer(found, scope, receive, send)
+                return
+        await self.stack(scope, receive, send)
+
+    def _takes(self, scope: Scope) -> bool:
+        content_type = length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"inference-header-content-length" or (
+                name == b"origin" and self.settings.cors_origins
+            ):
+                return False
+        return (
+            content_type in _PLAIN_JSON
+            and length is not None
+            and length.isdigit()
+            and int(length) <= INLINE_BODY_BYTES
+            and (not self.keys or accepts_key(Headers(scope=scope), self.keys))
+        )
+
+    async def _answer(
+        self, found: tuple[ORJSONRoute, DirectCall], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        read: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            read.append(message)
+            if message["type"] != "http.request":  # gone: the stack sees it so
+                await self.stack(scope, _replay(read, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+
+        route, direct = found
+        offered = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                offered = value.decode("latin-1")
+        request_id = begin_request(scope, offered)
+        start = time.perf_counter()
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        request = ORJSONRequest(scope, receive)
+        request._body = b"".join(chunks)
+        request.body_model = route.body_model
+        send_with_id = IdentifiedSend(send, request_id)
+        try:
+            try:
+                response = await direct(request)
+                if response is None:
+                    raise _Declined
+            except _Declined:
+                del scope["route"], scope["endpoint"], scope["path_params"]
+                await self.stack(scope, _replay(read, receive), send)
+                return
+            except Exception as exc:
+                await self._error(request, exc, send_with_id)
+                return
+            await response(scope, receive, send_with_id)
+        finally:
+            if send_with_id.status:
+                end_request(scope, self.metrics, request_id, send_with_id.status, start)
+
+    async def _error(self, request: ORJSONRequest, exc: Exception, send: Send) -> None:
+        """Answer ``exc`` with the app's handler for it; one that only the handler for
+        ``Exception`` takes is re-raised after its 500, for the server to log."""
+        handled = next((cls for cls in type(exc).__mro__ if cls in self.handlers), None)
+        if handled is None:
+            raise exc
+        response: Response = self.handlers[handled](request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        await response(request.scope, request.receive, send)
+        if handled is Exception:
+            raise exc
+
+
+def _replay(read: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first gives the messages already read."""
+    pending = list(read)
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
