@@ -88,11 +88,11 @@ class FastLane:
 
     def _takes(self, scope: Scope) -> bool:
         content_type = length = None
-        for name, value in scope["headers"]:
+        for name, value in scope["headers"]:  # the first of a repeated header, as Starlette
             if name == b"content-type":
-                content_type = value
+                content_type = value if content_type is None else content_type
             elif name == b"content-length":
-                length = value
+                length = value if length is None else length
             elif name == b"inference-header-content-length" or (
                 name == b"origin" and self.settings.cors_origins
             ):
@@ -125,6 +125,7 @@ class FastLane:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 offered = value.decode("latin-1")
+                break
         request_id = begin_request(scope, offered)
         start = time.perf_counter()
         scope["route"] = route

@@ -231,3 +231,12 @@ def test_a_chunked_body_goes_the_general_way(client: TestClient, general_calls: 
     )
     assert response.status_code == 200
     assert general_calls == [1]
+
+
+def test_a_repeated_content_type_is_read_as_starlette_reads_it(client: TestClient) -> None:
+    body = orjson.dumps(PROGRAM)
+    headers = [("content-type", "text/plain"), ("content-type", "application/json")]
+    plain = client.post("/tensor/ops", content=body, headers=headers)
+    general = client.post("/tensor/ops", content=body, headers=headers, params={"encoding": "json"})
+    assert plain.status_code == general.status_code == 415  # the first one counts
+    assert plain.json() == general.json()
