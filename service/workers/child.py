@@ -62,7 +62,23 @@ def _malloc_trim() -> Callable[[], None]:
     return release_free_memory
 
 
-WORKER_NICENESS = 5
+def _batch_priority() -> None:
+    """Schedule this process as batch work (``SCHED_BATCH``) at the server's niceness.
+
+    Batch threads never preempt others when they wake, and a thread of the server that
+    wakes (the event loop answering /health) preempts them: when compute takes every core,
+    the loop still gets its turn at once. A lower priority (``nice``) would do that too, but
+    it stalls torch's parallel work whenever another process keeps a core busy: the
+    OpenMP threads that have finished their share spin at the barrier while the one left
+    waits behind that process, for milliseconds per parallel region. Measured on 2 cores
+    with one busy process: an LSTM over 300 steps took 3.6 s at ``nice 5`` against 7 ms as
+    batch work (3.4 ms with nothing else running), a 20000x40 least squares 139 ms against
+    7.6 ms.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not on every platform
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 TRIM_WHEN_IDLE_S = 1.0
 """A worker idle this long after a task gives its freed memory back (``malloc_trim``)."""
 
@@ -71,10 +87,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
     """The worker's main loop (the target of its process); ``threads`` > 0 sets torch's."""
     # ^C in a terminal reaches the whole process group; the server decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Below the server's priority: when compute takes every core, the event loop that
-    # answers /health and refuses over-limit requests still gets its turn at once.
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
+    _batch_priority()
     if threads > 0:
         torch.set_num_threads(threads)
     for name in preload:

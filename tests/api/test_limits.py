@@ -9,6 +9,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api.compute import ONE_THREAD_SECONDS, ComputeJob
+from service.device import DeviceManager
 from service.main import create_app
 from tests.api.test_system import assert_error
 from tests.conftest import FAST_CALIBRATION, make_settings
@@ -137,3 +139,32 @@ def test_limits_answer_in_milliseconds(client: TestClient, program, limit: str) 
     assert body["details"]["requested"] > body["details"]["allowed"]
     assert elapsed < 0.5
     assert client.get("/health").status_code == 200
+
+
+def test_work_predicted_small_runs_on_one_thread(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    run_isolated = DeviceManager.run_isolated
+
+    async def spy(self: DeviceManager, fn: object, job: ComputeJob[object], *a, **kw) -> object:
+        seen.append(job.one_thread)
+        return await run_isolated(self, fn, job, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceManager, "run_isolated", spy)
+
+    def matmul(side: int) -> None:
+        steps = [
+            {"op": "ones", "size": [side, side], "dtype": "float64", "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a", "out": "p"},
+            {"op": "sum", "x": "p", "out": "s"},
+        ]
+        response = client.post("/tensor/ops", json={"steps": steps, "return": ["s"]})
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["s"]["data"] == side**3
+
+    # At the tests' rate (1e11 FLOP/s): 64^3 * 2 FLOPs is 5 µs, 1024^3 * 2 is 21 ms.
+    assert 2 * 64**3 / 1e11 < ONE_THREAD_SECONDS < 2 * 1024**3 / 1e11
+    matmul(64)
+    matmul(1024)
+    assert seen == [True, False]

@@ -114,3 +114,12 @@ def count_with_progress(total: int, deadline: Deadline) -> int:
         time.sleep(0.002)
         deadline.progress(done, total, "step", square=done * done)
     return total
+
+
+def scheduling(arg: Any, deadline: Deadline) -> dict[str, int]:
+    return {"policy": os.sched_getscheduler(0), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+def thread_count(plan: Any, deadline: Deadline) -> dict[str, Any]:
+    """A compute step for ``run_job``: the threads torch uses while it runs."""
+    return {"threads": torch.get_num_threads()}

@@ -8,9 +8,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 import torch
 
+from service.api.binary import Blob
+from service.api.compute import ComputeJob, run_job
 from service.device import DeviceManager
 from service.errors import ComputeTimeout, TooManyRequests, WorkerLost
 from service.metrics import Metrics
@@ -54,6 +57,35 @@ def test_isolated_compute_runs_in_a_worker_in_inference_mode_unless_autograd() -
     assert inference == {"inference": True, "grad": False}
     assert autograd == {"inference": False, "grad": True}
     assert torch.equal(affine["scaled"], torch.full((3,), 3.0))
+
+
+def test_workers_run_as_batch_work_at_the_servers_niceness() -> None:
+    async def body(devices: DeviceManager) -> dict[str, int]:
+        return await devices.run_isolated(tasks.scheduling, None, CPU)
+
+    seen = scenario(body, warm=False)
+    assert seen["policy"] == os.SCHED_BATCH
+    assert seen["nice"] == os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_small_work_runs_on_one_thread_and_the_worker_keeps_its_count() -> None:
+    def job(one_thread: bool) -> ComputeJob[None]:
+        return ComputeJob(
+            tasks.thread_count, None, "json", CPU, 1 << 20, shared=True, one_thread=one_thread
+        )
+
+    async def body(devices: DeviceManager) -> list[int]:
+        seen = []
+        for one_thread in (True, False, True, False):
+            answer = await devices.run_isolated(run_job, job(one_thread), CPU)
+            assert isinstance(answer, Blob)  # as a worker writes it
+            seen.append(orjson.loads(answer.view())["threads"])
+        seen.append(await devices.run_isolated(tasks.threads, None, CPU))
+        return seen
+
+    assert scenario(
+        body, warm=False, worker_threads=2, max_inflight_per_device=1, worker_spares=0
+    ) == [1, 2, 1, 2, 2]
 
 
 def test_without_isolation_compute_runs_in_a_thread_of_the_server() -> None:
