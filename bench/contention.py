@@ -1,0 +1,164 @@
+"""Compute beside a busy neighbour: the same requests with the machine otherwise idle, and
+with one process spinning on a core (at the server's priority, as another service or a
+client on the same machine would).
+
+The requests: an LSTM over 300 steps (``POST /layers/rnn``: hundreds of small parallel
+regions), a least-squares fit of 20000x40 (``POST /regress/linear``) and a 64x64 matmul
+program (``POST /tensor/ops``: small work, where the worker's hop counts). Each is timed
+``--repeats`` times idle and busy, alternating, over HTTP; the goal is on the compute time
+(each answer's ``elapsed_ms``, in the worker): busy / idle <= 3x for each (on 2 cores the
+neighbour takes one of them, so up to about 2x is the fair share). Wall times are printed
+beside it: parsing and encoding, in the server, share the cores too.
+
+``--against COMMIT`` also serves that commit (from a temporary git worktree, with this
+venv) and times the same requests on it, one server at a time.
+
+    .venv/bin/python bench/contention.py [--repeats 7] [--against 2a877e4]
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+from _common import (
+    ROOT,
+    Server,
+    base_parser,
+    environment,
+    print_ratio,
+    print_table,
+    summarize,
+    worktree,
+    write_json,
+)
+from regression import linear_case
+
+GOAL = 3.0
+JSON = {"content-type": "application/json"}
+
+
+def requests() -> dict[str, tuple[str, bytes]]:
+    """name: (path, JSON body)."""
+    rng = np.random.default_rng(0)
+    lstm = {
+        "mode": "lstm",
+        "input_size": 64,
+        "hidden_size": 128,
+        "input": rng.standard_normal((300, 8, 64)).astype(np.float32),
+        "seed": 0,
+    }
+    matmul = {
+        "steps": [
+            {"op": "randn", "size": [64, 64], "seed": 1, "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a", "out": "p"},
+            {"op": "sum", "x": "p", "out": "s"},
+        ],
+        "return": ["s"],
+    }
+    option = orjson.OPT_SERIALIZE_NUMPY
+    return {
+        "lstm_300_steps": ("/layers/rnn", orjson.dumps(lstm, option=option)),
+        "lstsq_20000x40": ("/regress/linear", linear_case(20000, 40, 0)["body"]),
+        "matmul_64": ("/tensor/ops", orjson.dumps(matmul)),
+    }
+
+
+def _spin(stop: Any) -> None:
+    count = 0
+    while not stop.is_set():
+        count += 1
+
+
+@contextmanager
+def neighbour() -> Iterator[None]:
+    """One process spinning on a core until the block ends."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=_spin, args=(stop,), daemon=True)
+    proc.start()
+    time.sleep(0.3)  # running before the first timed request
+    try:
+        yield
+    finally:
+        stop.set()
+        proc.join(timeout=10)
+
+
+def measure(url: str, cases: dict[str, tuple[str, bytes]], repeats: int) -> dict[str, Any]:
+    """Each request's wall time and its compute time (the answer's ``elapsed_ms``), idle
+    and busy, alternating."""
+    results: dict[str, Any] = {}
+    with httpx.Client(base_url=url, timeout=120.0) as client:
+        for name, (path, body) in cases.items():
+
+            def once(path: str = path, body: bytes = body) -> tuple[float, float]:
+                start = time.perf_counter()
+                response = client.post(path, content=body, headers=JSON)
+                wall = time.perf_counter() - start
+                if response.status_code != 200:
+                    raise SystemExit(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+                return wall, orjson.loads(response.content)["elapsed_ms"] / 1e3
+
+            once()  # warm-up, untimed
+            idle: list[tuple[float, float]] = []
+            busy: list[tuple[float, float]] = []
+            for _ in range(repeats):
+                idle.append(once())
+                with neighbour():
+                    busy.append(once())
+            results[name] = {
+                f"{state}_{part}": summarize([t[index] for t in times])
+                for state, times in (("idle", idle), ("busy", busy))
+                for index, part in enumerate(("wall", "compute"))
+            }
+    return results
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], repeats=7)
+    parser.add_argument("--against", help="also serve this commit and time it the same way")
+    args = parser.parse_args()
+    cases = requests()
+    results: dict[str, Any] = {"env": environment(), "repeats": args.repeats, "servers": {}}
+    targets: list[tuple[str, Path]] = [("this tree", ROOT)]
+    with ExitStack() as stack:
+        if args.against:
+            targets.append((args.against, stack.enter_context(worktree(args.against))))
+        for label, cwd in targets:
+            with Server(cwd=cwd) as server:
+                results["servers"][label] = measure(server.url, cases, args.repeats)
+
+    rows = []
+    ratios = {}
+    for label, measured in results["servers"].items():
+        for name, times in measured.items():
+            median = {key: value["median_s"] * 1e3 for key, value in times.items()}
+            rows.append(
+                [label, name]
+                + [f"{median[k]:.1f}" for k in ("idle_wall", "busy_wall", "idle_compute")]
+                + [f"{median['busy_compute']:.1f}"]
+            )
+            ratios[f"{label}: {name}"] = median["busy_compute"] / median["idle_compute"]
+    print(
+        f"\n== results (median of {args.repeats}, milliseconds; compute: the answer's elapsed_ms)"
+    )
+    print_table(
+        ["server", "request", "idle wall", "busy wall", "idle compute", "busy compute"], rows
+    )
+    print()
+    for key, ratio in ratios.items():
+        print_ratio(f"{key} compute busy / idle", ratio, GOAL, "lower")
+    results["ratios"] = ratios
+    write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
