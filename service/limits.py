@@ -63,6 +63,9 @@ class Budget:
         self.elements = 0
         self.flops = 0.0
         self.seconds = 0.0
+        self.serial_steps = 1
+        """Steps that run one after another, each waiting for the last (an RNN's time steps,
+        an optimizer's steps): the work's grain is ``seconds / serial_steps``."""
 
     @classmethod
     def from_limits(cls, limits: Limits, throughput: Throughput | None = None) -> Budget:
@@ -132,6 +135,10 @@ class Budget:
         """Charge memory-bound work over ``count`` elements (copies, transforms, encoding)."""
         if self.throughput is not None:
             self.charge_seconds(count / self.throughput.elements_per_s, what)
+
+    def count_serial_steps(self, count: int) -> None:
+        """The work runs as ``count`` more steps one after another (see ``serial_steps``)."""
+        self.serial_steps += count
 
     def charge_seconds(self, seconds: float, what: str) -> None:
         """Charge predicted seconds; past the time limit the plan is refused (413

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from service.api.compute import ONE_THREAD_SECONDS, ComputeJob
 from service.device import DeviceManager
 from service.main import create_app
+from service.ops.nn.rnn import STEP_SECONDS
 from tests.api.test_system import assert_error
 from tests.conftest import FAST_CALIBRATION, make_settings
 
@@ -168,3 +169,10 @@ def test_work_predicted_small_runs_on_one_thread(
     matmul(64)
     matmul(1024)
     assert seen == [True, False]
+
+    # An LSTM of 400 steps: more than ONE_THREAD_SECONDS in all, a few µs per step.
+    assert 400 * STEP_SECONDS > ONE_THREAD_SECONDS
+    lstm = {"mode": "lstm", "input_size": 8, "hidden_size": 16, "input": [[[0.5] * 8]] * 400}
+    response = client.post("/layers/rnn", json={**lstm, "seed": 0})
+    assert response.status_code == 200, response.text
+    assert seen == [True, False, True]

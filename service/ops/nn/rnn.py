@@ -229,6 +229,7 @@ def plan_rnn(
     budget.charge_flops(flops, what, dtype=dtype)
     steps = seq_len * spec.num_layers * spec.directions
     budget.charge_seconds(steps * STEP_SECONDS, f"{what}: {steps:,} steps one after another")
+    budget.count_serial_steps(steps)
     gate_elements = steps * batch * rows
     budget.charge_elementwise(
         GATE_PASSES * gate_elements + INIT_PASSES * parameters, f"{what}: gates and parameters"

@@ -63,6 +63,7 @@ def charge_evaluations(
     over the outputs are memory-bound work."""
     budget.charge_objects(count, what)
     budget.charge_seconds(count * seconds, what)
+    budget.count_serial_steps(count)
     budget.charge_elementwise(float(count) * samples * (X_PASSES * d + 8 * outputs), what)
 
 
