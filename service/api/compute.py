@@ -51,15 +51,19 @@ P = TypeVar("P")
 INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
 ONE_THREAD_SECONDS = 5e-3
-"""Work predicted to take less than this, or made of serial steps each predicted under
-it (an RNN's time steps, an optimizer's steps: ``Budget.serial_steps``), runs on one of
-torch's threads in the worker process. Parallel work waits, at each of its parallel
-regions, for every thread of the team; on a machine shared with the server, its clients or
-other workers, one thread left waiting for a core costs a scheduler slice (milliseconds).
-On 2 cores a 64x64 matmul request took 0.94 ms (p90 5.4 ms) in the worker on two threads,
-0.15 ms (p90 0.16) on one; an LSTM over 300 steps gains nothing from a second thread when
-the machine is idle and took 7 to 25 times as long beside one busy process. Larger work
-keeps every thread: there the parallel speed-up outweighs the waits."""
+"""Work predicted to take less than this runs on one of torch's threads in the worker
+process. Parallel work waits, at each of its parallel regions, for every thread of the
+team; on a machine shared with the server, its clients or other workers, one thread left
+waiting for a core costs a scheduler slice (milliseconds). On 2 cores a 64x64 matmul
+request took 0.94 ms (p90 5.4 ms) in the worker on two threads, 0.15 ms (p90 0.16) on one.
+Larger work keeps every thread: there the parallel speed-up outweighs the waits."""
+ONE_THREAD_STEP_SECONDS = 1e-3
+"""So does work made of serial steps (``Budget.serial_steps``: an RNN's time steps, an
+optimizer's) each predicted under this: every step pays the waits. An LSTM over 300 steps
+gained nothing from a second thread on an idle machine and took 7 to 25 times as long
+beside one busy process (twice as long on one thread). A logistic fit's steps (predicted
+at about 4 ms each) keep their threads: 20% faster on an idle machine."""
+
 
 Content = dict[str, Any] | Png
 Body = bytes | Blob | BinaryBody
@@ -148,8 +152,9 @@ class ComputeJob(Generic[P]):
     shared: bool = False
     """Runs in a worker process (not inline, nor in a thread)."""
     one_thread: bool = False
-    """Runs on one of torch's threads (:data:`ONE_THREAD_SECONDS`); in a worker process
-    only, where torch's thread count is this task's alone."""
+    """Runs on one of torch's threads (:data:`ONE_THREAD_SECONDS`,
+    :data:`ONE_THREAD_STEP_SECONDS`); in a worker process only, where torch's thread count
+    is this task's alone."""
 
 
 def prepare_elsewhere(
@@ -275,7 +280,10 @@ async def run_compute(
         result = await manager.run(partial(run_job, job), used, autograd=autograd, inline=True)
         return _answer(result)
     job.shared = settings_of(request).isolate
-    job.one_thread = budget.seconds / budget.serial_steps < ONE_THREAD_SECONDS
+    job.one_thread = (
+        budget.seconds < ONE_THREAD_SECONDS
+        or budget.seconds / budget.serial_steps < ONE_THREAD_STEP_SECONDS
+    )
     lease = await manager.lease(used)
     try:
         result = await manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.compute import ONE_THREAD_SECONDS, ComputeJob
+from service.api.compute import ONE_THREAD_SECONDS, ONE_THREAD_STEP_SECONDS, ComputeJob
 from service.device import DeviceManager
 from service.main import create_app
 from service.ops.nn.rnn import STEP_SECONDS
@@ -171,7 +171,7 @@ def test_work_predicted_small_runs_on_one_thread(
     assert seen == [True, False]
 
     # An LSTM of 400 steps: more than ONE_THREAD_SECONDS in all, a few µs per step.
-    assert 400 * STEP_SECONDS > ONE_THREAD_SECONDS
+    assert 400 * STEP_SECONDS > ONE_THREAD_SECONDS > ONE_THREAD_STEP_SECONDS > 2 * STEP_SECONDS
     lstm = {"mode": "lstm", "input_size": 8, "hidden_size": 16, "input": [[[0.5] * 8]] * 400}
     response = client.post("/layers/rnn", json={**lstm, "seed": 0})
     assert response.status_code == 200, response.text
