@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
 from service.config import Settings
+from service.device import DeviceManager
 from service.main import create_app
 
 CUDA = torch.cuda.is_available()
@@ -79,3 +81,18 @@ def ops(client: TestClient, body: dict[str, object], **params: str) -> dict[str,
     assert response.status_code == 200, response.text
     result: dict[str, object] = response.json()
     return result
+
+
+@pytest.fixture
+def body_worker_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions sent to a body worker process (``DeviceManager.run_body``)
+    while the test runs: where a test must know that a body was not read by the server."""
+    calls: list[str] = []
+    run_body = DeviceManager.run_body
+
+    async def counted(self: DeviceManager, fn: Any, arg: Any) -> Any:
+        calls.append(fn.__name__)
+        return await run_body(self, fn, arg)
+
+    monkeypatch.setattr(DeviceManager, "run_body", counted)
+    return calls

@@ -120,7 +120,9 @@ def multipart(fields: dict[str, str]) -> dict[str, tuple[None, str]]:
     return {key: (None, value) for key, value in fields.items()}
 
 
-def test_large_form_fields_are_read_as_a_large_json_body(service: TestClient) -> None:
+def test_large_form_fields_are_read_as_a_large_json_body(
+    service: TestClient, body_worker_calls: list[str]
+) -> None:
     # Megabytes of JSON text in form fields are read as a JSON body of the same fields is:
     # by a body worker when they hold many values, never on the event loop.
     rng = np.random.default_rng(0)
@@ -132,6 +134,7 @@ def test_large_form_fields_are_read_as_a_large_json_body(service: TestClient) ->
     }
     assert many_values(fields["x"].encode()) and len(fields["x"]) > 1 << 20
     by_form = service.post("/regress/linear", files=multipart(fields))
+    assert body_worker_calls == ["compact_body"]  # read by a body worker, not the server
     by_json = service.post("/regress/linear", json={"x": x.tolist(), "y": y.tolist()})
     assert by_form.status_code == 200, by_form.text
     assert by_form.json()["model"] == by_json.json()["model"]
@@ -145,7 +148,9 @@ def test_large_form_fields_are_read_as_a_large_json_body(service: TestClient) ->
     assert (large.status_code, large.json()) == (small.status_code, small.json())
 
 
-def test_a_large_json_part_of_a_binary_body_is_read_by_a_worker(service: TestClient) -> None:
+def test_a_large_json_part_of_a_binary_body_is_read_by_a_worker(
+    service: TestClient, body_worker_calls: list[str]
+) -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((40_000, 2))
     y = x @ [2.0, -1.0] + 0.5
@@ -158,4 +163,5 @@ def test_a_large_json_part_of_a_binary_body_is_read_by_a_worker(service: TestCli
         headers={"Inference-Header-Content-Length": str(len(head))},
     )
     assert response.status_code == 200, response.text
+    assert body_worker_calls == ["compact_body"]
     np.testing.assert_allclose(response.json()["model"]["coef"], [2.0, -1.0], atol=1e-9)

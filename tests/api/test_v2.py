@@ -315,11 +315,12 @@ LARGE_CASES = {
 
 
 def test_a_large_json_request_is_read_by_a_worker_with_the_same_answers(
-    client: TestClient,
+    client: TestClient, body_worker_calls: list[str]
 ) -> None:
     raw = orjson.dumps(BIG_GOOD)
-    assert len(raw) > 1 << 20 and many_values(raw)  # read by a body worker
+    assert len(raw) > 1 << 20 and many_values(raw)
     response = client.post("/v2/models/linear/infer", content=raw)
+    assert body_worker_calls == ["compact_body"]  # read by a body worker, not the server
     expected = F.linear(t(BIG), t(L)).numpy()
     np.testing.assert_allclose(output_of(response), expected, rtol=1e-5, atol=1e-5)
     small = {case[0]: case[2:] for case in BAD_REQUESTS}
@@ -331,7 +332,9 @@ def test_a_large_json_request_is_read_by_a_worker_with_the_same_answers(
     assert client.get("/v2/health/ready").status_code == 200
 
 
-def test_a_large_json_part_of_a_binary_request_is_read_by_a_worker(client: TestClient) -> None:
+def test_a_large_json_part_of_a_binary_request_is_read_by_a_worker(
+    client: TestClient, body_worker_calls: list[str]
+) -> None:
     body = infer_json("linear", {"input": BIG, "weight": L})
     del body["inputs"][1]["data"]
     body["inputs"][1]["parameters"] = {"binary_data_size": L.nbytes}
@@ -340,6 +343,7 @@ def test_a_large_json_part_of_a_binary_request_is_read_by_a_worker(client: TestC
     response = client.post(
         "/v2/models/linear/infer", content=head + L.tobytes(), headers={FRAME: str(len(head))}
     )
+    assert body_worker_calls == ["compact_body"]
     expected = F.linear(t(BIG), t(L)).numpy()
     np.testing.assert_allclose(output_of(response), expected, rtol=1e-5, atol=1e-5)
 
