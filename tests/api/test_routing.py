@@ -240,3 +240,65 @@ def test_a_repeated_content_type_is_read_as_starlette_reads_it(client: TestClien
     general = client.post("/tensor/ops", content=body, headers=headers, params={"encoding": "json"})
     assert plain.status_code == general.status_code == 415  # the first one counts
     assert plain.json() == general.json()
+
+
+def test_a_path_with_parameters_is_matched_among_routes_of_its_length(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[str] = []
+    matches = fastapi.routing.APIRoute.matches
+
+    def counted(self: fastapi.routing.APIRoute, scope: Any) -> Any:
+        tried.append(self.path)
+        return matches(self, scope)
+
+    monkeypatch.setattr(fastapi.routing.APIRoute, "matches", counted)
+    body = {"inputs": [{"name": "input", "shape": [2], "datatype": "FP32", "data": [-1, 2]}]}
+    response = client.post("/v2/models/relu/infer", json=body)
+    assert response.json()["outputs"][0]["data"] == [0.0, 2.0]
+    assert tried and all(path.count("/") == 4 for path in tried), tried
+    assert len(tried) < 8  # of 34 routes
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/models/relu"),
+        ("GET", "/v2/models/nope"),
+        ("GET", "/v2/models/relu/infer"),  # 405: the route takes POST
+        ("GET", "/v2/models/relu/ready/"),  # a trailing slash
+        ("GET", "/v2/models/relu/versions/1/ready"),
+        ("GET", "/v2/models/relu/versions/2/ready"),
+        ("POST", "/v2/models/relu/versions/1"),
+        ("GET", "/docs/assets/nope.js"),
+        ("GET", "/a/b/c/d/e/f"),
+        ("GET", "/openapi.json"),
+    ],
+)
+def test_the_index_answers_as_the_router(client: TestClient, method: str, path: str) -> None:
+    index = client.app.router.middleware_stack  # type: ignore[attr-defined]
+    indexed = client.request(method, path, follow_redirects=False)
+    client.app.router.middleware_stack = client.app.router.app  # type: ignore[attr-defined]
+    try:
+        general = client.request(method, path, follow_redirects=False)
+    finally:
+        client.app.router.middleware_stack = index  # type: ignore[attr-defined]
+    assert indexed.status_code == general.status_code
+    assert indexed.headers.get("allow") == general.headers.get("allow")
+    assert indexed.headers.get("location") == general.headers.get("location")
+    if general.headers.get("content-type", "").startswith("application/json"):
+        assert indexed.json() == general.json()
+
+
+def test_the_length_lists_keep_the_routers_order(client: TestClient) -> None:
+    index = client.app.router.middleware_stack  # type: ignore[attr-defined]
+    routes = client.app.router.routes  # type: ignore[attr-defined]
+    for length, listed in index.by_segments.items():
+        positions = [routes.index(route) for route in listed]
+        assert positions == sorted(positions)
+        expected = [
+            r
+            for r in routes
+            if not isinstance(r, fastapi.routing.APIRoute) or r.path.count("/") == length
+        ]
+        assert listed == expected
