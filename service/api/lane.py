@@ -1,6 +1,8 @@
-"""The fast lane: the app's outermost layer, which answers a small plain-JSON ``POST`` to a
-route with a direct call (:func:`service.api.routing._direct_call`) without the framework's
-per-request layers.
+"""The fast lane: the app's outermost layer, which answers a small ``POST`` to a route with
+a direct call (:func:`service.api.routing._direct_call`) without the framework's
+per-request layers: plain JSON to a route of one JSON model, any body to a route with path
+parameters that reads its own (``POST /v2/models/{name}/infer``: tritonclient's sync client
+sends no ``Content-Type``).
 
 Every request passes through a stack of ASGI layers (Starlette's error and exception
 middleware, FastAPI's telemetry, body-limit and exit-stack middleware, ours, the router),
@@ -28,12 +30,20 @@ import inspect
 import time
 from typing import Any
 
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.routing import DirectCall, ORJSONRequest, ORJSONRoute
+from service.api.routing import (
+    DirectCall,
+    ORJSONRequest,
+    ORJSONRoute,
+    match_by_segments,
+    routes_by_segments,
+)
 from service.config import Settings
 from service.metrics import Metrics
 from service.middleware import IdentifiedSend, accepts_key, begin_request, end_request
@@ -53,7 +63,7 @@ class FastLane:
     def __init__(
         self,
         stack: ASGIApp,
-        routes: list[Any],
+        routes: list[BaseRoute],
         handlers: dict[Any, Any],
         settings: Settings,
         metrics: Metrics,
@@ -63,15 +73,14 @@ class FastLane:
         self.metrics = metrics
         self.handlers = handlers
         self.keys = [key.encode() for key in settings.api_keys]
-        self.routes: dict[str, tuple[ORJSONRoute, DirectCall]] = {}
+        # The route the router would take, found as StaticPathIndex finds it.
+        self.static: dict[str, APIRoute] = {}
         for route in routes:
-            if (
-                isinstance(route, ORJSONRoute)
-                and route.direct is not None
-                and "POST" in (route.methods or ())
-                and not route.param_convertors
-            ):
-                self.routes.setdefault(route.path, (route, route.direct))
+            if not isinstance(route, APIRoute) or route.param_convertors:
+                continue
+            if "POST" in (route.methods or ()):
+                self.static.setdefault(route.path, route)
+        self.by_segments = routes_by_segments(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -80,13 +89,26 @@ class FastLane:
             and not scope["query_string"]
             and not scope.get("root_path")
         ):
-            found = self.routes.get(scope["path"])
-            if found is not None and self._takes(scope):
+            found = self._route(scope)
+            if found is not None and self._takes(scope, found[0]):
                 await self._answer(found, scope, receive, send)
                 return
         await self.stack(scope, receive, send)
 
-    def _takes(self, scope: Scope) -> bool:
+    def _route(self, scope: Scope) -> tuple[ORJSONRoute, DirectCall, Scope] | None:
+        """The route the router would take, when it has a direct call, with its child scope."""
+        route: BaseRoute | None = self.static.get(scope["path"])
+        child: Scope = {"endpoint": getattr(route, "endpoint", None), "path_params": {}}
+        if route is None:
+            matched = match_by_segments(self.by_segments, scope)
+            if matched is None:
+                return None
+            route, child = matched
+        if not isinstance(route, ORJSONRoute) or route.direct is None:
+            return None
+        return route, route.direct, {**child, "route": route}
+
+    def _takes(self, scope: Scope, route: ORJSONRoute) -> bool:
         content_type = length = None
         for name, value in scope["headers"]:  # the first of a repeated header, as Starlette
             if name == b"content-type":
@@ -98,7 +120,8 @@ class FastLane:
             ):
                 return False
         return (
-            content_type in _PLAIN_JSON
+            # A route that reads its own body takes any type; a JSON model, JSON.
+            (route.body_model is None or content_type in _PLAIN_JSON)
             and length is not None
             and length.isdigit()
             and int(length) <= INLINE_BODY_BYTES
@@ -106,7 +129,11 @@ class FastLane:
         )
 
     async def _answer(
-        self, found: tuple[ORJSONRoute, DirectCall], scope: Scope, receive: Receive, send: Send
+        self,
+        found: tuple[ORJSONRoute, DirectCall, Scope],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         read: list[Message] = []
         chunks: list[bytes] = []
@@ -120,7 +147,7 @@ class FastLane:
             if not message.get("more_body", False):
                 break
 
-        route, direct = found
+        route, direct, child = found
         offered = ""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -128,9 +155,7 @@ class FastLane:
                 break
         request_id = begin_request(scope, offered)
         start = time.perf_counter()
-        scope["route"] = route
-        scope["endpoint"] = route.endpoint
-        scope["path_params"] = {}
+        scope.update(child)
         request = ORJSONRequest(scope, receive)
         request._body = b"".join(chunks)
         request.body_model = route.body_model
@@ -141,7 +166,8 @@ class FastLane:
                 if response is None:
                     raise _Declined
             except _Declined:
-                del scope["route"], scope["endpoint"], scope["path_params"]
+                for key in child:
+                    scope.pop(key, None)
                 await self.stack(scope, _replay(read, receive), send)
                 return
             except Exception as exc:

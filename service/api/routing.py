@@ -8,10 +8,11 @@ from __future__ import annotations
 import inspect
 import json
 import typing
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -170,22 +171,24 @@ class ORJSONRoute(APIRoute):
 
 
 def _direct_call(route: APIRoute, body_model: type[BaseModel] | None) -> DirectCall | None:
-    """The common case of a route that takes one JSON model, the request and optional query
-    parameters, and returns a :class:`Response`, without FastAPI's general machinery (which
-    costs more than a tiny request's own work): a JSON body valid for the model goes
-    straight to the endpoint with the parameters' defaults. An invalid body gets ``None``
-    and goes the general way, which words its errors exactly as before. ``None`` for a
-    route that is not of that shape. :mod:`service.api.lane` decides which requests may
-    be called so (a small JSON body, no query string)."""
+    """The common cases of a route that returns a :class:`Response` and takes the request,
+    optional query parameters and either one JSON model or path parameters (the route then
+    reads its own body), without FastAPI's general machinery (which costs more than a tiny
+    request's own work): a JSON body valid for the model, or path parameters valid for
+    theirs, go straight to the endpoint with the query parameters' defaults. An invalid
+    body or parameter gets ``None`` and goes the general way, which words its errors
+    exactly as before. ``None`` for a route of another shape. :mod:`service.api.lane`
+    decides which requests may be called so (a small body, no query string)."""
     dependant = route.dependant
     call = dependant.call
+    with_body = body_model is not None and len(dependant.body_params) == 1
+    with_path = body_model is None and not dependant.body_params and bool(dependant.path_params)
     if (
-        body_model is None
+        not (with_body or with_path)
         or call is None
-        or len(dependant.body_params) != 1
         or route._embed_body_fields
         or dependant.request_param_name is None
-        or dependant.path_params
+        or (with_body and dependant.path_params)
         or dependant.header_params
         or dependant.cookie_params
         or dependant.dependencies
@@ -201,9 +204,23 @@ def _direct_call(route: APIRoute, body_model: type[BaseModel] | None) -> DirectC
         return None
     if not (isinstance(returns, type) and issubclass(returns, Response)):
         return None
-    body_name = dependant.body_params[0].name
     request_name = dependant.request_param_name
     defaults = {field.name: field.field_info.get_default() for field in dependant.query_params}
+
+    if with_path:
+        fields = dependant.path_params
+
+        async def direct_with_path(request: ORJSONRequest) -> Response | None:
+            values, errors = request_params_to_args(fields, request.path_params)
+            if errors:  # FastAPI's way words them
+                return None
+            response: Response = await call(**defaults, **values, **{request_name: request})
+            return response
+
+        return direct_with_path
+
+    assert body_model is not None
+    body_name = dependant.body_params[0].name
 
     async def direct(request: ORJSONRequest) -> Response | None:
         try:
@@ -215,6 +232,41 @@ def _direct_call(route: APIRoute, body_model: type[BaseModel] | None) -> DirectC
         return response
 
     return direct
+
+
+def routes_by_segments(routes: Sequence[BaseRoute]) -> dict[int, list[BaseRoute]]:
+    """The routes that may match a path of each number of ``/``, in their order: an APIRoute
+    of that many, and every other route (another kind, or one with a parameter that may hold
+    a ``/``, may match a path of any length)."""
+    anywhere = {
+        id(route)
+        for route in routes
+        if not isinstance(route, APIRoute)
+        or any(isinstance(c, PathConvertor) for c in route.param_convertors.values())
+    }
+    lengths = {route.path.count("/") for route in routes if isinstance(route, APIRoute)}
+    return {
+        length: [
+            route
+            for route in routes
+            if id(route) in anywhere
+            or (isinstance(route, APIRoute) and route.path.count("/") == length)
+        ]
+        for length in lengths
+    }
+
+
+def match_by_segments(
+    by_segments: dict[int, list[BaseRoute]], scope: Scope
+) -> tuple[BaseRoute, Scope] | None:
+    """The route the router would take for a path with parameters (the first to match it in
+    full, with its child scope), found among the routes of its length; ``None`` when none
+    matches in full."""
+    for candidate in by_segments.get(scope["path"].count("/"), ()):
+        match, child_scope = candidate.matches(scope)
+        if match is Match.FULL:
+            return candidate, child_scope
+    return None
 
 
 class StaticPathIndex:
@@ -234,24 +286,7 @@ class StaticPathIndex:
                 methods = self.index.setdefault(route.path, {})
                 for method in route.methods or ():
                     methods.setdefault(method, route)  # the first route of a path wins
-        # A route other than an APIRoute, or with a parameter that may hold a "/", may match
-        # a path of any length: it stays in every list, in its place.
-        anywhere = {
-            id(route)
-            for route in router.routes
-            if not isinstance(route, APIRoute)
-            or any(isinstance(c, PathConvertor) for c in route.param_convertors.values())
-        }
-        lengths = {route.path.count("/") for route in router.routes if isinstance(route, APIRoute)}
-        self.by_segments: dict[int, list[BaseRoute]] = {
-            length: [
-                route
-                for route in router.routes
-                if id(route) in anywhere
-                or (isinstance(route, APIRoute) and route.path.count("/") == length)
-            ]
-            for length in lengths
-        }
+        self.by_segments = routes_by_segments(router.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope.get("root_path"):
@@ -264,15 +299,12 @@ class StaticPathIndex:
                 scope["route"] = route
                 await route.handle(scope, receive, send)
                 return
-            for candidate in self.by_segments.get(path.count("/"), ()):
-                match, child_scope = candidate.matches(scope)
-                if match is Match.FULL:
-                    if isinstance(candidate, APIRoute):
-                        scope.setdefault("router", self.router)
-                        scope.update(child_scope)
-                        await candidate.handle(scope, receive, send)
-                        return
-                    break  # another kind of route: the router's own way
+            found = match_by_segments(self.by_segments, scope)
+            if found is not None and isinstance(found[0], APIRoute):  # else the router's way
+                scope.setdefault("router", self.router)
+                scope.update(found[1])
+                await found[0].handle(scope, receive, send)
+                return
         await self.router.app(scope, receive, send)
 
 

@@ -302,3 +302,71 @@ def test_the_length_lists_keep_the_routers_order(client: TestClient) -> None:
             if not isinstance(r, fastapi.routing.APIRoute) or r.path.count("/") == length
         ]
         assert listed == expected
+
+
+RELU = {"inputs": [{"name": "input", "shape": [3], "datatype": "FP32", "data": [-1, 0.5, 2]}]}
+
+
+def _outputs(response: Any) -> Any:
+    assert response.status_code == 200, response.text
+    return response.json()["outputs"]
+
+
+def test_a_small_inference_request_is_called_directly_with_any_content_type(
+    client: TestClient, general_calls: list[int]
+) -> None:
+    raw = orjson.dumps(RELU)
+    plain = client.post("/v2/models/relu/infer", content=raw)  # as tritonclient: no type
+    typed = client.post(
+        "/v2/models/relu/versions/1/infer", content=raw, headers={"content-type": "text/plain"}
+    )
+    assert general_calls == []
+    general = client.post("/v2/models/relu/infer", content=raw, params={"x": "1"})
+    assert general_calls == [1]
+    assert _outputs(plain) == _outputs(typed) == _outputs(general)
+    assert _outputs(plain)[0]["data"] == [0.0, 0.5, 2.0]
+    assert plain.json()["model_name"] == typed.json()["model_name"] == "relu"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v2/models/nope/infer", RELU),  # no such model: the route's 404
+        ("/v2/models/relu/versions/7/infer", RELU),  # no such version
+        ("/v2/models/relu/infer", {"inputs": []}),  # invalid for the protocol
+        ("/v2/models/relu/infer", {"inputs": [{"name": "input"}]}),
+    ],
+)
+def test_an_inference_error_in_the_lane_is_the_general_ways(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    raw = orjson.dumps(body)
+    lane = client.post(path, content=raw)
+    general = client.post(path, content=raw, params={"x": "1"})
+    assert lane.status_code == general.status_code >= 400
+    assert lane.json() == general.json()
+
+
+def test_a_binary_inference_request_goes_the_general_way(
+    client: TestClient, general_calls: list[int]
+) -> None:
+    head = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 8},
+                }
+            ]
+        }
+    )
+    data = torch.tensor([-1.0, 3.0]).numpy().tobytes()
+    response = client.post(
+        "/v2/models/relu/infer",
+        content=head + data,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert _outputs(response)[0]["data"] == [0.0, 3.0]
+    assert general_calls == [1]
