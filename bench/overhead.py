@@ -5,8 +5,9 @@ returning ``{"ok": true}``, no middleware) served by its own uvicorn with the sa
 as the service's (uvicorn's defaults: uvloop and httptools when installed, as
 ``uvicorn[standard]`` installs them). Beside it, ``POST /bare`` of ``bench._bare_app:app``
 (the same route inside the service's app: its middleware, routing and error handling)
-shows what the framework around the route costs. Load: ``hey`` or ``wrk`` when on PATH,
-else a Python load generator (several processes, one keep-alive ``http.client``
+shows what the framework around the route costs, and a tiny ``POST /v2/models/relu/infer``
+(the Open Inference Protocol's path, as Triton's clients call it) is printed beside. Load:
+``hey`` or ``wrk`` when on PATH, else a Python load generator (several processes, one keep-alive ``http.client``
 connection each). Each target runs for a fixed time, the targets alternate ``--repeats``
 times, and the best run of each counts. Goal: tensor_ops rps / minimal rps >= 0.7.
 
@@ -48,10 +49,15 @@ from fastapi import FastAPI
 GOAL = 0.7
 AGAINST_GOAL = 0.9
 TENSOR_OPS = orjson.dumps({"steps": [{"op": "arange", "end": 4}]})
+V2_INFER = orjson.dumps(
+    {"inputs": [{"name": "input", "shape": [4], "datatype": "FP32", "data": [1, -2, 3, -4]}]}
+)
+"""A tiny Open Inference Protocol request, as tritonclient and perf_analyzer send them."""
 TARGETS: dict[str, tuple[str, str, bytes]] = {
     "minimal": ("minimal", "/ok", b"{}"),
     "bare": ("service", "/bare", b"{}"),
     "tensor_ops": ("service", "/tensor/ops", TENSOR_OPS),
+    "v2_infer": ("service", "/v2/models/relu/infer", V2_INFER),
 }
 """name: (server, path, body)."""
 
@@ -310,6 +316,7 @@ def main() -> None:
     )
     print()
     print(f"bare in the service / minimal: {best['bare'] / best['minimal']:.3f}x (no goal)")
+    print(f"v2_infer / minimal: {best['v2_infer'] / best['minimal']:.3f}x (no goal)")
     ratio = print_ratio(
         "tensor_ops rps / minimal rps", best["tensor_ops"] / best["minimal"], GOAL, "higher"
     )
