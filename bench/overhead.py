@@ -7,9 +7,10 @@ as the service's (uvicorn's defaults: uvloop and httptools when installed, as
 (the same route inside the service's app: its middleware, routing and error handling)
 shows what the framework around the route costs, and a tiny ``POST /v2/models/relu/infer``
 (the Open Inference Protocol's path, as Triton's clients call it) is printed beside. Load:
-``hey`` or ``wrk`` when on PATH, else a Python load generator (several processes, one keep-alive ``http.client``
-connection each). Each target runs for a fixed time, the targets alternate ``--repeats``
-times, and the best run of each counts. Goal: tensor_ops rps / minimal rps >= 0.7.
+``hey`` or ``wrk`` when on PATH, else a Python load generator (several processes, one
+keep-alive ``http.client`` connection each). Each target runs for a fixed time, the targets
+alternate ``--repeats`` times, and the best run of each counts. Goal: tensor_ops rps /
+minimal rps >= 0.7.
 
 ``--against COMMIT`` also serves the service at that commit (from a temporary git worktree,
 with this venv) and puts the same load on its ``/tensor/ops``, alternating with the others.
