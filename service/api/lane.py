@@ -56,9 +56,10 @@ class _Declined(Exception):
 
 
 class FastLane:
-    """See the module. ``routes``: the app's routes; those of a path without parameters
-    that take ``POST`` and have a direct call are answered here. ``handlers``: the app's
-    exception handlers (``app.exception_handlers``)."""
+    """See the module. ``routes``: the app's routes; a ``POST`` that the router would give
+    to one with a direct call (found as :class:`~service.api.routing.StaticPathIndex` finds
+    it) is answered here. ``handlers``: the app's exception handlers
+    (``app.exception_handlers``)."""
 
     def __init__(
         self,
