@@ -15,7 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.api.lane import FastLane
-from service.api.routing import StaticPathIndex
+from service.api.routing import StaticPathIndex, match_by_segments, routes_by_segments
 from service.main import create_app
 from tests.api.test_edges import assert_error
 from tests.conftest import make_settings
@@ -370,3 +370,31 @@ def test_a_binary_inference_request_goes_the_general_way(
     )
     assert _outputs(response)[0]["data"] == [0.0, 3.0]
     assert general_calls == [1]
+
+
+def test_a_route_that_may_match_any_length_is_in_every_list() -> None:
+    app = fastapi.FastAPI()
+
+    @app.get("/a/{x}")
+    def one(x: str) -> str:
+        return x
+
+    @app.get("/files/{rest:path}")
+    def files(rest: str) -> str:
+        return rest
+
+    @app.get("/a/{x}/b")
+    def two(x: str) -> str:
+        return x
+
+    by_segments = routes_by_segments(app.router.routes)
+    api = [r for r in app.router.routes if isinstance(r, fastapi.routing.APIRoute)]
+    first, files_route, second = api
+    assert [r for r in by_segments[2] if r in api] == [first, files_route]
+    assert [r for r in by_segments[3] if r in api] == [files_route, second]
+    scope = {"type": "http", "method": "GET", "path": "/files/x/y/z", "root_path": ""}
+    assert match_by_segments(by_segments, scope) is None  # 4 segments: no list, the router's
+    scope["path"] = "/files/x/y"
+    found = match_by_segments(by_segments, scope)
+    assert found is not None and found[0] is files_route
+    assert found[1]["path_params"] == {"rest": "x/y"}
