@@ -209,11 +209,22 @@ def _direct_call(route: APIRoute, body_model: type[BaseModel] | None) -> DirectC
 
     if with_path:
         fields = dependant.path_params
+        # Plain strings (no constraint, no alias) are taken as they come, as FastAPI's
+        # validation would take them; any other parameter is validated by FastAPI's code.
+        plain = all(
+            field.field_info.annotation is str
+            and not field.field_info.metadata
+            and field.alias == field.name
+            for field in fields
+        )
 
         async def direct_with_path(request: ORJSONRequest) -> Response | None:
-            values, errors = request_params_to_args(fields, request.path_params)
-            if errors:  # FastAPI's way words them
-                return None
+            if plain:
+                values = dict(request.path_params)
+            else:
+                values, errors = request_params_to_args(fields, request.path_params)
+                if errors:  # FastAPI's way words them
+                    return None
             response: Response = await call(**defaults, **values, **{request_name: request})
             return response
 

@@ -5,17 +5,26 @@ must be the one FastAPI's general way gives."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi.routing
 import orjson
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.responses import Response
 
 from service.api.lane import FastLane
-from service.api.routing import StaticPathIndex, match_by_segments, routes_by_segments
+from service.api.routing import (
+    ORJSONRequest,
+    ORJSONRoute,
+    StaticPathIndex,
+    match_by_segments,
+    routes_by_segments,
+)
 from service.main import create_app
 from tests.api.test_edges import assert_error
 from tests.conftest import make_settings
@@ -398,3 +407,36 @@ def test_a_route_that_may_match_any_length_is_in_every_list() -> None:
     found = match_by_segments(by_segments, scope)
     assert found is not None and found[0] is files_route
     assert found[1]["path_params"] == {"rest": "x/y"}
+
+
+def test_a_direct_call_validates_constrained_path_parameters() -> None:
+    router = fastapi.APIRouter(route_class=ORJSONRoute)
+    seen: list[Any] = []
+
+    @router.post("/plain/{name}")
+    async def plain(name: str, request: Request) -> Response:
+        seen.append(name)
+        return Response(b"")
+
+    @router.post("/short/{name}")
+    async def short(name: Annotated[str, fastapi.Path(max_length=3)], request: Request) -> Response:
+        seen.append(name)
+        return Response(b"")
+
+    @router.post("/number/{n}")
+    async def number(n: int, request: Request) -> Response:
+        seen.append(n)
+        return Response(b"")
+
+    def call(path: str, **params: str) -> Any:
+        route = next(r for r in router.routes if isinstance(r, ORJSONRoute) and r.path == path)
+        assert route.direct is not None
+        scope = {"type": "http", "method": "POST", "headers": [], "path_params": params}
+        return asyncio.run(route.direct(ORJSONRequest(scope)))
+
+    assert call("/plain/{name}", name="any thing") is not None
+    assert call("/short/{name}", name="abc") is not None
+    assert call("/short/{name}", name="abcd") is None  # FastAPI's way words the 422
+    assert call("/number/{n}", n="12") is not None
+    assert call("/number/{n}", n="x") is None
+    assert seen == ["any thing", "abc", 12]
