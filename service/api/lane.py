@@ -138,13 +138,17 @@ class FastLane:
     ) -> None:
         read: list[Message] = []
         chunks: list[bytes] = []
+        received = 0
         while True:
             message = await receive()
             read.append(message)
-            if message["type"] != "http.request":  # gone: the stack sees it so
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                received += len(chunks[-1])
+            # Gone, or more than it declared: the stack sees it so (and counts its bytes).
+            if message["type"] != "http.request" or received > INLINE_BODY_BYTES:
                 await self.stack(scope, _replay(read, receive), send)
                 return
-            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
 

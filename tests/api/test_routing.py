@@ -440,3 +440,41 @@ def test_a_direct_call_validates_constrained_path_parameters() -> None:
     assert call("/number/{n}", n="12") is not None
     assert call("/number/{n}", n="x") is None
     assert seen == ["any thing", "abc", 12]
+
+
+def test_a_body_longer_than_the_lane_takes_goes_to_the_stack() -> None:
+    # A server reads no more than Content-Length says; were it to give more, the lane hands
+    # the request to the layers that count bodies, and reads no further itself.
+    async def scenario() -> tuple[list[Any], list[str]]:
+        lane = FastLane.__new__(FastLane)
+        seen: list[str] = []
+
+        async def stack(scope: Any, receive: Any, send: Any) -> None:
+            while True:
+                message = await receive()
+                seen.append(message["type"])
+                if not message.get("more_body"):
+                    return
+
+        lane.stack = stack
+        piece = b" " * 10_000
+        messages = [
+            {"type": "http.request", "body": piece, "more_body": True},
+            {"type": "http.request", "body": piece, "more_body": True},
+            {"type": "http.request", "body": piece, "more_body": False},
+        ]
+        given: list[Any] = []
+
+        async def receive() -> Any:
+            given.append(1)
+            return messages[len(given) - 1]
+
+        route = next(
+            r for r in create_app().router.routes if getattr(r, "path", "") == "/tensor/ops"
+        )
+        await lane._answer((route, route.direct, {}), {"type": "http"}, receive, None)  # type: ignore[arg-type]
+        return given, seen
+
+    given, seen = asyncio.run(scenario())
+    assert len(given) == 3  # two read by the lane (over 16 KiB), the third by the stack
+    assert seen == ["http.request"] * 3
