@@ -32,7 +32,7 @@ from service.api.routes import (
     v2,
     vision,
 )
-from service.api.routing import include_routers
+from service.api.routing import StaticPathIndex, include_routers
 from service.calibration import Calibrations
 from service.config import Limits, Settings
 from service.device import DeviceManager
@@ -118,16 +118,18 @@ def _declare_api_keys(schema: dict[str, Any]) -> None:
 
 class TorchlabApp(FastAPI):
     """FastAPI with :class:`~service.api.lane.FastLane` in front of its layers, unless a
-    layer the lane does not stand in for was added."""
+    layer the lane does not stand in for was added (or its router has no
+    :class:`~service.api.routing.StaticPathIndex`, which finds the lane's routes)."""
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
-        if any(m.cls not in LANE_KNOWS for m in self.user_middleware):
+        index = self.router.middleware_stack
+        if not isinstance(index, StaticPathIndex) or any(
+            m.cls not in LANE_KNOWS for m in self.user_middleware
+        ):
             return stack
         state = self.state
-        return FastLane(
-            stack, self.router.routes, self.exception_handlers, state.settings, state.metrics
-        )
+        return FastLane(stack, index, self.exception_handlers, state.settings, state.metrics)
 
 
 LANE_KNOWS: tuple[object, ...] = (RequestContextMiddleware, ApiKeyMiddleware, CORSMiddleware)

@@ -30,20 +30,12 @@ import inspect
 import time
 from typing import Any
 
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.routing import (
-    DirectCall,
-    ORJSONRequest,
-    ORJSONRoute,
-    match_by_segments,
-    routes_by_segments,
-)
+from service.api.routing import DirectCall, ORJSONRequest, ORJSONRoute, StaticPathIndex
 from service.config import Settings
 from service.metrics import Metrics
 from service.middleware import IdentifiedSend, accepts_key, begin_request, end_request
@@ -56,40 +48,27 @@ class _Declined(Exception):
 
 
 class FastLane:
-    """See the module. ``routes``: the app's routes; a ``POST`` that the router would give
-    to one with a direct call (found as :class:`~service.api.routing.StaticPathIndex` finds
-    it) is answered here. ``handlers``: the app's exception handlers
-    (``app.exception_handlers``)."""
+    """See the module. ``index``: the app router's :class:`~service.api.routing.StaticPathIndex`;
+    a ``POST`` it finds a route with a direct call for is answered here. ``handlers``: the
+    app's exception handlers (``app.exception_handlers``)."""
 
     def __init__(
         self,
         stack: ASGIApp,
-        routes: list[BaseRoute],
+        index: StaticPathIndex,
         handlers: dict[Any, Any],
         settings: Settings,
         metrics: Metrics,
     ) -> None:
         self.stack = stack
+        self.index = index
         self.settings = settings
         self.metrics = metrics
         self.handlers = handlers
         self.keys = [key.encode() for key in settings.api_keys]
-        # The route the router would take, found as StaticPathIndex finds it.
-        self.static: dict[str, APIRoute] = {}
-        for route in routes:
-            if not isinstance(route, APIRoute) or route.param_convertors:
-                continue
-            if "POST" in (route.methods or ()):
-                self.static.setdefault(route.path, route)
-        self.by_segments = routes_by_segments(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not scope["query_string"]
-            and not scope.get("root_path")
-        ):
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope["query_string"]:
             found = self._route(scope)
             if found is not None and self._takes(scope, found[0]):
                 await self._answer(found, scope, receive, send)
@@ -98,16 +77,13 @@ class FastLane:
 
     def _route(self, scope: Scope) -> tuple[ORJSONRoute, DirectCall, Scope] | None:
         """The route the router would take, when it has a direct call, with its child scope."""
-        route: BaseRoute | None = self.static.get(scope["path"])
-        child: Scope = {"endpoint": getattr(route, "endpoint", None), "path_params": {}}
-        if route is None:
-            matched = match_by_segments(self.by_segments, scope)
-            if matched is None:
-                return None
-            route, child = matched
+        found = self.index.find(scope)
+        if found is None:
+            return None
+        route, child = found
         if not isinstance(route, ORJSONRoute) or route.direct is None:
             return None
-        return route, route.direct, {**child, "route": route}
+        return route, route.direct, child
 
     def _takes(self, scope: Scope, route: ORJSONRoute) -> bool:
         content_type = length = None

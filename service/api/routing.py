@@ -299,24 +299,27 @@ class StaticPathIndex:
                     methods.setdefault(method, route)  # the first route of a path wins
         self.by_segments = routes_by_segments(router.routes)
 
+    def find(self, scope: Scope) -> tuple[APIRoute, Scope] | None:
+        """The route the router would give an HTTP request to, with what it adds to the
+        scope; ``None`` where the router's own way must answer."""
+        if scope.get("root_path"):
+            return None
+        route = self.index.get(scope["path"], {}).get(scope["method"])
+        if route is not None:
+            return route, {"endpoint": route.endpoint, "path_params": {}, "route": route}
+        found = match_by_segments(self.by_segments, scope)
+        if found is not None and isinstance(found[0], APIRoute):  # else the router's way
+            return found[0], found[1]
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            path = scope["path"]
-            route = self.index.get(path, {}).get(scope["method"])
-            if route is not None:
-                scope.setdefault("router", self.router)
-                scope["endpoint"] = route.endpoint
-                scope["path_params"] = {}
-                scope["route"] = route
-                await route.handle(scope, receive, send)
-                return
-            found = match_by_segments(self.by_segments, scope)
-            if found is not None and isinstance(found[0], APIRoute):  # else the router's way
-                scope.setdefault("router", self.router)
-                scope.update(found[1])
-                await found[0].handle(scope, receive, send)
-                return
-        await self.router.app(scope, receive, send)
+        found = self.find(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.router.app(scope, receive, send)
+            return
+        scope.setdefault("router", self.router)
+        scope.update(found[1])
+        await found[0].handle(scope, receive, send)
 
 
 def include_routers(app: FastAPI, routers: Iterable[APIRouter]) -> None:
