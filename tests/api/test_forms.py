@@ -120,14 +120,18 @@ def multipart(fields: dict[str, str]) -> dict[str, tuple[None, str]]:
     return {key: (None, value) for key, value in fields.items()}
 
 
+def _line(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """40,000 samples of y = 2 x0 - x1 + 0.5: megabytes as JSON."""
+    x = np.random.default_rng(seed).standard_normal((40_000, 2))
+    return x, x @ [2.0, -1.0] + 0.5
+
+
 def test_large_form_fields_are_read_as_a_large_json_body(
     service: TestClient, body_worker_calls: list[str]
 ) -> None:
     # Megabytes of JSON text in form fields are read as a JSON body of the same fields is:
     # by a body worker when they hold many values, never on the event loop.
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((40_000, 2))
-    y = x @ [2.0, -1.0] + 0.5
+    x, y = _line(0)
     fields = {
         "x": orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
         "y": str(y.tolist()),
@@ -151,9 +155,7 @@ def test_large_form_fields_are_read_as_a_large_json_body(
 def test_a_large_json_part_of_a_binary_body_is_read_by_a_worker(
     service: TestClient, body_worker_calls: list[str]
 ) -> None:
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((40_000, 2))
-    y = x @ [2.0, -1.0] + 0.5
+    x, y = _line(1)
     binary_y = {"shape": [40_000], "dtype": "float64", "binary_data_size": y.nbytes}
     head = orjson.dumps({"x": x.tolist(), "y": binary_y})
     assert len(head) > 1 << 20 and many_values(head)
