@@ -14,6 +14,12 @@ ResponseEncoding = Literal["json", "b64", "binary"]
 
 BINARY_EXTENSION = "binary_tensor_data"
 """The extension's name in the server metadata (``GET /v2``)."""
+CONFIG_EXTENSION = "model_configuration"
+"""Triton's extension: ``GET /v2/models/{name}/config``."""
+STATISTICS_EXTENSION = "statistics"
+"""Triton's extension: ``GET /v2/models[/{name}[/versions/{version}]]/stats``."""
+EXTENSIONS = [BINARY_EXTENSION, CONFIG_EXTENSION, STATISTICS_EXTENSION]
+"""The protocol extensions the server metadata lists."""
 OUTPUT_NAME = "output"
 """The one output of every model."""
 MODEL_VERSION = "1"
@@ -42,8 +48,9 @@ class ServerMetadataResponse(BaseModel):
     name: str = Field(description="The server's name.", examples=["torchlab"])
     version: str = Field(description="The server's version.", examples=["0.1.0"])
     extensions: list[str] = Field(
-        description="Protocol extensions: the binary tensor data extension.",
-        examples=[[BINARY_EXTENSION]],
+        description="Protocol extensions: binary tensor data, and Triton's model "
+        "configuration and statistics.",
+        examples=[EXTENSIONS],
     )
 
 
@@ -204,3 +211,112 @@ class InferenceResponse(BaseModel):
         examples=[{"device": "cpu", "elapsed_ms": 0.05}],
     )
     outputs: list[ResponseOutput] = Field(description="The output tensors.")
+
+
+# -- Triton's model configuration extension ---------------------------------------------------
+
+
+class ConfigInput(BaseModel):
+    """An input in a model configuration (Triton's ``ModelInput``)."""
+
+    name: str = Field(description="The input's name.", examples=["input"])
+    data_type: str = Field(description="Triton's type name.", examples=["TYPE_FP32"])
+    format: str = Field(default="FORMAT_NONE", description="No image format.")
+    dims: list[int] = Field(description="Sizes; -1 is a free size.", examples=[[-1]])
+    is_shape_tensor: bool = Field(default=False, description="Never a shape tensor.")
+    allow_ragged_batch: bool = Field(default=False, description="No batching.")
+    optional: bool = Field(default=False, description="Whether the input may be left out.")
+
+
+class ConfigOutput(BaseModel):
+    """An output in a model configuration (Triton's ``ModelOutput``)."""
+
+    name: str = Field(description="The output's name.", examples=[OUTPUT_NAME])
+    data_type: str = Field(
+        description="Triton's type name (the output has the input's dtype).",
+        examples=["TYPE_FP32"],
+    )
+    dims: list[int] = Field(description="Sizes; -1 is a free size.", examples=[[-1]])
+    label_filename: str = Field(default="", description="No labels.")
+    is_shape_tensor: bool = Field(default=False, description="Never a shape tensor.")
+
+
+class ModelConfigResponse(BaseModel):
+    """``GET /v2/models/{name}/config``: the model's configuration, as Triton writes its
+    ``ModelConfig`` (``model_config.proto``) in JSON."""
+
+    name: str = Field(description="The model's name.", examples=["relu"])
+    platform: str = Field(description="What runs it.", examples=["pytorch"])
+    backend: str = Field(description="What runs it.", examples=["pytorch"])
+    version_policy: dict[str, Any] = Field(
+        description="One version: the latest.", examples=[{"latest": {"num_versions": 1}}]
+    )
+    max_batch_size: int = Field(
+        description="0: the dims are whole shapes, with no batch dimension added by the "
+        "server (a batch is part of the input's shape).",
+        examples=[0],
+    )
+    input: list[ConfigInput] = Field(description="Its inputs.")
+    output: list[ConfigOutput] = Field(description="Its one output.")
+
+
+# -- Triton's statistics extension -------------------------------------------------------------
+
+
+class DurationStat(BaseModel):
+    """A count and a total time."""
+
+    count: int = Field(description="How many times it was measured.", examples=[3])
+    ns: int = Field(description="The total time in nanoseconds.", examples=[1_250_000])
+
+
+class InferenceStats(BaseModel):
+    """Where the time of a model's inference requests went."""
+
+    success: DurationStat = Field(
+        description="Requests answered: from the route's start (the body unread) until the "
+        "response was ready to send."
+    )
+    fail: DurationStat = Field(
+        description="Requests refused or failed (4xx, 5xx) once the model was found, until "
+        "the error."
+    )
+    queue: DurationStat = Field(
+        description="Waiting for a compute slot of the device (0 for a tiny plan, which runs "
+        "at once)."
+    )
+    compute_input: DurationStat = Field(
+        description="Reading the body, decoding the inputs and planning the work."
+    )
+    compute_infer: DurationStat = Field(description="Running the operation.")
+    compute_output: DurationStat = Field(
+        description="Encoding the output and handing it back to the server (from the end "
+        "of the computation to the response ready)."
+    )
+    cache_hit: DurationStat = Field(description="Always 0: there is no response cache.")
+    cache_miss: DurationStat = Field(description="Always 0: there is no response cache.")
+
+
+class ModelStats(BaseModel):
+    """A model's statistics since this server process started."""
+
+    name: str = Field(description="The model.", examples=["relu"])
+    version: str = Field(description="Its version.", examples=[MODEL_VERSION])
+    last_inference: int = Field(
+        description="When its last request ended, in milliseconds since the epoch; 0 if none has.",
+        examples=[1764489600000],
+    )
+    inference_count: int = Field(description="Requests answered.", examples=[3])
+    execution_count: int = Field(
+        description="Executions: one per request answered (no batching).", examples=[3]
+    )
+    inference_stats: InferenceStats = Field(description="Where their time went.")
+    batch_stats: list[dict[str, Any]] = Field(
+        default_factory=list, description="Empty: requests are not batched together."
+    )
+
+
+class ModelStatisticsResponse(BaseModel):
+    """``GET /v2/models/stats`` and the forms for one model: per-model statistics."""
+
+    model_stats: list[ModelStats] = Field(description="One entry per model (and version).")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import torch
 from fastapi import Request
@@ -165,22 +165,43 @@ def prepare_elsewhere(
     return prepare(ctx), ctx.budget
 
 
-def run_job(job: ComputeJob[Any], deadline: Deadline) -> Body | Png:
+class Ran(NamedTuple):
+    """What :func:`run_job` returns: the response body, and how long computing it took
+    (before encoding) in nanoseconds."""
+
+    body: Body | Png
+    compute_ns: int
+
+
+def run_job(job: ComputeJob[Any], deadline: Deadline) -> Ran:
     """Compute, then encode the content into the response body (in the worker, so that the
     server's process never holds the tensors): refused (413) before encoding when the
     body would be over ``max_response_bytes``."""
-    start = time.perf_counter()
+    start = time.perf_counter_ns()
     with torch_threads(1) if job.shared and job.one_thread else contextlib.nullcontext():
         content = job.compute(job.plan, deadline)
     for device in job.devices:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    elapsed_ms = (time.perf_counter() - start) * 1000
+    compute_ns = time.perf_counter_ns() - start
     if isinstance(content, Png):
-        return content
+        return Ran(content, compute_ns)
     check_response_size(content, job.encoding, job.max_response_bytes)
     where = ",".join(str(d) for d in job.devices)
-    return job.encode(content, Envelope(job.encoding, where, elapsed_ms, job.shared))
+    envelope = Envelope(job.encoding, where, compute_ns / 1e6, job.shared)
+    return Ran(job.encode(content, envelope), compute_ns)
+
+
+@dataclass
+class Stages:
+    """When a request passed each stage of :func:`run_compute` (``time.perf_counter_ns``),
+    filled in as it goes: the plan ready, the work started (a compute slot held, or on the
+    event loop for a tiny plan), the result back; and the computation's own time."""
+
+    planned: int = 0
+    started: int = 0
+    finished: int = 0
+    compute_ns: int = 0
 
 
 @contextlib.contextmanager
@@ -238,6 +259,7 @@ async def run_compute(
     prepare_in_worker: bool = False,
     inline_when_tiny: bool = False,
     stream: bool = False,
+    stages: Stages | None = None,
 ) -> Response:
     """Prepare, compute on the context's device (or every one of ``devices``) and answer:
     JSON with the content's tensors encoded plus ``device`` and ``elapsed_ms`` (the compute
@@ -256,7 +278,9 @@ async def run_compute(
     budget measures the whole cost of the work, so a tiny plan may run on the event loop.
     ``stream``: answer with server-sent events of the work's progress and its JSON result
     (:mod:`service.api.events`), once the plan is admitted and the slots are taken.
+    ``stages``: filled in with the time each stage was reached (not for a stream).
     """
+    stages = stages or Stages()
     manager = devices_of(request)
     if prepare_in_worker and settings_of(request).isolate:
         plan, ctx.budget = await manager.run_body(prepare_elsewhere, (prepare, ctx))
@@ -264,6 +288,7 @@ async def run_compute(
         plan = prepare(ctx)
     else:
         plan = await run_in_threadpool(prepare, ctx)
+    stages.planned = time.perf_counter_ns()
     used = devices or [ctx.device]
     limit = settings_of(request).limits.max_response_bytes
     job = ComputeJob(compute, plan, encoding, used, limit, encode)
@@ -277,17 +302,19 @@ async def run_compute(
         and budget.elements <= INLINE_ELEMENTS
         and budget.flops <= INLINE_FLOPS
     ):
+        stages.started = time.perf_counter_ns()
         result = await manager.run(partial(run_job, job), used, autograd=autograd, inline=True)
-        return _answer(result)
+        return _answer(result, stages)
     job.shared = settings_of(request).isolate
     job.one_thread = (
         budget.seconds < ONE_THREAD_SECONDS
         or budget.seconds / budget.serial_steps < ONE_THREAD_STEP_SECONDS
     )
     lease = await manager.lease(used)
+    stages.started = time.perf_counter_ns()
     try:
         result = await manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)
-        response = _answer(result)
+        response = _answer(result, stages)
     except BaseException:
         lease.release()
         raise
@@ -303,9 +330,10 @@ async def _stream(
     lease = await manager.lease(used)
 
     async def work(progress: Progress) -> bytes:
-        result = await manager.run_isolated(
+        ran = await manager.run_isolated(
             run_job, job, used, autograd=autograd, lease=lease, on_progress=progress
         )
+        result = ran.body
         assert isinstance(result, bytes | Blob), "streamed results are JSON"
         return bytes(result.view()) if isinstance(result, Blob) else result
 
@@ -316,7 +344,10 @@ async def _stream(
         raise
 
 
-def _answer(result: Body | Png) -> PacedBodyResponse:
+def _answer(ran: Ran, stages: Stages) -> PacedBodyResponse:
+    stages.finished = time.perf_counter_ns()
+    stages.compute_ns = ran.compute_ns
+    result = ran.body
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
     if isinstance(result, BinaryBody):

@@ -5,6 +5,7 @@ come from torch."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from service.api.bodies import many_values
 from service.main import create_app
+from service.ops.v2.models import MODELS
 from tests.conftest import TEST_CALIBRATION, make_settings
 from tests.reliability.conftest import Server, start_server, stop_server
 
@@ -116,7 +118,7 @@ CASE_IDS = [f"{name}-{index}" for index, (name, *_) in enumerate(CASES)]
 def test_server_metadata_and_health(client: TestClient) -> None:
     meta = client.get("/v2").json()
     assert meta["name"] == "torchlab"
-    assert meta["extensions"] == ["binary_tensor_data"]
+    assert meta["extensions"] == ["binary_tensor_data", "model_configuration", "statistics"]
     assert client.get("/v2/health/live").status_code == 200
     assert client.get("/v2/health/ready").status_code == 200
 
@@ -164,13 +166,98 @@ def test_model_metadata(client: TestClient) -> None:
     assert leaky["parameters"][0]["default"] == 0.01
 
 
+def test_every_models_config_says_what_its_metadata_says(client: TestClient) -> None:
+    for name in MODELS:
+        meta = client.get(f"/v2/models/{name}").json()
+        config = client.get(f"/v2/models/{name}/config").json()
+        assert client.get(f"/v2/models/{name}/versions/1/config").json() == config
+        assert config["name"] == name
+        assert config["max_batch_size"] == 0  # the dims are whole shapes
+        assert config["version_policy"] == {"latest": {"num_versions": 1}}
+        assert [(i["name"], i["dims"], i["optional"]) for i in config["input"]] == [
+            (i["name"], i["shape"], i["optional"]) for i in meta["inputs"]
+        ]
+        assert [(o["name"], o["dims"]) for o in config["output"]] == [
+            (o["name"], o["shape"]) for o in meta["outputs"]
+        ]
+        for tensor in (*config["input"], *config["output"]):
+            assert tensor["data_type"] == "TYPE_FP32"
+            assert tensor["is_shape_tensor"] is False
+
+
+def _stats(client: TestClient, name: str) -> dict[str, Any]:
+    (entry,) = client.get(f"/v2/models/{name}/stats").json()["model_stats"]
+    assert entry["name"] == name
+    assert entry["version"] == "1"
+    return dict(entry)
+
+
+def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(count, ns) added to each stage between two statistics of a model."""
+    return {
+        stage: (
+            after["inference_stats"][stage]["count"] - before["inference_stats"][stage]["count"],
+            after["inference_stats"][stage]["ns"] - before["inference_stats"][stage]["ns"],
+        )
+        for stage in after["inference_stats"]
+    }
+
+
+def test_statistics_count_each_request_and_split_its_time(client: TestClient) -> None:
+    small = infer_json("tanh", {"input": M})  # tiny: runs on the event loop
+    rng = np.random.default_rng(3)
+    large = infer_json("tanh", {"input": rng.standard_normal((300, 300)).astype(np.float32)})
+    bad = infer_json("tanh", {"x": M})  # a 422 once the model is found
+    before = _stats(client, "tanh")
+    wall_start, epoch_start = time.perf_counter_ns(), time.time_ns() // 1_000_000
+    answers = [client.post("/v2/models/tanh/infer", json=body) for body in (small, large, small)]
+    refused = [client.post("/v2/models/tanh/infer", json=bad) for _ in range(2)]
+    wall, epoch_end = time.perf_counter_ns() - wall_start, time.time_ns() // 1_000_000
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [r.status_code for r in refused] == [422, 422]
+    assert client.post("/v2/models/nope/infer", json=small).status_code == 404  # no model: none
+    after = _stats(client, "tanh")
+
+    spent = _spent(before, after)
+    assert after["inference_count"] - before["inference_count"] == 3
+    assert after["execution_count"] - before["execution_count"] == 3
+    assert epoch_start <= after["last_inference"] <= epoch_end
+    for stage in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert spent[stage][0] == 3, stage
+    assert spent["fail"][0] == 2
+    assert spent["cache_hit"] == spent["cache_miss"] == (0, 0)
+    parts = ("compute_input", "queue", "compute_infer", "compute_output")
+    assert sum(spent[stage][1] for stage in parts) == spent["success"][1]  # they add up
+    assert 0 < spent["success"][1] + spent["fail"][1] < wall
+    # compute_infer is the compute time each answer reported as elapsed_ms.
+    reported = sum(a.json()["parameters"]["elapsed_ms"] for a in answers) * 1e6
+    assert spent["compute_infer"][1] == pytest.approx(reported, abs=10)
+    assert spent["compute_infer"][1] > 0
+
+
+def test_all_statistics_list_every_model_in_order(client: TestClient) -> None:
+    client.post("/v2/models/relu6/infer", json=infer_json("relu6", {"input": M}))
+    every = client.get("/v2/models/stats").json()["model_stats"]
+    assert [entry["name"] for entry in every] == list(MODELS)
+    by_name = {entry["name"]: entry for entry in every}
+    assert by_name["relu6"] == _stats(client, "relu6")
+    assert by_name["relu6"]["inference_count"] >= 1
+    assert client.get("/v2/models/relu6/versions/1/stats").json()["model_stats"] == [
+        by_name["relu6"]
+    ]
+
+
 @pytest.mark.parametrize(
     "path",
     [
         "/v2/models/nope",
         "/v2/models/nope/ready",
+        "/v2/models/nope/config",
+        "/v2/models/nope/stats",
         "/v2/models/relu/versions/2",
         "/v2/models/relu/versions/2/ready",
+        "/v2/models/relu/versions/2/config",
+        "/v2/models/relu/versions/2/stats",
     ],
 )
 def test_unknown_models_and_versions_are_404(client: TestClient, path: str) -> None:
@@ -413,6 +500,30 @@ def test_triton_health_and_metadata(triton: Any) -> None:
     meta = triton.get_model_metadata("linear")
     assert [i["name"] for i in meta["inputs"]] == ["input", "weight", "bias"]
     assert meta["outputs"][0]["name"] == "output"
+    config = triton.get_model_config("linear")
+    assert [(i["name"], i["data_type"]) for i in config["input"]] == [
+        ("input", "TYPE_FP32"),
+        ("weight", "TYPE_FP32"),
+        ("bias", "TYPE_FP32"),
+    ]
+    assert config["max_batch_size"] == 0
+
+
+def test_triton_reads_the_statistics(triton: Any) -> None:
+    (before,) = triton.get_inference_statistics("sigmoid")["model_stats"]
+    value = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    for binary in (True, False):
+        tensor = httpclient.InferInput("input", [3, 4], "FP32")
+        tensor.set_data_from_numpy(value, binary_data=binary)
+        result = triton.infer("sigmoid", [tensor])
+        np.testing.assert_allclose(result.as_numpy("output"), torch.sigmoid(t(value)).numpy())
+    (after,) = triton.get_inference_statistics("sigmoid", "1")["model_stats"]
+    assert after["inference_count"] == before["inference_count"] + 2
+    success = after["inference_stats"]["success"]
+    assert success["count"] == before["inference_stats"]["success"]["count"] + 2
+    assert success["ns"] > before["inference_stats"]["success"]["ns"]
+    everything = triton.get_inference_statistics()["model_stats"]
+    assert [entry["name"] for entry in everything] == list(MODELS)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ clients call them unmodified."""
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Annotated, Any
 
@@ -12,20 +13,22 @@ from starlette.responses import Response
 
 from schemas.common import ErrorResponse
 from schemas.v2 import (
-    BINARY_EXTENSION,
     EXAMPLE_MODEL,
+    EXTENSIONS,
     MODEL_VERSION,
     InferenceRequest,
     InferenceResponse,
     LiveResponse,
+    ModelConfigResponse,
     ModelListResponse,
     ModelMetadataResponse,
+    ModelStatisticsResponse,
     ReadyResponse,
     ServerMetadataResponse,
 )
 from service import __version__
 from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER
-from service.api.compute import compute_context, run_compute
+from service.api.compute import Stages, compute_context, run_compute
 from service.api.forms import json_body_doc
 from service.api.inference import InferMeta, encode_infer_response, infer_call, read_infer_request
 from service.api.responses import (
@@ -36,6 +39,7 @@ from service.api.responses import (
     FastJSONResponse,
 )
 from service.api.routing import ORJSONRoute
+from service.api.statistics import Statistics
 from service.ops.v2.handlers import compute_infer, prepare_infer
 from service.ops.v2.models import MODELS, find_model
 
@@ -66,10 +70,9 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 @router.get("/v2", operation_id="v2_server_metadata", summary="Server metadata")
 async def server_metadata() -> ServerMetadataResponse:
-    """The server's name, version and protocol extensions (`binary_tensor_data`)."""
-    return ServerMetadataResponse(
-        name="torchlab", version=__version__, extensions=[BINARY_EXTENSION]
-    )
+    """The server's name, version and protocol extensions: `binary_tensor_data`, and
+    Triton's `model_configuration` and `statistics`."""
+    return ServerMetadataResponse(name="torchlab", version=__version__, extensions=EXTENSIONS)
 
 
 @router.get("/v2/health/live", operation_id="v2_live", summary="Liveness")
@@ -88,6 +91,36 @@ async def ready() -> ReadyResponse:
 async def models() -> ModelListResponse:
     """Every model with its metadata (torchlab's addition to the protocol)."""
     return ModelListResponse(models=[model.metadata() for model in MODELS.values()])
+
+
+_STATS_DOC = (
+    "Triton's statistics extension: counts and total nanoseconds of the inference requests "
+    "since this server process started (each process of a scaled deployment counts its "
+    "own). `success` splits into `compute_input` (reading the body, decoding and planning), "
+    "`queue` (waiting for a compute slot), `compute_infer` (the operation) and "
+    "`compute_output` (encoding the output until the response is ready), which add up to "
+    "it; `fail` counts the requests refused or failed once the model was found."
+)
+
+
+def statistics_of(request: Request) -> Statistics:
+    """The app's V2 statistics (made on first use)."""
+    state = request.app.state
+    statistics: Statistics | None = getattr(state, "v2_statistics", None)
+    if statistics is None:
+        statistics = state.v2_statistics = Statistics()
+    return statistics
+
+
+# Before /v2/models/{name}, which would take "stats" for a model's name.
+@router.get(
+    "/v2/models/stats",
+    operation_id="v2_statistics",
+    summary="Every model's statistics",
+    description=_STATS_DOC,
+)
+async def statistics(request: Request) -> ModelStatisticsResponse:
+    return statistics_of(request).response(list(MODELS))
 
 
 @router.get(
@@ -135,6 +168,54 @@ async def model_version_ready(name: ModelName, version: Version) -> ReadyRespons
     """200 for version `1` of every model, 404 otherwise."""
     find_model(name, version)
     return ReadyResponse(ready=True)
+
+
+@router.get(
+    "/v2/models/{name}/config",
+    operation_id="v2_model_config",
+    summary="A model's configuration",
+    responses=_NOT_FOUND,
+)
+async def model_config(name: ModelName) -> ModelConfigResponse:
+    """Triton's model configuration extension: the model's `ModelConfig` in JSON, as
+    Triton's clients read it (`get_model_config`). `max_batch_size` is 0: a batch is part of
+    an input's shape, never added by the server."""
+    return find_model(name).config()
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/config",
+    operation_id="v2_model_version_config",
+    summary="A model version's configuration",
+    responses=_NOT_FOUND,
+)
+async def model_version_config(name: ModelName, version: Version) -> ModelConfigResponse:
+    """As `GET /v2/models/{name}/config`; every model has the one version `1`."""
+    return find_model(name, version).config()
+
+
+@router.get(
+    "/v2/models/{name}/stats",
+    operation_id="v2_model_statistics",
+    summary="A model's statistics",
+    description=_STATS_DOC,
+    responses=_NOT_FOUND,
+)
+async def model_statistics(name: ModelName, request: Request) -> ModelStatisticsResponse:
+    return statistics_of(request).response([find_model(name).name])
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/stats",
+    operation_id="v2_model_version_statistics",
+    summary="A model version's statistics",
+    description=_STATS_DOC,
+    responses=_NOT_FOUND,
+)
+async def model_version_statistics(
+    name: ModelName, version: Version, request: Request
+) -> ModelStatisticsResponse:
+    return statistics_of(request).response([find_model(name, version).name])
 
 
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -188,13 +269,24 @@ async def infer_version(name: ModelName, version: Version, request: Request) -> 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     model = find_model(name, version)
+    record = statistics_of(request).of(model.name)
+    begun = time.perf_counter_ns()
+    stages = Stages()
+    try:
+        response = await _run_model(request, model.name, stages)
+    except Exception:
+        record.failed(begun)
+        raise
+    record.succeeded(begun, stages)
+    return response
+
+
+async def _run_model(request: Request, name: str, stages: Stages) -> Response:
     body = await read_infer_request(request)
-    call = infer_call(body, model.name)
+    call = infer_call(body, name)
     ctx = compute_context(request, call.device)
-    prepare = partial(
-        prepare_infer, name=model.name, inputs=call.inputs, parameters=call.parameters
-    )
-    encode = partial(encode_infer_response, InferMeta(model.name, MODEL_VERSION, body.id))
+    prepare = partial(prepare_infer, name=name, inputs=call.inputs, parameters=call.parameters)
+    encode = partial(encode_infer_response, InferMeta(name, MODEL_VERSION, body.id))
     return await run_compute(
         request,
         ctx,
@@ -203,4 +295,5 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         encoding=call.encoding,
         encode=encode,
         inline_when_tiny=True,
+        stages=stages,
     )

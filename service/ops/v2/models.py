@@ -12,7 +12,10 @@ from typing import Literal
 from schemas.v2 import (
     MODEL_VERSION,
     OUTPUT_NAME,
+    ConfigInput,
+    ConfigOutput,
     MetadataTensor,
+    ModelConfigResponse,
     ModelMetadataResponse,
     ModelParameter,
 )
@@ -23,6 +26,7 @@ Kind = Literal["activation", "matmul", "linear", "conv2d", "max_pool2d", "avg_po
 FREE = -1
 """A free size in a model's metadata."""
 PLATFORM = "pytorch"
+BACKEND = "pytorch"
 FLOAT = "FP32"
 """The dtype a floating model declares; FP16, BF16 and FP64 are taken as well."""
 
@@ -77,6 +81,36 @@ class Model:
                 for p in self.params
             ],
         )
+
+    def config(self) -> ModelConfigResponse:
+        """The model's configuration, as ``GET /v2/models/{name}/config`` answers it
+        (Triton's ``ModelConfig``): the metadata's tensors, with no batching by the server."""
+        return ModelConfigResponse(
+            name=self.name,
+            platform=PLATFORM,
+            backend=BACKEND,
+            version_policy={"latest": {"num_versions": 1}},
+            max_batch_size=0,
+            input=[
+                ConfigInput(
+                    name=spec.name,
+                    data_type=_triton_type(spec.datatype),
+                    dims=list(spec.shape),
+                    optional=spec.optional,
+                )
+                for spec in self.inputs
+            ],
+            output=[
+                ConfigOutput(
+                    name=OUTPUT_NAME, data_type=_triton_type(FLOAT), dims=list(self.output_shape)
+                )
+            ],
+        )
+
+
+def _triton_type(datatype: str) -> str:
+    """Triton's name of a protocol dtype in a model configuration: ``FP32`` -> ``TYPE_FP32``."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
 def _tensor(spec: TensorSpec) -> MetadataTensor:

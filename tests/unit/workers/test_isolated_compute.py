@@ -77,7 +77,7 @@ def test_small_work_runs_on_one_thread_and_the_worker_keeps_its_count() -> None:
     async def body(devices: DeviceManager) -> list[int]:
         seen = []
         for one_thread in (True, False, True, False):
-            answer = await devices.run_isolated(run_job, job(one_thread), CPU)
+            answer = (await devices.run_isolated(run_job, job(one_thread), CPU)).body
             assert isinstance(answer, Blob)  # as a worker writes it
             seen.append(orjson.loads(answer.view())["threads"])
         seen.append(await devices.run_isolated(tasks.threads, None, CPU))
