@@ -259,7 +259,7 @@ class WorkerPool:
     async def _checkout(self) -> WorkerProcess:
         self._replenish()
         while self._idle:
-            worker = self._idle.popleft()
+            worker = self._idle.pop()  # the one that finished last: see _hand_over
             if worker.idle_and_alive():
                 self._busy.add(worker)
                 return worker
@@ -295,14 +295,23 @@ class WorkerPool:
         else:
             self._hand_over(worker)
 
-    def _hand_over(self, worker: WorkerProcess) -> None:
+    def _hand_over(self, worker: WorkerProcess, *, fresh: bool = False) -> None:
+        """To the first waiter, else to the idle workers: a worker back from a task at the
+        end that :meth:`_checkout` takes from, a fresh one at the other. The next task
+        goes to the worker that finished last: its caches and torch's threads are warm, it
+        still maps the shared buffers the server reuses, and on a VM its CPU is not asleep
+        (a worker idle for a few requests took 0.5 to 1 ms longer to unpickle a task and
+        about 15% longer to compute). The others stay idle and give their memory back."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self._busy.add(worker)
                 waiter.set_result(worker)
                 return
-        self._idle.append(worker)
+        if fresh:
+            self._idle.appendleft(worker)
+        else:
+            self._idle.append(worker)
 
     # -- workers leaving ------------------------------------------------------------------
 
@@ -394,7 +403,7 @@ class WorkerPool:
         if self.metrics is not None:
             self.metrics.worker_starts.labels(self.device).inc()
             self.metrics.workers.labels(self.device).inc()
-        self._hand_over(worker)
+        self._hand_over(worker, fresh=True)
 
     def _start_failed(self, exc: Exception) -> None:
         logger.error("could not start a worker for %s: %s", self.device, exc)

@@ -48,7 +48,10 @@ INLINE_TENSOR_BYTES = 64 * 1024
 _FD_SIZE = array.array("i").itemsize
 _shared_tensor: Callable[[torch.Tensor], Any] = reductions.reduce_tensor
 _shared_storage: Callable[[torch.UntypedStorage], Any] = reductions.reduce_storage
-_rebuild_shared_storage: Callable[..., torch.UntypedStorage] = reductions.rebuild_storage_fd
+# torch's cache of the storages this process maps, by file (inode, device); weak references.
+_file_id: Callable[[int], tuple[int, int]] = reductions.fd_id
+_cached_storage: Callable[[type, tuple[int, int]], Any] = reductions.storage_from_cache
+_weak_storage: Callable[[torch.UntypedStorage], Any] = reductions.StorageWeakRef
 _MADV_POPULATE_READ = 22  # Linux 5.14+
 
 
@@ -127,6 +130,8 @@ class _FdReceiver:
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
         self.claimed: set[int] = set()
+        self.storages: list[torch.UntypedStorage] = []
+        """The shared-memory storages rebuilt from the descriptors."""
 
     def claim(self, index: int) -> int:
         if index in self.claimed:
@@ -171,18 +176,29 @@ def _rebuild_tensor(data: bytes, dtype: torch.dtype, shape: tuple[int, ...], gra
 
 
 def _rebuild_storage(cls: type, fd: PassedFd, size: int) -> torch.UntypedStorage:
-    """torch's rebuild from a descriptor, with the pages mapped at once: one ``madvise``
-    costs far less than a page fault on each page at first touch."""
+    """torch's rebuild from a descriptor (``rebuild_storage_fd``): the storage this process
+    already maps for that file if it has one (torch's cache, by inode), else a new mapping
+    with its pages mapped at once (one ``madvise`` costs far less than a page fault on each
+    page at first touch). The storage is noted for :func:`loads`' ``mapped``."""
     global _populate  # noqa: PLW0603 (dropped for good where the kernel refuses it)
-    storage = _rebuild_shared_storage(cls, fd, size)
-    if _populate is not None and storage.nbytes() and not _populate(storage.data_ptr(), size):
-        _populate = None
+    received = fd.detach()
+    try:
+        key = _file_id(received)
+        storage: torch.UntypedStorage | None = _cached_storage(cls, key)
+        if storage is None:
+            storage = cls._new_shared_fd_cpu(received, size)  # type: ignore[attr-defined]
+            reductions.shared_cache[key] = _weak_storage(storage)
+            if _populate is not None and size and not _populate(storage.data_ptr(), size):
+                _populate = None
+    finally:
+        os.close(received)
+    _receiving().storages.append(storage)
     return storage
 
 
 def _reduce_storage(storage: torch.UntypedStorage) -> Any:
     rebuild, args = _shared_storage(storage)
-    if rebuild is _rebuild_shared_storage:
+    if rebuild is reductions.rebuild_storage_fd:
         return _rebuild_storage, args
     return rebuild, args
 
@@ -266,8 +282,10 @@ def dumps(obj: Any, *, copy_limit: int | None = None, to_cpu: bool = False) -> F
     return Frame(buffer.getbuffer(), collector.fds)
 
 
-def loads(frame: Frame) -> Any:
-    """Unpickle a frame; takes over its descriptors (closing those no object claimed)."""
+def loads(frame: Frame, mapped: list[torch.UntypedStorage] | None = None) -> Any:
+    """Unpickle a frame; takes over its descriptors (closing those no object claimed).
+    ``mapped`` receives the shared-memory storages that the frame's tensors are on: kept
+    alive, they stay mapped, and a later frame with the same files maps nothing."""
     receiver = _FdReceiver(frame.fds)
     frame.fds = []
     _local.receiver = receiver
@@ -276,6 +294,8 @@ def loads(frame: Frame) -> Any:
     finally:
         _local.receiver = None
         receiver.close_unclaimed()
+        if mapped is not None:
+            mapped.extend(receiver.storages)
 
 
 # -- framing: blocking (worker side) --------------------------------------------------------

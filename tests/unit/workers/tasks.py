@@ -24,6 +24,11 @@ def pid(arg: Any, deadline: Deadline) -> int:
     return os.getpid()
 
 
+def sleep_then_pid(seconds: float, deadline: Deadline) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def add_one_in_place(tensor: torch.Tensor, deadline: Deadline) -> None:
     tensor.add_(1)
 
@@ -34,6 +39,17 @@ def describe(tensors: dict[str, torch.Tensor], deadline: Deadline) -> dict[str, 
         name: {"sum": tensor.double().sum().item(), "shared": tensor.untyped_storage().is_shared()}
         for name, tensor in tensors.items()
     }
+
+
+def where_mapped(tensor: torch.Tensor, deadline: Deadline) -> dict[str, Any]:
+    """Where this worker maps the tensor's storage, and the tensor's sum as it reads it."""
+    return {"address": tensor.untyped_storage().data_ptr(), "sum": tensor.double().sum().item()}
+
+
+def mapped_files(arg: Any, deadline: Deadline) -> set[int]:
+    """The inodes of the shared-memory files this worker maps now."""
+    with open("/proc/self/maps") as maps:
+        return {int(line.split()[4]) for line in maps if "/dev/shm/" in line}
 
 
 def affine(tensor: torch.Tensor, deadline: Deadline) -> dict[str, Any]:

@@ -136,6 +136,46 @@ def test_big_tensors_cross_by_shared_memory_and_small_ones_by_value(pool, loop) 
     assert echoed.untyped_storage().data_ptr() == big.untyped_storage().data_ptr()
 
 
+def test_a_worker_keeps_the_last_tasks_shared_memory_mapped(pool, loop) -> None:
+    # The server reuses its buffers of binary bodies: a worker maps one once, and reads the
+    # server's new contents through the same mapping.
+    buffer = torch.zeros(1 << 20, dtype=torch.float64).share_memory_()
+    seen = []
+    for value in (1.0, 2.0, 3.0):
+        buffer.fill_(value)
+        seen.append(call(loop, pool, tasks.where_mapped, buffer))
+    assert [s["sum"] for s in seen] == [float(1 << 20), float(2 << 20), float(3 << 20)]
+    assert seen[0]["address"] == seen[1]["address"] == seen[2]["address"]
+    # Between tasks the worker still maps it; once a task has come with other inputs, not.
+    inode = os.fstat(buffer.untyped_storage()._share_fd_cpu_()[0]).st_ino
+    assert inode in call(loop, pool, tasks.mapped_files, None)
+    assert inode not in call(loop, pool, tasks.mapped_files, None)
+
+
+def test_the_worker_that_finished_last_takes_the_next_task(loop) -> None:
+    pool = WorkerPool("cpu", size=2, spares=1, preload=PRELOAD)
+    loop.run_until_complete(pool.start())
+    try:
+        # Two at once take two workers; after them, every task goes to the one that
+        # finished last (its caches warm), never to the third, which stays idle.
+        async def two() -> list[int]:
+            return list(
+                await asyncio.gather(
+                    pool.run(tasks.sleep_then_pid, 0.05, Deadline(20.0)),
+                    pool.run(tasks.sleep_then_pid, 0.25, Deadline(20.0)),
+                )
+            )
+
+        first, last = loop.run_until_complete(two())
+        assert first != last
+        after = [call(loop, pool, tasks.pid, None) for _ in range(4)]
+        assert after == [last] * 4
+        idle = set(pool.pids) - {first, last}
+        assert len(idle) == 1  # the spare, never used
+    finally:
+        close(loop, pool)
+
+
 def test_large_arguments_and_results_cross_by_way_of_threads_without_leaks(pool, loop) -> None:
     gc.collect()
     fds = len(os.listdir("/proc/self/fd"))
