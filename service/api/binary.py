@@ -21,8 +21,6 @@ same order, and the JSON's length in the ``Inference-Header-Content-Length`` hea
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +42,7 @@ from service.codec import (
     raw_itemsize,
 )
 from service.errors import ErrorCode, MalformedBody, TensorDecodeError
+from service.workers.buffers import new_shared, shared_storage
 
 FRAME_HEADER = "Inference-Header-Content-Length"
 """The header giving the length of a binary body's JSON part (request and response)."""
@@ -213,45 +212,14 @@ def loads_json_part(raw: bytes | bytearray | memoryview) -> tuple[Any, list[Bina
     return data, binary_refs(data)
 
 
-def _madvise() -> Callable[[int, int], None]:
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return lambda address, size: None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    page = mmap.PAGESIZE
-
-    def populate(address: int, size: int) -> None:
-        start = address - address % page
-        madvise(start, size + address - start, _MADV_POPULATE_WRITE)  # a refusal is harmless
-
-    return populate
-
-
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+
-_populate = _madvise()
-
-
-def new_shared(nbytes: int) -> torch.UntypedStorage | None:
-    """A fresh shared-memory storage, its pages mapped at once (one ``madvise`` costs far
-    less than a page fault on each page at first touch); ``None`` where there is none."""
-    try:
-        storage: torch.UntypedStorage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
-    except (RuntimeError, OSError):
-        return None
-    if nbytes:
-        _populate(storage.data_ptr(), nbytes)
-    return storage
-
-
 def allocate(nbytes: int, shared: bool = True) -> torch.Tensor:
-    """A flat uint8 buffer: in fresh shared memory past :data:`SHARED_BYTES` when
-    ``shared`` (its tensors then cross to a worker process by reference), else private."""
-    storage = new_shared(nbytes) if shared and nbytes > SHARED_BYTES else None
+    """A flat uint8 buffer: in shared memory past :data:`SHARED_BYTES` when ``shared``
+    (its tensors then cross to another process by reference; in a worker process, one of
+    its answer buffers), else private."""
+    storage = shared_storage(nbytes) if shared and nbytes > SHARED_BYTES else None
     if storage is None:
         return torch.empty(nbytes, dtype=torch.uint8)
-    return torch.empty(0, dtype=torch.uint8).set_(storage)
+    return torch.empty(0, dtype=torch.uint8).set_(storage)[:nbytes]
 
 
 SHARED_BLOB_BYTES = 1 << 20

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from service.limits import Deadline
-from service.workers import transport
+from service.workers import buffers, transport
 from service.workers.outcomes import Failure, picklable
 
 logger = logging.getLogger("torchlab.workers")
@@ -97,6 +97,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
             logger.exception("worker %d could not import %s", os.getpid(), name)
     gc.freeze()  # torch and the ops live as long as we do: full collections skip them
     trim = _malloc_trim()
+    answers = buffers.lender = buffers.AnswerBuffers()
     transport.send_frame(sock, transport.Frame(_pickle((READY, os.getpid())), [], resident_bytes()))
     poller = select.poll()
     poller.register(sock, select.POLLIN)
@@ -104,20 +105,25 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
     # The shared memory the last task's inputs were on, kept mapped: the server reuses its
     # buffers for binary bodies, and a task on the same buffer then maps nothing (mapping
     # and unmapping 6 MB cost about 1 ms a task).
-    kept: list[torch.UntypedStorage] = []
+    kept: transport.Mapped = []
     while True:
         # Freed memory goes back to the system once no task has come for a moment: a task
         # that follows at once reuses it instead of faulting fresh pages in (a 10 MB JSON
         # body is about a million objects to allocate again).
         if not trimmed and not poller.poll(TRIM_WHEN_IDLE_S * 1000):
             kept.clear()
+            answers.drop_free()
             trim()
             trimmed = True
         try:
             frame = transport.recv_frame(sock)
         except (EOFError, ConnectionError):
             return  # the server closed our socket: retire quietly
-        mapped: list[torch.UntypedStorage] = []
+        released = buffers.released_files(frame)
+        if released is not None:  # ahead of a task: answers the server is done with
+            answers.release(released)
+            continue
+        mapped: transport.Mapped = []
         reply = _answer(frame, sock, mapped)
         kept[:] = mapped  # the last task's go now, once this one's are mapped
         trimmed = False
@@ -141,7 +147,7 @@ def _pickle(obj: object) -> bytes:
 
 
 def _answer(
-    frame: transport.Frame, sock: socket.socket, mapped: list[torch.UntypedStorage]
+    frame: transport.Frame, sock: socket.socket, mapped: transport.Mapped
 ) -> transport.Frame:
     """Run one task; its result or failure, pickled. A streaming task's progress events go
     to the server as they come, ahead of the result. ``mapped`` receives the shared-memory

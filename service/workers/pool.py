@@ -28,6 +28,7 @@ from service.errors import ComputeTimeout, WorkerLost
 from service.limits import Deadline
 from service.metrics import Metrics
 from service.workers import child, transport
+from service.workers.buffers import release_frame
 from service.workers.outcomes import Failure
 from service.workers.processes import BASE_PRELOAD, WorkerProcess, launch, process_thread
 from service.workers.transport import Frame
@@ -183,6 +184,9 @@ class WorkerPool:
         try:
             async with asyncio.timeout(deadline.remaining()):
                 worker = await self._checkout()
+                released = worker.lent.released()
+                if released:  # answers sent: the worker may write new ones there
+                    await transport.send_frame_async(worker.sock, release_frame(released))
                 await transport.send_frame_async(worker.sock, task)
                 task.close()
                 reply = await transport.recv_frame_async(worker.sock)
@@ -213,7 +217,7 @@ class WorkerPool:
         finally:
             task.close()
         self._checkin(worker, reply.rss)
-        kind, value = await self._decode(reply)
+        kind, value = await self._decode(reply, worker)
         if kind == child.FAILED:
             assert isinstance(value, Failure)
             raise value.exception()
@@ -247,12 +251,14 @@ class WorkerPool:
             # Copying large tensors into shared memory would hold up the event loop.
             return await _off_loop(None, functools.partial(transport.dumps, task), Frame.close)
 
-    async def _decode(self, reply: transport.Frame) -> tuple[str, Any]:
+    async def _decode(self, reply: transport.Frame, worker: WorkerProcess) -> tuple[str, Any]:
+        mapped: transport.Mapped = []
         if len(reply.payload) <= LOOP_DECODE_BYTES:
-            outcome = transport.loads(reply)
+            outcome = transport.loads(reply, mapped)
         else:
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(None, transport.loads, reply)
+            outcome = await loop.run_in_executor(None, transport.loads, reply, mapped)
+        worker.lent.add(mapped)
         kind, value = outcome
         return kind, value
 

@@ -17,11 +17,12 @@ import signal
 import socket
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import forkserver
 from multiprocessing.process import BaseProcess
 
 from service.workers import child
+from service.workers.buffers import LentFiles
 
 BASE_PRELOAD = ("torch", "service.workers.child")
 """Imported by the fork server whatever the pools ask for."""
@@ -62,6 +63,8 @@ class WorkerProcess:
     """Out of the pool's count (killed, retired, lost, or the pool closed)."""
     exit: Future[int | None] | None = None
     """Its reaping in the process thread, once asked for: the exit status."""
+    lent: LentFiles = field(default_factory=LentFiles)
+    """The shared memory its answers brought, until it is released back to it."""
 
     def kill(self) -> None:
         # By pidfd where the system has them: a pid may be reused once the fork server has

@@ -51,7 +51,8 @@ _shared_storage: Callable[[torch.UntypedStorage], Any] = reductions.reduce_stora
 # torch's cache of the storages this process maps, by file (inode, device); weak references.
 _file_id: Callable[[int], tuple[int, int]] = reductions.fd_id
 _cached_storage: Callable[[type, tuple[int, int]], Any] = reductions.storage_from_cache
-_weak_storage: Callable[[torch.UntypedStorage], Any] = reductions.StorageWeakRef
+weak_storage: Callable[[torch.UntypedStorage], Any] = reductions.StorageWeakRef
+"""A weak reference to a storage (``expired()`` once it has died)."""
 _MADV_POPULATE_READ = 22  # Linux 5.14+
 
 
@@ -130,8 +131,8 @@ class _FdReceiver:
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
         self.claimed: set[int] = set()
-        self.storages: list[torch.UntypedStorage] = []
-        """The shared-memory storages rebuilt from the descriptors."""
+        self.storages: list[tuple[int, torch.UntypedStorage]] = []
+        """The shared-memory storages rebuilt from the descriptors, with their inodes."""
 
     def claim(self, index: int) -> int:
         if index in self.claimed:
@@ -187,12 +188,12 @@ def _rebuild_storage(cls: type, fd: PassedFd, size: int) -> torch.UntypedStorage
         storage: torch.UntypedStorage | None = _cached_storage(cls, key)
         if storage is None:
             storage = cls._new_shared_fd_cpu(received, size)  # type: ignore[attr-defined]
-            reductions.shared_cache[key] = _weak_storage(storage)
+            reductions.shared_cache[key] = weak_storage(storage)
             if _populate is not None and size and not _populate(storage.data_ptr(), size):
                 _populate = None
     finally:
         os.close(received)
-    _receiving().storages.append(storage)
+    _receiving().storages.append((key[0], storage))
     return storage
 
 
@@ -282,7 +283,11 @@ def dumps(obj: Any, *, copy_limit: int | None = None, to_cpu: bool = False) -> F
     return Frame(buffer.getbuffer(), collector.fds)
 
 
-def loads(frame: Frame, mapped: list[torch.UntypedStorage] | None = None) -> Any:
+Mapped = list[tuple[int, torch.UntypedStorage]]
+"""Shared-memory storages a frame's tensors are on, with their files' inodes."""
+
+
+def loads(frame: Frame, mapped: Mapped | None = None) -> Any:
     """Unpickle a frame; takes over its descriptors (closing those no object claimed).
     ``mapped`` receives the shared-memory storages that the frame's tensors are on: kept
     alive, they stay mapped, and a later frame with the same files maps nothing."""

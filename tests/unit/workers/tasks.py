@@ -52,6 +52,17 @@ def mapped_files(arg: Any, deadline: Deadline) -> set[int]:
         return {int(line.split()[4]) for line in maps if "/dev/shm/" in line}
 
 
+def answer(spec: tuple[int, int], deadline: Deadline) -> torch.Tensor:
+    """An answer of ``nbytes`` bytes all equal to ``value``, written as a route's answers are
+    (into this worker's answer buffers)."""
+    from service.api.binary import allocate  # noqa: PLC0415 (the worker side of the test)
+
+    nbytes, value = spec
+    out = allocate(nbytes)
+    out.fill_(value)
+    return out
+
+
 def affine(tensor: torch.Tensor, deadline: Deadline) -> dict[str, Any]:
     return {"scaled": tensor * 2 + 1, "mean": tensor.mean(), "label": "affine", "raw": b"\x00\x01"}
 

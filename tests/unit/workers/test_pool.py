@@ -152,6 +152,25 @@ def test_a_worker_keeps_the_last_tasks_shared_memory_mapped(pool, loop) -> None:
     assert inode not in call(loop, pool, tasks.mapped_files, None)
 
 
+def _inode(tensor: torch.Tensor) -> int:
+    return os.fstat(tensor.untyped_storage()._share_fd_cpu_()[0]).st_ino
+
+
+def test_an_answer_buffer_is_reused_once_the_server_has_let_it_go(pool, loop) -> None:
+    size = 3 << 20
+    first = call(loop, pool, tasks.answer, (size, 1))
+    held = call(loop, pool, tasks.answer, (size, 2))  # the first is still held here
+    assert _inode(held) != _inode(first)
+    assert (first == 1).all() and (held == 2).all()  # neither overwritten
+    first_file = _inode(first)
+    del first
+    gc.collect()
+    again = call(loop, pool, tasks.answer, (size, 3))  # the first's buffer, released
+    assert _inode(again) == first_file
+    assert (again == 3).all() and (held == 2).all()
+    assert again.numel() == size  # a view of its size, whatever the buffer's
+
+
 def test_the_worker_that_finished_last_takes_the_next_task(loop) -> None:
     pool = WorkerPool("cpu", size=2, spares=1, preload=PRELOAD)
     loop.run_until_complete(pool.start())

@@ -1,0 +1,182 @@
+"""Shared memory for large bodies: fresh storages, and a worker's answers written into buffers
+it reuses once the server has released them.
+
+A fresh shared-memory file costs the kernel a page to zero and map for every 4 KiB (about
+1 ms for 4 MB on a small VM, several on a busy one); a buffer written before costs nothing.
+A worker's answer travels to the server by its file (:mod:`service.workers.transport`), and
+the server sends it from those pages while the worker may already compute the next task.
+So a worker reuses an answer's buffer only once the server says it is done with it: the
+server keeps a weak reference to every storage a worker's answer brought, and before it
+sends that worker a task it sends a release frame naming the files (by inode) of those
+that have died on its side (:func:`release_frame`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import torch
+
+from service.workers.transport import Frame, weak_storage
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+
+KEEP_ANSWER_BYTES = 128 << 20
+"""Most bytes of free answer buffers a worker keeps (more are given back as they free)."""
+
+RELEASE_MARK = b"R"
+"""The first byte of a release frame's payload (a pickle's is its protocol opcode, 0x80)."""
+
+
+def _madvise() -> Callable[[int, int], None]:
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return lambda address, size: None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise.restype = ctypes.c_int
+    page = mmap.PAGESIZE
+
+    def populate(address: int, size: int) -> None:
+        start = address - address % page
+        madvise(start, size + address - start, _MADV_POPULATE_WRITE)  # a refusal is harmless
+
+    return populate
+
+
+_populate = _madvise()
+
+
+def new_shared(nbytes: int) -> torch.UntypedStorage | None:
+    """A fresh shared-memory storage, its pages mapped at once (one ``madvise`` costs far
+    less than a page fault on each page at first touch); ``None`` where there is none."""
+    try:
+        storage: torch.UntypedStorage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
+    except (RuntimeError, OSError):
+        return None
+    if nbytes:
+        _populate(storage.data_ptr(), nbytes)
+    return storage
+
+
+def file_of(storage: torch.UntypedStorage) -> int | None:
+    """The inode of a shared-memory storage's file (``None`` if it has none)."""
+    try:
+        fd = storage._share_fd_cpu_()[0]  # its own descriptor: a storage already shared
+        return os.fstat(fd).st_ino
+    except (RuntimeError, OSError, TypeError):
+        return None
+
+
+@dataclass
+class _Buffer:
+    storage: torch.UntypedStorage
+    free: bool = False
+
+
+class AnswerBuffers:
+    """A worker's answer buffers, by inode: lent to the server with an answer, free again
+    once released. Sizes are powers of two, so that answers of about the same size reuse
+    one buffer; at most ``keep_bytes`` are kept."""
+
+    def __init__(self, keep_bytes: int = KEEP_ANSWER_BYTES) -> None:
+        self.keep_bytes = keep_bytes
+        self._buffers: dict[int, _Buffer] = {}
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(b.storage.nbytes() for b in self._buffers.values())
+
+    def take(self, nbytes: int) -> torch.UntypedStorage | None:
+        """A storage of at least ``nbytes`` in shared memory, lent from now on: a free
+        buffer, else a fresh one (kept when it fits); ``None`` where there is no shared
+        memory."""
+        fits = [b for b in self._buffers.values() if b.free and b.storage.nbytes() >= nbytes]
+        if fits:
+            chosen = min(fits, key=lambda b: b.storage.nbytes())
+            chosen.free = False
+            return chosen.storage
+        size = 1 << max(nbytes - 1, 0).bit_length()
+        self._make_room(size)
+        storage = new_shared(size)
+        if storage is None:
+            return None
+        inode = file_of(storage)
+        if inode is not None and self.kept_bytes + size <= self.keep_bytes:
+            self._buffers[inode] = _Buffer(storage)
+        return storage
+
+    def _make_room(self, size: int) -> None:
+        for inode, buffer in sorted(self._buffers.items(), key=lambda i: -i[1].storage.nbytes()):
+            if self.kept_bytes + size <= self.keep_bytes:
+                return
+            if buffer.free:
+                del self._buffers[inode]
+
+    def release(self, inodes: list[int]) -> None:
+        """The server is done with these files (those not ours are ignored)."""
+        for inode in inodes:
+            buffer = self._buffers.get(inode)
+            if buffer is not None:
+                buffer.free = True
+
+    def drop_free(self) -> None:
+        """Give back the free buffers (a worker left idle)."""
+        self._buffers = {i: b for i, b in self._buffers.items() if not b.free}
+
+
+lender: AnswerBuffers | None = None
+"""The answer buffers of this process when it is a worker (set by its main loop)."""
+
+
+def shared_storage(nbytes: int) -> torch.UntypedStorage | None:
+    """Shared memory for ``nbytes`` of a body: lent by this worker's answer buffers, or
+    fresh in any other process."""
+    if lender is not None:
+        return lender.take(nbytes)
+    return new_shared(nbytes)
+
+
+# -- the server's side ----------------------------------------------------------------------
+
+
+class LentFiles:
+    """What the server knows of one worker's answers: a weak reference to each storage
+    they brought, with its file's inode, until that storage has died here (its response
+    sent and dropped)."""
+
+    def __init__(self) -> None:
+        self._refs: list[tuple[int, Any]] = []
+
+    def add(self, mapped: list[tuple[int, torch.UntypedStorage]]) -> None:
+        self._refs.extend((inode, weak_storage(storage)) for inode, storage in mapped)
+
+    def released(self) -> list[int]:
+        """The inodes of the storages that have died since the last call."""
+        dead = [inode for inode, ref in self._refs if ref.expired()]
+        if dead:
+            self._refs = [(inode, ref) for inode, ref in self._refs if not ref.expired()]
+        return dead
+
+
+def release_frame(inodes: list[int]) -> Frame:
+    """The frame telling a worker that the server is done with these files."""
+    return Frame(RELEASE_MARK + orjson.dumps(inodes), [])
+
+
+def released_files(frame: Frame) -> list[int] | None:
+    """The inodes of a release frame; ``None`` for any other frame."""
+    if frame.fds or not frame.payload or frame.payload[:1] != RELEASE_MARK:
+        return None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        inodes = orjson.loads(bytes(frame.payload[1:]))
+        if isinstance(inodes, list) and all(isinstance(i, int) for i in inodes):
+            return inodes
+    return []
