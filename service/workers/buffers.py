@@ -127,9 +127,10 @@ class AnswerBuffers:
             if buffer is not None:
                 buffer.free = True
 
-    def drop_free(self) -> None:
-        """Give back the free buffers (a worker left idle)."""
-        self._buffers = {i: b for i, b in self._buffers.items() if not b.free}
+    def clear(self) -> None:
+        """Forget every buffer (a worker left idle): the free ones go back to the system, a
+        lent one once the server has sent it (its mapping keeps it until then)."""
+        self._buffers.clear()
 
 
 lender: AnswerBuffers | None = None

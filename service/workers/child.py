@@ -112,7 +112,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
         # body is about a million objects to allocate again).
         if not trimmed and not poller.poll(TRIM_WHEN_IDLE_S * 1000):
             kept.clear()
-            answers.drop_free()
+            answers.clear()
             trim()
             trimmed = True
         try:

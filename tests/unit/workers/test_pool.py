@@ -23,7 +23,7 @@ from service.errors import (
 )
 from service.limits import Deadline
 from service.metrics import Metrics
-from service.workers import RemoteTraceback, WorkerError, WorkerPool
+from service.workers import RemoteTraceback, WorkerError, WorkerPool, child
 from service.workers.transport import INLINE_TENSOR_BYTES
 from tests.unit.workers import tasks
 
@@ -169,6 +169,20 @@ def test_an_answer_buffer_is_reused_once_the_server_has_let_it_go(pool, loop) ->
     assert _inode(again) == first_file
     assert (again == 3).all() and (held == 2).all()
     assert again.numel() == size  # a view of its size, whatever the buffer's
+
+
+def test_an_idle_worker_lets_go_of_its_buffers(pool, loop) -> None:
+    size = 3 << 20
+    shared = torch.zeros(size, dtype=torch.uint8).share_memory_()
+    call(loop, pool, tasks.where_mapped, shared)
+    held = call(loop, pool, tasks.answer, (size, 7))  # still held here: lent
+    files = call(loop, pool, tasks.mapped_files, None)
+    assert _inode(held) in files
+    time.sleep(child.TRIM_WHEN_IDLE_S + 0.5)
+    files = call(loop, pool, tasks.mapped_files, None)
+    assert _inode(held) not in files  # the worker no longer keeps it, though it is lent
+    assert _inode(shared) not in files
+    assert (held == 7).all()  # and the server still reads it
 
 
 def test_the_worker_that_finished_last_takes_the_next_task(loop) -> None:
