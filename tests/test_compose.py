@@ -155,6 +155,18 @@ def test_healthcheck_probes_health(services: dict[str, dict[str, Any]], name: st
     assert healthcheck.get("disable") is not True
 
 
+@pytest.mark.parametrize("name", ["torchlab", "torchlab-gpu", "torchlab-replica"])
+def test_shared_memory_holds_the_buffers_tensors_cross_in(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    # Docker gives a container 64 MiB of /dev/shm: the server's reused buffers alone may
+    # take 256 MiB, and each worker's answers 128 MiB.
+    size = str(services[name]["shm_size"]).lower()
+    units = {"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    unit = next(u for u in sorted(units, key=len, reverse=True) if size.endswith(u))
+    assert float(size.removesuffix(unit)) * units[unit] >= 1 << 30
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_restart_policy(services: dict[str, dict[str, Any]], name: str) -> None:
     assert services[name]["restart"] == "unless-stopped"
