@@ -19,12 +19,16 @@ Request bodies are encoded once; the timed region is the HTTP round trip only (s
 bytes on a keep-alive ``httpx.Client``, read the whole response, no parsing). The binary
 body is also sent to :func:`echo_app` (a raw ASGI app answering the body it received,
 under the same uvicorn): the floor of any HTTP transport of those bytes on this machine.
+And it is sent to the app itself in this process, through its ASGI interface (the body in
+64 KiB messages, as uvicorn hands it over; the response's pieces joined): what the service
+costs without HTTP (printed, no goal).
 
     .venv/bin/python bench/transport.py [--rows 1000 --cols 1000] [--repeats 7] [--json out.json]
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from pathlib import Path
@@ -44,6 +48,7 @@ from _common import (
     summarize,
     write_json,
 )
+from uvicorn.importer import import_from_string
 
 GOALS = {"json": 1.5, "b64": 3.0, "binary": 3.0}
 BINARY_VS_JSON_GOAL = 0.1
@@ -74,6 +79,77 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send(
             {"type": "http.response.body", "body": body[start:end], "more_body": end < len(body)}
         )
+
+
+async def _through_app(app: Any, scope: dict[str, Any], pieces: list[bytes]) -> tuple[int, bytes]:
+    """One request through ``app``'s ASGI interface: its status and its whole body."""
+    messages = iter(
+        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+        for i, piece in enumerate(pieces)
+    )
+    out: list[bytes | memoryview] = []  # views of the app's memory: one copy, in the join
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        message = next(messages, None)
+        if message is None:
+            await asyncio.Event().wait()  # the body is read: nothing more comes
+        assert message is not None
+        return message
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            out.append(message.get("body", b""))
+
+    await app(dict(scope), receive, send)
+    return status, b"".join(out)
+
+
+async def _asgi_times(
+    app: Any, path: str, query: bytes, body: bytes, headers: dict[str, str], repeats: int
+) -> list[float]:
+    """Round trips of ``body`` through ``app``'s ASGI interface (in 64 KiB messages, as
+    uvicorn hands a body over), between its lifespan's startup and shutdown; the first,
+    untimed, warms up."""
+    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await lifespan.put({"type": "lifespan.startup"})
+    running = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, answers.put))
+    started = await answers.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"the app did not start: {started}")
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": raw,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    step = 64 * 1024
+    pieces = [body[i : i + step] for i in range(0, len(body), step)]
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        status, answer = await _through_app(app, scope, pieces)
+        times.append(time.perf_counter() - start)
+        if status != 200:
+            raise SystemExit(f"through the app: HTTP {status}: {answer[:500]!r}")
+    await lifespan.put({"type": "lifespan.shutdown"})
+    await answers.get()
+    await running
+    return times[1:]
 
 
 def make_bodies(array: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -238,6 +314,10 @@ def main() -> None:
                 client.post("/", content=body, headers=headers).read()
                 times.append(time.perf_counter() - start)
         results["binary_echo_floor"] = summarize(times)
+        app = import_from_string(args.app)
+        query = b"encoding=binary"
+        times = asyncio.run(_asgi_times(app, "/tensor/ops", query, body, headers, args.repeats))
+        results["binary_asgi"] = summarize(times)
 
     with section(f"results (median of {args.repeats}, milliseconds)"):
         rows = []
@@ -285,6 +365,13 @@ def main() -> None:
             f"binary floor: the same bytes echoed by a bare ASGI app under the same uvicorn "
             f"took {floor * 1e3:.2f} ms ({floor / forms['binary']['in_process']['median_s']:.2f}x "
             "the in-process baseline; no goal)"
+        )
+    if "binary_asgi" in results:
+        through = results["binary_asgi"]["median_s"]
+        print(
+            f"binary through the app in this process (ASGI, no HTTP): {through * 1e3:.2f} ms "
+            f"({through / forms['binary']['in_process']['median_s']:.2f}x the in-process "
+            "baseline; no goal)"
         )
     if "binary" in forms and "json" in forms:
         ratio = forms["binary"]["http"]["median_s"] / forms["json"]["http"]["median_s"]
