@@ -29,7 +29,8 @@ from service.workers.transport import Frame, weak_storage
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+
 
 KEEP_ANSWER_BYTES = 128 << 20
-"""Most bytes of free answer buffers a worker keeps (more are given back as they free)."""
+"""Most bytes of answer buffers (lent or free) a worker keeps for reuse; past them, an
+answer goes in fresh shared memory that is not kept."""
 
 RELEASE_MARK = b"R"
 """The first byte of a release frame's payload (a pickle's is its protocol opcode, 0x80)."""
@@ -83,8 +84,9 @@ class _Buffer:
 
 class AnswerBuffers:
     """A worker's answer buffers, by inode: lent to the server with an answer, free again
-    once released. Sizes are powers of two, so that answers of about the same size reuse
-    one buffer; at most ``keep_bytes`` are kept."""
+    once released. Sizes are powers of two, and an answer reuses a buffer of its own size
+    only: the server maps a whole buffer to read an answer, and a small answer in a large
+    buffer would cost it more than a fresh one. At most ``keep_bytes`` are kept."""
 
     def __init__(self, keep_bytes: int = KEEP_ANSWER_BYTES) -> None:
         self.keep_bytes = keep_bytes
@@ -96,14 +98,13 @@ class AnswerBuffers:
 
     def take(self, nbytes: int) -> torch.UntypedStorage | None:
         """A storage of at least ``nbytes`` in shared memory, lent from now on: a free
-        buffer, else a fresh one (kept when it fits); ``None`` where there is no shared
-        memory."""
-        fits = [b for b in self._buffers.values() if b.free and b.storage.nbytes() >= nbytes]
-        if fits:
-            chosen = min(fits, key=lambda b: b.storage.nbytes())
-            chosen.free = False
-            return chosen.storage
+        buffer of its size, else a fresh one (kept when it fits); ``None`` where there is
+        no shared memory."""
         size = 1 << max(nbytes - 1, 0).bit_length()
+        for buffer in self._buffers.values():
+            if buffer.free and buffer.storage.nbytes() == size:
+                buffer.free = False
+                return buffer.storage
         self._make_room(size)
         storage = new_shared(size)
         if storage is None:

@@ -21,8 +21,11 @@ def test_a_buffer_is_lent_until_released_and_sizes_are_powers_of_two() -> None:
     assert inode is not None
     pool.release([inode, 123456789])  # a file that is not ours is ignored
     again = pool.take(2 * MB + 1)
-    assert again is not None and file_of(again) == inode  # the smallest free one that fits
+    assert again is not None and file_of(again) == inode  # a free one of its size
     assert pool.kept_bytes == 8 * MB
+    pool.release([file_of(second) or 0])
+    small = pool.take(MB)  # a smaller answer never takes a larger buffer
+    assert small is not None and small.nbytes() == MB and file_of(small) != file_of(second)
 
 
 def test_what_is_kept_is_bounded() -> None:
