@@ -162,6 +162,8 @@ def _answer(
         del arg
         try:
             return transport.dumps((OK, result), to_cpu=True)
+        except MemoryError:
+            raise  # no room in shared memory for the result: a 503, as any memory error
         except Exception as exc:
             raise TypeError(f"the task's result cannot be sent back: {exc}") from exc
     except Exception as exc:

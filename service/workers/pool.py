@@ -29,7 +29,7 @@ from service.limits import Deadline
 from service.metrics import Metrics
 from service.workers import child, transport
 from service.workers.buffers import release_frame
-from service.workers.outcomes import Failure
+from service.workers.outcomes import Failure, out_of_memory
 from service.workers.processes import BASE_PRELOAD, WorkerProcess, launch, process_thread
 from service.workers.transport import Frame
 
@@ -179,7 +179,10 @@ class WorkerPool:
         if self._closed:
             raise RuntimeError(f"the worker pool of {self.device} is closed")
         deadline.streaming = on_progress is not None
-        task = await self._encode((fn, arg, deadline, autograd))
+        try:
+            task = await self._encode((fn, arg, deadline, autograd))
+        except MemoryError as exc:  # no room in shared memory for the task's tensors
+            raise out_of_memory(exc) from exc
         worker: WorkerProcess | None = None
         try:
             async with asyncio.timeout(deadline.remaining()):

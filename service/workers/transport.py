@@ -204,6 +204,16 @@ def _reduce_storage(storage: torch.UntypedStorage) -> Any:
     return rebuild, args
 
 
+def _share(tensor: torch.Tensor) -> Any:
+    """torch's shared-memory reduction; a full ``/dev/shm`` is a :class:`MemoryError`."""
+    try:
+        return _shared_tensor(tensor)
+    except RuntimeError as exc:
+        if "No space left on device" in str(exc):
+            raise MemoryError(f"shared memory (/dev/shm) is full: {exc}") from exc
+        raise
+
+
 class _TensorReducer:
     """How a tensor crosses: by value when small, else torch's shared-memory reduction.
 
@@ -230,7 +240,7 @@ class _TensorReducer:
             and not tensor.is_nested
         )
         if not plain:
-            return _shared_tensor(tensor)
+            return _share(tensor)
         storage = tensor.untyped_storage()
         if storage.nbytes() <= INLINE_TENSOR_BYTES:
             flat = tensor.detach().resolve_conj().resolve_neg().contiguous().reshape(-1)
@@ -240,7 +250,7 @@ class _TensorReducer:
             self.copied += storage.nbytes()
             if self.copied > self.copy_limit:
                 raise CopyTooLarge(self.copied)
-        return _shared_tensor(tensor)
+        return _share(tensor)
 
 
 PROGRESS_MARK = b"P"

@@ -63,6 +63,20 @@ def answer(spec: tuple[int, int], deadline: Deadline) -> torch.Tensor:
     return out
 
 
+def big_result_with_shared_memory_full(arg: Any, deadline: Deadline) -> torch.Tensor:
+    """A large result, while sharing memory fails once as a full /dev/shm does."""
+    from service.workers import transport  # noqa: PLC0415 (the worker side of the test)
+
+    share = transport._shared_tensor
+
+    def full(tensor: torch.Tensor) -> Any:
+        transport._shared_tensor = share  # once: the worker serves on
+        raise RuntimeError("unable to write to file </torch_1_2_3>: No space left on device (28)")
+
+    transport._shared_tensor = full
+    return torch.ones(1 << 20)
+
+
 def affine(tensor: torch.Tensor, deadline: Deadline) -> dict[str, Any]:
     return {"scaled": tensor * 2 + 1, "mean": tensor.mean(), "label": "affine", "raw": b"\x00\x01"}
 

@@ -23,7 +23,7 @@ from service.errors import (
 )
 from service.limits import Deadline
 from service.metrics import Metrics
-from service.workers import RemoteTraceback, WorkerError, WorkerPool, child
+from service.workers import RemoteTraceback, WorkerError, WorkerPool, child, transport
 from service.workers.transport import INLINE_TENSOR_BYTES
 from tests.unit.workers import tasks
 
@@ -268,6 +268,22 @@ def test_memory_errors_are_503(pool, loop) -> None:
     assert device.value.details["reason"].startswith("CUDA out of memory. Tried to allocate")
     with pytest.raises(DeviceOutOfMemory, match="host ran out of memory"):
         call(loop, pool, tasks.exhaust_host, None)
+
+
+def test_a_full_shared_memory_is_a_503_on_either_side(pool, loop, monkeypatch) -> None:
+    with pytest.raises(DeviceOutOfMemory) as error:  # the worker's result finds no room
+        call(loop, pool, tasks.big_result_with_shared_memory_full, None)
+    assert error.value.status_code == 503
+    assert torch.equal(call(loop, pool, tasks.echo, torch.ones(1 << 20)), torch.ones(1 << 20))
+
+    def full(tensor: torch.Tensor) -> Any:
+        raise RuntimeError("unable to write to file </torch_1_2_3>: No space left on device (28)")
+
+    monkeypatch.setattr(transport, "_shared_tensor", full)  # the task's tensors find no room
+    with pytest.raises(DeviceOutOfMemory):
+        call(loop, pool, tasks.echo, torch.ones(1 << 20))
+    monkeypatch.undo()
+    assert call(loop, pool, tasks.pid, None) in pool.pids
 
 
 def test_an_unpicklable_function_is_refused_before_any_worker_is_used(pool, loop) -> None:
