@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import io
+import mmap
 import os
 import pickle
 import socket
@@ -53,25 +54,31 @@ _file_id: Callable[[int], tuple[int, int]] = reductions.fd_id
 _cached_storage: Callable[[type, tuple[int, int]], Any] = reductions.storage_from_cache
 weak_storage: Callable[[torch.UntypedStorage], Any] = reductions.StorageWeakRef
 """A weak reference to a storage (``expired()`` once it has died)."""
-_MADV_POPULATE_READ = 22  # Linux 5.14+
+MADV_POPULATE_READ = 22  # Linux 5.14+
+MADV_POPULATE_WRITE = 23
 
 
-def _madvise() -> Callable[[int, int], bool] | None:
+def page_populator(advice: int) -> Callable[[int, int], bool] | None:
+    """``madvise(advice)`` over the pages of a range (``MADV_POPULATE_READ`` or ``_WRITE``:
+    the pages mapped at once, which costs far less than a page fault on each at first
+    touch); true when the kernel took it. ``None`` where there is no ``madvise``."""
     try:
         madvise = ctypes.CDLL(None, use_errno=True).madvise
     except (OSError, AttributeError):
         return None
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     madvise.restype = ctypes.c_int
+    page = mmap.PAGESIZE
 
     def populate(address: int, size: int) -> bool:
-        result: int = madvise(address, size, _MADV_POPULATE_READ)
+        start = address - address % page
+        result: int = madvise(start, size + address - start, advice)
         return result == 0
 
     return populate
 
 
-_populate = _madvise()
+_populate = page_populator(MADV_POPULATE_READ)
 _RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
