@@ -14,19 +14,14 @@ that have died on its side (:func:`release_frame`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import mmap
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import torch
 
-from service.workers.transport import Frame, weak_storage
-
-_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+from service.workers.transport import MADV_POPULATE_WRITE, Frame, page_populator, weak_storage
 
 KEEP_ANSWER_BYTES = 128 << 20
 """Most bytes of answer buffers (lent or free) a worker keeps for reuse; past them, an
@@ -36,23 +31,7 @@ RELEASE_MARK = b"R"
 """The first byte of a release frame's payload (a pickle's is its protocol opcode, 0x80)."""
 
 
-def _madvise() -> Callable[[int, int], None]:
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return lambda address, size: None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    page = mmap.PAGESIZE
-
-    def populate(address: int, size: int) -> None:
-        start = address - address % page
-        madvise(start, size + address - start, _MADV_POPULATE_WRITE)  # a refusal is harmless
-
-    return populate
-
-
-_populate = _madvise()
+_populate = page_populator(MADV_POPULATE_WRITE)
 
 
 def new_shared(nbytes: int) -> torch.UntypedStorage | None:
@@ -62,8 +41,8 @@ def new_shared(nbytes: int) -> torch.UntypedStorage | None:
         storage: torch.UntypedStorage = torch.UntypedStorage._new_shared(nbytes)  # type: ignore[no-untyped-call]
     except (RuntimeError, OSError):
         return None
-    if nbytes:
-        _populate(storage.data_ptr(), nbytes)
+    if nbytes and _populate is not None:
+        _populate(storage.data_ptr(), nbytes)  # a refusal is harmless: pages fault in
     return storage
 
 
@@ -90,11 +69,8 @@ class AnswerBuffers:
 
     def __init__(self, keep_bytes: int = KEEP_ANSWER_BYTES) -> None:
         self.keep_bytes = keep_bytes
+        self.kept_bytes = 0
         self._buffers: dict[int, _Buffer] = {}
-
-    @property
-    def kept_bytes(self) -> int:
-        return sum(b.storage.nbytes() for b in self._buffers.values())
 
     def take(self, nbytes: int) -> torch.UntypedStorage | None:
         """A storage of at least ``nbytes`` in shared memory, lent from now on: a free
@@ -112,6 +88,7 @@ class AnswerBuffers:
         inode = file_of(storage)
         if inode is not None and self.kept_bytes + size <= self.keep_bytes:
             self._buffers[inode] = _Buffer(storage)
+            self.kept_bytes += size
         return storage
 
     def _make_room(self, size: int) -> None:
@@ -120,6 +97,7 @@ class AnswerBuffers:
                 return
             if buffer.free:
                 del self._buffers[inode]
+                self.kept_bytes -= buffer.storage.nbytes()
 
     def release(self, inodes: list[int]) -> None:
         """The server is done with these files (those not ours are ignored)."""
@@ -132,6 +110,7 @@ class AnswerBuffers:
         """Forget every buffer (a worker left idle): the free ones go back to the system, a
         lent one once the server has sent it (its mapping keeps it until then)."""
         self._buffers.clear()
+        self.kept_bytes = 0
 
 
 lender: AnswerBuffers | None = None
@@ -151,20 +130,23 @@ def shared_storage(nbytes: int) -> torch.UntypedStorage | None:
 
 class LentFiles:
     """What the server knows of one worker's answers: a weak reference to each storage
-    they brought, with its file's inode, until that storage has died here (its response
-    sent and dropped)."""
+    they brought, by its file's inode, until that storage has died here (its response sent
+    and dropped). One entry a file: a storage that stays alive here (a view of one of the
+    server's own buffers, handed back) is tracked once, however often it comes back."""
 
     def __init__(self) -> None:
-        self._refs: list[tuple[int, Any]] = []
+        self._refs: dict[int, Any] = {}
 
     def add(self, mapped: list[tuple[int, torch.UntypedStorage]]) -> None:
-        self._refs.extend((inode, weak_storage(storage)) for inode, storage in mapped)
+        for inode, storage in mapped:
+            if inode not in self._refs:
+                self._refs[inode] = weak_storage(storage)
 
     def released(self) -> list[int]:
         """The inodes of the storages that have died since the last call."""
-        dead = [inode for inode, ref in self._refs if ref.expired()]
-        if dead:
-            self._refs = [(inode, ref) for inode, ref in self._refs if not ref.expired()]
+        dead = [inode for inode, ref in self._refs.items() if ref.expired()]
+        for inode in dead:
+            del self._refs[inode]
         return dead
 
 

@@ -76,3 +76,21 @@ def test_a_worker_lends_its_buffers_and_any_other_process_makes_fresh_ones() -> 
         assert lent is not None and pool.kept_bytes == MB
     finally:
         buffers.lender = None
+
+
+def test_a_storage_that_keeps_coming_back_is_tracked_once() -> None:
+    # A view of one of the server's own buffers handed back by every answer: one entry,
+    # however many answers, and released once it dies.
+    storage = buffers.new_shared(MB)
+    assert storage is not None
+    inode = file_of(storage)
+    assert inode is not None
+    lent = LentFiles()
+    for _ in range(1000):
+        lent.add([(inode, storage)])
+    assert len(lent._refs) == 1
+    assert lent.released() == []
+    del storage
+    gc.collect()
+    assert lent.released() == [inode]
+    assert not lent._refs
