@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the service's logs, the access log included."""
 
+    opentelemetry: bool = False
+    """FastAPI's own OpenTelemetry spans, metrics and logs of each request, sent to the
+    providers of an OpenTelemetry SDK set up in the process (``opentelemetry-instrument``,
+    or ``FASTAPI_OTEL_AUTO_CONFIGURE=true``). Off, no request pays FastAPI's check for such
+    providers; the Prometheus metrics at ``/metrics`` are kept either way."""
+
     isolate: bool = True
     """Run compute in worker processes, which are killed at the request's deadline; false
     runs it in threads of the server's process, which finish their work past a deadline."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp
 
 from service import __version__
@@ -132,6 +133,9 @@ class TorchlabApp(FastAPI):
         return FastLane(stack, index, self.exception_handlers, state.settings, state.metrics)
 
 
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's native telemetry off (``Settings.opentelemetry`` false)."""
+
 LANE_KNOWS: tuple[object, ...] = (RequestContextMiddleware, ApiKeyMiddleware, CORSMiddleware)
 
 
@@ -186,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         swagger_ui_parameters=docs.SWAGGER_UI_PARAMETERS,
+        telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = metrics

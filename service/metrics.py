@@ -29,6 +29,11 @@ MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus-client's own setting, read once, when it is imported: from then on every
 metric of the process keeps its values in files in that directory."""
 
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+"""The methods counted under their own name (RFC 9110's and PATCH)."""
+
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
 
@@ -121,6 +126,24 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def count_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and observe its latency. A method outside HTTP's own
+        is counted as ``_OTHER`` (as OpenTelemetry's conventions do), so that no request
+        adds a series of its own. Each series is looked up once, then kept: ``labels()``
+        costs more than the count."""
+        label = method if method in HTTP_METHODS else "_OTHER"
+        key = (label, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self._request_series[key] = (
+                self.requests.labels(label, route, str(status)),
+                self.latency.labels(label, route),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format: this process's, or in multiprocess mode

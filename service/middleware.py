@@ -40,8 +40,7 @@ def end_request(scope: Scope, metrics: Metrics, request_id: str, status: int, st
     template = getattr(route, "path", None) or "unmatched"
     elapsed = time.perf_counter() - start
     method = scope["method"]
-    metrics.requests.labels(method, template, str(status)).inc()
-    metrics.latency.labels(method, template).observe(elapsed)
+    metrics.count_request(method, template, status, elapsed)
     access_log.info("%s %s %s %d %.1fms", request_id, method, scope["path"], status, elapsed * 1000)
 
 

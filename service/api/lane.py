@@ -21,7 +21,8 @@ Any other request goes through the whole stack, as does one the lane declines af
 reading its body (not JSON, or invalid for the model: FastAPI words those errors), with the
 body replayed. So is every request when CORS is configured and the request has an
 ``Origin`` (the CORS layer adds headers), or when a layer was added to the app that the
-lane does not know of.
+lane does not know of, or when FastAPI's OpenTelemetry follows the request
+(``Settings.opentelemetry``): its router names the request's span after the route.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.routing import DirectCall, ORJSONRequest, ORJSONRoute, StaticPathIndex
+from service.api.routing import (
+    TELEMETRY_SCOPE_KEY,
+    DirectCall,
+    ORJSONRequest,
+    ORJSONRoute,
+    StaticPathIndex,
+)
 from service.config import Settings
 from service.metrics import Metrics
 from service.middleware import IdentifiedSend, accepts_key, begin_request, end_request
@@ -68,7 +75,12 @@ class FastLane:
         self.keys = [key.encode() for key in settings.api_keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope["query_string"]:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope["query_string"]
+            and TELEMETRY_SCOPE_KEY not in scope
+        ):
             found = self._route(scope)
             if found is not None and self._takes(scope, found[0]):
                 await self._answer(found, scope, receive, send)

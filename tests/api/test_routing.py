@@ -478,3 +478,41 @@ def test_a_body_longer_than_the_lane_takes_goes_to_the_stack() -> None:
     given, seen = asyncio.run(scenario())
     assert len(given) == 3  # two read by the lane (over 16 KiB), the third by the stack
     assert seen == ["http.request"] * 3
+
+
+def test_a_path_with_parameters_finds_the_routers_route_trying_one_matching(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every route of the app with parameters, at a path of its own: the index finds the
+    route the router's own matching finds (the first in its order to match in full), and
+    runs the matching of that route alone (the others miss on their patterns)."""
+    routes = [
+        route
+        for route in client.app.routes  # type: ignore[attr-defined]
+        if isinstance(route, fastapi.routing.APIRoute) and route.param_convertors
+    ]
+    assert len(routes) >= 10
+    index = client.app.router.middleware_stack  # type: ignore[attr-defined]
+    matched: list[Any] = []
+    original = fastapi.routing.APIRoute.matches
+
+    def counted(self: fastapi.routing.APIRoute, scope: Any) -> Any:
+        matched.append(self)
+        return original(self, scope)
+
+    for route in routes:
+        path = route.path_format.format(**{name: "relu" for name in route.param_convertors})
+        method = sorted(route.methods)[0]
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        expected = next(
+            r
+            for r in client.app.routes  # type: ignore[attr-defined]
+            if r.matches(scope)[0] is fastapi.routing.Match.FULL
+        )
+        with monkeypatch.context() as patched:
+            patched.setattr(fastapi.routing.APIRoute, "matches", counted)
+            matched.clear()
+            found = index.find(scope)
+        assert found is not None and found[0] is expected, path
+        assert found[1]["path_params"] == {name: "relu" for name in route.param_convertors}
+        assert matched == [expected], path

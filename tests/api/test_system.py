@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 
+import opentelemetry.trace
+import pytest
 import torch
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from service.config import Settings
 from service.main import create_app
@@ -59,6 +64,27 @@ def test_request_id_is_kept_or_made(client: TestClient) -> None:
     # A hostile id (header injection, huge) is replaced, not echoed.
     replaced = client.get("/health", headers={"X-Request-ID": "x" * 500})
     assert replaced.headers["X-Request-ID"] != "x" * 500
+
+
+def test_metrics_count_each_request_once_and_odd_methods_under_one_name(
+    client: TestClient,
+) -> None:
+    def count(method: str, route: str, status: str) -> float:
+        text = client.get("/metrics").text
+        line = f'torchlab_requests_total{{method="{method}",route="{route}",status="{status}"}}'
+        found = [row for row in text.splitlines() if row.startswith(line + " ")]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    before = count("POST", "/tensor/ops", "200")
+    for _ in range(3):
+        assert client.post("/tensor/ops", json={"steps": [{"op": "arange", "end": 3}]}).is_success
+    assert count("POST", "/tensor/ops", "200") == before + 3
+    # A method token of the caller's own is counted as _OTHER: no caller adds a series.
+    for i in range(5):
+        assert client.request(f"BREW{i}", "/health").status_code == 405
+    text = client.get("/metrics").text
+    assert "BREW" not in text
+    assert count("_OTHER", "/health", "405") == 5
 
 
 def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
@@ -169,3 +195,25 @@ def test_a_body_not_sent_as_json_is_415(client: TestClient) -> None:
         "/tensor/ops", content=b'{"steps": []}', headers={"Content-Type": "text/plain"}
     )
     assert_error(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_fastapi_opentelemetry_only_when_asked_for(
+    enabled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an OpenTelemetry SDK's tracer provider in the process, FastAPI's own spans come
+    only with ``TORCHLAB_OPENTELEMETRY``, each named after its route (the app's shortcuts
+    to a route step aside for them); without it no request looks for the provider."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(opentelemetry.trace, "get_tracer_provider", lambda: provider)
+    with TestClient(create_app(make_settings(opentelemetry=enabled))) as client:
+        response = client.post("/tensor/ops", json={"steps": [{"op": "arange", "end": 3}]})
+        assert response.json()["outputs"]["out"]["data"] == [0, 1, 2]
+        assert client.get("/v2/models/relu").json()["name"] == "relu"
+    names = [span.name for span in exporter.get_finished_spans()]
+    if enabled:
+        assert {"POST /tensor/ops", "GET /v2/models/{name}"} <= set(names), names
+    else:
+        assert names == []
