@@ -52,7 +52,8 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir()
         self.requests = Counter(
             "torchlab_requests",
-            "HTTP requests answered, by method, route template and status code.",
+            "HTTP requests answered, by method (_OTHER: one outside HTTP's own), route "
+            "template and status code.",
             ["method", "route", "status"],
             registry=self.registry,
         )
