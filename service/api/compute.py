@@ -45,6 +45,7 @@ from service.errors import LimitExceeded
 from service.limits import Budget, Deadline
 from service.ops.context import ComputeContext
 from service.ops.render.png import Png
+from service.ops.threads import torch_threads
 
 P = TypeVar("P")
 
@@ -202,17 +203,6 @@ class Stages:
     started: int = 0
     finished: int = 0
     compute_ns: int = 0
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` for the block (it is the process's)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _tensors(content: Any) -> Iterator[torch.Tensor]:

@@ -1,0 +1,40 @@
+"""torch's threads for a piece of work, and the cores that work on one of them may still fill.
+
+Parallel work waits at each of its parallel regions for every thread of the team, and on a
+machine shared with other processes a thread left waiting for a core costs a scheduler
+slice. Work made of many short regions therefore runs on one of torch's threads
+(:data:`service.api.compute.ONE_THREAD_SECONDS`), and where it has a few large independent
+pieces (the row blocks of a tall QR) it runs them side by side, one thread each
+(:func:`cores`): a piece held up by a busy core delays only itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+import torch
+
+_before: ContextVar[int] = ContextVar("torch_threads_before", default=1)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block (it is the process's);
+    inside it, :func:`cores` gives the count there was before."""
+    before = torch.get_num_threads()
+    token = _before.set(before)
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        _before.reset(token)
+
+
+def cores() -> int:
+    """How many single-threaded pieces of work may run side by side: torch's thread count
+    before :func:`torch_threads` cut it to one, and 1 anywhere else (where torch's own
+    threads, or other requests' work in the same process, use the cores)."""
+    return _before.get() if torch.get_num_threads() == 1 else 1
