@@ -250,6 +250,11 @@ def lstsq(a: torch.Tensor, b: torch.Tensor, rcond: float | None = None) -> torch
 TALL = 2
 """A matrix with this many times more rows than columns is first reduced by QR (on the CPU)."""
 
+BLOCKS_MIN_FLOPS = 3e7
+"""A QR of at least this many FLOPs (``4nd²``, some milliseconds on one thread) goes by
+blocks side by side; a smaller one would gain less than handing a block to another thread
+costs (a few hundred µs on a small VM)."""
+
 
 def _gelsd(a: torch.Tensor, b: torch.Tensor, rcond: float | None) -> torch.Tensor:
     """LAPACK's ``gelsd``. A tall ``a`` is first reduced to its [d, d] triangle by a
@@ -264,7 +269,7 @@ def _gelsd(a: torch.Tensor, b: torch.Tensor, rcond: float | None) -> torch.Tenso
         return solution
     cutoff = rcond if rcond is not None else torch.finfo(a.dtype).eps * n  # LAPACK's default
     blocks = min(cores(), n // (TALL * d))
-    if blocks > 1:
+    if blocks > 1 and 4.0 * n * d * d >= BLOCKS_MIN_FLOPS:
         a, b = _reduce_by_blocks(a, b, blocks)
     reflectors, tau = torch.geqrf(a)
     projected = torch.ormqr(reflectors, tau, b, left=True, transpose=True)[:d]
@@ -290,9 +295,22 @@ def _reduce_by_blocks(a: torch.Tensor, b: torch.Tensor, blocks: int) -> tuple[Te
         projected = torch.ormqr(reflectors, tau, targets, left=True, transpose=True)[:d]
         return reflectors[:d].triu(), projected
 
-    with ThreadPoolExecutor(blocks, thread_name_prefix="qr-block") as pool:
-        reduced = list(pool.map(reduce, zip(a.chunk(blocks), b.chunk(blocks), strict=True)))
+    pieces = list(zip(a.chunk(blocks), b.chunk(blocks), strict=True))
+    others = [_block_pool(blocks - 1).submit(reduce, piece) for piece in pieces[1:]]
+    reduced = [reduce(pieces[0]), *(future.result() for future in others)]
     return torch.cat([r for r, _ in reduced]), torch.cat([p for _, p in reduced])
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _block_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of ``threads`` threads for the blocks past the first, which the
+    calling thread reduces itself (a thread's first torch call sets up its own state, about
+    a millisecond: the threads are kept, not made anew per fit)."""
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="qr-block")
+    return _pools[threads]
 
 
 def _lstsq_fit(

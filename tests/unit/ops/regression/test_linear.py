@@ -17,6 +17,7 @@ from sklearn.metrics import r2_score
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded
 from service.limits import Budget, Deadline
 from service.ops.data.datasets import load_dataset, table_from_tensors
+from service.ops.regression import linear
 from service.ops.regression.linear import (
     TALL,
     LinearOptions,
@@ -122,6 +123,7 @@ def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
         return geqrf(a)
 
     monkeypatch.setattr(torch, "geqrf", spied)
+    monkeypatch.setattr(linear, "BLOCKS_MIN_FLOPS", 0.0)  # blocks even for this small QR
     x, y = _ill_conditioned(400, 8, 1e9, 6)
     if case == "rank-deficient":
         x[:, 3] = 2 * x[:, 1]
@@ -143,10 +145,12 @@ def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
     # path by 4.8e-7 and four blocks by 1.3e-6 (relative).
     rtol = 1e-6 if side_by_side == 1 else 1e-5
     torch.testing.assert_close(solution, direct, rtol=rtol, atol=1e-9 * direct.abs().max())
-    # Each block's QR on the pool's threads, then the stacked triangles' on this one.
+    # The first block's QR on this thread, the others' on the pool's, then the stacked
+    # triangles' on this thread again.
+    here = threading.current_thread().name
     on_pool = [name for name in threads if name.startswith("qr-block")]
-    assert len(on_pool) == (side_by_side if side_by_side > 1 else 0), threads
-    assert threads.count(threading.current_thread().name) == 1
+    assert len(on_pool) == side_by_side - 1, threads
+    assert threads.count(here) == (2 if side_by_side > 1 else 1), threads
 
 
 @pytest.mark.gpu
@@ -258,3 +262,29 @@ def test_linear_fit_needs_numeric_targets() -> None:
     with pytest.raises(InvalidInput) as info:
         linear_fit(replace(table, labels=None))
     assert info.value.code == "no_targets"
+
+
+def test_a_small_qr_stays_whole_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``BLOCKS_MIN_FLOPS`` the hand-over to another thread would cost more than the
+    QR: a 442×10 fit (diabetes) runs its QR whole, on the calling thread."""
+    threads: list[str] = []
+    geqrf = torch.geqrf
+
+    def spied(a: torch.Tensor) -> Any:
+        threads.append(threading.current_thread().name)
+        return geqrf(a)
+
+    monkeypatch.setattr(torch, "geqrf", spied)
+    x, y = arrays_of(load_dataset("diabetes"))
+    assert 4.0 * x.shape[0] * x.shape[1] ** 2 < linear.BLOCKS_MIN_FLOPS
+    a, b = torch.from_numpy(x - x.mean(0)), torch.from_numpy(y - y.mean(0)).reshape(-1, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with torch_threads(1):
+            solution = lstsq(a, b)
+    finally:
+        torch.set_num_threads(before)
+    assert threads == [threading.current_thread().name]
+    reference = LinearRegression().fit(x, y)
+    np.testing.assert_allclose(solution.squeeze(1).numpy(), reference.coef_, rtol=1e-9)
