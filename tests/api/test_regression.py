@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -20,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from service.main import create_app
 from service.ops.data.datasets import EXAM_HOURS, EXAM_SCORES
+from service.ops.regression.linear import BLOCKS_MIN_FLOPS
 from tests.api.test_system import assert_error
 from tests.conftest import make_settings
 
@@ -410,3 +412,30 @@ def test_confusion_matrices_are_charged_by_classes_squared() -> None:
             body = {"x": _b64(x), "y": y.tolist(), "epochs": 2, "test_size": 0.5}
             response = small.post("/regress/logistic", json=body)
             assert response.status_code == status, response.text
+
+
+def test_a_tall_fit_in_a_worker_equals_sklearn() -> None:
+    """10000×40: a QR of 6.4e7 FLOPs, so in a worker with two threads the fit runs on one
+    of them and its QR by two blocks of rows side by side (``service.ops.threads``)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((10_000, 40)).astype(np.float32)
+    y = (x.astype(np.float64) @ rng.standard_normal(40) + rng.standard_normal(10_000)).astype(
+        np.float32
+    )
+    assert 4.0 * x.shape[0] * x.shape[1] ** 2 >= BLOCKS_MIN_FLOPS
+    body = {
+        "x": {"shape": list(x.shape), "dtype": "float32", "binary_data_size": x.nbytes},
+        "y": {"shape": list(y.shape), "dtype": "float32", "binary_data_size": y.nbytes},
+    }
+    head = orjson.dumps(body)
+    with TestClient(create_app(make_settings(worker_threads=2))) as client:
+        response = client.post(
+            "/regress/linear",
+            content=head + x.tobytes() + y.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(head))},
+        )
+    assert response.status_code == 200, response.text
+    model = response.json()["model"]
+    reference = LinearRegression().fit(x.astype(np.float64), y.astype(np.float64))
+    np.testing.assert_allclose(model["coef"], reference.coef_, rtol=1e-9, atol=1e-12)
+    assert math.isclose(model["intercept"], reference.intercept_, rel_tol=1e-9, abs_tol=1e-12)
