@@ -58,12 +58,14 @@ team; on a machine shared with the server, its clients or other workers, one thr
 waiting for a core costs a scheduler slice (milliseconds). On 2 cores a 64x64 matmul
 request took 0.94 ms (p90 5.4 ms) in the worker on two threads, 0.15 ms (p90 0.16) on one.
 Larger work keeps every thread: there the parallel speed-up outweighs the waits."""
-ONE_THREAD_STEP_SECONDS = 1e-3
+ONE_THREAD_STEP_SECONDS = 1e-2
 """So does work made of serial steps (``Budget.serial_steps``: an RNN's time steps, an
-optimizer's) each predicted under this: every step pays the waits. An LSTM over 300 steps
-gained nothing from a second thread on an idle machine and took 7 to 25 times as long
-beside one busy process (twice as long on one thread). A logistic fit's steps (predicted
-at about 4 ms each) keep their threads: 20% faster on an idle machine."""
+optimizer's, a least-squares QR's reflections) each predicted under this: every step pays
+the waits. An LSTM over 300 steps gained nothing from a second thread on an idle machine
+and took 7 to 25 times as long beside one busy process (twice as long on one thread). A
+logistic fit of 20000×20 (L-BFGS, steps predicted at about 4 ms) took 41 ms on two threads
+and 36 ms on one back to back on an idle machine, 86 and 103 ms after a pause, and beside
+one busy process 364 and 38 ms."""
 
 
 Content = dict[str, Any] | Png
