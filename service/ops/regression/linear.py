@@ -295,7 +295,7 @@ def _reduce_by_blocks(a: torch.Tensor, b: torch.Tensor, blocks: int) -> tuple[Te
         projected = torch.ormqr(reflectors, tau, targets, left=True, transpose=True)[:d]
         return reflectors[:d].triu(), projected
 
-    pieces = list(zip(a.chunk(blocks), b.chunk(blocks), strict=True))
+    pieces = list(zip(a.tensor_split(blocks), b.tensor_split(blocks), strict=True))
     others = [_block_pool(blocks - 1).submit(reduce, piece) for piece in pieces[1:]]
     reduced = [reduce(pieces[0]), *(future.result() for future in others)]
     return torch.cat([r for r, _ in reduced]), torch.cat([p for _, p in reduced])
