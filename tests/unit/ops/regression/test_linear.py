@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -107,14 +108,8 @@ def test_the_svd_path_equals_gelsd() -> None:
     torch.testing.assert_close(on_cpu, by_svd, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("side_by_side", [1, 3, 4])
-@pytest.mark.parametrize("rcond", [None, 1e-6])
-@pytest.mark.parametrize("case", ["ill-conditioned", "rank-deficient", "two-targets"])
-def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
-    case: str, rcond: float | None, side_by_side: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The QR reduction, whole, or by blocks of rows on threads side by side (on one of
-    torch's threads with ``side_by_side`` cores: 3 splits 400 rows unevenly)."""
+def _geqrf_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that call ``torch.geqrf`` from now on, in order."""
     threads: list[str] = []
     geqrf = torch.geqrf
 
@@ -123,6 +118,29 @@ def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
         return geqrf(a)
 
     monkeypatch.setattr(torch, "geqrf", spied)
+    return threads
+
+
+def _on_one_thread_of(cores: int, work: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``work`` as a worker runs a one-thread job: on one of torch's ``cores`` threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(cores)
+    try:
+        with torch_threads(1):
+            return work()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("side_by_side", [1, 3, 4])
+@pytest.mark.parametrize("rcond", [None, 1e-6])
+@pytest.mark.parametrize("case", ["ill-conditioned", "rank-deficient", "two-targets"])
+def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
+    case: str, rcond: float | None, side_by_side: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The QR reduction, whole, or by blocks of rows on threads side by side (on one of
+    torch's threads with ``side_by_side`` cores: 3 splits 400 rows unevenly)."""
+    threads = _geqrf_threads(monkeypatch)
     monkeypatch.setattr(linear, "BLOCKS_MIN_FLOPS", 0.0)  # blocks even for this small QR
     x, y = _ill_conditioned(400, 8, 1e9, 6)
     if case == "rank-deficient":
@@ -133,13 +151,7 @@ def test_a_tall_matrix_reduced_by_qr_first_gets_gelsds_solution(
         b = torch.cat([b, b**2], dim=1)
     assert a.shape[0] >= TALL * a.shape[1]
     direct = torch.linalg.lstsq(a, b, rcond=rcond, driver="gelsd").solution
-    before = torch.get_num_threads()
-    torch.set_num_threads(side_by_side)
-    try:
-        with torch_threads(1):
-            solution = lstsq(a, b, rcond)
-    finally:
-        torch.set_num_threads(before)
+    solution = _on_one_thread_of(side_by_side, lambda: lstsq(a, b, rcond))
     # Both within the problem's conditioning (1e9 × machine precision) of the exact
     # solution: against one computed to 60 digits, gelsd was off by 4.9e-7, the QR-first
     # path by 4.8e-7 and four blocks by 1.3e-6 (relative).
@@ -267,24 +279,11 @@ def test_linear_fit_needs_numeric_targets() -> None:
 def test_a_small_qr_stays_whole_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under ``BLOCKS_MIN_FLOPS`` the hand-over to another thread would cost more than the
     QR: a 442×10 fit (diabetes) runs its QR whole, on the calling thread."""
-    threads: list[str] = []
-    geqrf = torch.geqrf
-
-    def spied(a: torch.Tensor) -> Any:
-        threads.append(threading.current_thread().name)
-        return geqrf(a)
-
-    monkeypatch.setattr(torch, "geqrf", spied)
+    threads = _geqrf_threads(monkeypatch)
     x, y = arrays_of(load_dataset("diabetes"))
     assert 4.0 * x.shape[0] * x.shape[1] ** 2 < linear.BLOCKS_MIN_FLOPS
     a, b = torch.from_numpy(x - x.mean(0)), torch.from_numpy(y - y.mean(0)).reshape(-1, 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        with torch_threads(1):
-            solution = lstsq(a, b)
-    finally:
-        torch.set_num_threads(before)
+    solution = _on_one_thread_of(4, lambda: lstsq(a, b))
     assert threads == [threading.current_thread().name]
     reference = LinearRegression().fit(x, y)
     np.testing.assert_allclose(solution.squeeze(1).numpy(), reference.coef_, rtol=1e-9)
