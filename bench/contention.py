@@ -3,12 +3,14 @@ with one process spinning on a core (at the server's priority, as another servic
 client on the same machine would).
 
 The requests: an LSTM over 300 steps (``POST /layers/rnn``: hundreds of small parallel
-regions), a least-squares fit of 20000x40 (``POST /regress/linear``) and a 64x64 matmul
-program (``POST /tensor/ops``: small work, where the worker's hop counts). Each is timed
-``--repeats`` times idle and busy, alternating, over HTTP; the goal is on the compute time
-(each answer's ``elapsed_ms``, in the worker): busy / idle <= 3x for each (on 2 cores the
-neighbour takes one of them, so up to about 2x is the fair share). Wall times are printed
-beside it: parsing and encoding, in the server, share the cores too.
+regions), a least-squares fit of 20000x40 (``POST /regress/linear``: a QR of 40
+reflections in a row), an L-BFGS logistic fit of regression.py's 20000x20 problem (its
+16000 training rows, ``POST /regress/logistic``: optimizer steps of a few ms) and a 64x64
+matmul program (``POST /tensor/ops``: small work, where the worker's hop counts). Each is
+timed ``--repeats`` times idle and busy, alternating, over HTTP; the goal is on the
+compute time (each answer's ``elapsed_ms``, in the worker): busy / idle <= 3x for each (on
+2 cores the neighbour takes one of them, so up to about 2x is the fair share). Wall times
+are printed beside it: parsing and encoding, in the server, share the cores too.
 
 ``--against COMMIT`` also serves that commit (from a temporary git worktree, with this
 venv) and times the same requests on it, one server at a time.
@@ -39,7 +41,7 @@ from _common import (
     worktree,
     write_json,
 )
-from regression import linear_case
+from regression import linear_case, logistic_case
 
 GOAL = 3.0
 JSON = {"content-type": "application/json"}
@@ -67,6 +69,7 @@ def requests() -> dict[str, tuple[str, bytes]]:
     return {
         "lstm_300_steps": ("/layers/rnn", orjson.dumps(lstm, option=option)),
         "lstsq_20000x40": ("/regress/linear", linear_case(20000, 40, 0)["body"]),
+        "logistic_20000x20": ("/regress/logistic", logistic_case(20000, 20, 0)["body"]),
         "matmul_64": ("/tensor/ops", orjson.dumps(matmul)),
     }
 
