@@ -58,14 +58,15 @@ team; on a machine shared with the server, its clients or other workers, one thr
 waiting for a core costs a scheduler slice (milliseconds). On 2 cores a 64x64 matmul
 request took 0.94 ms (p90 5.4 ms) in the worker on two threads, 0.15 ms (p90 0.16) on one.
 Larger work keeps every thread: there the parallel speed-up outweighs the waits."""
-ONE_THREAD_STEP_SECONDS = 1e-2
+ONE_THREAD_STEP_SECONDS = 2e-2
 """So does work made of serial steps (``Budget.serial_steps``: an RNN's time steps, an
-optimizer's, a least-squares QR's reflections) each predicted under this: every step pays
-the waits. An LSTM over 300 steps gained nothing from a second thread on an idle machine
-and took 7 to 25 times as long beside one busy process (twice as long on one thread). A
-logistic fit of 20000×20 (L-BFGS, steps predicted at about 4 ms) took 41 ms on two threads
-and 36 ms on one back to back on an idle machine, 86 and 103 ms after a pause, and beside
-one busy process 364 and 38 ms."""
+optimizer's, a least-squares QR's reflections) each predicted under this on one thread
+(the predicted step times torch's thread count: on many cores, steps that would take long
+on one keep every thread): every step pays the waits. An LSTM over 300 steps gained
+nothing from a second thread on an idle machine and took 7 to 25 times as long beside one
+busy process (twice as long on one thread). A logistic fit of 20000×20 (L-BFGS, steps
+predicted at about 4 ms) took 41 ms on two threads and 36 ms on one back to back on an
+idle machine, 86 and 103 ms after a pause, and beside one busy process 364 and 38 ms."""
 
 
 Content = dict[str, Any] | Png
@@ -218,6 +219,17 @@ def _tensors(content: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(value)
 
 
+def runs_on_one_thread(budget: Budget, threads: int) -> bool:
+    """Whether the work ``budget`` predicts runs on one of the worker's ``threads``: in all
+    under :data:`ONE_THREAD_SECONDS`, or in serial steps each under
+    :data:`ONE_THREAD_STEP_SECONDS` on one thread. (The device's rates are measured on all
+    of torch's threads, so a step on one takes up to ``threads`` times as long.)"""
+    return (
+        budget.seconds < ONE_THREAD_SECONDS
+        or budget.seconds * threads / budget.serial_steps < ONE_THREAD_STEP_SECONDS
+    )
+
+
 def check_response_size(content: Any, encoding: ResponseEncoding, allowed: int) -> None:
     """Refuse a response whose tensors would encode to more than ``allowed`` bytes."""
     estimate = sum(estimate_encoded_bytes(t.shape, t.dtype, encoding) for t in _tensors(content))
@@ -297,11 +309,9 @@ async def run_compute(
         stages.started = time.perf_counter_ns()
         result = await manager.run(partial(run_job, job), used, autograd=autograd, inline=True)
         return _answer(result, stages)
-    job.shared = settings_of(request).isolate
-    job.one_thread = (
-        budget.seconds < ONE_THREAD_SECONDS
-        or budget.seconds / budget.serial_steps < ONE_THREAD_STEP_SECONDS
-    )
+    settings = settings_of(request)
+    job.shared = settings.isolate
+    job.one_thread = runs_on_one_thread(budget, settings.worker_threads or torch.get_num_threads())
     lease = await manager.lease(used)
     stages.started = time.perf_counter_ns()
     try:
