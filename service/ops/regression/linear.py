@@ -15,6 +15,7 @@ initial weights, mini-batch orders) come from a private generator seeded by ``se
 
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -271,13 +272,21 @@ def _gelsd(a: torch.Tensor, b: torch.Tensor, rcond: float | None) -> torch.Tenso
     blocks = min(cores(), n // (TALL * d))
     if blocks > 1 and 4.0 * n * d * d >= BLOCKS_MIN_FLOPS:
         a, b = _reduce_by_blocks(a, b, blocks)
-    reflectors, tau = torch.geqrf(a)
-    projected = torch.ormqr(reflectors, tau, b, left=True, transpose=True)[:d]
-    triangle = reflectors[:d].triu()
+    triangle, projected = _qr_reduce((a, b))
     small: torch.Tensor = torch.linalg.lstsq(
         triangle, projected, rcond=cutoff, driver="gelsd"
     ).solution
     return small
+
+
+def _qr_reduce(piece: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Rows ``a`` [m, d] and targets ``b`` reduced by a Householder QR ``a = QR`` to R's
+    first d rows and those of ``Qᵀb``: ``‖as − b‖`` is ``‖Rs − Qᵀb‖`` plus a constant."""
+    a, b = piece
+    d = a.shape[1]
+    reflectors, tau = torch.geqrf(a)
+    projected = torch.ormqr(reflectors, tau, b, left=True, transpose=True)[:d]
+    return reflectors[:d].triu(), projected
 
 
 def _reduce_by_blocks(a: torch.Tensor, b: torch.Tensor, blocks: int) -> tuple[Tensor, Tensor]:
@@ -287,30 +296,20 @@ def _reduce_by_blocks(a: torch.Tensor, b: torch.Tensor, blocks: int) -> tuple[Te
     stacked pieces by a constant, and they have ``a``'s singular values, so the solution is
     the same. The blocks wait for nothing but a core: a block on a busy core delays only
     itself, where one QR on two threads waits at each of its ``d`` steps for both."""
-    d = a.shape[1]
-
-    def reduce(piece: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        rows, targets = piece
-        reflectors, tau = torch.geqrf(rows)
-        projected = torch.ormqr(reflectors, tau, targets, left=True, transpose=True)[:d]
-        return reflectors[:d].triu(), projected
-
     pieces = list(zip(a.tensor_split(blocks), b.tensor_split(blocks), strict=True))
-    others = [_block_pool(blocks - 1).submit(reduce, piece) for piece in pieces[1:]]
-    reduced = [reduce(pieces[0]), *(future.result() for future in others)]
+    pool = _block_pool(cores() - 1)
+    others = [pool.submit(_qr_reduce, piece) for piece in pieces[1:]]
+    reduced = [_qr_reduce(pieces[0]), *(future.result() for future in others)]
     return torch.cat([r for r, _ in reduced]), torch.cat([p for _, p in reduced])
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
+@functools.cache
 def _block_pool(threads: int) -> ThreadPoolExecutor:
-    """The process's pool of ``threads`` threads for the blocks past the first, which the
-    calling thread reduces itself (a thread's first torch call sets up its own state, about
-    a millisecond: the threads are kept, not made anew per fit)."""
-    if threads not in _pools:
-        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="qr-block")
-    return _pools[threads]
+    """The process's pool of ``threads`` threads (the cores past the caller's) for the
+    blocks past the first, which the calling thread reduces itself. A thread's first torch
+    call sets up its own state, about a millisecond: the threads are kept, not made anew
+    per fit, and started as blocks first need them."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="qr-block")
 
 
 def _lstsq_fit(
