@@ -331,7 +331,10 @@ def test_activate_shows_the_png(docs: Page) -> None:
     assert status_of(row) == 200, row.inner_text()
     image = row.locator(".response-col_description img")
     image.wait_for()
-    width, height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    # Attached is not decoded: the sizes are 0 until the browser has decoded the picture.
+    width, height = image.evaluate(
+        "img => img.decode().then(() => [img.naturalWidth, img.naturalHeight])"
+    )
     assert width > 0 and height > 0
     panels = len(body.get("functions") or [body["function"]])
     assert f"x-panel-count: {panels}" in row.inner_text()
