@@ -28,7 +28,13 @@ from service.errors import ErrorCode, InvalidInput, OpError
 from service.limits import Budget, Deadline
 from service.ops.context import make_generator
 from service.ops.data.datasets import Table
-from service.ops.regression.metrics import finite_or_none, linear_metrics, pearson, strength
+from service.ops.regression.metrics import (
+    finite_or_none,
+    linear_metrics,
+    pearson,
+    pearson_of,
+    strength,
+)
 from service.ops.regression.split import Split, minibatches, split_samples
 from service.ops.regression.training import (
     EPOCH_OVERHEAD_FLOPS,
@@ -193,14 +199,19 @@ def fit_linear(
         x_train, y_train = x_train.index_select(0, split.train), y2.index_select(0, split.train)
     x_train, y_train = x_train.to(device), y_train.to(device)
     # Centred once: for the closed form and for the correlations.
-    x_centred, y_centred = x_train - x_train.mean(0), y_train - y_train.mean(0)
-    history = None
+    x_mean, y_mean = x_train.mean(0), y_train.mean(0)
+    x_centred, y_centred = x_train - x_mean, y_train - y_mean
+    history = reduction = None
     if options.method == "lstsq":
-        coef, intercept = _lstsq_fit(
-            x_train, y_train, options.fit_intercept, options.rcond, (x_centred, y_centred)
+        coef, intercept, reduction = _lstsq_fit(
+            x_train, y_train, options, centred=(x_centred, y_centred), means=(x_mean, y_mean)
         )
     else:
         coef, intercept, history = _gd_fit(x_train, y_train, options, generator, deadline)
+    if reduction is not None:  # of the centred x: its correlations without another pass
+        correlations = pearson_of(reduction.products(), reduction.column_norms(), y_centred)
+    else:
+        correlations = pearson(x_centred, y_centred)
     coef, intercept = coef.cpu(), intercept.cpu()
     if not (bool(torch.isfinite(coef).all()) and bool(torch.isfinite(intercept).all())):
         raise InvalidInput(
@@ -217,7 +228,7 @@ def fit_linear(
         feature_names=table.feature_names,
         target_names=table.target_names,
         metrics=linear_metrics(y2, predictions, split),
-        correlations=pearson(x_centred, y_centred).cpu(),
+        correlations=correlations.cpu(),
         split=split,
         predictions=predictions,
         loss_history=history,
@@ -228,12 +239,40 @@ def fit_linear(
 # --- least squares ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """``a`` [n, d] and ``b`` [n, k] reduced by a Householder QR ``a = QR``: R's first d rows
+    (``triangle``) and those of ``Qᵀb`` (``projected``). Q has orthonormal columns, so each
+    column of R has the norm of ``a``'s, and ``Rᵀ Qᵀb`` is ``aᵀb``: to rounding of the
+    order of each column's own norm (Householder QR is backward stable column by column)."""
+
+    triangle: Tensor
+    projected: Tensor
+
+    def products(self) -> Tensor:
+        """``aᵀb`` [d, k]."""
+        return self.triangle.T @ self.projected
+
+    def column_norms(self) -> Tensor:
+        """The norm of each column of ``a`` [d]."""
+        norms: Tensor = torch.linalg.vector_norm(self.triangle, dim=0)
+        return norms
+
+
 def lstsq(a: torch.Tensor, b: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
     """The minimum-norm least-squares solution of ``a @ s ≈ b`` ([n, d], [n, k] → [d, k]).
 
     Singular values below ``rcond`` × the largest count as zero; default machine precision
     × max(n, d), LAPACK's and torch's default.
     """
+    return solve_lstsq(a, b, rcond)[0]
+
+
+def solve_lstsq(
+    a: torch.Tensor, b: torch.Tensor, rcond: float | None = None
+) -> tuple[Tensor, Reduction | None]:
+    """:func:`lstsq`, and the QR reduction of a tall ``a`` when it was solved through one
+    (``None`` otherwise)."""
     try:
         if a.device.type == "cpu":
             return _gelsd(a, b, rcond)
@@ -245,7 +284,7 @@ def lstsq(a: torch.Tensor, b: torch.Tensor, rcond: float | None = None) -> torch
     keep = s > cutoff * s[0] if s.numel() else s > 0
     inverse = torch.where(keep, 1.0 / torch.where(keep, s, torch.ones_like(s)), 0.0)
     result: torch.Tensor = vh.mT @ (inverse.unsqueeze(1) * (u.mT @ b))
-    return result
+    return result, None
 
 
 TALL = 2
@@ -257,7 +296,9 @@ blocks side by side; a smaller one would gain less than handing a block to anoth
 costs (a few hundred µs on a small VM)."""
 
 
-def _gelsd(a: torch.Tensor, b: torch.Tensor, rcond: float | None) -> torch.Tensor:
+def _gelsd(
+    a: torch.Tensor, b: torch.Tensor, rcond: float | None
+) -> tuple[Tensor, Reduction | None]:
     """LAPACK's ``gelsd``. A tall ``a`` is first reduced to its [d, d] triangle by a
     Householder QR (``a = QR``: ``‖as − b‖`` is ``‖Rs − Qᵀb‖`` plus a constant, and R has
     a's singular values), which ``gelsd`` does inside as well but, called through torch on
@@ -267,16 +308,16 @@ def _gelsd(a: torch.Tensor, b: torch.Tensor, rcond: float | None) -> torch.Tenso
     n, d = a.shape
     if n < TALL * d or d == 0:
         solution: torch.Tensor = torch.linalg.lstsq(a, b, rcond=rcond, driver="gelsd").solution
-        return solution
+        return solution, None
     cutoff = rcond if rcond is not None else torch.finfo(a.dtype).eps * n  # LAPACK's default
     blocks = min(cores(), n // (TALL * d))
     if blocks > 1 and 4.0 * n * d * d >= BLOCKS_MIN_FLOPS:
         a, b = _reduce_by_blocks(a, b, blocks)
-    triangle, projected = _qr_reduce((a, b))
+    reduction = Reduction(*_qr_reduce((a, b)))
     small: torch.Tensor = torch.linalg.lstsq(
-        triangle, projected, rcond=cutoff, driver="gelsd"
+        reduction.triangle, reduction.projected, rcond=cutoff, driver="gelsd"
     ).solution
-    return small
+    return small, reduction
 
 
 def _qr_reduce(piece: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -315,17 +356,22 @@ def _block_pool(threads: int) -> ThreadPoolExecutor:
 def _lstsq_fit(
     x: torch.Tensor,
     y: torch.Tensor,
-    fit_intercept: bool,
-    rcond: float | None,
+    options: LinearOptions,
+    *,
     centred: tuple[torch.Tensor, torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:
+    means: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, Reduction | None]:
+    """The coefficients [k, d] and intercepts [k], and the QR reduction of the centred x
+    when the solution went through one."""
+    fit_intercept, rcond = options.fit_intercept, options.rcond
     # Centring, as scikit-learn does, separates the intercept from the slopes: the
     # intercept column would otherwise add to the condition number.
     if fit_intercept:
-        solution = lstsq(*centred, rcond)
-        return solution.T, y.mean(0) - x.mean(0) @ solution
+        solution, reduction = solve_lstsq(*centred, rcond)
+        x_mean, y_mean = means
+        return solution.T, y_mean - x_mean @ solution, reduction
     solution = lstsq(x, y, rcond)
-    return solution.T, torch.zeros(y.shape[1], dtype=F64, device=y.device)
+    return solution.T, torch.zeros(y.shape[1], dtype=F64, device=y.device), None
 
 
 # --- gradient descent ------------------------------------------------------------------------

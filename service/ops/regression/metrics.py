@@ -71,8 +71,14 @@ def linear_metrics(
 def pearson(xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
     """Pearson's r of every column of x with every column of y, given centred: [d, k], NaN
     where a column is constant."""
-    scale = xc.norm(dim=0).unsqueeze(1) * yc.norm(dim=0).unsqueeze(0)
-    r = (xc.T @ yc) / torch.where(scale > 0, scale, 1)
+    return pearson_of(xc.T @ yc, torch.linalg.vector_norm(xc, dim=0), yc)
+
+
+def pearson_of(products: torch.Tensor, x_norms: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
+    """:func:`pearson` from what it takes of the centred x: ``xcᵀ yc`` [d, k] and the norm of
+    each column of ``xc`` [d] (a QR of ``xc`` gives both)."""
+    scale = x_norms.unsqueeze(1) * torch.linalg.vector_norm(yc, dim=0).unsqueeze(0)
+    r = products / torch.where(scale > 0, scale, 1)
     return torch.where(scale > 0, r.clamp(-1, 1), math.nan)
 
 

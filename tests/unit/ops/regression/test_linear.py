@@ -188,6 +188,39 @@ def test_pearson_r_equals_numpys() -> None:
     assert all(row["strength"] == strength(row["r"]) for row in rows)
 
 
+@pytest.mark.parametrize("side_by_side", [1, 3])
+@pytest.mark.parametrize("rows", [600, 15])
+def test_correlations_from_the_qr_equal_numpys(
+    rows: int, side_by_side: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tall x's correlations come from its QR (R's column norms and ``Rᵀ Qᵀy``, also
+    after blocks); a wide one's from x itself. Either way they equal numpy's, for features
+    on scales 1e12 apart, a constant feature (no correlation) and two targets."""
+    monkeypatch.setattr(linear, "BLOCKS_MIN_FLOPS", 0.0)  # blocks even for this small QR
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((rows, 8)) * np.logspace(-6, 6, 8)
+    x[:, 5] = 3.0
+    y = np.stack([x[:, 0] * 1e6 + rng.standard_normal(rows), rng.standard_normal(rows)], 1)
+    reductions: list[linear.Reduction | None] = []
+    solve = linear.solve_lstsq
+
+    def spied(*args: Any) -> Any:
+        solved = solve(*args)
+        reductions.append(solved[1])
+        return solved
+
+    monkeypatch.setattr(linear, "solve_lstsq", spied)
+    fit = _on_one_thread_of(side_by_side, lambda: linear_fit(table_of(x, y)))
+    assert (reductions[0] is not None) == (rows >= TALL * 8)
+    for j in range(8):
+        for t in range(2):
+            r = fit.correlations[j, t].item()
+            if j == 5:
+                assert math.isnan(r)
+            else:
+                assert r == pytest.approx(np.corrcoef(x[:, j], y[:, t])[0, 1], rel=1e-10)
+
+
 def test_a_constant_feature_has_no_correlation() -> None:
     fit = linear_fit(table_of(np.ones((5, 1)), np.arange(5.0)))
     assert fit.pearson_r is None
