@@ -181,19 +181,21 @@ def run_job(job: ComputeJob[Any], deadline: Deadline) -> Ran:
     """Compute, then encode the content into the response body (in the worker, so that the
     server's process never holds the tensors): refused (413) before encoding when the
     body would be over ``max_response_bytes``."""
-    start = time.perf_counter_ns()
+    # The encoding too: its copies of the tensors' bytes are parallel regions like any
+    # other (after one, the team's idle threads spin for a while on their cores).
     with torch_threads(1) if job.shared and job.one_thread else contextlib.nullcontext():
+        start = time.perf_counter_ns()
         content = job.compute(job.plan, deadline)
-    for device in job.devices:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    compute_ns = time.perf_counter_ns() - start
-    if isinstance(content, Png):
-        return Ran(content, compute_ns)
-    check_response_size(content, job.encoding, job.max_response_bytes)
-    where = ",".join(str(d) for d in job.devices)
-    envelope = Envelope(job.encoding, where, compute_ns / 1e6, job.shared)
-    return Ran(job.encode(content, envelope), compute_ns)
+        for device in job.devices:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        compute_ns = time.perf_counter_ns() - start
+        if isinstance(content, Png):
+            return Ran(content, compute_ns)
+        check_response_size(content, job.encoding, job.max_response_bytes)
+        where = ",".join(str(d) for d in job.devices)
+        envelope = Envelope(job.encoding, where, compute_ns / 1e6, job.shared)
+        return Ran(job.encode(content, envelope), compute_ns)
 
 
 @dataclass
