@@ -13,7 +13,8 @@ compute time (each answer's ``elapsed_ms``, in the worker): busy / idle <= 3x fo
 are printed beside it: parsing and encoding, in the server, share the cores too.
 
 ``--against COMMIT`` also serves that commit (from a temporary git worktree, with this
-venv) and times the same requests on it, one server at a time.
+venv) and times the same requests on it: both servers run at once, and each round times a
+request on both (idle, then busy), taking turns to go first.
 
     .venv/bin/python bench/contention.py [--repeats 7] [--against 2a877e4]
 """
@@ -95,14 +96,24 @@ def neighbour() -> Iterator[None]:
         proc.join(timeout=10)
 
 
-def measure(url: str, cases: dict[str, tuple[str, bytes]], repeats: int) -> dict[str, Any]:
-    """Each request's wall time and its compute time (the answer's ``elapsed_ms``), idle
-    and busy, alternating."""
-    results: dict[str, Any] = {}
-    with httpx.Client(base_url=url, timeout=120.0) as client:
+def measure(
+    urls: dict[str, str], cases: dict[str, tuple[str, bytes]], repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Each request's wall time and its compute time (the answer's ``elapsed_ms``) on every
+    server (by label), idle and busy: each round times it idle on every server, then busy
+    on every server, the servers taking turns to go first, so that a drift of the machine's
+    speed falls on all of them alike."""
+    results: dict[str, dict[str, Any]] = {label: {} for label in urls}
+    with ExitStack() as stack:
+        clients = {
+            label: stack.enter_context(httpx.Client(base_url=url, timeout=120.0))
+            for label, url in urls.items()
+        }
         for name, (path, body) in cases.items():
 
-            def once(path: str = path, body: bytes = body) -> tuple[float, float]:
+            def once(
+                client: httpx.Client, path: str = path, body: bytes = body
+            ) -> tuple[float, float]:
                 start = time.perf_counter()
                 response = client.post(path, content=body, headers=JSON)
                 wall = time.perf_counter() - start
@@ -110,18 +121,24 @@ def measure(url: str, cases: dict[str, tuple[str, bytes]], repeats: int) -> dict
                     raise SystemExit(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
                 return wall, orjson.loads(response.content)["elapsed_ms"] / 1e3
 
-            once()  # warm-up, untimed
-            idle: list[tuple[float, float]] = []
-            busy: list[tuple[float, float]] = []
-            for _ in range(repeats):
-                idle.append(once())
+            for client in clients.values():
+                once(client)  # warm-up, untimed
+            idle: dict[str, list[tuple[float, float]]] = {label: [] for label in clients}
+            busy: dict[str, list[tuple[float, float]]] = {label: [] for label in clients}
+            labels = list(clients)
+            for round_ in range(repeats):
+                turn = labels[round_ % len(labels) :] + labels[: round_ % len(labels)]
+                for label in turn:
+                    idle[label].append(once(clients[label]))
                 with neighbour():
-                    busy.append(once())
-            results[name] = {
-                f"{state}_{part}": summarize([t[index] for t in times])
-                for state, times in (("idle", idle), ("busy", busy))
-                for index, part in enumerate(("wall", "compute"))
-            }
+                    for label in turn:
+                        busy[label].append(once(clients[label]))
+            for label in clients:
+                results[label][name] = {
+                    f"{state}_{part}": summarize([t[index] for t in times[label]])
+                    for state, times in (("idle", idle), ("busy", busy))
+                    for index, part in enumerate(("wall", "compute"))
+                }
     return results
 
 
@@ -135,9 +152,8 @@ def main() -> None:
     with ExitStack() as stack:
         if args.against:
             targets.append((args.against, stack.enter_context(worktree(args.against))))
-        for label, cwd in targets:
-            with Server(cwd=cwd) as server:
-                results["servers"][label] = measure(server.url, cases, args.repeats)
+        urls = {label: stack.enter_context(Server(cwd=cwd)).url for label, cwd in targets}
+        results["servers"] = measure(urls, cases, args.repeats)
 
     rows = []
     ratios = {}
