@@ -134,6 +134,12 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         "inputs or results, an expression names its inputs: references between fields",
     ),
     CrossFieldRule(
+        "missing_input",
+        "an inference request gives every input the model named in the path takes (listed "
+        "by GET /v2/models/{name}): a rule between the path and the body",
+        r"^model \S+ needs the input",
+    ),
+    CrossFieldRule(
         "unknown_feature",
         "features name columns of the chosen data (a dataset's, a CSV header's, x0, x1, ...)",
     ),
@@ -285,6 +291,12 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     CrossFieldRule("bad_labels", "class labels must be numbers or text, not both"),
     CrossFieldRule("threshold_not_binary", "threshold applies to two classes: the labels' count"),
     CrossFieldRule("non_finite", "the values of x and y must be finite", r"NaN or infinite"),
+    CrossFieldRule(
+        "values_too_large",
+        "the data's values must fit the dtype it is held in (float32 in the loader, whatever "
+        "dtype x was sent in) and a table's bound: base64 values cannot be bounded by a schema",
+        r"beyond float32's range|holds values beyond",
+    ),
     CrossFieldRule("diverged", "gradient descent diverged on these values"),
     CrossFieldRule("non_finite_fit", "the fit overflowed on these values"),
     CrossFieldRule("empty_batch", "drop_last dropped the only batch: sizes of two fields"),
@@ -485,3 +497,44 @@ def test_live_coverage_phase(
 def test_the_live_server_publishes_the_document_tested(live_server: Server) -> None:
     published = httpx.get(f"{live_server.url}/openapi.json", timeout=30).json()
     assert published == json.loads(json.dumps(_published_document()))
+
+
+@dataclass
+class _Answer:
+    """What :func:`cross_field_rule` reads of a response."""
+
+    content: bytes
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        # x's values past float32's range: the loader's dtype, whatever x was sent in.
+        ("/data/loader", {"x": [True, 5.9e74, -3.4e16], "batch_size": 1}, "values_too_large"),
+        # relu takes `input`: the path names the model, the body its inputs.
+        ("/v2/models/relu/infer", {"inputs": []}, "missing_input"),
+    ],
+)
+def test_schema_valid_refusals_found_by_fuzzing_are_listed_rules(
+    path: str, body: dict[str, object], code: str, live_server: Server
+) -> None:
+    response = httpx.post(f"{live_server.url}{path}", json=body, timeout=30)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+    rule = cross_field_rule(_Answer(response.content))  # type: ignore[arg-type]
+    assert rule is not None and rule.code == code
+
+
+def test_the_v2_datatypes_are_an_enum_of_what_is_accepted(live_server: Server) -> None:
+    """An inference input's datatype: the protocol's names and torch's; BYTES (strings) is
+    outside it, and refused with a 400 that names what is supported."""
+    schema = DOCUMENT["components"]["schemas"]["RequestInput"]["properties"]["datatype"]  # type: ignore[index]
+    assert "FP32" in schema["enum"] and "float32" in schema["enum"]
+    assert "BYTES" not in schema["enum"]
+    for datatype, status, code in (
+        ("BYTES", 400, "unsupported_datatype"),
+        ("FP33", 422, "invalid_dtype"),
+    ):
+        infer = {"inputs": [{"name": "input", "shape": [1], "datatype": datatype, "data": [1]}]}
+        response = httpx.post(f"{live_server.url}/v2/models/relu/infer", json=infer, timeout=30)
+        assert (response.status_code, response.json()["code"]) == (status, code)
