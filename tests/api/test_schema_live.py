@@ -140,6 +140,12 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         r"^model \S+ needs the input",
     ),
     CrossFieldRule(
+        "duplicate_field",
+        "an inference request names each input once: names unique among a list's objects, "
+        "where JSON Schema's uniqueItems compares whole items",
+        r"^inputs\[\d+\]: input .* is given twice",
+    ),
+    CrossFieldRule(
         "unknown_feature",
         "features name columns of the chosen data (a dataset's, a CSV header's, x0, x1, ...)",
     ),
@@ -506,6 +512,9 @@ class _Answer:
     content: bytes
 
 
+_V2_INPUT = {"name": "input", "shape": [1], "datatype": "FP32", "data": [1.0]}
+
+
 @pytest.mark.parametrize(
     ("path", "body", "code"),
     [
@@ -513,6 +522,8 @@ class _Answer:
         ("/data/loader", {"x": [True, 5.9e74, -3.4e16], "batch_size": 1}, "values_too_large"),
         # relu takes `input`: the path names the model, the body its inputs.
         ("/v2/models/relu/infer", {"inputs": []}, "missing_input"),
+        # One name, two inputs.
+        ("/v2/models/relu/infer", {"inputs": [_V2_INPUT, _V2_INPUT]}, "duplicate_field"),
     ],
 )
 def test_schema_valid_refusals_found_by_fuzzing_are_listed_rules(
