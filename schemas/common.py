@@ -70,7 +70,8 @@ MAX_NDIM = 8
 """Dimensions of a tensor, at most."""
 
 _OIP_DTYPE_DOC = "Open Inference Protocol name for dtype; give one of the two, not both."
-_DTYPE_SCHEMA = {"type": "string", "enum": [*DTYPE_NAMES, *OIP_DTYPE_NAMES]}
+DTYPE_SCHEMA: dict[str, Any] = {"type": "string", "enum": [*DTYPE_NAMES, *OIP_DTYPE_NAMES]}
+"""A dtype as the wire takes it: torch's name or the Open Inference Protocol's."""
 _NUMBERS: list[dict[str, Any]] = [{"type": "number"}, {"type": "boolean"}]
 _NON_FINITE: dict[str, Any] = {"enum": list(NON_FINITE)}
 
@@ -192,7 +193,7 @@ def _objects(
     # The dtype is named `dtype` or, the Open Inference Protocol's way, `datatype`; never
     # both. One object schema for each spelling, rather than a `not`: schema-driven clients
     # and test generators draw from these more easily.
-    dtype = {"enum": [*DTYPE_NAMES, *OIP_DTYPE_NAMES, None]} if null_dtype else _DTYPE_SCHEMA
+    dtype = {"enum": [*DTYPE_NAMES, *OIP_DTYPE_NAMES, None]} if null_dtype else DTYPE_SCHEMA
     spellings = {"dtype": dtype, "datatype": {**dtype, "description": _OIP_DTYPE_DOC}}
     return [
         {

@@ -7,14 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.common import (
-    DTYPE_NAMES,
-    OIP_DTYPE_NAMES,
-    Int,
-    StrictModel,
-    shape_schema,
-    values_schema,
-)
+from schemas.common import DTYPE_SCHEMA, Int, StrictModel, shape_schema, values_schema
 
 ResponseEncoding = Literal["json", "b64", "binary"]
 """How a response carries its tensors: JSON lists, base64, or the binary data extension."""
@@ -130,7 +123,7 @@ class RequestInput(StrictModel):
         description="BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32 or FP64 (torch's "
         "names are accepted too); BYTES is not supported (a 400 `unsupported_datatype`).",
         examples=["FP32"],
-        json_schema_extra={"enum": [*OIP_DTYPE_NAMES, *DTYPE_NAMES]},
+        json_schema_extra=DTYPE_SCHEMA,
     )
     parameters: dict[str, Any] | None = Field(
         default=None,
