@@ -71,7 +71,8 @@ class Limits(BaseSettings):
 
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """How long a response waits for the client to take its next MiB; past it the
-    connection is closed (a client that stops reading holds nothing for ever)."""
+    connection is closed (a client that stops reading holds nothing for ever). A body of at
+    most 64 KiB that holds no compute slot is sent without it, as any other response."""
 
     # Pictures and figures
     max_image_pixels: Annotated[int, Field(ge=1)] = 1 << 26

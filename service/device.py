@@ -59,6 +59,10 @@ def worker_preload() -> list[str]:
     return [*HEAVY_IMPORTS, *ops]
 
 
+def _call_with_deadline(fn: Callable[[Deadline], T], deadline: Deadline) -> T:
+    return fn(deadline)
+
+
 class DeviceManager:
     """Chooses devices, bounds concurrent compute per device and runs compute off the event loop."""
 
@@ -200,9 +204,7 @@ class DeviceManager:
         ``deadline.progress``.
         """
         if inline:
-            mode = contextlib.nullcontext() if autograd else torch.inference_mode()
-            with mode:
-                return fn(Deadline(self.settings.limits.request_timeout_s))
+            return self.run_inline(_call_with_deadline, fn, autograd=autograd)
         if self._executor is None:
             self._start_threads()
         slots = [self._slot(name) for name in sorted({str(device) for device in devices})]
@@ -243,6 +245,16 @@ class DeviceManager:
                 f"the request ran past its time limit of {deadline.seconds:g} s",
                 details={"limit": "request_timeout_s", "allowed": deadline.seconds},
             ) from None
+
+    def run_inline(self, fn: Callable[[A, Deadline], T], arg: A, *, autograd: bool = False) -> T:
+        """``fn(arg, deadline)`` at once, on the event loop: :meth:`run` with ``inline``,
+        without a coroutine (on a tiny request, each layer costs more than the work). Under
+        ``torch.inference_mode()`` unless ``autograd``."""
+        deadline = Deadline(self.settings.limits.request_timeout_s)
+        if autograd:
+            return fn(arg, deadline)
+        with torch.inference_mode():
+            return fn(arg, deadline)
 
     async def run_isolated(
         self,

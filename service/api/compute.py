@@ -16,11 +16,9 @@ event loop too.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import torch
@@ -75,8 +73,7 @@ Body = bytes | Blob | BinaryBody
 when large), or a framed binary body."""
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
     """What a response body says beside its content, and how it is written."""
 
     encoding: ResponseEncoding
@@ -124,7 +121,10 @@ def encode_response(content: dict[str, Any], envelope: Envelope) -> Body:
 
 def is_small(request: Request, body_bytes: int | None = None) -> bool:
     """Whether the body is small enough to decode and plan on the event loop: by the bytes
-    read when the route read them, else by ``Content-Length`` (a chunked body is not)."""
+    read when the route read them (or FastAPI did, for a JSON model), else by
+    ``Content-Length`` (a chunked body is not)."""
+    if body_bytes is None and isinstance(body := getattr(request, "_body", None), bytes):
+        body_bytes = len(body)
     if body_bytes is None:
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
@@ -181,21 +181,27 @@ def run_job(job: ComputeJob[Any], deadline: Deadline) -> Ran:
     """Compute, then encode the content into the response body (in the worker, so that the
     server's process never holds the tensors): refused (413) before encoding when the
     body would be over ``max_response_bytes``."""
-    # The encoding too: its copies of the tensors' bytes are parallel regions like any
-    # other (after one, the team's idle threads spin for a while on their cores).
-    with torch_threads(1) if job.shared and job.one_thread else contextlib.nullcontext():
-        start = time.perf_counter_ns()
-        content = job.compute(job.plan, deadline)
-        for device in job.devices:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-        compute_ns = time.perf_counter_ns() - start
-        if isinstance(content, Png):
-            return Ran(content, compute_ns)
-        check_response_size(content, job.encoding, job.max_response_bytes)
-        where = ",".join(str(d) for d in job.devices)
-        envelope = Envelope(job.encoding, where, compute_ns / 1e6, job.shared)
-        return Ran(job.encode(content, envelope), compute_ns)
+    if job.shared and job.one_thread:
+        # The encoding too: its copies of the tensors' bytes are parallel regions like any
+        # other (after one, the team's idle threads spin for a while on their cores).
+        with torch_threads(1):
+            return _compute_and_encode(job, deadline)
+    return _compute_and_encode(job, deadline)
+
+
+def _compute_and_encode(job: ComputeJob[Any], deadline: Deadline) -> Ran:
+    start = time.perf_counter_ns()
+    content = job.compute(job.plan, deadline)
+    for device in job.devices:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    compute_ns = time.perf_counter_ns() - start
+    if isinstance(content, Png):
+        return Ran(content, compute_ns)
+    check_response_size(content, job.encoding, job.max_response_bytes)
+    where = ",".join(map(str, job.devices))
+    envelope = Envelope(job.encoding, where, compute_ns / 1e6, job.shared)
+    return Ran(job.encode(content, envelope), compute_ns)
 
 
 @dataclass
@@ -309,8 +315,7 @@ async def run_compute(
         and budget.flops <= INLINE_FLOPS
     ):
         stages.started = time.perf_counter_ns()
-        result = await manager.run(partial(run_job, job), used, autograd=autograd, inline=True)
-        return _answer(result, stages)
+        return _answer(manager.run_inline(run_job, job, autograd=autograd), stages)
     settings = settings_of(request)
     job.shared = settings.isolate
     job.one_thread = runs_on_one_thread(budget, settings.worker_threads or torch.get_num_threads())

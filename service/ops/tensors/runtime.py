@@ -33,11 +33,11 @@ class Context:
     seed: int | None = None
     max_elements: int = 1 << 62
     _generator: torch.Generator | None = field(default=None, repr=False)
+    is_meta: bool = field(init=False)
+    """Whether this is the planning pass (no storage, no random numbers)."""
 
-    @property
-    def is_meta(self) -> bool:
-        """Whether this is the planning pass (no storage, no random numbers)."""
-        return self.device.type == "meta"
+    def __post_init__(self) -> None:
+        self.is_meta = self.device.type == "meta"
 
     def generator(self, seed: int | None) -> torch.Generator | None:
         """A CPU generator: the step's own seed, else the request's (one stream), else fresh."""
