@@ -5,7 +5,9 @@ returning ``{"ok": true}``, no middleware) served by its own uvicorn with the sa
 as the service's (uvicorn's defaults: uvloop and httptools when installed, as
 ``uvicorn[standard]`` installs them). Beside it, ``POST /bare`` of ``bench._bare_app:app``
 (the same route inside the service's app: its middleware, routing and error handling)
-shows what the framework around the route costs, and a tiny ``POST /v2/models/relu/infer``
+shows what the framework around the route costs, ``POST /bare/program`` (the tiny program's
+body taken as ``/tensor/ops`` takes it, answered without running it) what the route's own
+work costs, and a tiny ``POST /v2/models/relu/infer``
 (the Open Inference Protocol's path, as Triton's clients call it) is printed beside. Load:
 ``hey`` or ``wrk`` when on PATH, else a Python load generator (several processes, one
 keep-alive ``http.client`` connection each). Each target runs for a fixed time, the targets
@@ -57,6 +59,7 @@ V2_INFER = orjson.dumps(
 TARGETS: dict[str, tuple[str, str, bytes]] = {
     "minimal": ("minimal", "/ok", b"{}"),
     "bare": ("service", "/bare", b"{}"),
+    "program_unrun": ("service", "/bare/program", TENSOR_OPS),
     "tensor_ops": ("service", "/tensor/ops", TENSOR_OPS),
     "v2_infer": ("service", "/v2/models/relu/infer", V2_INFER),
 }
@@ -317,6 +320,10 @@ def main() -> None:
     )
     print()
     print(f"bare in the service / minimal: {best['bare'] / best['minimal']:.3f}x (no goal)")
+    print(
+        "tensor_ops's body through the lane, not run / minimal: "
+        f"{best['program_unrun'] / best['minimal']:.3f}x (no goal)"
+    )
     print(f"v2_infer / minimal: {best['v2_infer'] / best['minimal']:.3f}x (no goal)")
     ratio = print_ratio(
         "tensor_ops rps / minimal rps", best["tensor_ops"] / best["minimal"], GOAL, "higher"
