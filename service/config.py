@@ -70,9 +70,9 @@ class Limits(BaseSettings):
     each element's longest text); past it a 413 suggests ``?encoding=b64`` or less data."""
 
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    """How long a response waits for the client to take its next MiB; past it the
-    connection is closed (a client that stops reading holds nothing for ever). A body of at
-    most 64 KiB that holds no compute slot is sent without it, as any other response."""
+    """How long a response waits for the client to take its start or its next MiB; past it
+    the response is given up and what it held (a compute slot, its body) is freed: a client
+    that stops reading holds nothing for ever."""
 
     # Pictures and figures
     max_image_pixels: Annotated[int, Field(ge=1)] = 1 << 26

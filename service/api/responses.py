@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from schemas.common import ErrorResponse
 from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER, BinaryBody, body_view
@@ -19,19 +19,14 @@ logger = logging.getLogger("torchlab.responses")
 SEND_CHUNK_BYTES = 1 << 20
 """Bodies go out in pieces of this size, so that a client that stops reading holds at most
 one piece in the connection's buffer, not the whole body."""
-UNTIMED_BODY_BYTES = 1 << 16
-"""A body up to this size, when the response holds nothing else (no ``on_sent``: no compute
-slot), is sent without the send timeout, as any other response is. It is no more than the
-connection's own write buffer (uvicorn pauses a response once 64 KiB are buffered), and its
-send waits only when the client has left earlier responses unread. The timer's own cost was
-a tenth of a tiny request's time on the event loop."""
 
 
 class PacedBodyResponse(Response):
-    """A response whose body is sent in pieces, each within the send timeout
+    """A response sent as its start, then its body in pieces, each within the send timeout
     (``Limits.send_timeout_s``): a client that stops reading is cut off instead of holding
-    the body in memory for ever (except a small body that holds nothing else,
-    :data:`UNTIMED_BODY_BYTES`). ``on_sent`` runs once the body is sent or given up (it
+    the body in memory, or the compute slot the response holds, for ever (one that
+    pipelines requests and reads nothing leaves the next response waiting to start).
+    ``on_sent`` runs once the body is sent or given up (it
     releases what the response held, such as a compute slot)."""
 
     on_sent: Callable[[], None] | None = None
@@ -39,17 +34,10 @@ class PacedBodyResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.body
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            if self.on_sent is None and len(body) <= UNTIMED_BODY_BYTES:
-                await send({"type": "http.response.body", "body": body})
-            else:
-                await self._send_paced(body, _send_timeout(scope), send)
+            for message in _messages(self.status_code, self.raw_headers, body):
+                if (rest := send_now(send(message))) is not None:
+                    async with asyncio.timeout(_send_timeout(scope)):
+                        await rest
         except TimeoutError:
             logger.warning(
                 "stopped sending a %d-byte response: the client read nothing for %g s",
@@ -63,18 +51,61 @@ class PacedBodyResponse(Response):
         if self.background is not None:
             await self.background()
 
-    @staticmethod
-    async def _send_paced(body: bytes | memoryview, timeout: float, send: Send) -> None:
-        starts = range(0, len(body), SEND_CHUNK_BYTES) if body else range(1)
-        for start in starts:
-            end = start + SEND_CHUNK_BYTES
-            message = {
-                "type": "http.response.body",
-                "body": body[start:end],
-                "more_body": end < len(body),
-            }
-            async with asyncio.timeout(timeout):
-                await send(message)
+
+def _messages(
+    status: int, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
+) -> Iterator[Message]:
+    """The response's start, then its body in pieces of :data:`SEND_CHUNK_BYTES`."""
+    yield {"type": "http.response.start", "status": status, "headers": headers}
+    if len(body) <= SEND_CHUNK_BYTES:
+        yield {"type": "http.response.body", "body": body}
+        return
+    for start in range(0, len(body), SEND_CHUNK_BYTES):
+        end = start + SEND_CHUNK_BYTES
+        yield {"type": "http.response.body", "body": body[start:end], "more_body": end < len(body)}
+
+
+def send_now(sending: Awaitable[None]) -> Awaitable[None] | None:
+    """Runs a send up to its first wait for the client: ``None`` when it completed without
+    one, else the rest of it, to await (within the send timeout). While the client reads,
+    a send does not wait (the server waits only once its write buffer is full), and so
+    needs no timer: scheduling and cancelling one for each send cost a tenth of a tiny
+    request's time on the event loop."""
+    steps = sending.__await__()
+    try:
+        waiting_on = steps.send(None)
+    except StopIteration:
+        return None
+    return _Resumed(steps, waiting_on)
+
+
+class _Resumed:
+    """Awaits the rest of a coroutine that has already yielded ``waiting_on`` (what
+    ``yield from`` does for a coroutine started elsewhere): what the event loop sends or
+    throws in (the timeout's cancellation) goes on to the coroutine."""
+
+    def __init__(self, steps: Generator[Any, Any, None], waiting_on: Any) -> None:
+        self.steps = steps
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        steps, waiting_on = self.steps, self.waiting_on
+        while True:
+            try:
+                value = yield waiting_on
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:  # handed to the coroutine, as `yield from` does
+                try:
+                    waiting_on = steps.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                waiting_on = steps.send(value)
+            except StopIteration:
+                return
 
 
 def _send_timeout(scope: Scope) -> float:

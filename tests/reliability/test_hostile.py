@@ -224,6 +224,44 @@ def test_clients_that_never_read_their_responses_hold_bounded_memory(server: Ser
     assert_healthy_after(server)
 
 
+def _pipeline_and_never_read(server: Server, body: bytes, count: int) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    head = (
+        f"POST /tensor/ops?encoding=b64 HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall((head + body) * count)
+    return sock
+
+
+def test_pipelined_requests_never_read_give_their_compute_slots_back(server: Server) -> None:
+    # Each answer (base64 of 150,000 float32, 800 kB: one piece) goes to a connection that
+    # reads nothing: once its buffers are full, the next pipelined answer waits to start,
+    # holding the compute slot it ran in. Two such connections hold both slots; a send
+    # timeout (3 s here) on the start as on every piece gives them back.
+    body = orjson.dumps({"steps": [{"op": "randn", "size": [150_000]}]})
+    sockets = [_pipeline_and_never_read(server, body, 12) for _ in range(2)]
+    try:
+        time.sleep(5)  # every slot taken and held, then past the send timeout
+        # A request that needs a slot (4,096 elements and more run in a worker).
+        square = {
+            "steps": [
+                {"op": "ones", "size": [64, 64], "out": "a"},
+                {"op": "matmul", "x": "a", "y": "a"},
+            ]
+        }
+        for _ in range(3):
+            response = post(server, "/tensor/ops", square, timeout=20)
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"]["out"]["data"][0] == [64.0] * 64
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert_healthy_after(server)
+
+
 # --- 4. the event loop stays free ----------------------------------------------------------------
 
 

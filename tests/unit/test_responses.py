@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from service.api.responses import SEND_CHUNK_BYTES, UNTIMED_BODY_BYTES, FastJSONResponse
+from service.api.responses import SEND_CHUNK_BYTES, FastJSONResponse, send_now
 from tests.conftest import make_settings
 
 TIMEOUT_S = 0.05
+
+Message = dict[str, Any]
 
 
 def _scope() -> dict[str, Any]:
@@ -19,56 +22,134 @@ def _scope() -> dict[str, Any]:
     return {"app": SimpleNamespace(state=SimpleNamespace(settings=settings))}
 
 
-def _send_to_a_client_that_waits(seconds: float, sent: list[dict[str, Any]]) -> Any:
-    """``send`` of a client that takes each piece of a body after ``seconds``."""
+def _client(waits: Callable[[Message], float], sent: list[Message]) -> Any:
+    """``send`` of a client that takes each message after ``waits(message)`` seconds (at
+    once, without a wait, for 0)."""
 
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
+    async def send(message: Message) -> None:
+        if seconds := waits(message):
             await asyncio.sleep(seconds)
         sent.append(message)
 
     return send
 
 
-def _deliver(body: bytes, *, holds: bool, wait_s: float) -> tuple[list[dict[str, Any]], bool]:
-    sent: list[dict[str, Any]] = []
+@pytest.fixture
+def timers(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays of the send timers started (``asyncio.timeout``)."""
+    started: list[float] = []
+    timeout = asyncio.timeout
+
+    def counted(delay: float) -> Any:
+        started.append(delay)
+        return timeout(delay)
+
+    monkeypatch.setattr(asyncio, "timeout", counted)
+    return started
+
+
+def _deliver(
+    body: bytes, waits: Callable[[Message], float], *, holds: bool = False
+) -> tuple[list[Message], bool]:
+    sent: list[Message] = []
     released = []
     response = FastJSONResponse(body)
     if holds:
         response.on_sent = lambda: released.append(True)
-
-    async def run() -> None:
-        await response(_scope(), None, _send_to_a_client_that_waits(wait_s, sent))  # type: ignore[arg-type]
-
-    asyncio.run(run())
+    asyncio.run(response(_scope(), None, _client(waits, sent)))  # type: ignore[arg-type]
     return sent, bool(released)
 
 
-@pytest.mark.parametrize("size", [0, 100, UNTIMED_BODY_BYTES])
-def test_a_small_body_that_holds_nothing_is_sent_in_one_piece_without_a_timer(size: int) -> None:
-    body = b"x" * size
-    sent, _ = _deliver(body, holds=False, wait_s=4 * TIMEOUT_S)
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    assert sent[1]["body"] == body and not sent[1].get("more_body", False)
-    assert (b"content-length", str(size).encode()) in sent[0]["headers"]
-
-
-@pytest.mark.parametrize(
-    ("size", "holds"), [(100, True), (UNTIMED_BODY_BYTES + 1, False), (UNTIMED_BODY_BYTES, True)]
-)
-def test_a_body_that_holds_a_slot_or_is_large_is_cut_off_when_the_client_stops_reading(
-    size: int, holds: bool, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("size", [0, 100, 3 * SEND_CHUNK_BYTES // 2])
+def test_a_client_that_keeps_up_gets_the_body_without_a_timer(
+    size: int, timers: list[float]
 ) -> None:
-    sent, released = _deliver(b"x" * size, holds=holds, wait_s=4 * TIMEOUT_S)
-    assert [m["type"] for m in sent] == ["http.response.start"]
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    sent, released = _deliver(body, lambda message: 0, holds=True)
+    pieces = [m for m in sent if m["type"] == "http.response.body"]
+    assert sent[0]["type"] == "http.response.start"
+    assert (b"content-length", str(size).encode()) in sent[0]["headers"]
+    assert b"".join(m["body"] for m in pieces) == body
+    assert [m.get("more_body", False) for m in pieces] == [True] * (len(pieces) - 1) + [False]
+    assert len(pieces) == max(1, -(-size // SEND_CHUNK_BYTES))
+    assert released
+    assert timers == []
+
+
+@pytest.mark.parametrize("size", [0, 100, 3 * SEND_CHUNK_BYTES // 2])
+@pytest.mark.parametrize("stalls", ["http.response.start", "http.response.body"])
+@pytest.mark.parametrize("holds", [False, True])
+def test_a_client_that_stops_reading_is_cut_off_at_the_send_timeout(
+    size: int, stalls: str, holds: bool, timers: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    sent, released = _deliver(
+        b"x" * size, lambda m: 20 * TIMEOUT_S if m["type"] == stalls else 0, holds=holds
+    )
+    assert stalls not in [m["type"] for m in sent]
     assert released == holds
+    assert timers == [TIMEOUT_S]
     assert f"stopped sending a {size}-byte response" in caplog.text
 
 
-def test_a_paced_body_goes_in_pieces_to_a_client_that_reads() -> None:
-    body = bytes(range(256)) * ((2 * SEND_CHUNK_BYTES + 1000) // 256)
-    sent, released = _deliver(body, holds=True, wait_s=0)
-    pieces = [m for m in sent if m["type"] == "http.response.body"]
-    assert len(pieces) == 3 and b"".join(m["body"] for m in pieces) == body
-    assert [m["more_body"] for m in pieces] == [True, True, False]
-    assert released
+def test_a_client_that_is_slow_but_within_the_timeout_gets_every_piece(
+    timers: list[float],
+) -> None:
+    body = b"y" * (2 * SEND_CHUNK_BYTES + 10)
+    sent, _ = _deliver(body, lambda m: TIMEOUT_S / 5 if m["type"] == "http.response.body" else 0)
+    assert b"".join(m["body"] for m in sent[1:]) == body
+    assert timers == [TIMEOUT_S] * 3
+
+
+def test_a_send_that_waits_gets_what_it_waited_for_and_its_errors_pass_through() -> None:
+    async def run() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        got: list[Any] = []
+
+        async def send(message: Message) -> None:
+            if message["n"] == 0:
+                return  # no wait: nothing left to await
+            future = loop.create_future()
+            loop.call_later(0.01, future.set_result, message["n"] * 2)
+            got.append(await future)
+            await asyncio.sleep(0)  # a bare yield to the loop on the way
+            if message["n"] == 3:
+                raise ConnectionResetError("gone")
+
+        assert send_now(send({"n": 0})) is None
+        for n in (1, 2):
+            rest = send_now(send({"n": n}))
+            assert rest is not None and got == [2 * i for i in range(1, n)]
+            await rest
+        rest = send_now(send({"n": 3}))
+        assert rest is not None
+        with pytest.raises(ConnectionResetError):
+            await rest
+        return got
+
+    assert asyncio.run(run()) == [2, 4, 6]
+
+
+def test_a_cancelled_send_is_cancelled_not_timed_out() -> None:
+    cleaned: list[str] = []
+
+    async def send(message: Message) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            cleaned.append("send")
+
+    async def waits() -> None:
+        rest = send_now(send({}))
+        assert rest is not None
+        async with asyncio.timeout(5.0):
+            await rest
+
+    async def run() -> None:
+        task = asyncio.create_task(waits())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert cleaned == ["send"]
