@@ -338,13 +338,13 @@ async def _stream(
     job.shared = settings_of(request).isolate
     lease = await manager.lease(used)
 
-    async def work(progress: Progress) -> bytes:
+    async def work(progress: Progress) -> bytes | memoryview:
         ran = await manager.run_isolated(
             run_job, job, used, autograd=autograd, lease=lease, on_progress=progress
         )
         result = ran.body
         assert isinstance(result, bytes | Blob), "streamed results are JSON"
-        return bytes(result.view()) if isinstance(result, Blob) else result
+        return memoryview(result.view()) if isinstance(result, Blob) else result
 
     try:
         return event_stream(request, work, lease.release)

@@ -8,12 +8,15 @@ starts (validation, a limit, a full queue) is an ordinary HTTP error, not a stre
 
 A client that closes the stream cancels the work: its worker process is stopped (or, with
 ``isolate`` off, its thread stops at its next deadline check) and the compute slot is freed.
+The events are sent as any answer's body is (:class:`PacedEventSourceResponse`): a large
+result in pieces, each within the send timeout, sent from where the worker wrote it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,9 +24,13 @@ import orjson
 from fastapi import Request
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from schemas.common import ErrorResponse
+from service.api.responses import body_messages, send_timeout, send_within
 from service.errors import ErrorCode, ServiceError, error_response_of
+
+logger = logging.getLogger("torchlab.events")
 
 EVENT_STREAM = "text/event-stream"
 
@@ -35,8 +42,9 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 """No cache may keep a stream, and nginx passes it on unbuffered (``X-Accel-Buffering``)."""
 
 Progress = Callable[[dict[str, Any]], None]
-Work = Callable[[Progress], Awaitable[bytes]]
-"""Runs the work, giving each progress event to its argument; returns the JSON body."""
+Work = Callable[[Progress], Awaitable[bytes | memoryview]]
+"""Runs the work, giving each progress event to its argument; returns the JSON body (a
+view of shared memory when large: it is sent from there, not copied)."""
 
 
 def wants_events(request: Request) -> bool:
@@ -109,7 +117,7 @@ def event_stream(request: Request, work: Work, release: Callable[[], None]) -> R
     """The stream of ``work``'s progress and outcome; ``release`` runs when it ends (the
     work is over, cancelled if the client left early)."""
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncIterator[bytes | memoryview]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         task = asyncio.ensure_future(work(queue.put_nowait))
         getter: asyncio.Future[dict[str, Any]] | None = None
@@ -132,7 +140,11 @@ def event_stream(request: Request, work: Work, release: Callable[[], None]) -> R
             except Exception as exc:
                 yield await error_event(request, exc)
             else:
-                yield event("result", body)
+                # event("result", body) without a copy of a body of up to max_response_bytes
+                # (orjson writes no newline, so the JSON is one data line).
+                yield b"event: result\ndata: "
+                yield body
+                yield b"\n\n"
         finally:
             if getter is not None:
                 getter.cancel()
@@ -142,4 +154,31 @@ def event_stream(request: Request, work: Work, release: Callable[[], None]) -> R
                     await task
             release()
 
-    return EventSourceResponse(events(), headers=STREAM_HEADERS)
+    return PacedEventSourceResponse(events(), headers=STREAM_HEADERS)
+
+
+class PacedEventSourceResponse(EventSourceResponse):
+    """Events sent as :class:`~service.api.responses.PacedBodyResponse` sends a body: an
+    event larger than :data:`~service.api.responses.SEND_CHUNK_BYTES` (a result) in pieces,
+    each within the send timeout. A client that stops reading holds at most one piece in
+    the connection's buffer, not the whole result, and is cut off at the timeout; the
+    stream then ends, and frees what its work held."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = send_timeout(scope)
+
+        async def paced(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send_within(message, send, timeout)
+                return
+            for piece in body_messages(message["body"], message.get("more_body", False)):
+                await send_within(piece, send, timeout)
+
+        try:
+            await super().__call__(scope, receive, paced)
+        except TimeoutError:
+            logger.warning("stopped a stream: the client read nothing for %g s", timeout)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()

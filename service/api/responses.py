@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -33,16 +33,17 @@ class PacedBodyResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.body
+        timeout = send_timeout(scope)
         try:
-            for message in _messages(self.status_code, self.raw_headers, body):
-                if (rest := send_now(send(message))) is not None:
-                    async with asyncio.timeout(_send_timeout(scope)):
-                        await rest
+            start = {"type": "http.response.start", "status": self.status_code}
+            await send_within({**start, "headers": self.raw_headers}, send, timeout)
+            for message in body_messages(body):
+                await send_within(message, send, timeout)
         except TimeoutError:
             logger.warning(
                 "stopped sending a %d-byte response: the client read nothing for %g s",
                 len(body),
-                _send_timeout(scope),
+                timeout,
             )
             return
         finally:
@@ -52,31 +53,35 @@ class PacedBodyResponse(Response):
             await self.background()
 
 
-def _messages(
-    status: int, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
-) -> Iterator[Message]:
-    """The response's start, then its body in pieces of :data:`SEND_CHUNK_BYTES`."""
-    yield {"type": "http.response.start", "status": status, "headers": headers}
+def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator[Message]:
+    """The ``http.response.body`` messages of ``body``: in pieces of
+    :data:`SEND_CHUNK_BYTES`, the last one with ``more_body``."""
     if len(body) <= SEND_CHUNK_BYTES:
-        yield {"type": "http.response.body", "body": body}
+        yield {"type": "http.response.body", "body": body, "more_body": more_body}
         return
     for start in range(0, len(body), SEND_CHUNK_BYTES):
         end = start + SEND_CHUNK_BYTES
-        yield {"type": "http.response.body", "body": body[start:end], "more_body": end < len(body)}
+        last = end >= len(body)
+        yield {
+            "type": "http.response.body",
+            "body": body[start:end],
+            "more_body": more_body or not last,
+        }
 
 
-def send_now(sending: Awaitable[None]) -> Awaitable[None] | None:
-    """Runs a send up to its first wait for the client: ``None`` when it completed without
-    one, else the rest of it, to await (within the send timeout). While the client reads,
-    a send does not wait (the server waits only once its write buffer is full), and so
-    needs no timer: scheduling and cancelling one for each send cost a tenth of a tiny
-    request's time on the event loop."""
-    steps = sending.__await__()
+async def send_within(message: Message, send: Send, timeout: float) -> None:
+    """``await send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of
+    waiting for the client. While the client reads, a send does not wait (the server waits
+    only once its write buffer is full), and so needs no timer: scheduling and cancelling
+    one for each send cost a tenth of a tiny request's time on the event loop. The send
+    runs up to its first wait; only the rest of it is timed."""
+    sending = send(message).__await__()
     try:
-        waiting_on = steps.send(None)
+        waiting_on = sending.send(None)
     except StopIteration:
-        return None
-    return _Resumed(steps, waiting_on)
+        return
+    async with asyncio.timeout(timeout):
+        await _Resumed(sending, waiting_on)
 
 
 class _Resumed:
@@ -108,7 +113,8 @@ class _Resumed:
                 return
 
 
-def _send_timeout(scope: Scope) -> float:
+def send_timeout(scope: Scope) -> float:
+    """The app's ``send_timeout_s`` (30 s outside the app)."""
     app = scope.get("app")
     settings = getattr(getattr(app, "state", None), "settings", None)
     return float(settings.limits.send_timeout_s) if settings is not None else 30.0

@@ -77,6 +77,15 @@ class Server:
     def tree_rss(self) -> int:
         return tree_rss_bytes(self.pid)
 
+    def anonymous(self) -> int:
+        """The server process's anonymous resident memory (``RssAnon``): its heap, with the
+        bodies and connection buffers it holds, without the shared memory of its workers'
+        answers that it maps (kept for reuse, up to a bound)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no RssAnon for {self.pid}")
+
 
 def start_server(env: dict[str, str], log: Path, timeout: float = 120.0) -> Server:
     port = free_port()

@@ -197,15 +197,23 @@ def test_a_response_over_the_byte_limit_is_refused_before_it_is_encoded(server: 
     assert "?encoding=" in response.json()["error"]
 
 
-def _send_and_never_read(server: Server, body: bytes) -> socket.socket:
+def _send_and_never_read(
+    server: Server,
+    body: bytes,
+    *,
+    path: str = "/tensor/ops?encoding=b64",
+    accept: str = "application/json",
+    count: int = 1,
+) -> socket.socket:
+    """A connection that sends ``count`` requests (pipelined) and reads nothing."""
     host, port = server.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     head = (
-        f"POST /tensor/ops?encoding=b64 HTTP/1.1\r\nHost: {host}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAccept: {accept}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
-    sock.sendall(head + body)
+    sock.sendall((head + body) * count)
     return sock
 
 
@@ -224,42 +232,59 @@ def test_clients_that_never_read_their_responses_hold_bounded_memory(server: Ser
     assert_healthy_after(server)
 
 
-def _pipeline_and_never_read(server: Server, body: bytes, count: int) -> socket.socket:
-    host, port = server.url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    head = (
-        f"POST /tensor/ops?encoding=b64 HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    sock.sendall((head + body) * count)
-    return sock
-
-
 def test_pipelined_requests_never_read_give_their_compute_slots_back(server: Server) -> None:
     # Each answer (base64 of 150,000 float32, 800 kB: one piece) goes to a connection that
     # reads nothing: once its buffers are full, the next pipelined answer waits to start,
     # holding the compute slot it ran in. Two such connections hold both slots; a send
     # timeout (3 s here) on the start as on every piece gives them back.
     body = orjson.dumps({"steps": [{"op": "randn", "size": [150_000]}]})
-    sockets = [_pipeline_and_never_read(server, body, 12) for _ in range(2)]
+    sockets = [_send_and_never_read(server, body, count=12) for _ in range(2)]
     try:
         time.sleep(5)  # every slot taken and held, then past the send timeout
-        # A request that needs a slot (4,096 elements and more run in a worker).
-        square = {
-            "steps": [
-                {"op": "ones", "size": [64, 64], "out": "a"},
-                {"op": "matmul", "x": "a", "y": "a"},
-            ]
-        }
-        for _ in range(3):
-            response = post(server, "/tensor/ops", square, timeout=20)
-            assert response.status_code == 200, response.text
-            assert response.json()["outputs"]["out"]["data"][0] == [64.0] * 64
+        _assert_a_slot_is_free(server)
     finally:
         for sock in sockets:
             sock.close()
     assert_healthy_after(server)
+
+
+def test_streams_never_read_hold_bounded_memory(server: Server) -> None:
+    # Each stream's result event (the first batch of the sample photos, 17 MB of JSON) goes
+    # to a client that reads nothing: in pieces, each within the send timeout (3 s here),
+    # so that the server holds one piece for each, not the whole result, and not for ever.
+    body = orjson.dumps({"dataset": "sample_images", "batch_size": 2, "include_data": True})
+    before = server.anonymous()
+    with HealthProbe(server.url) as probe:
+        sockets = [
+            _send_and_never_read(server, body, path="/data/images", accept="text/event-stream")
+            for _ in range(8)
+        ]
+        try:
+            time.sleep(6)  # every stream stuck in its result, then past the send timeout
+            growth = server.anonymous() - before
+            _assert_a_slot_is_free(server)
+        finally:
+            for sock in sockets:
+                sock.close()
+    assert probe.p99 < HEALTH_P99_S, f"/health p99 {probe.p99 * 1000:.0f} ms"
+    # The whole results, held in the connections' buffers, would be 8 × 17 MB and more.
+    assert growth < 64 * MB, f"the server's heap grew by {growth / MB:.0f} MB"
+    assert_healthy_after(server)
+
+
+def _assert_a_slot_is_free(server: Server) -> None:
+    """Requests that need a compute slot (4,096 elements and more run in a worker) are
+    served."""
+    square = {
+        "steps": [
+            {"op": "ones", "size": [64, 64], "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a"},
+        ]
+    }
+    for _ in range(3):
+        response = post(server, "/tensor/ops", square, timeout=20)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["out"]["data"][0] == [64.0] * 64
 
 
 # --- 4. the event loop stays free ----------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.api.responses import SEND_CHUNK_BYTES, FastJSONResponse, send_now
+from service.api.responses import SEND_CHUNK_BYTES, FastJSONResponse, send_within
 from tests.conftest import make_settings
 
 TIMEOUT_S = 0.05
@@ -100,14 +100,16 @@ def test_a_client_that_is_slow_but_within_the_timeout_gets_every_piece(
     assert timers == [TIMEOUT_S] * 3
 
 
-def test_a_send_that_waits_gets_what_it_waited_for_and_its_errors_pass_through() -> None:
+def test_a_send_that_waits_gets_what_it_waited_for_and_its_errors_pass_through(
+    timers: list[float],
+) -> None:
     async def run() -> list[Any]:
         loop = asyncio.get_running_loop()
         got: list[Any] = []
 
         async def send(message: Message) -> None:
             if message["n"] == 0:
-                return  # no wait: nothing left to await
+                return  # no wait
             future = loop.create_future()
             loop.call_later(0.01, future.set_result, message["n"] * 2)
             got.append(await future)
@@ -115,18 +117,14 @@ def test_a_send_that_waits_gets_what_it_waited_for_and_its_errors_pass_through()
             if message["n"] == 3:
                 raise ConnectionResetError("gone")
 
-        assert send_now(send({"n": 0})) is None
-        for n in (1, 2):
-            rest = send_now(send({"n": n}))
-            assert rest is not None and got == [2 * i for i in range(1, n)]
-            await rest
-        rest = send_now(send({"n": 3}))
-        assert rest is not None
+        for n in (0, 1, 2):
+            await send_within({"n": n}, send, 1.0)
         with pytest.raises(ConnectionResetError):
-            await rest
+            await send_within({"n": 3}, send, 1.0)
         return got
 
     assert asyncio.run(run()) == [2, 4, 6]
+    assert timers == [1.0] * 3  # none for the send that did not wait
 
 
 def test_a_cancelled_send_is_cancelled_not_timed_out() -> None:
@@ -138,14 +136,8 @@ def test_a_cancelled_send_is_cancelled_not_timed_out() -> None:
         finally:
             cleaned.append("send")
 
-    async def waits() -> None:
-        rest = send_now(send({}))
-        assert rest is not None
-        async with asyncio.timeout(5.0):
-            await rest
-
     async def run() -> None:
-        task = asyncio.create_task(waits())
+        task = asyncio.create_task(send_within({}, send, 5.0))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
