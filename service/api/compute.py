@@ -362,5 +362,5 @@ def _answer(ran: Ran, stages: Stages) -> PacedBodyResponse:
     if isinstance(result, BinaryBody):
         return BinaryResponse(result)
     if isinstance(result, Blob):
-        return FastJSONResponse(result.view())  # sent from the shared memory, not copied
+        return FastJSONResponse(result.view())  # sent from the shared memory, piece by piece
     return FastJSONResponse(result)

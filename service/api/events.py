@@ -44,7 +44,7 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 Progress = Callable[[dict[str, Any]], None]
 Work = Callable[[Progress], Awaitable[bytes | memoryview]]
 """Runs the work, giving each progress event to its argument; returns the JSON body (a
-view of shared memory when large: it is sent from there, not copied)."""
+view of shared memory when large: it is sent from there, piece by piece)."""
 
 
 def wants_events(request: Request) -> bool:
@@ -140,7 +140,7 @@ def event_stream(request: Request, work: Work, release: Callable[[], None]) -> R
             except Exception as exc:
                 yield await error_event(request, exc)
             else:
-                # event("result", body) without a copy of a body of up to max_response_bytes
+                # event("result", body) without copying a body of up to max_response_bytes
                 # (orjson writes no newline, so the JSON is one data line).
                 yield b"event: result\ndata: "
                 yield body

@@ -55,18 +55,21 @@ class PacedBodyResponse(Response):
 
 def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator[Message]:
     """The ``http.response.body`` messages of ``body``: in pieces of
-    :data:`SEND_CHUNK_BYTES`, the last one with ``more_body``."""
+    :data:`SEND_CHUNK_BYTES`, the last one with ``more_body``.
+
+    A view's pieces (an answer in the shared memory a worker wrote it to) go out as copies:
+    the server keeps what the client has not taken yet, and a view of it would keep the
+    whole answer's memory for as long as the connection lasts, past the send timeout too.
+    """
     if len(body) <= SEND_CHUNK_BYTES:
-        yield {"type": "http.response.body", "body": body, "more_body": more_body}
+        piece = bytes(body) if isinstance(body, memoryview) else body
+        yield {"type": "http.response.body", "body": piece, "more_body": more_body}
         return
     for start in range(0, len(body), SEND_CHUNK_BYTES):
         end = start + SEND_CHUNK_BYTES
         last = end >= len(body)
-        yield {
-            "type": "http.response.body",
-            "body": body[start:end],
-            "more_body": more_body or not last,
-        }
+        piece = bytes(body[start:end])  # of bytes, the slice is the copy
+        yield {"type": "http.response.body", "body": piece, "more_body": more_body or not last}
 
 
 async def send_within(message: Message, send: Send, timeout: float) -> None:
@@ -137,7 +140,8 @@ class PngResponse(PacedBodyResponse):
 
 class BinaryResponse(PacedBodyResponse):
     """A framed body of the binary data extension (:mod:`service.api.binary`), sent from
-    where the worker process wrote it (shared memory), without a copy."""
+    where the worker process wrote it (shared memory), a copied piece at a time
+    (:func:`body_messages`)."""
 
     media_type = BINARY_MEDIA_TYPE
 

@@ -86,6 +86,16 @@ class Server:
                 return int(line.split()[1]) * 1024
         raise AssertionError(f"no RssAnon for {self.pid}")
 
+    def shared_mapped(self) -> int:
+        """Bytes of shared memory (``/dev/shm``) the server process maps: answers and
+        binary requests on their way between it and its workers."""
+        total = 0
+        for line in Path(f"/proc/{self.pid}/maps").read_text().splitlines():
+            if "/dev/shm/" in line:
+                start, end = line.split()[0].split("-")
+                total += int(end, 16) - int(start, 16)
+        return total
+
 
 def start_server(env: dict[str, str], log: Path, timeout: float = 120.0) -> Server:
     port = free_port()

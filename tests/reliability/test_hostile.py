@@ -232,6 +232,24 @@ def test_clients_that_never_read_their_responses_hold_bounded_memory(server: Ser
     assert_healthy_after(server)
 
 
+def test_answers_never_read_are_let_go_at_the_send_timeout(server: Server) -> None:
+    # Two answers of 53 MB (base64 of 5,000,000 float64, under the 64 MB limit here), each
+    # in the shared memory its worker wrote it to, go to clients that read nothing. Past
+    # the send timeout (3 s) the server lets them go, though the connections stay open:
+    # what it handed the connection was copies of the pieces, not views of the answer.
+    body = orjson.dumps({"steps": [{"op": "randn", "size": [5_000_000], "dtype": "float64"}]})
+    before = server.shared_mapped()
+    sockets = [_send_and_never_read(server, body) for _ in range(2)]
+    try:
+        time.sleep(7)
+        held = server.shared_mapped() - before
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert held < 32 * MB, f"{held / MB:.0f} MB of answers still mapped"
+    assert_healthy_after(server)
+
+
 def test_pipelined_requests_never_read_give_their_compute_slots_back(server: Server) -> None:
     # Each answer (base64 of 150,000 float32, 800 kB: one piece) goes to a connection that
     # reads nothing: once its buffers are full, the next pipelined answer waits to start,
