@@ -26,8 +26,8 @@ class PacedBodyResponse(Response):
     (``Limits.send_timeout_s``): a client that stops reading is cut off instead of holding
     the body in memory, or the compute slot the response holds, for ever (one that
     pipelines requests and reads nothing leaves the next response waiting to start).
-    ``on_sent`` runs once the body is sent or given up (it
-    releases what the response held, such as a compute slot)."""
+    ``on_sent`` runs once the body is sent or given up (it releases what the response held,
+    such as a compute slot)."""
 
     on_sent: Callable[[], None] | None = None
 
