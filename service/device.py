@@ -59,10 +59,6 @@ def worker_preload() -> list[str]:
     return [*HEAVY_IMPORTS, *ops]
 
 
-def _call_with_deadline(fn: Callable[[Deadline], T], deadline: Deadline) -> T:
-    return fn(deadline)
-
-
 class DeviceManager:
     """Chooses devices, bounds concurrent compute per device and runs compute off the event loop."""
 
@@ -188,7 +184,6 @@ class DeviceManager:
         devices: Iterable[torch.device],
         *,
         autograd: bool = False,
-        inline: bool = False,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> T:
         """Run ``fn(deadline)`` in a compute thread once every device has a free slot.
@@ -198,13 +193,11 @@ class DeviceManager:
         ``deadline.check()`` and keeps its slots until it has). Runs under
         ``torch.inference_mode()`` unless ``autograd``.
 
-        ``inline`` runs ``fn`` at once on the event loop instead: for work the caller has
-        measured as tiny (microseconds), where a thread hop would cost more than the work.
+        Work the caller has measured as tiny (microseconds), where a thread hop would cost
+        more than the work, runs on the event loop instead: :meth:`run_inline`.
         ``on_progress`` receives, on the event loop, the events ``fn`` reports with
         ``deadline.progress``.
         """
-        if inline:
-            return self.run_inline(_call_with_deadline, fn, autograd=autograd)
         if self._executor is None:
             self._start_threads()
         slots = [self._slot(name) for name in sorted({str(device) for device in devices})]
@@ -247,9 +240,9 @@ class DeviceManager:
             ) from None
 
     def run_inline(self, fn: Callable[[A, Deadline], T], arg: A, *, autograd: bool = False) -> T:
-        """``fn(arg, deadline)`` at once, on the event loop: :meth:`run` with ``inline``,
-        without a coroutine (on a tiny request, each layer costs more than the work). Under
-        ``torch.inference_mode()`` unless ``autograd``."""
+        """``fn(arg, deadline)`` at once, on the event loop, for work measured as tiny: no
+        slot, no thread, not even a coroutine (on a tiny request, each layer costs more than
+        the work). Under ``torch.inference_mode()`` unless ``autograd``."""
         deadline = Deadline(self.settings.limits.request_timeout_s)
         if autograd:
             return fn(arg, deadline)

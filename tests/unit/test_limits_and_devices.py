@@ -120,7 +120,12 @@ def test_compute_runs_in_inference_mode_unless_autograd() -> None:
     devices = DeviceManager(make_settings())
     assert run(devices, lambda deadline: torch.is_inference_mode_enabled()) is True
     assert run(devices, lambda d: torch.is_inference_mode_enabled(), autograd=True) is False
-    assert run(devices, lambda d: torch.is_inference_mode_enabled(), inline=True) is True
+
+    def mode(arg: int, deadline: Deadline) -> tuple[int, bool]:
+        return arg, torch.is_inference_mode_enabled()
+
+    assert devices.run_inline(mode, 7) == (7, True)
+    assert devices.run_inline(mode, 8, autograd=True) == (8, False)
 
 
 def test_time_limit_and_queue_limit() -> None:
