@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.api.responses import SEND_CHUNK_BYTES, FastJSONResponse, send_within
+from service.api.responses import SEND_CHUNK_BYTES, FastJSONResponse, body_messages, send_within
 from tests.conftest import make_settings
 
 TIMEOUT_S = 0.05
@@ -145,3 +145,14 @@ def test_a_cancelled_send_is_cancelled_not_timed_out() -> None:
 
     asyncio.run(run())
     assert cleaned == ["send"]
+
+
+@pytest.mark.parametrize("size", [100, 3 * SEND_CHUNK_BYTES // 2])
+def test_a_view_goes_out_as_copies_of_its_pieces(size: int) -> None:
+    # An answer in shared memory: what the server keeps of an unread piece must not keep
+    # the whole answer's memory.
+    source = bytearray(b"z" * size)
+    pieces = list(body_messages(memoryview(source)))
+    source[:] = b"w" * size  # the memory reused after the response let it go
+    assert all(type(m["body"]) is bytes for m in pieces)
+    assert b"".join(m["body"] for m in pieces) == b"z" * size
