@@ -38,6 +38,7 @@ import httpx
 import numpy as np
 import orjson
 import torch
+from _asgi import http_scope
 from _common import (
     Server,
     base_parser,
@@ -123,20 +124,7 @@ async def _asgi_times(
         raise SystemExit(f"the app did not start: {started}")
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     raw.append((b"content-length", str(len(body)).encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": raw,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope("POST", path, raw, query)
     step = 64 * 1024
     pieces = [body[i : i + step] for i in range(0, len(body), step)]
     times = []

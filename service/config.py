@@ -74,6 +74,20 @@ class Limits(BaseSettings):
     the response is given up and what it held (a compute slot, its body) is freed: a client
     that stops reading holds nothing for ever."""
 
+    body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """How long a request's body may take to arrive, plus a second for every
+    ``body_min_rate`` bytes of it that have: a client that sends it slower, or stops, is
+    answered 408 ``body_timeout`` and what the request held is freed."""
+
+    body_min_rate: Annotated[int, Field(ge=1)] = 64 * 1024
+    """Bytes per second a request's body must keep up past its first ``body_timeout_s``."""
+
+    max_inflight_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    """Most bytes of request bodies held at once. A body over 16 KiB is charged its
+    ``Content-Length`` (a chunked one, ``max_body_bytes``) before a byte of it is read, until
+    its request is answered; one that finds no room waits up to ``queue_timeout_s``, then is
+    a 429 with ``Retry-After``. At least ``max_body_bytes``."""
+
     # Pictures and figures
     max_image_pixels: Annotated[int, Field(ge=1)] = 1 << 26
     """Largest picture accepted (width × height), read from its header before decoding."""
@@ -124,6 +138,15 @@ class Limits(BaseSettings):
 
     max_hessian_elements: Annotated[int, Field(ge=1)] = MAX_HESSIAN_ELEMENTS
     """Most elements of the inputs a ``/grad`` hessian is taken over, all together."""
+
+    @model_validator(mode="after")
+    def _room_for_a_body(self) -> Limits:
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_inflight_body_bytes ({self.max_inflight_body_bytes:,}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes:,}): a body of the largest size must fit"
+            )
+        return self
 
 
 LIMIT_NAMES = frozenset(Limits.model_fields)

@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found", 404
     METHOD_NOT_ALLOWED = "method_not_allowed", 405
     NOT_ACCEPTABLE = "not_acceptable", 406
+    BODY_TIMEOUT = "body_timeout", 408
     # 413: over a limit; ``details`` = {limit, allowed, requested}
     LIMIT_EXCEEDED = "limit_exceeded", 413
     OVER_TIME_BUDGET = "over_time_budget", 413
@@ -416,6 +417,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     codes = {
         404: ErrorCode.NOT_FOUND,
         405: ErrorCode.METHOD_NOT_ALLOWED,
+        408: ErrorCode.BODY_TIMEOUT,
         413: ErrorCode.BODY_SIZE_LIMIT,
     }
     code = codes.get(exc.status_code, ErrorCode.MALFORMED_BODY)
@@ -434,6 +436,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                 f"{request.url.path} does not take {request.method}; it takes {headers['Allow']}"
             )
             details = {"method": request.method, "allowed": allowed}
+    elif code is ErrorCode.BODY_TIMEOUT:
+        # The body did not arrive in time (service.middleware.BodyTimeout).
+        details = dict(getattr(exc, "details", {}))
+        _count_refusal(request, "body_timeout_s")
     elif code is ErrorCode.BODY_SIZE_LIMIT:
         # The streaming limiter: the body grew past the limit while it was read.
         allowed = request.app.state.settings.limits.max_body_bytes

@@ -73,10 +73,11 @@ Inference Protocol's (`FP32`, `INT64`, ...). Non-finite floats are the strings `
 malformed body, 401 a missing or wrong API key, 404 an unknown route, 413 over a limit
 (`details` holds the `limit`, the amount `allowed` and the amount `requested`), 415 a body
 or file of a kind the route does not take, 422 invalid input (`details` says what and
-where), 429 every compute slot busy (retry after `Retry-After` seconds), 503 the device out
+where), 408 a body that did not arrive in time, 429 every compute slot busy or no room for
+the body among those held at once (retry after `Retry-After` seconds), 503 the device out
 of memory, 504 over the time limit. The limits (body bytes, elements, FLOPs, time, requests
-in flight) are listed by `GET /info` and checked before memory is allocated. Every response
-carries an `X-Request-ID`.
+and bodies in flight) are listed by `GET /info` and checked before memory is allocated.
+Every response carries an `X-Request-ID`.
 """
 
 

@@ -1,22 +1,34 @@
-"""The outermost ASGI layer: request ids, access log, metrics, and the early body-size check."""
+"""The outermost ASGI layer: request ids, access log, metrics, and what a request's body
+may cost: its size, checked early, the time it takes to arrive, and the room it takes
+among the bodies held at once."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import itertools
 import logging
+import math
 import re
 import time
 import uuid
+from collections import deque
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.routes.docs import PUBLIC_PATHS as DOCS_PUBLIC_PATHS
-from service.config import Settings
+from service.config import Limits, Settings
 from service.errors import ErrorCode, error_response
 from service.metrics import Metrics
+from service.waits import within
+
+UNCHARGED_BODY_BYTES = 16 * 1024
+"""A body up to this size takes no room among the bodies held at once (its connection's
+buffers hold as much)."""
 
 access_log = logging.getLogger("torchlab.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -72,6 +84,112 @@ class BodyTooLarge(HTTPException):
         self.received = received
 
 
+class BodyTimeout(HTTPException):
+    """Raised from ``receive`` when a body has not arrived in time (:class:`BodyClock`). An
+    ``HTTPException`` for the reason :class:`BodyTooLarge` is; answered 408 with
+    ``Connection: close``, since the rest of the body is not coming, or not soon."""
+
+    def __init__(self, clock: BodyClock, received: int, declared: int | None) -> None:
+        waited = time.perf_counter() - clock.start
+        of = "" if declared is None else f" of {declared:,}"
+        super().__init__(
+            status_code=408,
+            detail=(
+                f"the request body did not arrive in time: {received:,} bytes{of} in "
+                f"{waited:.1f} s; a body has body_timeout_s ({clock.timeout:g} s) plus a second "
+                f"for every body_min_rate ({clock.rate:,}) bytes that arrive"
+            ),
+            headers={"Connection": "close"},
+        )
+        self.details = {
+            "limit": "body_timeout_s",
+            "allowed": clock.timeout,
+            "received": received,
+            "declared": declared,
+        }
+
+
+class BodyClock:
+    """When a request's body must have arrived by: ``body_timeout_s`` after the request
+    began, plus a second for every ``body_min_rate`` bytes that have arrived. A client that
+    keeps up that rate is never cut off; one that trickles bytes, or stops, holds its
+    connection and what its request has taken for a bounded time."""
+
+    __slots__ = ("rate", "start", "timeout")
+
+    def __init__(self, limits: Limits, start: float) -> None:
+        self.start = start
+        self.timeout = limits.body_timeout_s
+        self.rate = limits.body_min_rate
+
+    async def receive(self, receive: Receive, received: int, declared: int | None) -> Message:
+        """``await receive()`` for the next piece of a body of which ``received`` bytes have
+        arrived: :class:`BodyTimeout` past the deadline. A piece already there costs no
+        timer (:func:`service.waits.within`)."""
+        left = self.start + self.timeout + received / self.rate - time.perf_counter()
+        try:
+            return await within(receive(), max(left, 0.0))
+        except TimeoutError:
+            raise BodyTimeout(self, received, declared) from None
+
+
+class BodyBudget:
+    """The bytes of request bodies held at once (``max_inflight_body_bytes``). A body is
+    charged before it is read and released once its request is answered; a charge that
+    finds no room waits its turn, first come first served, for up to ``queue_timeout_s``."""
+
+    def __init__(self, capacity: int, wait_s: float) -> None:
+        self.capacity = capacity
+        self.wait_s = wait_s
+        self.held = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    async def charge(self, nbytes: int) -> bool:
+        """Take ``nbytes``; false when no room came within the wait."""
+        if not self._waiting and self.held + nbytes <= self.capacity:
+            self.held += nbytes
+            return True
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (nbytes, turn)
+        self._waiting.append(entry)
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await turn
+        except TimeoutError:
+            self._give_up(entry)
+            return False
+        except BaseException:
+            self._give_up(entry)
+            raise
+        return True
+
+    def release(self, nbytes: int) -> None:
+        self.held -= nbytes
+        self._grant()
+
+    def _give_up(self, entry: tuple[int, asyncio.Future[None]]) -> None:
+        nbytes, turn = entry
+        if turn.done() and not turn.cancelled():  # granted as the wait ended: give it back
+            self.release(nbytes)
+            return
+        turn.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(entry)
+        self._grant()  # the ones behind it may fit
+
+    def _grant(self) -> None:
+        while self._waiting:
+            nbytes, turn = self._waiting[0]
+            if turn.done():
+                self._waiting.popleft()
+                continue
+            if self.held + nbytes > self.capacity:
+                return
+            self._waiting.popleft()
+            self.held += nbytes
+            turn.set_result(None)
+
+
 class RequestContextMiddleware:
     """Gives each request an ``X-Request-ID`` (kept if the caller sent a sane one), logs it,
     counts it in the metrics by route template, and enforces the body-size limit: a declared
@@ -85,6 +203,8 @@ class RequestContextMiddleware:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        limits = settings.limits
+        self.bodies = BodyBudget(limits.max_inflight_body_bytes, limits.queue_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,34 +213,75 @@ class RequestContextMiddleware:
         headers = Headers(scope=scope)
         request_id = begin_request(scope, headers.get("x-request-id", ""))
         start = time.perf_counter()
+        limits = self.settings.limits
+        limit = limits.max_body_bytes
+        length = headers.get("content-length", "")
+        declared = int(length) if length.isdigit() else None
+        clock = BodyClock(limits, start)
         received = 0
-        limit = self.settings.limits.max_body_bytes
+        arrived = False
 
         async def receive_counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, arrived
+            if arrived:  # the body is in: a wait for the client to leave, not timed
+                return await receive()
+            message = await clock.receive(receive, received, declared)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(received)
+                arrived = not message.get("more_body", False)
             return message
 
         send_with_id = IdentifiedSend(send, request_id)
+        charged = 0
         try:
-            length = headers.get("content-length", "")
-            if length.isdigit() and int(length) > limit:
+            if declared is not None and declared > limit:
                 response = error_response(
                     ErrorCode.BODY_SIZE_LIMIT,
-                    f"the request body has {int(length):,} bytes but the limit "
+                    f"the request body has {declared:,} bytes but the limit "
                     f"max_body_bytes is {limit:,}",
-                    {"limit": "max_body_bytes", "allowed": limit, "requested": int(length)},
+                    {"limit": "max_body_bytes", "allowed": limit, "requested": declared},
                 )
                 self.metrics.refused.labels("max_body_bytes").inc()
                 await response(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive_counted, send_with_id)
+                return
+            charge = self._charge_of(declared, headers)
+            if charge and not await self.bodies.charge(charge):
+                self.metrics.refused.labels("max_inflight_body_bytes").inc()
+                await self._no_room(charge)(scope, receive, send_with_id)
+                return
+            charged = charge
+            await self.app(scope, receive_counted, send_with_id)
         finally:
+            if charged:
+                self.bodies.release(charged)
             end_request(scope, self.metrics, request_id, send_with_id.status or 500, start)
+
+    def _charge_of(self, declared: int | None, headers: Headers) -> int:
+        """What a body takes among those held at once: its declared length, or for a
+        chunked one the most it may grow to; none for a small one, or a request without."""
+        if declared is not None:
+            return declared if declared > UNCHARGED_BODY_BYTES else 0
+        if "transfer-encoding" in headers:
+            return self.settings.limits.max_body_bytes
+        return 0
+
+    def _no_room(self, charge: int) -> Response:
+        limits = self.settings.limits
+        retry = max(1, math.ceil(limits.queue_timeout_s))
+        return error_response(
+            ErrorCode.TOO_MANY_REQUESTS,
+            f"the server holds {limits.max_inflight_body_bytes:,} bytes of request bodies "
+            f"(max_inflight_body_bytes) and no room for this one's {charge:,} came within "
+            f"{limits.queue_timeout_s:g} s; retry after {retry} s",
+            {
+                "limit": "max_inflight_body_bytes",
+                "allowed": limits.max_inflight_body_bytes,
+                "requested": charge,
+            },
+            {"Retry-After": str(retry)},
+        )
 
 
 class ApiKeyMiddleware:

@@ -23,10 +23,13 @@ STATUS_MEANINGS = {
     404: "no such route",
     405: "the route does not take this method",
     406: "progress events (`Accept: text/event-stream`) asked for with a PNG or binary result",
+    408: "the body did not arrive in time (`body_timeout_s`, `body_min_rate`); the connection "
+    "closes",
     413: "over a limit; `details` holds `limit`, `allowed` and `requested` (numbers)",
     415: "a body or file of a kind the route does not take",
     422: "well-formed but invalid; `details` says what and where",
-    429: "every compute slot of the device is busy; retry after `Retry-After` seconds",
+    429: "every compute slot of the device is busy, or there is no room for the body among those "
+    "held at once; retry after `Retry-After` seconds",
     500: "a bug; the body quotes the request id",
     503: "the device ran out of memory, or the worker running the request was lost; retry",
     504: "the request ran past its time limit",

@@ -12,7 +12,7 @@ work itself. The lane does what those layers do for such a request, in one place
 - the request id, the access log and the metrics (:func:`service.middleware.begin_request`,
   :func:`~service.middleware.end_request`), and the API keys when configured;
 - the body, read whole (its declared length is at most :data:`INLINE_BODY_BYTES`, far
-  under ``max_body_bytes``);
+  under ``max_body_bytes``), within its time (:class:`~service.middleware.BodyClock`);
 - an error raised by the route answered by the app's handler for it; an unexpected one is
   the 500 the app gives, then re-raised for the server to log, as Starlette's
   ``ServerErrorMiddleware`` does.
@@ -45,7 +45,14 @@ from service.api.routing import (
 )
 from service.config import Settings
 from service.metrics import Metrics
-from service.middleware import IdentifiedSend, accepts_key, begin_request, end_request
+from service.middleware import (
+    BodyClock,
+    BodyTimeout,
+    IdentifiedSend,
+    accepts_key,
+    begin_request,
+    end_request,
+)
 
 _PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8"})
 
@@ -82,8 +89,8 @@ class FastLane:
             and TELEMETRY_SCOPE_KEY not in scope
         ):
             found = self._route(scope)
-            if found is not None and self._takes(scope, found[0]):
-                await self._answer(found, scope, receive, send)
+            if found is not None and (length := self._takes(scope, found[0])) is not None:
+                await self._answer(found, length, scope, receive, send)
                 return
         await self.stack(scope, receive, send)
 
@@ -97,7 +104,8 @@ class FastLane:
             return None
         return route, route.direct, child
 
-    def _takes(self, scope: Scope, route: ORJSONRoute) -> bool:
+    def _takes(self, scope: Scope, route: ORJSONRoute) -> int | None:
+        """The body's declared length when the lane takes the request, else ``None``."""
         content_type = length = None
         for name, value in scope["headers"]:  # the first of a repeated header, as Starlette
             if name == b"content-type":
@@ -107,19 +115,22 @@ class FastLane:
             elif name == b"inference-header-content-length" or (
                 name == b"origin" and self.settings.cors_origins
             ):
-                return False
-        return (
+                return None
+        if (
             # A route that reads its own body takes any type; a JSON model, JSON.
             (route.body_model is None or content_type in _PLAIN_JSON)
             and length is not None
             and length.isdigit()
             and int(length) <= INLINE_BODY_BYTES
             and (not self.keys or accepts_key(Headers(scope=scope), self.keys))
-        )
+        ):
+            return int(length)
+        return None
 
     async def _answer(
         self,
         found: tuple[ORJSONRoute, DirectCall, Scope],
+        declared: int,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -127,8 +138,13 @@ class FastLane:
         read: list[Message] = []
         chunks: list[bytes] = []
         received = 0
+        clock = BodyClock(self.settings.limits, time.perf_counter())
         while True:
-            message = await receive()
+            try:
+                message = await clock.receive(receive, received, declared)
+            except BodyTimeout as exc:  # the stack answers it, as any error of the body
+                await self.stack(scope, _replay(read, _raising(exc)), send)
+                return
             read.append(message)
             if message["type"] == "http.request":
                 chunks.append(message.get("body", b""))
@@ -195,3 +211,12 @@ def _replay(read: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replayed
+
+
+def _raising(exc: Exception) -> Receive:
+    """``receive`` that raises ``exc``."""
+
+    async def raising() -> Message:
+        raise exc
+
+    return raising

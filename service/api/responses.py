@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -13,6 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 from schemas.common import ErrorResponse
 from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER, BinaryBody, body_view
 from service.codec import dumps
+from service.waits import within
 
 logger = logging.getLogger("torchlab.responses")
 
@@ -75,45 +75,8 @@ def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator
 async def send_within(message: Message, send: Send, timeout: float) -> None:
     """``await send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of
     waiting for the client. While the client reads, a send does not wait (the server waits
-    only once its write buffer is full), and so needs no timer: scheduling and cancelling
-    one for each send cost a tenth of a tiny request's time on the event loop. The send
-    runs up to its first wait; only the rest of it is timed."""
-    sending = send(message).__await__()
-    try:
-        waiting_on = sending.send(None)
-    except StopIteration:
-        return
-    async with asyncio.timeout(timeout):
-        await _Resumed(sending, waiting_on)
-
-
-class _Resumed:
-    """Awaits the rest of a coroutine that has already yielded ``waiting_on`` (what
-    ``yield from`` does for a coroutine started elsewhere): what the event loop sends or
-    throws in (the timeout's cancellation) goes on to the coroutine."""
-
-    def __init__(self, steps: Generator[Any, Any, None], waiting_on: Any) -> None:
-        self.steps = steps
-        self.waiting_on = waiting_on
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        steps, waiting_on = self.steps, self.waiting_on
-        while True:
-            try:
-                value = yield waiting_on
-            except GeneratorExit:
-                steps.close()
-                raise
-            except BaseException as exc:  # handed to the coroutine, as `yield from` does
-                try:
-                    waiting_on = steps.throw(exc)
-                except StopIteration:
-                    return
-                continue
-            try:
-                waiting_on = steps.send(value)
-            except StopIteration:
-                return
+    only once its write buffer is full), and so gets no timer (:func:`service.waits.within`)."""
+    await within(send(message), timeout)
 
 
 def send_timeout(scope: Scope) -> float:
@@ -166,12 +129,15 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Malformed body (not JSON).",
         401: "Missing or wrong API key (when keys are configured).",
+        408: "The body did not arrive in time: `body_timeout_s`, plus a second for every "
+        "`body_min_rate` bytes that arrived. The connection is closed.",
         415: "A body that is not JSON: send `Content-Type: application/json`.",
         413: "Over a limit: body size, elements, FLOPs or steps. `details` names the limit "
         "and the requested amount.",
         422: "Well-formed but invalid: shape mismatch, unknown name or op, a torch error, "
         "a device not available here.",
-        429: "Too many requests in flight on the device; retry after `Retry-After` seconds.",
+        429: "Too many requests in flight on the device, or no room for the body among those "
+        "held at once (`max_inflight_body_bytes`); retry after `Retry-After` seconds.",
         503: "The device ran out of memory (freed again); retry smaller or elsewhere.",
         504: "Over the request time limit.",
     }
@@ -216,7 +182,7 @@ def png_response(data: bytes, headers: dict[str, str] | None = None) -> PngRespo
     return PngResponse(data, media_type=PNG_MEDIA_TYPE, headers=headers)
 
 
-COMPUTE_ERRORS = _errors(400, 401, 413, 415, 422, 429, 503, 504)
+COMPUTE_ERRORS = _errors(400, 401, 408, 413, 415, 422, 429, 503, 504)
 READ_ERRORS = _errors(401)
 
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {

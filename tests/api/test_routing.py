@@ -25,6 +25,7 @@ from service.api.routing import (
     match_by_segments,
     routes_by_segments,
 )
+from service.config import Settings
 from service.main import create_app
 from tests.api.test_edges import assert_error
 from tests.conftest import make_settings
@@ -457,6 +458,7 @@ def test_a_body_longer_than_the_lane_takes_goes_to_the_stack() -> None:
                     return
 
         lane.stack = stack
+        lane.settings = Settings()
         piece = b" " * 10_000
         messages = [
             {"type": "http.request", "body": piece, "more_body": True},
@@ -472,7 +474,7 @@ def test_a_body_longer_than_the_lane_takes_goes_to_the_stack() -> None:
         route = next(
             r for r in create_app().router.routes if getattr(r, "path", "") == "/tensor/ops"
         )
-        await lane._answer((route, route.direct, {}), {"type": "http"}, receive, None)  # type: ignore[arg-type]
+        await lane._answer((route, route.direct, {}), 10_000, {"type": "http"}, receive, None)  # type: ignore[arg-type]
         return given, seen
 
     given, seen = asyncio.run(scenario())

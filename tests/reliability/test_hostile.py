@@ -308,6 +308,74 @@ def _assert_a_slot_is_free(server: Server) -> None:
 # --- 4. the event loop stays free ----------------------------------------------------------------
 
 
+def _stall_binary(server: Server, nbytes: int) -> socket.socket:
+    """A connection that starts a binary request of ``nbytes`` of float32, sends its JSON
+    part and nothing more."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    tensor = {"shape": [nbytes // 4], "dtype": "float32", "binary_data_size": nbytes}
+    part = orjson.dumps({"inputs": {"a": tensor}, "steps": [{"op": "clone", "x": "a"}]})
+    head = (
+        f"POST /tensor/ops HTTP/1.1\r\nHost: {host}\r\n"
+        f"Inference-Header-Content-Length: {len(part)}\r\n"
+        f"Content-Length: {len(part) + nbytes}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + part)
+    return sock
+
+
+def _read_answer(sock: socket.socket, timeout: float) -> tuple[int, dict[str, str], bool]:
+    """The status and headers of the response on ``sock``, and whether the server closed
+    the connection after it."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(rest) < int(headers["content-length"]):
+        rest += sock.recv(65536)
+    sock.settimeout(1.0)
+    try:
+        closed = sock.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    return int(lines[0].split()[1]), headers, closed
+
+
+def test_bodies_that_stall_hold_no_more_than_the_room_for_bodies(server: Server) -> None:
+    # Each request declares a 60 MB tensor in the binary framing, sends its JSON part (about
+    # 150 bytes) and then nothing. A body's buffer is taken when its JSON part is read, so
+    # these six would have held 384 MB, for as long as their clients liked, for 1 kB sent.
+    # Now a body is charged its length before it is read: two fit in the room for bodies
+    # held at once (128 MiB here), the others wait 1 s (queue_timeout_s) and get a 429; the
+    # two are cut off at the body's deadline (2 s here, plus a second per 64 KiB that came),
+    # with a 408 and their connections closed.
+    before = server.shared_mapped()
+    sockets = [_stall_binary(server, 60_000_000) for _ in range(6)]
+    try:
+        time.sleep(1.5)
+        held = server.shared_mapped() - before
+        start = time.perf_counter()
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        assert time.perf_counter() - start < 1.0
+        answers = [_read_answer(sock, timeout=10) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert sorted(status for status, _, _ in answers) == [408, 408, 429, 429, 429, 429]
+    assert held <= 128 * MB, f"{held / MB:.0f} MB of request buffers for 1 kB of bodies"
+    for status, headers, closed in answers:
+        if status == 408:
+            assert closed and headers["connection"] == "close"
+        else:
+            assert headers["retry-after"] == "1"
+    assert_healthy_after(server)
+
+
 def test_a_huge_body_of_tiny_elements_is_parsed_off_the_loop(server: Server) -> None:
     rows = b",".join([b"[]"] * 9_000_000)
     body = b'{"inputs": {"a": [' + rows + b']}, "steps": []}'

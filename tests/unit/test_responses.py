@@ -34,20 +34,6 @@ def _client(waits: Callable[[Message], float], sent: list[Message]) -> Any:
     return send
 
 
-@pytest.fixture
-def timers(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The delays of the send timers started (``asyncio.timeout``)."""
-    started: list[float] = []
-    timeout = asyncio.timeout
-
-    def counted(delay: float) -> Any:
-        started.append(delay)
-        return timeout(delay)
-
-    monkeypatch.setattr(asyncio, "timeout", counted)
-    return started
-
-
 def _deliver(
     body: bytes, waits: Callable[[Message], float], *, holds: bool = False
 ) -> tuple[list[Message], bool]:

@@ -1,0 +1,263 @@
+"""Bodies that arrive slowly, or not at all, through the app's ASGI interface: a body has
+``body_timeout_s`` plus a second for every ``body_min_rate`` bytes that arrive (then 408,
+and the connection closes), and takes room among the bodies held at once
+(``max_inflight_body_bytes``) from before it is read until its request is answered (no room
+within ``queue_timeout_s``: 429)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from bench._asgi import http_scope
+from service.main import create_app
+from tests.api.test_system import assert_error
+from tests.conftest import make_settings
+
+TINY = orjson.dumps({"steps": [{"op": "arange", "end": 4}]})
+MiB = 1 << 20
+
+
+class Answer:
+    """What the app sent back: status, headers, body (JSON), and when it had answered."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.seconds = 0.0
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    # assert_error reads these
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+async def _exchange(
+    app: Any,
+    path: str,
+    headers: dict[str, str],
+    pieces: Sequence[tuple[float, bytes]],
+    *,
+    ends: bool,
+    query: str = "",
+) -> Answer:
+    """A request whose body comes as ``pieces`` (each after its delay in seconds); past
+    them the client sends nothing more (``ends``: the last piece ends the body)."""
+    answer = Answer()
+    given = iter(enumerate(pieces))
+    start = time.perf_counter()
+
+    async def receive() -> dict[str, Any]:
+        step = next(given, None)
+        if step is None:
+            await asyncio.Event().wait()  # a client that sends nothing more
+        assert step is not None
+        index, (delay, piece) = step
+        await asyncio.sleep(delay)
+        last = ends and index == len(pieces) - 1
+        return {"type": "http.request", "body": piece, "more_body": not last}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer.status = message["status"]
+            answer.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            answer.body += message.get("body", b"")
+            if not message.get("more_body"):
+                answer.seconds = time.perf_counter() - start
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await app(http_scope("POST", path, raw, query.encode()), receive, send)
+    return answer
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[TestClient]:
+    """An app with a short body deadline (1 s plus a second per KiB) and room for one
+    body of the largest size (4 MiB) at once, waited for 0.2 s."""
+    settings = make_settings(
+        body_timeout_s=1.0,
+        body_min_rate=1024,
+        max_inflight_body_bytes=4 * MiB,
+        queue_timeout_s=0.2,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _run(client: TestClient, *exchanges: Any) -> list[Answer]:
+    async def together() -> list[Answer]:
+        return list(await asyncio.gather(*exchanges))
+
+    assert client.portal is not None
+    return client.portal.call(together)
+
+
+def _json_headers(length: int) -> dict[str, str]:
+    return {"content-type": "application/json", "content-length": str(length)}
+
+
+def _assert_timed_out(answer: Answer, received: int, declared: int) -> None:
+    body = assert_error(answer, 408, "body_timeout")
+    assert body["details"] == {
+        "limit": "body_timeout_s",
+        "allowed": 1.0,
+        "received": received,
+        "declared": declared,
+    }
+    assert answer.headers["connection"] == "close"
+    # 1 s, plus a second per KiB received
+    assert 1.0 <= answer.seconds < 1.0 + received / 1024 + 2.0
+
+
+@pytest.mark.parametrize(
+    ("declared", "sent"),
+    [(len(TINY) + 10, 0), (len(TINY) + 10, 5), (100_000, 0), (100_000, 2000)],
+    ids=["small-nothing", "small-part", "large-nothing", "large-part"],
+)
+def test_a_json_body_that_stops_coming_is_408(slow: TestClient, declared: int, sent: int) -> None:
+    # Small bodies are read by the fast lane, large ones by the whole stack: both time out.
+    app = slow.app
+    pieces = [(0.0, TINY[:sent] if sent < len(TINY) else b" " * sent)] if sent else []
+    (answer,) = _run(
+        slow, _exchange(app, "/tensor/ops", _json_headers(declared), pieces, ends=False)
+    )
+    _assert_timed_out(answer, sent, declared)
+    assert slow.get("/health").status_code == 200
+
+
+def test_a_binary_body_that_stops_after_its_json_part_is_408(slow: TestClient) -> None:
+    head = orjson.dumps(
+        {
+            "inputs": {"a": {"shape": [262_120], "dtype": "float32", "binary_data_size": MiB - 96}},
+            "steps": [{"op": "clone", "x": "a"}],
+        }
+    )
+    head += b" " * (96 - len(head) % 96 if len(head) % 96 else 0)
+    headers = {
+        "inference-header-content-length": str(len(head)),
+        "content-length": str(len(head) + MiB - 96),
+    }
+    (answer,) = _run(slow, _exchange(slow.app, "/tensor/ops", headers, [(0.0, head)], ends=False))
+    body = assert_error(answer, 408, "body_timeout")
+    assert body["details"]["received"] == len(head)
+    assert answer.headers["connection"] == "close"
+
+
+def test_an_upload_that_stops_is_408(slow: TestClient) -> None:
+    boundary = "xyz"
+    start = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"\x89PNG"
+        + b"0" * 1000
+    )
+    headers = {
+        "content-type": f"multipart/form-data; boundary={boundary}",
+        "content-length": str(200_000),
+    }
+    (answer,) = _run(slow, _exchange(slow.app, "/conv", headers, [(0.0, start)], ends=False))
+    _assert_timed_out(answer, len(start), 200_000)
+
+
+def test_a_body_that_keeps_the_minimum_rate_is_never_cut_off(slow: TestClient) -> None:
+    # 3 KiB in 1 KiB pieces 0.8 s apart: 1.6 s in all, past the first 1 s, but each piece
+    # earns a second.
+    body = TINY + b" " * (3 * 1024 - len(TINY))
+    pieces = [(0.8 if i else 0.0, body[i : i + 1024]) for i in range(0, len(body), 1024)]
+    (answer,) = _run(
+        slow, _exchange(slow.app, "/tensor/ops", _json_headers(len(body)), pieces, ends=True)
+    )
+    assert answer.status == 200, answer.text
+    assert answer.json()["outputs"]["out"]["data"] == [0, 1, 2, 3]
+    assert answer.seconds > 1.5
+
+
+def test_a_body_slower_than_the_minimum_rate_is_cut_off(slow: TestClient) -> None:
+    # 100 bytes every 0.25 s is 400 bytes/s, under the 1024 bytes/s kept up.
+    body = TINY + b" " * (2000 - len(TINY))
+    pieces = [(0.25, body[i : i + 100]) for i in range(0, len(body), 100)]
+    (answer,) = _run(
+        slow, _exchange(slow.app, "/tensor/ops", _json_headers(len(body)), pieces, ends=True)
+    )
+    body_json = assert_error(answer, 408, "body_timeout")
+    assert 0 < body_json["details"]["received"] < len(body)
+
+
+def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> None:
+    # One stalled 3 MiB body holds 3 of the 4 MiB: a 2 MiB one finds no room within
+    # queue_timeout_s; a small one takes none and goes through; once the stalled one is cut
+    # off (408), the 2 MiB one fits.
+    big = 3 * MiB
+    padded = TINY + b" " * (2 * MiB - len(TINY))
+
+    async def second() -> Answer:
+        await asyncio.sleep(0.05)  # after the stalled one has taken its room
+        return await _exchange(
+            slow.app, "/tensor/ops", _json_headers(len(padded)), [(0.0, padded)], ends=True
+        )
+
+    async def small() -> Answer:
+        await asyncio.sleep(0.05)
+        return await _exchange(
+            slow.app, "/tensor/ops", _json_headers(len(TINY)), [(0.0, TINY)], ends=True
+        )
+
+    stalled, refused, passed = _run(
+        slow,
+        _exchange(slow.app, "/tensor/ops", _json_headers(big), [(0.0, b" " * 100)], ends=False),
+        second(),
+        small(),
+    )
+    _assert_timed_out(stalled, 100, big)
+    body = assert_error(refused, 429, "too_many_requests")
+    assert body["details"] == {
+        "limit": "max_inflight_body_bytes",
+        "allowed": 4 * MiB,
+        "requested": 2 * MiB,
+    }
+    assert refused.headers["retry-after"] == "1"
+    assert passed.status == 200, passed.text
+    (later,) = _run(
+        slow,
+        _exchange(slow.app, "/tensor/ops", _json_headers(len(padded)), [(0.0, padded)], ends=True),
+    )
+    assert later.status == 200, later.text
+    metrics = slow.get("/metrics").text
+    assert 'torchlab_limit_refusals_total{limit="max_inflight_body_bytes"}' in metrics
+    assert 'torchlab_limit_refusals_total{limit="body_timeout_s"}' in metrics
+
+
+def test_a_chunked_body_is_charged_the_largest_body(slow: TestClient) -> None:
+    # No Content-Length: it may grow to max_body_bytes, and is charged that; while it
+    # stalls, a body of 1 MiB finds no room.
+    chunked = {"content-type": "application/json", "transfer-encoding": "chunked"}
+    padded = TINY + b" " * (MiB - len(TINY))
+
+    async def second() -> Answer:
+        await asyncio.sleep(0.05)
+        return await _exchange(
+            slow.app, "/tensor/ops", _json_headers(len(padded)), [(0.0, padded)], ends=True
+        )
+
+    stalled, refused = _run(
+        slow, _exchange(slow.app, "/tensor/ops", chunked, [(0.0, b" ")], ends=False), second()
+    )
+    assert_error(stalled, 408, "body_timeout")
+    assert assert_error(refused, 429, "too_many_requests")["details"]["requested"] == MiB
