@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 from schemas.common import ErrorResponse
 from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER, BinaryBody, body_view
 from service.codec import dumps
-from service.waits import within
+from service.waits import Started
 
 logger = logging.getLogger("torchlab.responses")
 
@@ -75,8 +76,11 @@ def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator
 async def send_within(message: Message, send: Send, timeout: float) -> None:
     """``await send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of
     waiting for the client. While the client reads, a send does not wait (the server waits
-    only once its write buffer is full), and so gets no timer (:func:`service.waits.within`)."""
-    await within(send(message), timeout)
+    only once its write buffer is full), and so gets no timer (:class:`service.waits.Started`)."""
+    sending = Started(send(message))
+    if not sending.done:
+        async with asyncio.timeout(timeout):
+            await sending
 
 
 def send_timeout(scope: Scope) -> float:
