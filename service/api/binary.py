@@ -41,7 +41,7 @@ from service.codec import (
     parse_shape,
     raw_itemsize,
 )
-from service.errors import ErrorCode, MalformedBody, TensorDecodeError
+from service.errors import ErrorCode, LimitExceeded, MalformedBody, TensorDecodeError
 from service.workers.buffers import new_shared, shared_storage
 
 FRAME_HEADER = "Inference-Header-Content-Length"
@@ -333,6 +333,8 @@ class FrameReader:
         self._stream: AsyncIterator[bytes] = request.stream()
         self._pending = b""
         self._buffers = buffers_of(request)
+        settings = getattr(request.app.state, "settings", None)
+        self.max_body_bytes: int | None = settings and settings.limits.max_body_bytes
 
     async def json_text(self) -> bytes:
         """The first ``json_length`` bytes (400 if the body ends before)."""
@@ -356,10 +358,20 @@ class FrameReader:
     async def attach(self, refs: Sequence[BinaryRef]) -> None:
         """Read the binary part and give every reference its tensor. Sizes that do not add
         up to the binary part are a 400 ``binary_size_mismatch``, checked against the
-        declared length before anything is allocated."""
+        declared length before anything is allocated; a chunked body (no length declared)
+        whose tensors add up to more than ``max_body_bytes`` is a 413, before its buffer is
+        taken, as it would be once that much had come."""
         total = sum(ref.size for ref in refs)
-        if self.declared is not None and self.declared - self.json_length != total:
-            raise _size_mismatch(refs, total, self.declared - self.json_length)
+        if self.declared is not None:
+            if self.declared - self.json_length != total:
+                raise _size_mismatch(refs, total, self.declared - self.json_length)
+        elif self.max_body_bytes is not None and self.json_length + total > self.max_body_bytes:
+            raise LimitExceeded(
+                "max_body_bytes",
+                self.max_body_bytes,
+                self.json_length + total,
+                f"the body its tensors declare (the JSON part and their {BINARY_SIZE})",
+            )
         if self._buffers is None:
             buffer = torch.empty(total, dtype=torch.uint8)
         else:

@@ -407,6 +407,26 @@ def test_malformed_chunked_frames(client: TestClient, pieces: tuple[bytes, ...],
     assert client.get("/health").status_code == 200
 
 
+def test_a_chunked_body_whose_tensors_pass_the_body_limit_is_413_before_they_are_read(
+    client: TestClient,
+) -> None:
+    # No Content-Length: the tensors' sizes say how much is coming. Three of 2^25 float64
+    # (805 MB, whose buffer would be taken as soon as the JSON part is read) are refused
+    # from the JSON part alone.
+    n = 1 << 25
+    inputs = {k: {"shape": [n], "dtype": "float64", "binary_data_size": n * 8} for k in "abc"}
+    part = orjson.dumps({"inputs": inputs, "steps": [{"op": "clone", "x": "a"}]})
+    response = client.post("/tensor/ops", content=iter([part]), headers={FRAME: str(len(part))})
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "body_size_limit"
+    assert response.json()["details"] == {
+        "limit": "max_body_bytes",
+        "allowed": client.app.state.settings.limits.max_body_bytes,
+        "requested": len(part) + 3 * n * 8,
+    }
+    assert client.get("/health").status_code == 200
+
+
 def test_the_binary_encoding_is_documented(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/tensor/ops"]["post"]
     (encoding,) = [p for p in operation["parameters"] if p["name"] == "encoding"]
