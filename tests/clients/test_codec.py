@@ -276,6 +276,7 @@ def answer(
         (422, "invalid_tensor", tl.ValidationError),
         (422, "shape_mismatch", tl.ValidationError),
         (422, "device_unavailable", tl.DeviceUnavailableError),
+        (408, "body_timeout", tl.BodyTimeoutError),
         (429, "too_many_requests", tl.RateLimitedError),
         (500, "internal_error", tl.ServerError),
         (503, "device_out_of_memory", tl.DeviceOutOfMemoryError),

@@ -17,8 +17,9 @@ back as numpy arrays of their wire dtype (bfloat16 as float32), or torch tensors
 Pillow). Errors are the tree documented in :mod:`torchlab_client._exceptions`:
 ``TorchlabError`` > ``APIError`` (``ValidationError``, ``DeviceUnavailableError``,
 ``TooLargeError``, ``UnauthorizedError``, ``NotFoundError``, ``RateLimitedError``,
-``ComputeTimeoutError``, ``ServerError``, ``DeviceOutOfMemoryError``), ``TransportError``
-(``ConnectError``, ``TransportTimeoutError``), ``ProtocolError`` and ``ClientClosedError``.
+``BodyTimeoutError``, ``ComputeTimeoutError``, ``ServerError``, ``DeviceOutOfMemoryError``),
+``TransportError`` (``ConnectError``, ``TransportTimeoutError``), ``ProtocolError`` and
+``ClientClosedError``.
 :mod:`torchlab_client.ops` builds ``tensor_ops`` steps with the service's parameter names.
 """
 
@@ -29,6 +30,7 @@ from torchlab_client._calls import TorchlabWarning
 from torchlab_client._codec import decode_tensor, encode_tensor
 from torchlab_client._exceptions import (
     APIError,
+    BodyTimeoutError,
     ClientClosedError,
     ComputeTimeoutError,
     ConnectError,
@@ -88,6 +90,7 @@ __all__ = [
     "AsyncClient",
     "Batch",
     "BenchmarkResult",
+    "BodyTimeoutError",
     "Client",
     "ClientClosedError",
     "ComputeTimeoutError",

@@ -11,6 +11,7 @@ The tree::
     │   ├── UnauthorizedError          401: missing or wrong API key
     │   ├── NotFoundError              404: unknown route or name
     │   ├── RateLimitedError           429 too_many_requests: busy (retry_after); retried
+    │   ├── BodyTimeoutError           408 body_timeout: the body did not arrive in time
     │   ├── ComputeTimeoutError        504 timeout: over the service's time limit
     │   └── ServerError                5xx otherwise (a 500 is a bug in the service)
     │       └── DeviceOutOfMemoryError 503 device_out_of_memory: retried
@@ -163,6 +164,13 @@ class RateLimitedError(APIError):
         return parse_retry_after(self.response.headers.get("retry-after"))
 
 
+class BodyTimeoutError(APIError):
+    """408 ``body_timeout``: the request's body did not reach the service in time (the
+    service gives a body ``body_timeout_s``, plus a second for every ``body_min_rate`` bytes
+    that arrive), and it closed the connection: an upload too slow for the service's limits.
+    Not retried."""
+
+
 class ComputeTimeoutError(APIError):
     """504 ``timeout``: the computation ran past the service's time limit."""
 
@@ -239,6 +247,7 @@ _BY_CODE: dict[str, type[APIError]] = {
     "unauthorized": UnauthorizedError,
     "not_found": NotFoundError,
     "too_many_requests": RateLimitedError,
+    "body_timeout": BodyTimeoutError,
     "timeout": ComputeTimeoutError,
     "device_out_of_memory": DeviceOutOfMemoryError,
 }
@@ -247,6 +256,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
     400: ValidationError,
     401: UnauthorizedError,
     404: NotFoundError,
+    408: BodyTimeoutError,
     413: TooLargeError,
     415: ValidationError,
     422: ValidationError,
