@@ -196,9 +196,10 @@ class BodyBudget:
 
 class RequestContextMiddleware:
     """Gives each request an ``X-Request-ID`` (kept if the caller sent a sane one), logs it,
-    counts it in the metrics by route template, and enforces the body-size limit: a declared
-    ``Content-Length`` over it is refused before a byte is read, and every body (chunked
-    ones too) is counted while it streams in.
+    counts it in the metrics by route template, and enforces what a body may cost: the
+    body-size limit (a declared ``Content-Length`` over it is refused before a byte is read,
+    and every body, chunked ones too, is counted while it streams in), its deadline
+    (:class:`BodyClock`) and its room among the bodies held at once (:class:`BodyBudget`).
 
     (Starlette's own limiter answers in plain text, outside the contract's error shape.)
     """
