@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,7 @@ def main() -> None:
             local_times: list[float] = []
             http_times: list[float] = []
             statuses: list[int] = []
+            elapsed: list[float] = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 baseline(body, headers)
@@ -277,13 +279,15 @@ def main() -> None:
                 response.read()
                 http_times.append(time.perf_counter() - start)
                 statuses.append(response.status_code)
+                if response.status_code == 200:
+                    elapsed.append(elapsed_ms(form, response))
             results["forms"][form] = {
                 "request_bytes": len(body),
                 "response_bytes": len(check.content),
                 "in_process_response_bytes": len(reply),
                 "in_process": summarize(local_times),
                 "http": summarize(http_times),
-                "server_elapsed_ms": elapsed_ms(form, check),
+                "server_elapsed_ms": statistics.median(elapsed or [elapsed_ms(form, check)]),
                 "round_trip_equal": same,
                 "non_200": sum(s != 200 for s in statuses),
             }
@@ -298,6 +302,8 @@ def main() -> None:
             client.post("/", content=body, headers=headers)
             times = []
             for _ in range(args.repeats):
+                # after the baseline, untimed, as each request to the service is
+                BASELINES["binary"](body, headers)
                 start = time.perf_counter()
                 client.post("/", content=body, headers=headers).read()
                 times.append(time.perf_counter() - start)
