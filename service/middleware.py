@@ -221,7 +221,7 @@ class RequestContextMiddleware:
         limits = self.settings.limits
         limit = limits.max_body_bytes
         length = headers.get("content-length", "")
-        declared = int(length) if length.isdigit() else None
+        declared = int(length) if length.isascii() and length.isdigit() else None
         clock = BodyClock(limits, start)
         received = 0
         arrived = False

@@ -261,3 +261,24 @@ def test_a_chunked_body_is_charged_the_largest_body(slow: TestClient) -> None:
     )
     assert_error(stalled, 408, "body_timeout")
     assert assert_error(refused, 429, "too_many_requests")["details"]["requested"] == MiB
+
+
+def test_a_content_length_of_other_digits_is_no_length(slow: TestClient) -> None:
+    # "²" is a digit to str.isdigit, and a byte of latin-1 a server could pass on; it is not
+    # a length (int() refuses it), so the body is read as one without a declared length.
+    answers: list[dict[str, Any]] = []
+
+    async def ask() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": TINY, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            answers.append(message)
+
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"\xb2")]
+        await slow.app(http_scope("POST", "/tensor/ops", headers), receive, send)
+
+    assert slow.portal is not None
+    slow.portal.call(ask)
+    assert answers[0]["status"] == 200
+    assert orjson.loads(answers[1]["body"])["outputs"]["out"]["data"] == [0, 1, 2, 3]
