@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from schemas.v2 import ResponseEncoding
-from service.api.binary import BinaryBody, Blob, frame_body
+from service.api.binary import BinaryBody, Blob, content_length, frame_body
 from service.api.events import Progress, event_stream
 from service.api.forms import INLINE_BODY_BYTES
 from service.api.responses import (
@@ -126,11 +126,8 @@ def is_small(request: Request, body_bytes: int | None = None) -> bool:
     if body_bytes is None and isinstance(body := getattr(request, "_body", None), bytes):
         body_bytes = len(body)
     if body_bytes is None:
-        length = request.headers.get("content-length")
-        if length is None or not length.isdigit():
-            return False
-        body_bytes = int(length)
-    return body_bytes <= INLINE_BODY_BYTES
+        body_bytes = content_length(request.headers)
+    return body_bytes is not None and body_bytes <= INLINE_BODY_BYTES
 
 
 def compute_context(request: Request, device: str | None) -> ComputeContext:

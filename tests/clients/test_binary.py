@@ -185,3 +185,33 @@ def test_a_broken_binary_answer_is_a_protocol_error() -> None:
         pytest.raises(tl.ProtocolError),
     ):
         client.tensor_ops({"op": "ones", "size": [4]})
+
+
+def _answer_with(header: str) -> Any:
+    """A handler whose binary answer (one float32 zero) has ``header`` set to "²": a digit
+    to str.isdigit, a byte of latin-1, and no length."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        head = b'{"outputs":{"out":{"shape":[1],"dtype":"float32","binary_data_size":4}}}'
+        lengths = {FRAME: str(len(head)).encode(), "content-length": str(len(head) + 4).encode()}
+        lengths[header] = b"\xb2"
+        return httpx.Response(
+            200, content=head + b"\0" * 4, headers=[(k.encode(), v) for k, v in lengths.items()]
+        )
+
+    return handler
+
+
+def test_a_frame_length_of_other_digits_is_a_protocol_error() -> None:
+    with (
+        tl.Client("http://test", transport=httpx.MockTransport(_answer_with(FRAME))) as client,
+        pytest.raises(tl.ProtocolError),
+    ):
+        client.tensor_ops({"op": "ones", "size": [1]})
+
+
+def test_a_content_length_of_other_digits_is_no_length() -> None:
+    transport = httpx.MockTransport(_answer_with("content-length"))
+    with tl.Client("http://test", transport=transport) as client:
+        result = client.tensor_ops({"op": "ones", "size": [1]})
+    assert result["out"].tolist() == [0.0]  # read to its end, as a chunked answer

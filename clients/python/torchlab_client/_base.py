@@ -93,8 +93,8 @@ class AnswerBuffer:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         length = response.headers.get("content-length", "")
-        self.body = bytearray(int(length)) if length.isdigit() else bytearray()
-        self.known = length.isdigit()
+        self.known = length.isascii() and length.isdigit()
+        self.body = bytearray(int(length)) if self.known else bytearray()
         self.filled = 0
 
     def add(self, chunk: bytes) -> None:
@@ -112,7 +112,7 @@ class AnswerBuffer:
         if self.filled != len(self.body):
             raise ProtocolError("a binary answer is shorter than its Content-Length")
         length = self.response.headers[FRAME_HEADER]
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ProtocolError(f"{FRAME_HEADER} is not a length: {length[:40]!r}")
         self.response.extensions[FRAMED_ANSWER] = read_frame(self.body, int(length))
 
