@@ -17,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from service.waits import PacedBodyResponse
+
 logger = logging.getLogger("torchlab.errors")
 
 
@@ -315,13 +317,16 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """The contract's error body, with the code's status. Used by the handler map and the
-    ASGI middlewares."""
+    ASGI middlewares. Sent as every answer is, within the send timeout: a client that reads
+    nothing holds nothing its request took."""
     body = orjson.dumps(
         {"error": message, "code": code, "details": details or {}},
         option=orjson.OPT_SERIALIZE_NUMPY,
         default=str,
     )
-    return Response(body, status_code=code.status, media_type="application/json", headers=headers)
+    return PacedBodyResponse(
+        body, status_code=code.status, media_type="application/json", headers=headers
+    )
 
 
 QUOTE_CHARS = 200

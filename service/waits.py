@@ -1,16 +1,23 @@
-"""Waits on the client, timed only when they wait.
+"""Waits on the client, timed only when they wait, and responses sent that way.
 
 A send to the client or a receive from it usually completes at once: the server's write
 buffer has room, the body has arrived. Scheduling and cancelling a timer for each would
 cost a tenth of a tiny request's time on the event loop, so a wait is run up to its first
 suspension (:class:`Started`), and only the rest of it, if any, is timed.
+:class:`PacedBodyResponse` sends every response of the app so, error bodies too: a client
+that stops reading holds nothing the request took (a compute slot, room among the bodies
+held at once) past the send timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+import logging
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any, Generic, TypeVar
+
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -64,3 +71,78 @@ async def within(awaitable: Awaitable[T], timeout: float) -> T:
         return started.value
     async with asyncio.timeout(timeout):
         return await started
+
+
+logger = logging.getLogger("torchlab.responses")
+
+SEND_CHUNK_BYTES = 1 << 20
+"""Bodies go out in pieces of this size, so that a client that stops reading holds at most
+one piece in the connection's buffer, not the whole body."""
+
+
+class PacedBodyResponse(Response):
+    """A response sent as its start, then its body in pieces, each within the send timeout
+    (``Limits.send_timeout_s``): a client that stops reading is cut off instead of holding
+    the body in memory, or the compute slot the response holds, for ever (one that
+    pipelines requests and reads nothing leaves the next response waiting to start).
+    ``on_sent`` runs once the body is sent or given up (it releases what the response held,
+    such as a compute slot)."""
+
+    on_sent: Callable[[], None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.body
+        timeout = send_timeout(scope)
+        try:
+            start = {"type": "http.response.start", "status": self.status_code}
+            await send_within({**start, "headers": self.raw_headers}, send, timeout)
+            for message in body_messages(body):
+                await send_within(message, send, timeout)
+        except TimeoutError:
+            logger.warning(
+                "stopped sending a %d-byte response: the client read nothing for %g s",
+                len(body),
+                timeout,
+            )
+            return
+        finally:
+            if self.on_sent is not None:
+                self.on_sent()
+        if self.background is not None:
+            await self.background()
+
+
+def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator[Message]:
+    """The ``http.response.body`` messages of ``body``: in pieces of
+    :data:`SEND_CHUNK_BYTES`, the last one with ``more_body``.
+
+    A view's pieces (an answer in the shared memory a worker wrote it to) go out as copies:
+    the server keeps what the client has not taken yet, and a view of it would keep the
+    whole answer's memory for as long as the connection lasts, past the send timeout too.
+    """
+    if len(body) <= SEND_CHUNK_BYTES:
+        piece = bytes(body) if isinstance(body, memoryview) else body
+        yield {"type": "http.response.body", "body": piece, "more_body": more_body}
+        return
+    for start in range(0, len(body), SEND_CHUNK_BYTES):
+        end = start + SEND_CHUNK_BYTES
+        last = end >= len(body)
+        piece = bytes(body[start:end])  # of bytes, the slice is the copy
+        yield {"type": "http.response.body", "body": piece, "more_body": more_body or not last}
+
+
+async def send_within(message: Message, send: Send, timeout: float) -> None:
+    """``await send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of
+    waiting for the client. While the client reads, a send does not wait (the server waits
+    only once its write buffer is full), and so gets no timer (:class:`service.waits.Started`)."""
+    sending = Started(send(message))
+    if not sending.done:
+        async with asyncio.timeout(timeout):
+            await sending
+
+
+def send_timeout(scope: Scope) -> float:
+    """The app's ``send_timeout_s`` (30 s outside the app)."""
+    app = scope.get("app")
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    return float(settings.limits.send_timeout_s) if settings is not None else 30.0

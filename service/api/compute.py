@@ -30,12 +30,7 @@ from schemas.v2 import ResponseEncoding
 from service.api.binary import BinaryBody, Blob, content_length, frame_body
 from service.api.events import Progress, event_stream
 from service.api.forms import INLINE_BODY_BYTES
-from service.api.responses import (
-    BinaryResponse,
-    FastJSONResponse,
-    PacedBodyResponse,
-    png_response,
-)
+from service.api.responses import BinaryResponse, FastJSONResponse, png_response
 from service.calibration import Calibrations
 from service.codec import binary_header, dumps, encode_tensor, estimate_encoded_bytes, raw_bytes
 from service.deps import devices_of, settings_of
@@ -44,6 +39,7 @@ from service.limits import Budget, Deadline
 from service.ops.context import ComputeContext
 from service.ops.render.png import Png
 from service.ops.threads import torch_threads
+from service.waits import PacedBodyResponse
 
 P = TypeVar("P")
 

@@ -27,8 +27,8 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from schemas.common import ErrorResponse
-from service.api.responses import body_messages, send_timeout, send_within
 from service.errors import ErrorCode, ServiceError, error_response_of
+from service.waits import body_messages, send_timeout, send_within
 
 logger = logging.getLogger("torchlab.events")
 
@@ -158,8 +158,8 @@ def event_stream(request: Request, work: Work, release: Callable[[], None]) -> R
 
 
 class PacedEventSourceResponse(EventSourceResponse):
-    """Events sent as :class:`~service.api.responses.PacedBodyResponse` sends a body: an
-    event larger than :data:`~service.api.responses.SEND_CHUNK_BYTES` (a result) in pieces,
+    """Events sent as :class:`~service.waits.PacedBodyResponse` sends a body: an
+    event larger than :data:`~service.waits.SEND_CHUNK_BYTES` (a result) in pieces,
     each within the send timeout. A client that stops reading holds at most one piece in
     the connection's buffer, not the whole result, and is cut off at the timeout; the
     stream then ends, and frees what its work held."""

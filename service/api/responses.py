@@ -2,92 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.responses import JSONResponse
 
 from schemas.common import ErrorResponse
 from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER, BinaryBody, body_view
 from service.codec import dumps
-from service.waits import Started
-
-logger = logging.getLogger("torchlab.responses")
-
-SEND_CHUNK_BYTES = 1 << 20
-"""Bodies go out in pieces of this size, so that a client that stops reading holds at most
-one piece in the connection's buffer, not the whole body."""
-
-
-class PacedBodyResponse(Response):
-    """A response sent as its start, then its body in pieces, each within the send timeout
-    (``Limits.send_timeout_s``): a client that stops reading is cut off instead of holding
-    the body in memory, or the compute slot the response holds, for ever (one that
-    pipelines requests and reads nothing leaves the next response waiting to start).
-    ``on_sent`` runs once the body is sent or given up (it releases what the response held,
-    such as a compute slot)."""
-
-    on_sent: Callable[[], None] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self.body
-        timeout = send_timeout(scope)
-        try:
-            start = {"type": "http.response.start", "status": self.status_code}
-            await send_within({**start, "headers": self.raw_headers}, send, timeout)
-            for message in body_messages(body):
-                await send_within(message, send, timeout)
-        except TimeoutError:
-            logger.warning(
-                "stopped sending a %d-byte response: the client read nothing for %g s",
-                len(body),
-                timeout,
-            )
-            return
-        finally:
-            if self.on_sent is not None:
-                self.on_sent()
-        if self.background is not None:
-            await self.background()
-
-
-def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator[Message]:
-    """The ``http.response.body`` messages of ``body``: in pieces of
-    :data:`SEND_CHUNK_BYTES`, the last one with ``more_body``.
-
-    A view's pieces (an answer in the shared memory a worker wrote it to) go out as copies:
-    the server keeps what the client has not taken yet, and a view of it would keep the
-    whole answer's memory for as long as the connection lasts, past the send timeout too.
-    """
-    if len(body) <= SEND_CHUNK_BYTES:
-        piece = bytes(body) if isinstance(body, memoryview) else body
-        yield {"type": "http.response.body", "body": piece, "more_body": more_body}
-        return
-    for start in range(0, len(body), SEND_CHUNK_BYTES):
-        end = start + SEND_CHUNK_BYTES
-        last = end >= len(body)
-        piece = bytes(body[start:end])  # of bytes, the slice is the copy
-        yield {"type": "http.response.body", "body": piece, "more_body": more_body or not last}
-
-
-async def send_within(message: Message, send: Send, timeout: float) -> None:
-    """``await send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of
-    waiting for the client. While the client reads, a send does not wait (the server waits
-    only once its write buffer is full), and so gets no timer (:class:`service.waits.Started`)."""
-    sending = Started(send(message))
-    if not sending.done:
-        async with asyncio.timeout(timeout):
-            await sending
-
-
-def send_timeout(scope: Scope) -> float:
-    """The app's ``send_timeout_s`` (30 s outside the app)."""
-    app = scope.get("app")
-    settings = getattr(getattr(app, "state", None), "settings", None)
-    return float(settings.limits.send_timeout_s) if settings is not None else 30.0
+from service.waits import PacedBodyResponse
 
 
 class FastJSONResponse(PacedBodyResponse, JSONResponse):
@@ -108,7 +30,7 @@ class PngResponse(PacedBodyResponse):
 class BinaryResponse(PacedBodyResponse):
     """A framed body of the binary data extension (:mod:`service.api.binary`), sent from
     where the worker process wrote it (shared memory), a copied piece at a time
-    (:func:`body_messages`)."""
+    (:func:`~service.waits.body_messages`)."""
 
     media_type = BINARY_MEDIA_TYPE
 

@@ -54,9 +54,11 @@ async def _exchange(
     *,
     ends: bool,
     query: str = "",
+    reads: bool = True,
 ) -> Answer:
     """A request whose body comes as ``pieces`` (each after its delay in seconds); past
-    them the client sends nothing more (``ends``: the last piece ends the body)."""
+    them the client sends nothing more (``ends``: the last piece ends the body). A client
+    that ``reads`` nothing never takes the answer's start."""
     answer = Answer()
     given = iter(enumerate(pieces))
     start = time.perf_counter()
@@ -72,6 +74,8 @@ async def _exchange(
         return {"type": "http.request", "body": piece, "more_body": not last}
 
     async def send(message: dict[str, Any]) -> None:
+        if not reads:
+            await asyncio.Event().wait()
         if message["type"] == "http.response.start":
             answer.status = message["status"]
             answer.headers = {k.decode(): v.decode() for k, v in message["headers"]}
@@ -282,3 +286,41 @@ def test_a_content_length_of_other_digits_is_no_length(slow: TestClient) -> None
     slow.portal.call(ask)
     assert answers[0]["status"] == 200
     assert orjson.loads(answers[1]["body"])["outputs"]["out"]["data"] == [0, 1, 2, 3]
+
+
+def test_an_answer_never_read_gives_its_bodys_room_back_at_the_send_timeout() -> None:
+    # A 3 MiB body (not JSON: a 400) whose client reads nothing holds 3 of the 4 MiB of room
+    # until its answer is sent or given up (send_timeout_s, 0.5 s here): a 2 MiB body that
+    # waits up to 3 s for room gets it then.
+    settings = make_settings(
+        max_inflight_body_bytes=4 * MiB, queue_timeout_s=3.0, send_timeout_s=0.5
+    )
+    junk = b"x" * (3 * MiB)
+    padded = TINY + b" " * (2 * MiB - len(TINY))
+    with TestClient(create_app(settings)) as client:
+
+        async def second() -> Answer:
+            await asyncio.sleep(0.1)
+            return await _exchange(
+                client.app, "/tensor/ops", _json_headers(len(padded)), [(0.0, padded)], ends=True
+            )
+
+        async def stuck() -> Answer | None:
+            asked = _exchange(
+                client.app,
+                "/tensor/ops",
+                _json_headers(len(junk)),
+                [(0.0, junk)],
+                ends=True,
+                reads=False,
+            )
+            try:
+                return await asyncio.wait_for(asked, 5.0)
+            except TimeoutError:
+                return None  # still sending its answer
+
+        stuck_answer, answer = _run(client, stuck(), second())
+    assert stuck_answer is not None, "the answer nobody read was never given up"
+    assert stuck_answer.status == 0  # nothing was taken
+    assert answer.status == 200, answer.text
+    assert 0.3 < answer.seconds < 2.5  # it waited for the send timeout, not for ever

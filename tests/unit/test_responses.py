@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from service.api.responses import SEND_CHUNK_BYTES, FastJSONResponse, body_messages, send_within
+from service.api.responses import FastJSONResponse
+from service.errors import ErrorCode, error_response
+from service.waits import SEND_CHUNK_BYTES, body_messages, send_within
 from tests.conftest import make_settings
 
 TIMEOUT_S = 0.05
@@ -142,3 +144,17 @@ def test_a_view_goes_out_as_copies_of_its_pieces(size: int) -> None:
     source[:] = b"w" * size  # the memory reused after the response let it go
     assert all(type(m["body"]) is bytes for m in pieces)
     assert b"".join(m["body"] for m in pieces) == b"z" * size
+
+
+def test_an_error_answer_is_cut_off_at_the_send_timeout_too(
+    timers: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a request took (room among the bodies held at once) is held until its answer is
+    # sent: an error answer to a client that reads nothing must end too.
+    response = error_response(ErrorCode.MALFORMED_BODY, "not JSON")
+    sent: list[Message] = []
+    stall = _client(lambda m: 20 * TIMEOUT_S, sent)
+    asyncio.run(response(_scope(), None, stall))  # type: ignore[arg-type]
+    assert sent == []
+    assert timers == [TIMEOUT_S]
+    assert "stopped sending a" in caplog.text
