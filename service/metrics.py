@@ -100,6 +100,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.body_bytes = Gauge(
+            "torchlab_body_bytes_held",
+            "Bytes of request bodies held now, each charged its Content-Length from before "
+            "it is read until its request is answered (max_inflight_body_bytes).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.worker_starts = Counter(
             "torchlab_worker_starts",
             "Worker processes started (at first use, and to replace one that left), by device.",

@@ -252,15 +252,19 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_id)
                 return
             charge = self._charge_of(declared, headers)
-            if charge and not await self.bodies.charge(charge):
-                self.metrics.refused.labels("max_inflight_body_bytes").inc()
-                await self._no_room(charge)(scope, receive, send_with_id)
-                return
+            if charge:
+                took = await self.bodies.charge(charge)
+                self.metrics.body_bytes.set(self.bodies.held)
+                if not took:
+                    self.metrics.refused.labels("max_inflight_body_bytes").inc()
+                    await self._no_room(charge)(scope, receive, send_with_id)
+                    return
             charged = charge
             await self.app(scope, receive_counted, send_with_id)
         finally:
             if charged:
                 self.bodies.release(charged)
+                self.metrics.body_bytes.set(self.bodies.held)
             end_request(scope, self.metrics, request_id, send_with_id.status or 500, start)
 
     def _charge_of(self, declared: int | None, headers: Headers) -> int:

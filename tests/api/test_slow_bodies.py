@@ -223,12 +223,19 @@ def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> No
             slow.app, "/tensor/ops", _json_headers(len(TINY)), [(0.0, TINY)], ends=True
         )
 
-    stalled, refused, passed = _run(
+    async def held() -> float | None:
+        await asyncio.sleep(0.5)  # the stalled one in, the 2 MiB one refused
+        registry = slow.app.state.metrics.registry
+        return registry.get_sample_value("torchlab_body_bytes_held")  # type: ignore[no-any-return]
+
+    stalled, refused, passed, during = _run(
         slow,
         _exchange(slow.app, "/tensor/ops", _json_headers(big), [(0.0, b" " * 100)], ends=False),
         second(),
         small(),
+        held(),
     )
+    assert during == big
     _assert_timed_out(stalled, 100, big)
     body = assert_error(refused, 429, "too_many_requests")
     assert body["details"] == {
@@ -246,6 +253,7 @@ def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> No
     metrics = slow.get("/metrics").text
     assert 'torchlab_limit_refusals_total{limit="max_inflight_body_bytes"}' in metrics
     assert 'torchlab_limit_refusals_total{limit="body_timeout_s"}' in metrics
+    assert "torchlab_body_bytes_held 0.0" in metrics  # every charge given back
 
 
 def test_a_chunked_body_is_charged_the_largest_body(slow: TestClient) -> None:
