@@ -210,6 +210,7 @@ class RequestContextMiddleware:
         self.metrics = metrics
         limits = settings.limits
         self.bodies = BodyBudget(limits.max_inflight_body_bytes, limits.queue_timeout_s)
+        self.keys = [key.encode() for key in settings.api_keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -251,7 +252,7 @@ class RequestContextMiddleware:
                 self.metrics.refused.labels("max_body_bytes").inc()
                 await response(scope, receive, send_with_id)
                 return
-            charge = self._charge_of(declared, headers)
+            charge = self._charge_of(scope, declared, headers)
             if charge:
                 took = await self.bodies.charge(charge)
                 self.metrics.body_bytes.set(self.bodies.held)
@@ -267,9 +268,12 @@ class RequestContextMiddleware:
                 self.metrics.body_bytes.set(self.bodies.held)
             end_request(scope, self.metrics, request_id, send_with_id.status or 500, start)
 
-    def _charge_of(self, declared: int | None, headers: Headers) -> int:
+    def _charge_of(self, scope: Scope, declared: int | None, headers: Headers) -> int:
         """What a body takes among those held at once: its declared length, or for a
-        chunked one the most it may grow to; none for a small one, or a request without."""
+        chunked one the most it may grow to; none for a small one, a request without, or one
+        without a key where keys are needed (refused before its body is read)."""
+        if self.keys and not ApiKeyMiddleware.lets_in(scope, headers, self.keys):
+            return 0
         if declared is not None:
             return declared if declared > UNCHARGED_BODY_BYTES else 0
         if "transfer-encoding" in headers:
@@ -311,13 +315,19 @@ class ApiKeyMiddleware:
         self.app = app
         self.keys = [key.encode() for key in keys]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] in self.OPEN_PATHS
+    @classmethod
+    def lets_in(cls, scope: Scope, headers: Headers, keys: list[bytes]) -> bool:
+        """Whether a request goes on past the keys: an open path, a CORS preflight, one of
+        ``keys`` (or none configured)."""
+        return (
+            not keys
+            or scope["path"] in cls.OPEN_PATHS
             or scope["method"] == "OPTIONS"
-            or accepts_key(Headers(scope=scope), self.keys)
-        ):
+            or accepts_key(headers, keys)
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.lets_in(scope, Headers(scope=scope), self.keys):
             await self.app(scope, receive, send)
             return
         response = error_response(

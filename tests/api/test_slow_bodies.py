@@ -332,3 +332,30 @@ def test_an_answer_never_read_gives_its_bodys_room_back_at_the_send_timeout() ->
     assert stuck_answer.status == 0  # nothing was taken
     assert answer.status == 200, answer.text
     assert 0.3 < answer.seconds < 2.5  # it waited for the send timeout, not for ever
+
+
+def test_a_request_without_its_key_takes_no_room() -> None:
+    # Refused (401) before its body is read: a caller without a key, whose answer is never
+    # taken, holds none of the room the callers with one need.
+    settings = make_settings(
+        api_keys=["sesame"], max_inflight_body_bytes=4 * MiB, queue_timeout_s=0.3
+    )
+    padded = TINY + b" " * (2 * MiB - len(TINY))
+    with TestClient(create_app(settings)) as client:
+
+        async def keyless() -> Answer | None:
+            asked = _exchange(
+                client.app, "/tensor/ops", _json_headers(3 * MiB), [], ends=False, reads=False
+            )
+            try:
+                return await asyncio.wait_for(asked, 1.5)
+            except TimeoutError:
+                return None  # its 401 still waits to be taken
+
+        async def keyed() -> Answer:
+            await asyncio.sleep(0.1)
+            headers = {**_json_headers(len(padded)), "x-api-key": "sesame"}
+            return await _exchange(client.app, "/tensor/ops", headers, [(0.0, padded)], ends=True)
+
+        _, answer = _run(client, keyless(), keyed())
+    assert answer.status == 200, answer.text
