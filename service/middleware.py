@@ -24,7 +24,7 @@ from service.api.routes.docs import PUBLIC_PATHS as DOCS_PUBLIC_PATHS
 from service.config import Limits, Settings
 from service.errors import ErrorCode, error_response
 from service.metrics import Metrics
-from service.waits import Started
+from service.waits import within
 
 UNCHARGED_BODY_BYTES = 16 * 1024
 """A body up to this size takes no room among the bodies held at once (its connection's
@@ -125,14 +125,10 @@ class BodyClock:
     async def receive(self, receive: Receive, received: int, declared: int | None) -> Message:
         """``await receive()`` for the next piece of a body of which ``received`` bytes have
         arrived: :class:`BodyTimeout` past the deadline. A piece already there costs no
-        timer (:class:`service.waits.Started`)."""
-        receiving = Started(receive())
-        if receiving.done:
-            return receiving.value
+        timer (:func:`service.waits.within`)."""
         left = self.start + self.timeout + received / self.rate - time.perf_counter()
         try:
-            async with asyncio.timeout(max(left, 0.0)):
-                return await receiving
+            return await within(receive(), max(left, 0.0))
         except TimeoutError:
             raise BodyTimeout(self, received, declared) from None
 

@@ -63,12 +63,15 @@ class Started(Generic[T]):
                 return result
 
 
-async def within(awaitable: Awaitable[T], timeout: float) -> T:
-    """``await awaitable``, given up (``TimeoutError``) once it has waited ``timeout``
-    seconds; one that does not wait gets no timer."""
+def within(awaitable: Awaitable[T], timeout: float) -> Awaitable[T]:
+    """``awaitable``, given up (``TimeoutError``) once it has waited ``timeout`` seconds.
+    It runs at once up to its first wait: one that does not wait gets no timer, nor a
+    coroutine of its own (awaiting what is returned gives its result)."""
     started = Started(awaitable)
-    if started.done:
-        return started.value
+    return started if started.done else _timed(started, timeout)
+
+
+async def _timed(started: Started[T], timeout: float) -> T:
     async with asyncio.timeout(timeout):
         return await started
 
@@ -131,14 +134,11 @@ def body_messages(body: bytes | memoryview, more_body: bool = False) -> Iterator
         yield {"type": "http.response.body", "body": piece, "more_body": more_body or not last}
 
 
-async def send_within(message: Message, send: Send, timeout: float) -> None:
-    """``await send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of
-    waiting for the client. While the client reads, a send does not wait (the server waits
-    only once its write buffer is full), and so gets no timer (:class:`service.waits.Started`)."""
-    sending = Started(send(message))
-    if not sending.done:
-        async with asyncio.timeout(timeout):
-            await sending
+def send_within(message: Message, send: Send, timeout: float) -> Awaitable[None]:
+    """``send(message)``, given up (``TimeoutError``) after ``timeout`` seconds of waiting
+    for the client. While the client reads, a send does not wait (the server waits only
+    once its write buffer is full), and so gets no timer (:func:`within`)."""
+    return within(send(message), timeout)
 
 
 def send_timeout(scope: Scope) -> float:
