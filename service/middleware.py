@@ -5,7 +5,6 @@ among the bodies held at once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import itertools
 import logging
@@ -172,9 +171,7 @@ class BodyBudget:
         if turn.done() and not turn.cancelled():  # granted as the wait ended: give it back
             self.release(nbytes)
             return
-        turn.cancel()
-        with contextlib.suppress(ValueError):
-            self._waiting.remove(entry)
+        turn.cancel()  # left in the queue, passed over when its turn comes: no search
         self._grant()  # the ones behind it may fit
 
     def _grant(self) -> None:

@@ -133,3 +133,25 @@ def test_the_body_clock_gives_a_second_for_every_min_rate_bytes() -> None:
         }
 
     asyncio.run(run())
+
+
+def test_a_charge_that_gave_up_behind_others_is_passed_over_in_its_turn() -> None:
+    async def run() -> None:
+        budget = BodyBudget(100, wait_s=5.0)
+        assert await budget.charge(100)
+        first = asyncio.create_task(budget.charge(50))
+        await asyncio.sleep(0)
+        gone = asyncio.create_task(budget.charge(50))
+        await asyncio.sleep(0)
+        last = asyncio.create_task(budget.charge(50))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # behind a waiting one: left where it is
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        budget.release(100)
+        assert await first
+        assert await last
+        assert budget.held == 100
+        assert not budget._waiting
+
+    asyncio.run(run())
