@@ -134,12 +134,16 @@ class Calibrations:
     def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
         self.overrides = dict(overrides or {})
         self._measured: dict[str, Throughput] = {}
+        self._by_device: dict[torch.device, Throughput] = {}  # no str() per request
 
     def get(self, device: torch.device) -> Throughput:
-        key = str(device)
-        if key not in self._measured:
-            self._measured[key] = measure(device, self.overrides)
-        return self._measured[key]
+        found = self._by_device.get(device)
+        if found is None:
+            key = str(device)
+            if key not in self._measured:
+                self._measured[key] = measure(device, self.overrides)
+            found = self._by_device[device] = self._measured[key]
+        return found
 
     def report(self) -> dict[str, dict[str, float]]:
         """What ``GET /info`` shows: GFLOP/s per dtype and elements per second, per device."""

@@ -84,6 +84,33 @@ class Budget:
     def from_settings(cls, settings: Settings) -> Budget:
         return cls.from_limits(settings.limits)
 
+    def state(self) -> tuple[Any, ...]:
+        """Everything a charge depends on and changes: the limits, the rates they are
+        predicted at (by identity) and what has been charged so far. Two budgets in the same
+        state accept and refuse the same charges and end in the same state."""
+        return (
+            self.max_elements,
+            self.max_total_elements,
+            self.max_flops,
+            self.max_seconds,
+            self.max_objects,
+            id(self.throughput),
+            self.objects,
+            self.elements,
+            self.flops,
+            self.seconds,
+            self.serial_steps,
+        )
+
+    def charged(self) -> tuple[int, int, float, float, int]:
+        """What has been charged so far (for :meth:`restore`)."""
+        return self.objects, self.elements, self.flops, self.seconds, self.serial_steps
+
+    def restore(self, charged: tuple[int, int, float, float, int]) -> None:
+        """Charged as :meth:`charged` returned: the charges a budget in this one's
+        :meth:`state` made, taken as made again."""
+        self.objects, self.elements, self.flops, self.seconds, self.serial_steps = charged
+
     def charge_tensor(self, numel: int, what: str) -> None:
         """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""
         if numel > self.max_elements:

@@ -32,6 +32,8 @@ async def tensor_ops(
 
     Every step's output shape and dtype are worked out before anything runs (on torch's
     `meta` device), so a program over the element or FLOP limit is a 413 in milliseconds.
+    That plan depends on the inputs' shapes and dtypes, not on their values: a short program
+    sent again with inputs of the same shapes is charged what it was, without planning again.
     The tutorial's chapter 3 is the example: `arange(16).reshape(2, 2, -1)[:, 1, :-1]` and
     `cat`.
     """

@@ -42,13 +42,13 @@ def decode_program(
     them. Field by field, not ``model_dump()``: inline tensors are not copied element by
     element."""
     inputs = {name: ctx.decode(t.root, f"inputs.{name}") for name, t in body.inputs.items()}
-    steps = [
-        {
-            name: _decode_arg(getattr(step, name), ctx, f"steps.{number}.{name}")
-            for name in type(step).model_fields
-        }
-        for number, step in enumerate(body.steps)
-    ]
+    steps = []
+    for number, step in enumerate(body.steps):
+        fields = dict(step.__dict__)  # the model's fields, in their order
+        for name, value in fields.items():
+            if isinstance(value, Tensor | list):
+                fields[name] = _decode_arg(value, ctx, f"steps.{number}.{name}")
+        steps.append(fields)
     return inputs, steps
 
 
