@@ -45,12 +45,12 @@ nginx:
 serve: $(VENV)/.serve-deps
 ifeq ($(WORKERS),1)
 	$(PY) -m uvicorn service.main:app --host $(HOST) --port $(PORT) --no-access-log \
-		--loop uvloop --http httptools
+		--loop uvloop --http service.protocol:HeadTimedProtocol
 else
 	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
 	PROMETHEUS_MULTIPROC_DIR=$(abspath $(METRICS_DIR)) $(PY) -m uvicorn service.main:app \
 		--host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log \
-		--loop uvloop --http httptools
+		--loop uvloop --http service.protocol:HeadTimedProtocol
 endif
 
 lint: $(VENV)/.test-deps

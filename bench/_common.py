@@ -44,9 +44,14 @@ class Server:
         env: dict[str, str] | None = None,
         startup_timeout_s: float = 120.0,
         cwd: Path = ROOT,
+        http: str | None = None,
     ) -> None:
         self.app = app
         self.cwd = cwd
+        # The service's protocol, as `make serve` runs it (an older tree's: httptools).
+        protocol = "service.protocol:HeadTimedProtocol"
+        has_protocol = (cwd / "service" / "protocol.py").exists()
+        self.http = http or (protocol if has_protocol else "httptools")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "TORCHLAB_LOG_LEVEL": "warning", **(env or {})}
@@ -72,6 +77,8 @@ class Server:
             str(self.port),
             "--log-level",
             "warning",
+            "--http",
+            self.http,
         ]
         self.proc = subprocess.Popen(
             cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT

@@ -269,7 +269,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         servers = {
             "minimal": stack.enter_context(
-                Server("overhead:minimal_app", env={"PYTHONPATH": bench_dir})
+                Server("overhead:minimal_app", env={"PYTHONPATH": bench_dir}, http="httptools")
             ),
             "service": stack.enter_context(Server(args.app)),
         }

@@ -74,6 +74,12 @@ class Limits(BaseSettings):
     the response is given up and what it held (a compute slot, its body) is freed: a client
     that stops reading holds nothing for ever."""
 
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """How long a request's line and headers may take to arrive, from the connection's start
+    (or, on a kept-alive connection, from the request's first byte): a connection whose head
+    is late is answered 408 ``header_timeout`` and closed. Kept by the server's protocol
+    (``uvicorn --http service.protocol:HeadTimedProtocol``, as ``make serve`` runs it)."""
+
     body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """How long a request's body may take to arrive, plus a second for every
     ``body_min_rate`` bytes of it that have: a client that sends it slower, or stops, is

@@ -48,6 +48,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed", 405
     NOT_ACCEPTABLE = "not_acceptable", 406
     BODY_TIMEOUT = "body_timeout", 408
+    HEADER_TIMEOUT = "header_timeout", 408
     # 413: over a limit; ``details`` = {limit, allowed, requested}
     LIMIT_EXCEEDED = "limit_exceeded", 413
     OVER_TIME_BUDGET = "over_time_budget", 413

@@ -23,8 +23,8 @@ STATUS_MEANINGS = {
     404: "no such route",
     405: "the route does not take this method",
     406: "progress events (`Accept: text/event-stream`) asked for with a PNG or binary result",
-    408: "the body did not arrive in time (`body_timeout_s`, `body_min_rate`); the connection "
-    "closes",
+    408: "the request's line and headers (`header_timeout_s`), or its body (`body_timeout_s`, "
+    "`body_min_rate`), did not arrive in time; the connection closes",
     413: "over a limit; `details` holds `limit`, `allowed` and `requested` (numbers)",
     415: "a body or file of a kind the route does not take",
     422: "well-formed but invalid; `details` says what and where",

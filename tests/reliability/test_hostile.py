@@ -376,6 +376,39 @@ def test_bodies_that_stall_hold_no_more_than_the_room_for_bodies(server: Server)
     assert_healthy_after(server)
 
 
+def test_connections_whose_headers_never_end_are_closed_at_the_header_timeout(
+    server: Server,
+) -> None:
+    # Slowloris: each connection sends a request line and one header, then a byte of another
+    # header now and then, and never ends its head. uvicorn alone times nothing until a head
+    # is complete (the app is not called before), so each would hold its socket for as long
+    # as its client liked. Now each is answered 408 at header_timeout_s (2 s here), and
+    # closed, however it trickles; the server answers others meanwhile.
+    host, port = server.url.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(50):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(f"POST /tensor/ops HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
+        sockets.append(sock)
+    start = time.perf_counter()
+    try:
+        for _ in range(3):
+            time.sleep(0.4)
+            for sock in sockets:
+                sock.sendall(b"a")
+        begun = time.perf_counter()
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        assert time.perf_counter() - begun < 1.0
+        answers = [_read_answer(sock, timeout=10) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert time.perf_counter() - start < 6.0
+    for status, headers, closed in answers:
+        assert (status, headers["connection"], closed) == (408, "close", True)
+    assert_healthy_after(server)
+
+
 def test_a_huge_body_of_tiny_elements_is_parsed_off_the_loop(server: Server) -> None:
     rows = b",".join([b"[]"] * 9_000_000)
     body = b'{"inputs": {"a": [' + rows + b']}, "steps": []}'

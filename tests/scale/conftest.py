@@ -135,6 +135,8 @@ class Replica:
                     "--port",
                     str(self.port),
                     "--no-access-log",
+                    "--http",
+                    "service.protocol:HeadTimedProtocol",
                 ],
                 cwd=ROOT,
                 env={**base, **self.env},

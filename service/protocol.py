@@ -1,0 +1,105 @@
+"""uvicorn's httptools protocol with a deadline on every request's head.
+
+uvicorn times a connection only between requests (``--timeout-keep-alive``): a client that
+connects and sends nothing, or sends a request line and then a header a byte a minute,
+holds its connection (a socket, a file descriptor, a parser) for as long as it likes, and a
+few thousand such clients use up the server's file descriptors. The app never sees such a
+connection: it is called once the head is complete.
+
+:class:`HeadTimedProtocol` gives each request's head (its request line and headers)
+``header_timeout_s`` to arrive, counted from the connection's start for the first request
+and from the request's first byte for the next ones on a kept-alive connection; a
+connection whose head is late is answered 408 ``header_timeout`` and closed. Its body has
+its own deadline (``body_timeout_s``, :class:`service.middleware.BodyClock`).
+
+Each connection has one timer, which looks at the head in progress at most every
+``header_timeout_s``: a request only notes when its head began and ended (no timer of its
+own), and the timer, rescheduled to the moment the head in progress would be late, closes
+it then.
+While the server itself has stopped reading (a pipelined request waits for the one before
+it), the head's time does not count. Serve with::
+
+    uvicorn service.main:app --http service.protocol:HeadTimedProtocol
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cache
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.config import Settings
+from service.errors import ErrorCode
+
+
+@cache
+def header_timeout_s() -> float:
+    """``header_timeout_s`` of the settings the server was started with (the environment's)."""
+    return float(Settings().limits.header_timeout_s)
+
+
+def late_head_response(timeout: float) -> bytes:
+    """The 408 that closes a connection whose head took longer than ``timeout`` seconds."""
+    body = orjson.dumps(
+        {
+            "error": f"the request's line and headers took longer than {timeout:g} s to arrive",
+            "code": ErrorCode.HEADER_TIMEOUT.value,
+            "details": {"limit": "header_timeout_s", "allowed": timeout},
+        }
+    )
+    head = (
+        b"HTTP/1.1 408 Request Timeout\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: %d\r\n"
+        b"connection: close\r\n\r\n" % len(body)
+    )
+    return head + body
+
+
+class HeadTimedProtocol(HttpToolsProtocol):
+    """See the module."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout_s()
+        self._head_began: float | None = None
+        """When the head in progress began (``loop.time()``), or ``None`` between heads."""
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_began = self.loop.time()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._look_at_head)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_began is None:
+            self._head_began = self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        self._head_began = None
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _look_at_head(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._head_began is not None and self.flow.read_paused:
+            self._head_began = now  # the server stopped reading (a pipelined request waits)
+        began = self._head_began
+        if began is not None and now - began >= self.header_timeout:
+            self.transport.write(late_head_response(self.header_timeout))
+            self.transport.close()
+            return
+        wait = self.header_timeout if began is None else began + self.header_timeout - now
+        self._head_timer = self.loop.call_later(wait, self._look_at_head)

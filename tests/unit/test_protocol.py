@@ -1,0 +1,149 @@
+"""The server's protocol (:mod:`service.protocol`): a request's head has ``header_timeout_s``
+to arrive, on a real uvicorn over a socket (a small ASGI app: the app never sees a head)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import orjson
+import pytest
+import uvicorn
+
+from service import protocol
+from service.protocol import HeadTimedProtocol
+from tests.reliability.conftest import free_port
+
+TIMEOUT = 0.5
+
+
+async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    """Answers ``{"path": ...}``; ``/slow`` after a second."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(1.0)
+    body = orjson.dumps({"path": scope["path"]})
+    await send(  # type: ignore[operator]
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCHLAB_HEADER_TIMEOUT_S", str(TIMEOUT))
+    protocol.header_timeout_s.cache_clear()
+    number = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=number,
+        http=HeadTimedProtocol,
+        lifespan="off",
+        log_level="error",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield number
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        mp.undo()
+        protocol.header_timeout_s.cache_clear()
+
+
+def connect(port: int) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return conn
+
+
+def read_all(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def assert_late_head(answer: bytes) -> None:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert b"connection: close" in head.lower()
+    payload = orjson.loads(body)
+    assert payload["code"] == "header_timeout"
+    assert payload["details"] == {"limit": "header_timeout_s", "allowed": TIMEOUT}
+
+
+def test_a_connection_that_sends_nothing_is_answered_408_and_closed(port: int) -> None:
+    conn = connect(port)
+    start = time.monotonic()
+    answer = read_all(conn)
+    assert TIMEOUT <= time.monotonic() - start < TIMEOUT + 1.0
+    assert_late_head(answer)
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_timeout(port: int) -> None:
+    conn = connect(port)
+    start = time.monotonic()
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    with pytest.raises(OSError):  # the server closes the connection while it trickles
+        for _ in range(40):
+            conn.sendall(b"X")
+            time.sleep(0.05)
+    assert time.monotonic() - start < TIMEOUT + 1.0
+    assert_late_head(read_all(conn))
+
+
+def request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+def read_answer(reader: BinaryIO) -> bytes:
+    """The body of the next answer on a connection (``conn.makefile("rb")``), a 200."""
+    status = reader.readline()
+    assert status.startswith(b"HTTP/1.1 200 "), status
+    length = 0
+    while (line := reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return reader.read(length)
+
+
+def test_a_kept_alive_connection_is_timed_from_each_requests_first_byte(port: int) -> None:
+    conn = connect(port)
+    answers = conn.makefile("rb")
+    conn.sendall(request("/one"))
+    assert orjson.loads(read_answer(answers)) == {"path": "/one"}
+    time.sleep(TIMEOUT + 0.5)  # idle: uvicorn's keep-alive (5 s) times that, not the head's
+    conn.sendall(request("/two"))
+    assert orjson.loads(read_answer(answers)) == {"path": "/two"}
+    conn.sendall(b"GET /three HTTP/1.1\r\n")  # then nothing more
+    start = time.monotonic()
+    assert_late_head(read_all(conn))
+    assert TIMEOUT - 0.05 <= time.monotonic() - start < TIMEOUT + 1.0
+
+
+def test_a_slow_answer_and_a_request_pipelined_behind_it_are_not_late_heads(port: int) -> None:
+    conn = connect(port)
+    answers = conn.makefile("rb")
+    conn.sendall(request("/slow") + request("/after"))  # the second waits for the first
+    assert orjson.loads(read_answer(answers)) == {"path": "/slow"}  # a second: twice the timeout
+    assert orjson.loads(read_answer(answers)) == {"path": "/after"}
+    conn.sendall(request("/last"))
+    assert orjson.loads(read_answer(answers)) == {"path": "/last"}
+    conn.close()
