@@ -346,6 +346,21 @@ def _read_answer(sock: socket.socket, timeout: float) -> tuple[int, dict[str, st
     return int(lines[0].split()[1]), headers, closed
 
 
+def _answers_beside_health(
+    server: Server, sockets: list[socket.socket]
+) -> list[tuple[int, dict[str, str], bool]]:
+    """``GET /health`` answered within a second while ``sockets`` wait on the server, then
+    the answer on each of them (:func:`_read_answer`); the sockets are closed after."""
+    try:
+        start = time.perf_counter()
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        assert time.perf_counter() - start < 1.0
+        return [_read_answer(sock, timeout=10) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_bodies_that_stall_hold_no_more_than_the_room_for_bodies(server: Server) -> None:
     # Each request declares a 60 MB tensor in the binary framing, sends its JSON part (about
     # 150 bytes) and then nothing. A body's buffer is taken when its JSON part is read, so
@@ -356,16 +371,9 @@ def test_bodies_that_stall_hold_no_more_than_the_room_for_bodies(server: Server)
     # with a 408 and their connections closed.
     before = server.shared_mapped()
     sockets = [_stall_binary(server, 60_000_000) for _ in range(6)]
-    try:
-        time.sleep(1.5)
-        held = server.shared_mapped() - before
-        start = time.perf_counter()
-        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
-        assert time.perf_counter() - start < 1.0
-        answers = [_read_answer(sock, timeout=10) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    time.sleep(1.5)
+    held = server.shared_mapped() - before
+    answers = _answers_beside_health(server, sockets)
     assert sorted(status for status, _, _ in answers) == [408, 408, 429, 429, 429, 429]
     assert held <= 128 * MB, f"{held / MB:.0f} MB of request buffers for 1 kB of bodies"
     for status, headers, closed in answers:
@@ -391,18 +399,11 @@ def test_connections_whose_headers_never_end_are_closed_at_the_header_timeout(
         sock.sendall(f"POST /tensor/ops HTTP/1.1\r\nHost: {host}\r\nX-Slow: ".encode())
         sockets.append(sock)
     start = time.perf_counter()
-    try:
-        for _ in range(3):
-            time.sleep(0.4)
-            for sock in sockets:
-                sock.sendall(b"a")
-        begun = time.perf_counter()
-        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
-        assert time.perf_counter() - begun < 1.0
-        answers = [_read_answer(sock, timeout=10) for sock in sockets]
-    finally:
+    for _ in range(3):
+        time.sleep(0.4)
         for sock in sockets:
-            sock.close()
+            sock.sendall(b"a")
+    answers = _answers_beside_health(server, sockets)
     assert time.perf_counter() - start < 6.0
     for status, headers, closed in answers:
         assert (status, headers["connection"], closed) == (408, "close", True)
