@@ -41,33 +41,50 @@ __all__ = [
 ]
 
 
-MAX_KEPT_LIST = 64
-"""The longest list in a step's arguments (sizes, sections, dims) of a program whose plan
-is kept."""
+KEY_ROOM = 512
+"""The most a kept plan's key may hold, counted as its values plus the characters of its
+strings (names, index expressions): a program over it (long lists, long names) is planned
+each time. With :class:`PlanCache`'s 256 entries this bounds the memory keys take to a few
+MB, whatever programs are sent."""
 
 
 class _Uncachable(Exception):
-    """A step argument of a kind :func:`_signature` does not know: the plan is not kept."""
+    """A program whose plan is not kept: a step argument of a kind :class:`_Key` does not
+    know, or a key over :data:`KEY_ROOM`."""
 
 
-def _signature(value: Any) -> Hashable:
-    """What the plan can depend on in a step argument: its value, with its type (``1``,
-    ``1.0`` and ``True`` are equal in Python but not to torch's type promotion), and of a
-    tensor its shape, dtype, strides and device, not its values."""
-    kind = type(value)
-    if kind is str or value is None:
-        return value  # type: ignore[no-any-return]  # a str, or None
-    if kind is int or kind is bool:
-        return kind, value
-    if kind is float:
-        return kind, value.hex()  # -0.0 and 0.0 apart, NaN equal to itself
-    if kind is list or kind is tuple:
-        if len(value) > MAX_KEPT_LIST:  # a key as long as the list would cost its time
-            raise _Uncachable
-        return kind, tuple(map(_signature, value))
-    if kind is torch.Tensor:
-        return kind, tuple(value.shape), value.dtype, value.stride(), value.device
-    raise _Uncachable
+class _Key:
+    """Writes what the plan can depend on in step arguments, within ``room``: each value
+    with its type (``1``, ``1.0`` and ``True`` are equal in Python but not to torch's type
+    promotion), and of a tensor its shape, dtype, strides and device, not its values."""
+
+    __slots__ = ("room",)
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def of(self, value: Any) -> Hashable:
+        self.room -= 1
+        kind = type(value)
+        if kind is str:
+            self.room -= len(value)
+            if self.room < 0:
+                raise _Uncachable
+            return value  # type: ignore[no-any-return]  # a str
+        if value is None:
+            return None
+        if kind is int or kind is bool:
+            return kind, value
+        if kind is float:
+            return kind, value.hex()  # -0.0 and 0.0 apart, NaN equal to itself
+        if kind is list or kind is tuple:
+            self.room -= len(value)  # before a long list is walked
+            if self.room < 0:
+                raise _Uncachable
+            return kind, tuple(map(self.of, value))
+        if kind is torch.Tensor:
+            return kind, tuple(value.shape), value.dtype, value.stride(), value.device
+        raise _Uncachable
 
 
 class _Planned(NamedTuple):
@@ -84,7 +101,7 @@ class PlanCache:
     dtypes and strides). Only plans that fitted are kept: a program that is refused is
     planned, and refused, again. Shared by the threads that plan."""
 
-    def __init__(self, entries: int = 1024, max_steps: int = 16) -> None:
+    def __init__(self, entries: int = 256, max_steps: int = 16) -> None:
         self.entries = entries
         self.max_steps = max_steps
         self._plans: OrderedDict[Hashable, _Planned] = OrderedDict()
@@ -97,16 +114,17 @@ class PlanCache:
         returns: Sequence[str] | None,
         budget: Budget,
     ) -> Hashable | None:
-        """The program's key, or ``None`` for one not kept (too long, or an argument of a
-        kind not known)."""
+        """The program's key, or ``None`` for one not kept (too many steps, a key over
+        :data:`KEY_ROOM`, or an argument of a kind not known)."""
         if len(steps) > self.max_steps:
             return None
+        key = _Key(KEY_ROOM)
         try:
             return (
                 budget.state(),
-                None if returns is None else tuple(returns),
-                tuple((name, _signature(tensor)) for name, tensor in inputs.items()),
-                tuple(tuple((k, _signature(v)) for k, v in step.items()) for step in steps),
+                None if returns is None else key.of(returns),
+                tuple((key.of(name), key.of(tensor)) for name, tensor in inputs.items()),
+                tuple(tuple((k, key.of(v)) for k, v in step.items()) for step in steps),
             )
         except _Uncachable:
             return None

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.calibration import Throughput
-from service.errors import LimitExceeded
+from service.errors import InvalidInput, LimitExceeded
 from service.limits import Budget
 from service.main import create_app
-from service.ops.tensors.program import PlanCache, plan_program
+from service.ops.tensors.program import KEY_ROOM, PlanCache, plan_program
 from tests.api.test_tensor_ops import INPUTS, OP_CASES
 from tests.conftest import make_settings, ops
 from tests.unit.ops.tensors.test_program import compile_program
@@ -123,6 +123,17 @@ def test_long_programs_are_not_kept_and_the_oldest_plans_go_first() -> None:
     plan({"steps": [{"op": "ones", "size": [5]}]}, plans, budget())
     sizes = [dict(key[3][0])["size"][1][0][1] for key in plans._plans]
     assert sizes == [4, 2, 5]
+
+
+def test_a_program_of_a_large_key_is_planned_each_time() -> None:
+    plans = PlanCache()
+    long_name = "n" * KEY_ROOM  # names and index expressions count by their characters
+    step = {"op": "ones", "size": [2], "dtype": None, "out": long_name}
+    assert plan_program({}, [step], None, budget(), plans) == [long_name]
+    many = {"op": "ones", "size": [1] * (KEY_ROOM + 1), "dtype": None, "out": "x"}
+    with pytest.raises(InvalidInput):  # over torch's dimensions: planned (and refused) at once
+        plan_program({}, [many], None, budget(), plans)
+    assert not plans._plans
 
 
 def test_over_http_a_kept_plan_answers_as_before_and_lets_no_larger_input_in() -> None:
