@@ -12,10 +12,9 @@ and from the request's first byte for the next ones on a kept-alive connection; 
 connection whose head is late is answered 408 ``header_timeout`` and closed. Its body has
 its own deadline (``body_timeout_s``, :class:`service.middleware.BodyClock`).
 
-Each connection has one timer, which looks at the head in progress at most every
-``header_timeout_s``: a request only notes when its head began and ended (no timer of its
-own), and the timer, rescheduled to the moment the head in progress would be late, closes
-it then.
+Each connection has one timer, and a request none of its own: a request only notes when
+its head began and ended, and the connection's timer, rescheduled to the moment the head
+in progress would be late (between heads, every ``header_timeout_s``), closes it then.
 While the server itself has stopped reading (a pipelined request waits for the one before
 it), the head's time does not count. Serve with::
 
