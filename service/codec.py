@@ -532,7 +532,12 @@ def loads_json(raw: bytes | bytearray | memoryview | str) -> Any:
         )
         orjson.dumps(data)  # refuses the lone surrogates and depths that orjson refuses
     except (ValueError, RecursionError, orjson.JSONEncodeError):
-        raise error from None
+        try:
+            raise error from None
+        finally:
+            # This frame is in the error's traceback: holding the error here too would make
+            # a cycle that keeps the body (and its decoded copy) until the collector runs.
+            del error
     return data
 
 

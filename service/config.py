@@ -40,6 +40,13 @@ class Limits(BaseSettings):
     parameters): the server builds each as an object. Counted by the worker process that
     reads a body over 1 MiB, before the server parses it."""
 
+    max_body_lists: Annotated[int, Field(ge=1024)] = 1 << 22
+    """Most lists and objects (``[`` and ``{``) a large JSON body may hold, tensors' rows
+    included: reading one builds each as an object of 60 bytes or more, which empty rows
+    (``[[],[],…]``, no elements) or rows of one value do not otherwise pay for. Counted by
+    the worker process that reads a body over 1 MiB, before it parses it; larger tensors
+    come as base64 or in the binary framing."""
+
     max_elements: Annotated[int, Field(ge=1)] = 1 << 25
     """Largest number of elements of any one tensor, input, intermediate or output."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     OVER_TIME_BUDGET = "over_time_budget", 413
     BODY_SIZE_LIMIT = "body_size_limit", 413
     BODY_VALUES_LIMIT = "body_values_limit", 413
+    BODY_LISTS_LIMIT = "body_lists_limit", 413
     ELEMENTS_LIMIT = "elements_limit", 413
     TOTAL_ELEMENTS_LIMIT = "total_elements_limit", 413
     FLOPS_LIMIT = "flops_limit", 413
@@ -228,6 +229,7 @@ class LimitExceeded(ServiceError):
         "max_classes": "classes",
         "max_body_bytes": "bytes",
         "max_body_values": "values",
+        "max_body_lists": "lists and objects",
         "max_hessian_elements": "elements",
         "max_expression_length": "characters",
         "max_expression_nodes": "nodes",
@@ -372,6 +374,20 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     if exc.status_code >= 500 and exc.status_code not in (503, 504):
         logger.error("request %s failed: %s", _request_id(request), exc.message)
     return error_response(exc.code, exc.message, exc.details, exc.headers)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def without_frames(exc: E) -> E:
+    """``exc`` without its traceback or the exceptions chained to it, to be kept past its
+    ``except`` block (in the request's scope): its traceback holds every frame it passed
+    through, and so the request, its scope and its body. Kept in the scope, that makes a
+    reference cycle, which only the cyclic collector frees; tens of MB of body at a time."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    exc.__cause__ = None
+    return exc
 
 
 BODY_ERRORS_KEY = "torchlab.body_errors"

@@ -81,6 +81,8 @@ class BodyJob:
     tensors_out: bool = True
     max_values: int = 1 << 62
     """At most this many values outside the tensors (``max_body_values``)."""
+    max_lists: int = 1 << 62
+    """At most this many lists and objects (``max_body_lists``)."""
     """Large tensors come back decoded (``BodyResult.tensors``), else in base64."""
 
 
@@ -212,10 +214,28 @@ class _Reread(Exception):
     """The body read by simdjson is not as the server reads it: read it with orjson."""
 
 
+def check_lists(raw: Bytes, allowed: int) -> None:
+    """Refuse a text of more than ``allowed`` lists and objects, counted by their ``[`` and
+    ``{`` (those inside strings too) before a parser builds any (``max_body_lists``)."""
+    text = np.frombuffer(raw, dtype=np.uint8)
+    found = int(np.count_nonzero((text == ord("[")) | (text == ord("{"))))
+    if found > allowed:
+        raise LimitExceeded(
+            "max_body_lists",
+            allowed,
+            found,
+            "the body",
+            message=f"the body holds {found:,} lists and objects (tensors' rows included) but "
+            f"the limit max_body_lists is {allowed:,}; send large tensors as base64 "
+            '({"b64", "shape", "dtype"}) or in the binary framing',
+        )
+
+
 def compact_body(job: BodyJob, deadline: Deadline) -> BodyResult:
     """Parse and validate a large body; return it with its large tensors decoded (or in
     base64)."""
     model = _model(job.model)
+    check_lists(job.raw.view(), job.max_lists)
     read = loads_arrays(job.raw.view())
     if read is not None:
         data, arrays = read
@@ -315,7 +335,14 @@ async def compact_in_worker(
     # would hold up the event loop; neither holds the interpreter lock).
     blob = await run_in_threadpool(Blob(raw).share)
     limits = settings.limits
-    job = BodyJob(blob, model_path(model), limits.max_elements, tensors_out, limits.max_body_values)
+    job = BodyJob(
+        blob,
+        model_path(model),
+        limits.max_elements,
+        tensors_out,
+        limits.max_body_values,
+        limits.max_body_lists,
+    )
     result: BodyResult = await request.app.state.devices.run_body(compact_body, job)
     if result.json_error is not None:
         message, position = result.json_error

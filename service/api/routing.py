@@ -39,7 +39,7 @@ from service.api.bodies import (
 )
 from service.api.forms import INLINE_BODY_BYTES
 from service.codec import loads_json
-from service.errors import BODY_ERRORS_KEY, ServiceError
+from service.errors import BODY_ERRORS_KEY, ServiceError, without_frames
 
 
 def _parse_and_validate(
@@ -115,7 +115,7 @@ class ORJSONRequest(Request):
                 try:
                     compact = await compact_in_worker(self, raw, self.body_model, tensors_out=True)
                 except ServiceError as exc:  # the codec's or a busy pool's answer
-                    self.scope[BODY_ERRORS_KEY] = exc
+                    self.scope[BODY_ERRORS_KEY] = without_frames(exc)
                     self._json = None
                     return None
                 if compact is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from schemas.tensors import TensorOpsRequest
 from schemas.v2 import InferenceRequest
+from service.api import bodies
 from service.api.binary import Blob
 from service.api.bodies import (
     BodyJob,
@@ -22,7 +24,7 @@ from service.api.bodies import (
     place_tensors,
 )
 from service.api.jsonarrays import loads_arrays
-from service.codec import decode_tensor, encode_tensor
+from service.codec import decode_tensor, encode_tensor, loads_json
 from service.errors import LimitExceeded, ServiceError, TensorDecodeError
 from service.limits import Deadline
 from service.main import create_app
@@ -250,6 +252,85 @@ def test_an_inference_requests_inputs_are_decoded_with_their_shape_and_datatype(
         job = BodyJob(Blob(orjson.dumps(bad)), model_path(InferenceRequest), 1 << 24)
         with pytest.raises(ServiceError, match=error):
             compact_body(job, Deadline(30))
+
+
+def test_lists_and_objects_are_counted_before_the_body_is_parsed() -> None:
+    rows = np.arange(3000, dtype=np.float64).reshape(1000, 3).tolist()  # 1,001 lists
+    steps = [{"op": "clone", "x": "a"}]  # 2 objects, with the body's and inputs' 4 in all
+    raw = orjson.dumps({"inputs": {"a": rows}, "steps": steps})
+    job = BodyJob(Blob(raw), MODEL, 1 << 24, max_lists=1005)
+    (path, tensor), *_ = compact_body(job, Deadline(30)).tensors
+    assert path == ("inputs", "a") and torch.equal(tensor, torch.tensor(rows))
+    with pytest.raises(LimitExceeded) as info:
+        compact_body(BodyJob(Blob(raw), MODEL, 1 << 24, max_lists=1004), Deadline(30))
+    assert info.value.code == "body_lists_limit"
+    assert info.value.details == {"limit": "max_body_lists", "allowed": 1004, "requested": 1005}
+    assert "base64" in info.value.message
+
+
+def test_a_body_of_empty_rows_is_refused_before_any_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 2M empty rows: no elements, but each would be a list object of its own.
+    raw = b'{"inputs": {"a": [' + b",".join([b"[]"] * 2_000_000) + b']}, "steps": []}'
+    parsed: list[int] = []
+    monkeypatch.setattr(bodies, "loads_json", lambda text: parsed.append(1))
+    monkeypatch.setattr(bodies, "loads_arrays", lambda text: parsed.append(1))
+    with pytest.raises(LimitExceeded) as info:
+        compact_body(BodyJob(Blob(raw), MODEL, 1 << 24, max_lists=1 << 20), Deadline(30))
+    assert info.value.details["requested"] == 2_000_004  # the rows, a, the body, inputs, steps
+    assert parsed == []
+
+
+def test_over_http_a_tensor_of_too_many_rows_is_413_and_goes_as_base64() -> None:
+    rows = np.full((200_000, 1), 0.5)
+    as_lists = {"inputs": {"a": rows.tolist()}, "steps": [{"op": "sum", "x": "a"}]}
+    as_b64 = {**as_lists, "inputs": {"a": encode_tensor(torch.from_numpy(rows), "b64")}}
+    with TestClient(create_app(make_settings(max_body_lists=1 << 16))) as client:
+        assert len(orjson.dumps(as_lists)) > 1 << 20  # read by a worker process
+        response = client.post("/tensor/ops", json=as_lists)
+        assert response.status_code == 413, response.text
+        payload = response.json()
+        assert payload["code"] == "body_lists_limit"
+        assert payload["details"] == {
+            "limit": "max_body_lists",
+            "allowed": 1 << 16,
+            "requested": 200_005,  # the rows, a, the body, inputs, steps, the step
+        }
+        response = client.post("/tensor/ops", json=as_b64)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["out"]["data"] == float(rows.sum())
+        assert client.get("/health").status_code == 200
+
+
+def test_a_body_its_worker_refused_is_freed_with_the_answer_not_by_the_collector() -> None:
+    # The refusal was kept in the request's scope with its traceback, whose frames hold the
+    # request: a cycle that kept the body (and its copy in shared memory) until the cyclic
+    # collector ran; a 57 MB body held 114 MB, request after request.
+    body = {"inputs": {"a": np.full((200_000, 1), 0.5).tolist()}, "steps": [{"op": "sum"}]}
+    with TestClient(create_app(make_settings(max_body_lists=1 << 16))) as client:
+        gc.collect()
+        gc.disable()
+        try:
+            response = client.post("/tensor/ops", json=body)
+            left = [o for o in gc.get_objects() if isinstance(o, LimitExceeded)]
+        finally:
+            gc.enable()
+    assert response.status_code == 413, response.text
+    assert left == []
+
+
+def test_a_body_past_doubles_that_is_not_json_is_freed_with_its_error() -> None:
+    raw = b'{"x": 1e400, "y": NaN}'  # refused by orjson, then by the standard library
+    gc.collect()
+    gc.disable()
+    try:
+        with pytest.raises(orjson.JSONDecodeError):
+            loads_json(raw)
+        left = [o for o in gc.get_objects() if isinstance(o, orjson.JSONDecodeError)]
+    finally:
+        gc.enable()
+    assert left == []
 
 
 def test_values_outside_the_tensors_are_bounded_before_the_server_reads_them() -> None:
