@@ -61,9 +61,14 @@ def many_values(raw: bytes | bytearray | memoryview) -> bool:
     go of the interpreter lock: call it in a thread)."""
     if len(raw) > THREAD_BODY_BYTES:
         return True
+    return _count(raw, b",", b"\\") >= PROCESS_BODY_VALUES
+
+
+def _count(raw: bytes | bytearray | memoryview, one: bytes, other: bytes) -> int:
+    """How many bytes of ``raw`` are ``one`` or ``other`` (numpy, without the interpreter
+    lock)."""
     text = np.frombuffer(raw, dtype=np.uint8)
-    found = np.count_nonzero((text == ord(",")) | (text == ord("\\")))
-    return int(found) >= PROCESS_BODY_VALUES
+    return int(np.count_nonzero((text == ord(one)) | (text == ord(other))))
 
 
 COMPACT_VALUES = MIN_VALUES
@@ -217,8 +222,7 @@ class _Reread(Exception):
 def check_lists(raw: Bytes, allowed: int) -> None:
     """Refuse a text of more than ``allowed`` lists and objects, counted by their ``[`` and
     ``{`` (those inside strings too) before a parser builds any (``max_body_lists``)."""
-    text = np.frombuffer(raw, dtype=np.uint8)
-    found = int(np.count_nonzero((text == ord("[")) | (text == ord("{"))))
+    found = _count(raw, b"[", b"{")
     if found > allowed:
         raise LimitExceeded(
             "max_body_lists",

@@ -89,7 +89,8 @@ class _Key:
 
 class _Planned(NamedTuple):
     throughput: object
-    """The budget's rates (held, so that the ``id`` in the key stays theirs)."""
+    """The budget's rates, held: while the plan is kept, no other rates can take the
+    ``id`` its key holds (:meth:`~service.limits.Budget.state`)."""
     names: tuple[str, ...]
     charged: tuple[int, int, float, float, int]
 
@@ -133,7 +134,7 @@ class PlanCache:
         """The names of the plan kept under ``key``, its charges made to ``budget``."""
         with self._lock:
             planned = self._plans.get(key)
-            if planned is None or planned.throughput is not budget.throughput:
+            if planned is None:
                 return None
             self._plans.move_to_end(key)
         budget.restore(planned.charged)
