@@ -1,9 +1,11 @@
 """The server's protocol (:mod:`service.protocol`): a request's head has ``header_timeout_s``
-to arrive, on a real uvicorn over a socket (a small ASGI app: the app never sees a head)."""
+to arrive, and its body reaches the app whole, on a real uvicorn over a socket (a small
+ASGI app: the app never sees a head)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -15,24 +17,36 @@ import pytest
 import uvicorn
 
 from service import protocol
-from service.protocol import HeadTimedProtocol
+from service.protocol import BodyPieces, HeadTimedProtocol
 from tests.reliability.conftest import free_port
 
 TIMEOUT = 0.5
 
 
 async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
-    """Answers ``{"path": ...}``; ``/slow`` after a second."""
+    """Answers ``{"path": ...}``; ``/slow`` after a second; ``/echo`` with the body it
+    received, and the number of messages it came in and their types in headers."""
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(1.0)
     body = orjson.dumps({"path": scope["path"]})
+    extra = []
+    if scope["path"] == "/echo":
+        pieces = []
+        while True:
+            message = await receive()  # type: ignore[operator]
+            pieces.append(message["body"])
+            if not message["more_body"]:
+                break
+        body = b"".join(pieces)
+        types = ",".join(sorted({type(piece).__name__ for piece in pieces}))
+        extra = [(b"x-messages", str(len(pieces)).encode()), (b"x-types", types.encode())]
     await send(  # type: ignore[operator]
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-length", str(len(body)).encode()), *extra],
         }
     )
     await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
@@ -112,16 +126,16 @@ def request(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
 
-def read_answer(reader: BinaryIO) -> bytes:
-    """The body of the next answer on a connection (``conn.makefile("rb")``), a 200."""
+def read_answer(reader: BinaryIO, headers: dict[bytes, bytes] | None = None) -> bytes:
+    """The body of the next answer on a connection (``conn.makefile("rb")``), a 200; its
+    headers into ``headers``."""
     status = reader.readline()
     assert status.startswith(b"HTTP/1.1 200 "), status
-    length = 0
+    seen = {} if headers is None else headers
     while (line := reader.readline()) != b"\r\n":
         name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-    return reader.read(length)
+        seen[name.strip().lower()] = value.strip()
+    return reader.read(int(seen.get(b"content-length", b"0")))
 
 
 def test_a_kept_alive_connection_is_timed_from_each_requests_first_byte(port: int) -> None:
@@ -146,4 +160,52 @@ def test_a_slow_answer_and_a_request_pipelined_behind_it_are_not_late_heads(port
     assert orjson.loads(read_answer(answers)) == {"path": "/after"}
     conn.sendall(request("/last"))
     assert orjson.loads(read_answer(answers)) == {"path": "/last"}
+    conn.close()
+
+
+def test_body_pieces_hand_over_a_lone_piece_without_a_copy_and_join_several() -> None:
+    pieces = BodyPieces(bytearray())
+    assert len(pieces) == 0 and bytes(pieces) == b""
+    one = os.urandom(300_000)
+    pieces += one
+    assert len(pieces) == len(one) and bytes(pieces) is one
+    pieces += b"tail"
+    assert len(pieces) == len(one) + 4 and bytes(pieces) == one + b"tail"
+    assert bytes(BodyPieces(bytearray(b"held"))) == b"held"
+
+
+@pytest.mark.parametrize("size", [0, 1, 65_535, 65_537, 3_000_001])
+def test_a_body_reaches_the_app_whole_as_bytes_on_a_kept_alive_connection(
+    port: int, size: int
+) -> None:
+    conn = connect(port)
+    answers = conn.makefile("rb")
+    for sent_in in (1, 7):  # at once, then in pieces with pauses between them
+        body = os.urandom(size)
+        conn.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        step = max(1, -(-size // sent_in))
+        for start in range(0, size, step):
+            conn.sendall(body[start : start + step])
+            if sent_in > 1:
+                time.sleep(0.01)
+        headers: dict[bytes, bytes] = {}
+        assert read_answer(answers, headers) == body
+        assert headers[b"x-types"] == b"bytes"
+        if size > 200_000:  # more than one message: the pieces were handed over as they came
+            assert int(headers[b"x-messages"]) > 1
+    conn.sendall(request("/after"))
+    assert orjson.loads(read_answer(answers)) == {"path": "/after"}
+    conn.close()
+
+
+def test_a_chunked_body_reaches_the_app_whole(port: int) -> None:
+    conn = connect(port)
+    answers = conn.makefile("rb")
+    parts = [os.urandom(n) for n in (10, 100_000, 1, 400_000)]
+    conn.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for part in parts:
+        conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        time.sleep(0.01)
+    conn.sendall(b"0\r\n\r\n")
+    assert read_answer(answers) == b"".join(parts)
     conn.close()
