@@ -64,20 +64,36 @@ def late_head_response(timeout: float) -> bytes:
     return head + body
 
 
+SMALL_PIECE_BYTES = 16 * 1024
+"""A body's pieces under this size are copied into one ``bytearray`` rather than kept."""
+
+
 class BodyPieces:
     """What uvicorn keeps of a body between two of the app's ``receive()``: the parser's
-    pieces (each a ``bytes`` of its own), in a list. It has what uvicorn uses of its
-    ``bytearray``: ``+=`` of a piece, ``len()``, and ``bytes()``, which returns a lone
-    piece as it is and joins several (one copy)."""
+    pieces, in a list. It has what uvicorn uses of its ``bytearray``: ``+=`` of a piece,
+    ``len()``, and ``bytes()``, which returns a lone piece as it is and joins several (one
+    copy).
+
+    A piece of :data:`SMALL_PIECE_BYTES` or more is kept as the parser made it (a ``bytes``
+    of its own: no copy). Smaller ones are appended to a ``bytearray`` at the list's end,
+    as uvicorn does with every piece: a chunked body sent in one-byte chunks would
+    otherwise hold an object of some 40 bytes for every byte, until the app reads it or
+    uvicorn stops reading at 64 KiB held."""
 
     __slots__ = ("pieces", "size")
 
     def __init__(self, held: bytes | bytearray = b"") -> None:
-        self.pieces: list[bytes] = [bytes(held)] if held else []
+        self.pieces: list[bytes | bytearray] = [bytearray(held)] if held else []
         self.size = len(held)
 
     def __iadd__(self, piece: bytes) -> BodyPieces:
-        self.pieces.append(piece)
+        pieces = self.pieces
+        if len(piece) >= SMALL_PIECE_BYTES:
+            pieces.append(piece)
+        elif pieces and type(pieces[-1]) is bytearray:
+            pieces[-1] += piece
+        else:
+            pieces.append(bytearray(piece))
         self.size += len(piece)
         return self
 
@@ -86,7 +102,9 @@ class BodyPieces:
 
     def __bytes__(self) -> bytes:
         pieces = self.pieces
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(pieces) == 1 and type(pieces[0]) is bytes:
+            return pieces[0]
+        return b"".join(pieces)
 
 
 class HeadTimedProtocol(HttpToolsProtocol):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 import uvicorn
 
 from service import protocol
-from service.protocol import BodyPieces, HeadTimedProtocol
+from service.protocol import SMALL_PIECE_BYTES, BodyPieces, HeadTimedProtocol
 from tests.reliability.conftest import free_port
 
 TIMEOUT = 0.5
@@ -172,6 +173,23 @@ def test_body_pieces_hand_over_a_lone_piece_without_a_copy_and_join_several() ->
     pieces += b"tail"
     assert len(pieces) == len(one) + 4 and bytes(pieces) == one + b"tail"
     assert bytes(BodyPieces(bytearray(b"held"))) == b"held"
+
+
+def test_small_pieces_are_held_in_one_bytearray_not_an_object_each() -> None:
+    pieces = BodyPieces()
+    sent = [os.urandom(1) for _ in range(50_000)]
+    for piece in sent:
+        pieces += piece
+    assert len(pieces.pieces) == 1 and len(pieces) == 50_000
+    assert sys.getsizeof(pieces.pieces[0]) < 2 * 50_000  # not 50,000 objects of 34 bytes
+    large = os.urandom(SMALL_PIECE_BYTES)
+    pieces += large
+    pieces += b"after"
+    assert [type(p) for p in pieces.pieces] == [bytearray, bytes, bytearray]
+    assert pieces.pieces[1] is large
+    assert bytes(pieces) == b"".join(sent) + large + b"after"
+    assert type(bytes(pieces)) is bytes
+    assert bytes(BodyPieces(b"held")) == b"held"
 
 
 @pytest.mark.parametrize("size", [0, 1, 65_535, 65_537, 3_000_001])
