@@ -26,6 +26,28 @@ def test_the_standardizer_equals_sklearns_scaler() -> None:
     np.testing.assert_allclose(scale.numpy(), uncentred.scale_)
 
 
+@pytest.mark.parametrize("value", [0.1, 1e12, -3.7, 0.0])
+def test_a_constant_column_centres_to_exact_zeros_and_keeps_a_scale_of_1(value: float) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((16_000, 4)) * 3.0 + 7.0
+    x[:, 1] = value  # its computed mean is not always the value itself
+    x[:, 3] = 1.0
+    x[::2, 3] += np.spacing(1.0)  # within the two passes' rounding: constant to scikit-learn
+    reference = StandardScaler().fit(x)
+    mean, scale = standardizer(torch.from_numpy(x), center=True)
+    np.testing.assert_allclose(scale.numpy(), reference.scale_)
+    np.testing.assert_allclose(mean.numpy(), reference.mean_, rtol=1e-12)
+    assert scale[1] == 1.0 and scale[3] == 1.0
+    assert not bool((torch.from_numpy(x[:, 1]) - mean[1]).any())
+
+
+def test_one_sample_has_scale_1_and_no_samples_do_not_fail() -> None:
+    mean, scale = standardizer(torch.tensor([[2.0, -1.0]], dtype=torch.float64), center=True)
+    assert mean.tolist() == [2.0, -1.0] and scale.tolist() == [1.0, 1.0]
+    mean, scale = standardizer(torch.zeros(0, 2, dtype=torch.float64), center=True)
+    assert scale.tolist() == [1.0, 1.0]
+
+
 def test_the_data_is_charged_twice_for_x_and_twice_for_the_outputs() -> None:
     budget = Budget(max_elements=1000, max_total_elements=10_000, max_flops=1e9)
     charge_data(100, 4, 2, budget)
