@@ -36,7 +36,7 @@ from starlette.requests import Request
 from schemas.common import Tensor
 from schemas.v2 import InferenceRequest
 from service.api.binary import Blob, tensor_value
-from service.api.jsonarrays import MIN_VALUES, loads_arrays
+from service.api.jsonarrays import MIN_VALUES, count_bytes, loads_arrays
 from service.api.v2inputs import check_inputs
 from service.codec import decode_tensor, encode_tensor, loads_json
 from service.errors import BODY_ERRORS_KEY, MAX_LISTED_ERRORS, LimitExceeded, clip
@@ -67,8 +67,7 @@ def many_values(raw: bytes | bytearray | memoryview) -> bool:
 def _count(raw: bytes | bytearray | memoryview, one: bytes, other: bytes) -> int:
     """How many bytes of ``raw`` are ``one`` or ``other`` (numpy, without the interpreter
     lock)."""
-    text = np.frombuffer(raw, dtype=np.uint8)
-    return int(np.count_nonzero((text == ord(one)) | (text == ord(other))))
+    return count_bytes(raw, ord(one), ord(other))
 
 
 COMPACT_VALUES = MIN_VALUES
@@ -84,11 +83,11 @@ class BodyJob:
     """``module:QualName`` of the request model."""
     max_elements: int
     tensors_out: bool = True
+    """Large tensors come back decoded (``BodyResult.tensors``), else in base64."""
     max_values: int = 1 << 62
     """At most this many values outside the tensors (``max_body_values``)."""
     max_lists: int = 1 << 62
     """At most this many lists and objects (``max_body_lists``)."""
-    """Large tensors come back decoded (``BodyResult.tensors``), else in base64."""
 
 
 @dataclass(frozen=True)

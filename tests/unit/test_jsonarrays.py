@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api.jsonarrays import MAX_NODES, MAX_ROWS, MIN_VALUES, loads_arrays
+from service.api.jsonarrays import (
+    COUNT_STEP,
+    MAX_NODES,
+    MAX_ROWS,
+    MIN_VALUES,
+    count_bytes,
+    loads_arrays,
+)
 
 
 def same(got: Any, expected: Any) -> None:
@@ -191,3 +198,14 @@ def test_any_body_reads_as_orjson_reads_it(drawn: tuple[Any, bool], name: str) -
     data, count = read
     assert count == arrays_in(data)
     same(data, orjson.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, COUNT_STEP - 1, COUNT_STEP, COUNT_STEP + 1, 5 * COUNT_STEP + 7]
+)
+def test_count_bytes_counts_as_bytes_count_does_across_its_steps(size: int) -> None:
+    raw = np.random.default_rng(size).choice(np.frombuffer(b"[{,\\a", np.uint8), size).tobytes()
+    for chars in ([b"["], [b","], [b"[", b"{"], [b",", b"\\"]):
+        expected = sum(raw.count(char) for char in chars)
+        assert count_bytes(raw, *(ord(c) for c in chars)) == expected
+        assert count_bytes(memoryview(bytearray(raw)), *(ord(c) for c in chars)) == expected

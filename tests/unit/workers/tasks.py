@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import time
 from typing import Any
 
@@ -147,6 +148,26 @@ def hold(nbytes: int, deadline: Deadline) -> tuple[int, int]:
     pid and resident bytes."""
     _held.append(torch.ones(nbytes // 4))
     return os.getpid(), resident_bytes()
+
+
+def refill_faults(nbytes: int, deadline: Deadline) -> int:
+    """The page faults of a block of ``nbytes`` written, freed, then taken and written
+    again: about one a page when its memory is fresh each time."""
+    block = bytearray(nbytes)  # zeroed: every page written
+    del block
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    again = bytearray(nbytes)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    del again
+    return faults
+
+
+def free_blocks(spec: tuple[int, int], deadline: Deadline) -> int:
+    """``count`` blocks of ``nbytes`` written, then freed; the resident bytes after."""
+    count, nbytes = spec
+    blocks = [bytearray(nbytes) for _ in range(count)]
+    del blocks
+    return resident_bytes()
 
 
 def count_with_progress(total: int, deadline: Deadline) -> int:

@@ -389,3 +389,18 @@ def test_a_worker_over_the_memory_limit_is_recycled_between_requests(loop) -> No
         assert len(pool.pids) == 2
     finally:
         close(loop, pool)
+
+
+def test_a_worker_reuses_freed_blocks_between_tasks_and_gives_them_back_when_idle(loop) -> None:
+    pool = WorkerPool("cpu", size=1, spares=0, preload=PRELOAD, metrics=Metrics())
+    try:
+        # 8 MB written again, in the same task and in the next: no fresh page each time.
+        assert call(loop, pool, tasks.refill_faults, 8 << 20) < 100
+        assert call(loop, pool, tasks.refill_faults, 8 << 20) < 100
+        baseline = call(loop, pool, tasks.resident, None)
+        kept = call(loop, pool, tasks.free_blocks, (8, 16 << 20))  # 128 MB freed, kept
+        assert kept > baseline + (96 << 20)
+        time.sleep(child.TRIM_WHEN_IDLE_S + 0.5)
+        assert call(loop, pool, tasks.resident, None) < kept - (96 << 20)  # trimmed
+    finally:
+        close(loop, pool)
