@@ -134,8 +134,10 @@ class HeadTimedProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         held: object = cycle.body
-        if type(held) is not BodyPieces:  # a new request, or the app took the last pieces
-            cycle.body = BodyPieces(cycle.body)  # type: ignore[assignment]
+        # A new request, or the app took the last pieces. (uvicorn before 0.42 keeps
+        # ``bytes`` and hands them over as they are: left to do so.)
+        if type(held) is bytearray:
+            cycle.body = BodyPieces(held)  # type: ignore[assignment]
         super().on_body(body)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
+from types import SimpleNamespace
+from typing import Any, BinaryIO
 
 import orjson
 import pytest
@@ -190,6 +191,29 @@ def test_small_pieces_are_held_in_one_bytearray_not_an_object_each() -> None:
     assert bytes(pieces) == b"".join(sent) + large + b"after"
     assert type(bytes(pieces)) is bytes
     assert bytes(BodyPieces(b"held")) == b"held"
+
+
+def stub_protocol(held: bytes | bytearray) -> Any:
+    """A :class:`HeadTimedProtocol` with just what ``on_body`` uses, its body ``held``."""
+    proto = HeadTimedProtocol.__new__(HeadTimedProtocol)
+    proto.parser = SimpleNamespace(should_upgrade=lambda: False)  # type: ignore[assignment]
+    proto.flow = SimpleNamespace(pause_reading=lambda: None)  # type: ignore[assignment]
+    proto.cycle = SimpleNamespace(  # type: ignore[assignment]
+        body=held, response_complete=False, message_event=asyncio.Event()
+    )
+    return proto
+
+
+def test_the_pieces_replace_uvicorns_bytearray_and_leave_an_older_uvicorns_bytes() -> None:
+    proto = stub_protocol(bytearray())
+    proto.on_body(b"a" * SMALL_PIECE_BYTES)
+    proto.on_body(b"b")
+    assert type(proto.cycle.body) is BodyPieces
+    assert bytes(proto.cycle.body) == b"a" * SMALL_PIECE_BYTES + b"b"
+    older = stub_protocol(b"")  # before 0.42: bytes, handed to the app as they are
+    older.on_body(b"a")
+    older.on_body(b"b")
+    assert older.cycle.body == b"ab" and type(older.cycle.body) is bytes
 
 
 @pytest.mark.parametrize("size", [0, 1, 65_535, 65_537, 3_000_001])
