@@ -240,10 +240,13 @@ class Blob:
     def __len__(self) -> int:
         return self.data.numel() if isinstance(self.data, torch.Tensor) else len(self.data)
 
-    def share(self) -> Blob:
-        """Copy the bytes into shared memory now (when large), not when pickled; once."""
+    def share(self, into: torch.Tensor | None = None) -> Blob:
+        """Copy the bytes into shared memory now (when large), not when pickled; once.
+        ``into``: a flat uint8 buffer of their length to copy them to, such as one of the
+        server's :class:`SharedBuffers` (written before: no page to fault in), else fresh
+        shared memory."""
         if not isinstance(self.data, torch.Tensor) and len(self.data) > SHARED_BLOB_BYTES:
-            shared = allocate(len(self.data))
+            shared = allocate(len(self.data)) if into is None else into
             shared.numpy()[:] = np.frombuffer(self.data, dtype=np.uint8)
             self.data = shared
         return self

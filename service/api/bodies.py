@@ -35,7 +35,7 @@ from starlette.requests import Request
 
 from schemas.common import Tensor
 from schemas.v2 import InferenceRequest
-from service.api.binary import Blob, tensor_value
+from service.api.binary import SHARED_BLOB_BYTES, Blob, buffers_of, tensor_value
 from service.api.jsonarrays import MIN_VALUES, count_bytes, loads_arrays
 from service.api.v2inputs import check_inputs
 from service.codec import decode_tensor, encode_tensor, loads_json
@@ -334,9 +334,13 @@ async def compact_in_worker(
     settings = request.app.state.settings
     if not settings.isolate:
         return raw, ()
-    # Copied into shared memory in a thread (the copy and the page faults of tens of MB
-    # would hold up the event loop; neither holds the interpreter lock).
-    blob = await run_in_threadpool(Blob(raw).share)
+    # Copied into shared memory in a thread (the copy, and the page faults of tens of MB
+    # of fresh memory, would hold up the event loop; neither holds the interpreter lock):
+    # into one of the buffers of binary bodies, used again from one request to the next,
+    # which is taken here, on the loop (the pool is not shared with threads).
+    buffers = buffers_of(request)
+    into = buffers.take(len(raw)) if buffers and len(raw) > SHARED_BLOB_BYTES else None
+    blob = await run_in_threadpool(Blob(raw).share, into)
     limits = settings.limits
     job = BodyJob(
         blob,

@@ -343,3 +343,21 @@ def test_values_outside_the_tensors_are_bounded_before_the_server_reads_them() -
     with pytest.raises(LimitExceeded) as info:
         compact_body(BodyJob(Blob(many), MODEL, 1 << 24, max_values=1024), Deadline(30))
     assert info.value.code == "body_values_limit" and info.value.details["allowed"] == 1024
+
+
+def test_large_bodies_in_a_row_use_one_shared_buffer_again_and_are_each_read_right() -> None:
+    # Each body is copied into shared memory for its worker: into one of the buffers of
+    # binary bodies, used again (a fresh one costs a page fault per page), never with the
+    # last body's bytes read for this one's.
+    with TestClient(create_app(make_settings())) as client:
+        for shift in (0, 7, 3):  # bodies of one length (seven digits a value), other sums
+            values = (np.arange(300_000, dtype=np.int64) + 1_000_000 + shift).tolist()
+            body = {"inputs": {"a": values}, "steps": [{"op": "sum", "x": "a"}]}
+            raw = orjson.dumps(body)
+            assert len(raw) > 1 << 20 and many_values(raw)  # read by a worker process
+            response = client.post("/tensor/ops", content=raw, headers=JSON)
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"]["out"]["data"] == sum(values)
+        pool = client.app.state.shared_buffers  # type: ignore[attr-defined]
+        sizes = [storage.nbytes() for storage in pool._storages]
+    assert len(sizes) == 1 and sizes[0] >= len(raw)
