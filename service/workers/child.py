@@ -160,6 +160,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
         mapped: transport.Mapped = []
         reply = _answer(frame, sock, mapped)
         kept[:] = mapped  # the last task's go now, once this one's are mapped
+        del mapped  # `kept` alone holds them, so that an idle worker lets them go
         trimmed = False
         reply.rss = resident_bytes()
         try:

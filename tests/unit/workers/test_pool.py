@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,6 +184,25 @@ def test_an_idle_worker_lets_go_of_its_buffers(pool, loop) -> None:
     assert _inode(held) not in files  # the worker no longer keeps it, though it is lent
     assert _inode(shared) not in files
     assert (held == 7).all()  # and the server still reads it
+
+
+def _maps(pid: int, inode: int) -> bool:
+    """Whether process ``pid`` maps the file ``inode`` (``/proc/<pid>/maps``)."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == str(inode):
+            return True
+    return False
+
+
+def test_an_idle_worker_unmaps_the_inputs_of_its_last_task(pool, loop) -> None:
+    # Kept mapped while tasks follow (the server reuses its buffers), let go once idle: a
+    # large input would otherwise stay in the worker's memory until its next task.
+    shared = torch.zeros(3 << 20, dtype=torch.uint8).share_memory_()
+    worker = call(loop, pool, tasks.pid, shared)
+    assert _maps(worker, _inode(shared))
+    time.sleep(child.TRIM_WHEN_IDLE_S + 0.5)
+    assert not _maps(worker, _inode(shared))
 
 
 def test_the_worker_that_finished_last_takes_the_next_task(loop) -> None:
