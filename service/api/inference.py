@@ -29,6 +29,7 @@ from service.api.binary import (
     BINARY_SIZE,
     BinaryBody,
     BinaryRef,
+    Blob,
     FrameReader,
     binary_ref,
     body_json_error,
@@ -182,9 +183,12 @@ class InferMeta:
 
 def encode_infer_response(
     meta: InferMeta, content: dict[str, Any], envelope: Envelope
-) -> bytes | BinaryBody:
+) -> bytes | Blob | BinaryBody:
     """The protocol's response of the computed ``output`` (in the worker process): its data
-    flat in the JSON, or its bytes after the JSON (``binary``)."""
+    flat in the JSON, or its bytes after the JSON (``binary``). Written in a worker, a large
+    JSON body goes back in shared memory (a :class:`Blob`), as every route's does: pickled
+    through the worker's socket it would cost a copy each way, and the worker would hold
+    the pickle until its next task."""
     tensor: torch.Tensor = content[OUTPUT_NAME]
     output: dict[str, Any] = {
         "name": OUTPUT_NAME,
@@ -201,4 +205,5 @@ def encode_infer_response(
         output["parameters"] = {BINARY_SIZE: payload.numel()}
         return frame_body(head, [payload], envelope.shared)
     output["data"] = encode_tensor(tensor.reshape(-1), "json")["data"]
-    return dumps(head)
+    body = dumps(head)
+    return Blob(body) if envelope.shared else body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -13,10 +14,12 @@ import pytest
 import torch
 
 from service.api.binary import Blob
-from service.api.compute import ComputeJob, run_job
+from service.api.compute import ComputeJob, Encoder, Envelope, encode_response, run_job
+from service.api.inference import InferMeta, encode_infer_response
 from service.device import DeviceManager
 from service.errors import ComputeTimeout, TooManyRequests, WorkerLost
 from service.metrics import Metrics
+from service.workers import transport
 from tests.conftest import make_settings
 from tests.unit.workers import tasks
 
@@ -86,6 +89,31 @@ def test_small_work_runs_on_one_thread_and_the_worker_keeps_its_count() -> None:
     assert scenario(
         body, warm=False, worker_threads=2, max_inflight_per_device=1, worker_spares=0
     ) == [1, 2, 1, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [encode_response, functools.partial(encode_infer_response, InferMeta("relu", "1", None))],
+    ids=["torchlab", "v2"],
+)
+def test_a_large_json_answer_leaves_the_worker_in_shared_memory(encode: Encoder) -> None:
+    # Pickled through the worker's socket, a large body would cost a copy each way, and the
+    # worker would hold the pickle until its next task.
+    content = {"output": torch.arange(300_000, dtype=torch.float32)}
+    in_worker = encode(content, Envelope("json", "cpu", 1.5, True))
+    in_server = encode(content, Envelope("json", "cpu", 1.5, False))
+    assert isinstance(in_worker, Blob)
+    assert isinstance(in_server, bytes) and len(in_server) > 2 << 20
+    frame = transport.dumps(in_worker)
+    try:
+        assert frame.fds and len(frame.payload) < 4096  # the bytes stay in shared memory
+        crossed = transport.loads(frame)
+    finally:
+        frame.close()
+    assert bytes(crossed.view()) == in_server
+    answer = orjson.loads(in_server)
+    data = answer["outputs"][0]["data"] if "outputs" in answer else answer["output"]["data"]
+    assert data == content["output"].tolist()
 
 
 def test_without_isolation_compute_runs_in_a_thread_of_the_server() -> None:
