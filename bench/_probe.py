@@ -1,5 +1,6 @@
-"""Watching a live server: ``/health`` latency from a process of its own, and resident memory read
-from ``/proc`` (the server's process and every process below it, its compute workers).
+"""Watching a live server: ``/health`` latency from a process of its own, and memory read from
+``/proc`` (the server's process and every process below it, its compute workers): resident, or
+proportional (shared pages divided among the processes that map them).
 
 Shared by ``bench/adversarial.py`` and ``tests/reliability/``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,25 +33,53 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _proc_field(pid: int, file: str, name: str) -> int | None:
+    """A ``name: N kB`` line of ``/proc/<pid>/<file>`` in bytes; ``None`` where the file or the
+    line is missing (the process is gone, or the kernel has no such file)."""
+    try:
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` (``VmRSS`` in ``/proc/<pid>/status``), 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_field(pid, "status", "VmRSS:") or 0
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and every process below it (the compute workers)."""
+def pss_bytes(pid: int) -> int:
+    """``pid``'s proportional share of memory (``Pss`` in ``/proc/<pid>/smaps_rollup``): each
+    page it maps divided by the number of processes mapping it. Summed over the server's
+    processes, the libraries every worker maps (torch's, about 500 MB a process) count once,
+    where resident memory counts them in each: a worker started on demand adds its own heap,
+    not another copy of torch. ``VmRSS`` where the kernel has no ``smaps_rollup``
+    (before Linux 4.14); 0 once the process is gone."""
+    pss = _proc_field(pid, "smaps_rollup", "Pss:")
+    return rss_bytes(pid) if pss is None else pss
+
+
+def tree_bytes(pid: int, measure: Callable[[int], int]) -> int:
+    """``measure`` of ``pid`` and of every process below it (the compute workers), summed."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
-        total += rss_bytes(current)
+        total += measure(current)
         stack.extend(children(current))
     return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and every process below it."""
+    return tree_bytes(pid, rss_bytes)
+
+
+def tree_pss_bytes(pid: int) -> int:
+    """The memory of ``pid`` and every process below it, with what they share counted once
+    (their :func:`pss_bytes` summed)."""
+    return tree_bytes(pid, pss_bytes)
 
 
 @dataclass

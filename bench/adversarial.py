@@ -1,6 +1,9 @@
 """Hostile requests at full size against a live server: for each, the time to its answer,
-``/health`` latency (p99 and worst) while it ran, and the server's resident memory (its
-process and its compute workers) before, at the peak and after.
+``/health`` latency (p99 and worst) while it ran, and the server's memory (its process and
+its compute workers) before, at the peak and 1 s after. Memory is the processes' proportional
+set size (PSS) summed: a page that several of them map counts once, so a worker started on
+demand adds its own heap, not a second copy of torch's libraries, which their resident sizes
+would count in each (about 500 MB a process).
 
 The same kinds of request as ``tests/reliability/`` (which runs them small, with
 assertions), at sizes that would have frozen or exhausted a server that did not count them:
@@ -21,7 +24,7 @@ from typing import Any
 import httpx
 import orjson
 from _common import Server, base_parser, environment, print_table, section, write_json
-from _probe import HealthProbe, tree_rss_bytes
+from _probe import HealthProbe, tree_pss_bytes
 
 MB = 1 << 20
 TIME_LIMIT_S = 10
@@ -165,14 +168,14 @@ def _unsqueezes(count: int) -> dict[str, Any]:
 
 
 def run(server: Server, name: str, send: Send) -> dict[str, Any]:
-    before = tree_rss_bytes(server.pid)
+    before = tree_pss_bytes(server.pid)
     peak = before
     done = threading.Event()
 
     def watch() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss_bytes(server.pid))
+            peak = max(peak, tree_pss_bytes(server.pid))
             done.wait(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -188,7 +191,7 @@ def run(server: Server, name: str, send: Send) -> dict[str, Any]:
         time.sleep(1)
     done.set()
     watcher.join()
-    after = tree_rss_bytes(server.pid)
+    after = tree_pss_bytes(server.pid)
     return {
         "case": name,
         "answer": outcome,
@@ -196,9 +199,9 @@ def run(server: Server, name: str, send: Send) -> dict[str, Any]:
         "health_p99_ms": probe.p99 * 1000,
         "health_max_ms": probe.worst * 1000,
         "health_failures": probe.failures,
-        "rss_before_mb": before / MB,
-        "rss_peak_mb": peak / MB,
-        "rss_after_mb": after / MB,
+        "pss_before_mb": before / MB,
+        "pss_peak_mb": peak / MB,
+        "pss_after_mb": after / MB,
     }
 
 
@@ -227,9 +230,9 @@ def main() -> None:
             "seconds",
             "health p99 ms",
             "health max ms",
-            "rss before MB",
-            "rss peak MB",
-            "rss after MB",
+            "PSS before MB",
+            "PSS peak MB",
+            "PSS after MB",
         ]
         rows = [
             [
@@ -238,9 +241,9 @@ def main() -> None:
                 case["seconds"],
                 case["health_p99_ms"],
                 case["health_max_ms"],
-                case["rss_before_mb"],
-                case["rss_peak_mb"],
-                case["rss_after_mb"],
+                case["pss_before_mb"],
+                case["pss_peak_mb"],
+                case["pss_after_mb"],
             ]
             for case in results["cases"]
         ]
