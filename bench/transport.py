@@ -64,26 +64,27 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers every request with its own body, in 1 MiB pieces as the service sends."""
+    """Answers every request with its own body: the pieces it came in, sent back as they
+    are (no copy: joining them and slicing the result into pieces copied the body twice,
+    about 3 ms of a 4 MB round trip on 2 cores)."""
     if scope["type"] != "http":
         return
-    chunks = []
+    pieces = []
     while True:
         message = await receive()
-        chunks.append(message.get("body", b""))
+        if message.get("body"):
+            pieces.append(message["body"])
         if not message.get("more_body"):
             break
-    body = b"".join(chunks)
-    length = str(len(body)).encode()
+    length = str(sum(map(len, pieces))).encode()
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
     )
-    step = 1 << 20
-    for start in range(0, max(len(body), 1), step):
-        end = start + step
-        await send(
-            {"type": "http.response.body", "body": body[start:end], "more_body": end < len(body)}
-        )
+    for index, piece in enumerate(pieces):
+        more = index < len(pieces) - 1
+        await send({"type": "http.response.body", "body": piece, "more_body": more})
+    if not pieces:
+        await send({"type": "http.response.body", "body": b""})
 
 
 async def _through_app(app: Any, scope: dict[str, Any], pieces: list[bytes]) -> tuple[int, bytes]:
