@@ -169,6 +169,9 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
             return
         finally:
             reply.close()
+        # Nothing of this task outlives it: an answer that went by value (a pickle of up
+        # to the largest response) would stay in memory until the next task.
+        del frame, reply
 
 
 def _report(sock: socket.socket, event: dict[str, Any]) -> None:

@@ -150,6 +150,11 @@ def hold(nbytes: int, deadline: Deadline) -> tuple[int, int]:
     return os.getpid(), resident_bytes()
 
 
+def written_bytes(nbytes: int, deadline: Deadline) -> bytes:
+    """``nbytes`` bytes, every page written: an answer that crosses by value."""
+    return b"\x01" * nbytes
+
+
 def refill_faults(nbytes: int, deadline: Deadline) -> int:
     """The page faults of a block of ``nbytes`` written, freed, then taken and written
     again: about one a page when its memory is fresh each time."""

@@ -411,6 +411,17 @@ def test_a_worker_over_the_memory_limit_is_recycled_between_requests(loop) -> No
         close(loop, pool)
 
 
+def test_an_idle_worker_keeps_nothing_of_its_last_answer(loop) -> None:
+    pool = WorkerPool("cpu", size=1, spares=0, preload=PRELOAD, metrics=Metrics())
+    try:
+        baseline = call(loop, pool, tasks.resident, None)
+        assert len(call(loop, pool, tasks.written_bytes, 64 << 20)) == 64 << 20  # by value
+        time.sleep(child.TRIM_WHEN_IDLE_S + 0.5)
+        assert call(loop, pool, tasks.resident, None) < baseline + (32 << 20)
+    finally:
+        close(loop, pool)
+
+
 def test_a_worker_reuses_freed_blocks_between_tasks_and_gives_them_back_when_idle(loop) -> None:
     pool = WorkerPool("cpu", size=1, spares=0, preload=PRELOAD, metrics=Metrics())
     try:
