@@ -21,6 +21,8 @@ same order, and the JSON's length in the ``Inference-Header-Content-Length`` hea
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,8 @@ SHARED_BYTES = 64 * 1024
 memory, which crosses to and from the worker processes without being copied."""
 KEEP_SHARED_BYTES = 256 << 20
 """Free shared memory kept for the next binary requests (:class:`SharedBuffers`)."""
+RELEASE_SHARED_WHEN_IDLE_S = 5.0
+"""Once no large body has come for this long, the free shared buffers go back to the system."""
 FRAME_ALIGN = 64
 """A framed response's JSON is padded with spaces to a multiple of this, so that the tensors'
 bytes start aligned in the reader's buffer."""
@@ -267,12 +271,23 @@ class SharedBuffers:
     few MiB); one that was used before costs nothing. A buffer is free again once nothing
     but this pool holds its storage: the request's tensors, in this process, are gone (a
     worker process that mapped it has finished with it before its request's slot is
-    released). At most ``keep_bytes`` of free buffers are kept.
+    released). At most ``keep_bytes`` of free buffers are kept, and none once no large body
+    has come for ``idle_s`` seconds (a timer of the event loop the buffers are taken on).
     """
 
-    def __init__(self, keep_bytes: int = KEEP_SHARED_BYTES) -> None:
+    def __init__(
+        self, keep_bytes: int = KEEP_SHARED_BYTES, idle_s: float = RELEASE_SHARED_WHEN_IDLE_S
+    ) -> None:
         self.keep_bytes = keep_bytes
+        self.idle_s = idle_s
         self._storages: list[torch.UntypedStorage] = []
+        self._last_take = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def kept_bytes(self) -> int:
+        """The bytes of the buffers kept, in use or free."""
+        return sum(storage.nbytes() for storage in self._storages)
 
     @staticmethod
     def _free(storage: torch.UntypedStorage) -> bool:
@@ -284,6 +299,8 @@ class SharedBuffers:
         is none, or for :data:`SHARED_BYTES` or less)."""
         if nbytes <= SHARED_BYTES:
             return torch.empty(nbytes, dtype=torch.uint8)
+        self._last_take = time.monotonic()
+        self._release_later(self.idle_s)
         fits = [s for s in self._storages if s.nbytes() >= nbytes and self._free(s)]
         storage = min(fits, key=lambda s: s.nbytes()) if fits else self._grow(nbytes)
         if storage is None:
@@ -303,6 +320,24 @@ class SharedBuffers:
         if storage is not None and kept + size <= self.keep_bytes:
             self._storages.append(storage)
         return storage
+
+    def _release_later(self, delay: float) -> None:
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # taken off any event loop: kept until the next take on one
+            return
+        self._timer = loop.call_later(delay, self._release_if_idle)
+
+    def _release_if_idle(self) -> None:
+        self._timer = None
+        idle = time.monotonic() - self._last_take
+        if idle >= self.idle_s:
+            # The free ones go; one still in use (its answer not yet sent) on a later turn.
+            self._storages = [s for s in self._storages if not self._free(s)]
+        if self._storages:
+            self._release_later(self.idle_s - idle if idle < self.idle_s else self.idle_s)
 
 
 def buffers_of(request: Request) -> SharedBuffers | None:

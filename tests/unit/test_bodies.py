@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
+import time
 
 import numpy as np
 import orjson
@@ -14,7 +16,7 @@ from fastapi.testclient import TestClient
 from schemas.tensors import TensorOpsRequest
 from schemas.v2 import InferenceRequest
 from service.api import bodies
-from service.api.binary import Blob
+from service.api.binary import Blob, SharedBuffers
 from service.api.bodies import (
     BodyJob,
     BodyResult,
@@ -361,3 +363,25 @@ def test_large_bodies_in_a_row_use_one_shared_buffer_again_and_are_each_read_rig
         pool = client.app.state.shared_buffers  # type: ignore[attr-defined]
         sizes = [storage.nbytes() for storage in pool._storages]
     assert len(sizes) == 1 and sizes[0] >= len(raw)
+
+
+def test_the_shared_buffers_go_back_once_no_large_body_has_come_for_a_while() -> None:
+    async def kept_until(pool: SharedBuffers, nbytes: int) -> float:
+        start = time.monotonic()
+        while pool.kept_bytes != nbytes and time.monotonic() - start < 5:
+            await asyncio.sleep(0.01)
+        return time.monotonic() - start
+
+    async def scenario() -> None:
+        pool = SharedBuffers(idle_s=0.1)
+        held = pool.take(3 << 20)  # a body still in use
+        pool.take(5 << 20)  # one whose tensors are gone
+        assert pool.kept_bytes == (4 << 20) + (8 << 20)  # powers of two
+        assert await kept_until(pool, 4 << 20) >= 0.09  # idle: the free one gone
+        await asyncio.sleep(0.2)
+        assert pool.kept_bytes == 4 << 20  # the one in use kept
+        del held
+        await kept_until(pool, 0)  # and let go once free
+        assert pool.kept_bytes == 0
+
+    asyncio.run(scenario())
