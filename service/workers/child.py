@@ -112,8 +112,17 @@ def _batch_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
+def release_device_memory() -> None:
+    """The CUDA memory this process's caching allocator keeps (the blocks of tensors freed)
+    goes back to the driver: another worker of the same GPU may need it, and an idle worker
+    holding the peak of its last task would make that worker's allocation fail."""
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        torch.cuda.empty_cache()
+
+
 TRIM_WHEN_IDLE_S = 1.0
-"""A worker idle this long after a task gives its freed memory back (``malloc_trim``)."""
+"""A worker idle this long after a task gives its freed memory back (``malloc_trim``, and
+:func:`release_device_memory`)."""
 
 
 def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None:
@@ -148,6 +157,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
             kept.clear()
             answers.clear()
             trim()
+            release_device_memory()
             trimmed = True
         try:
             frame = transport.recv_frame(sock)

@@ -155,6 +155,17 @@ def written_bytes(nbytes: int, deadline: Deadline) -> bytes:
     return b"\x01" * nbytes
 
 
+_emptied: list[None] = []
+
+
+def pretend_cuda(arg: Any, deadline: Deadline) -> int:
+    """Make this worker believe CUDA is in use, its caching allocator emptied into a count;
+    how many times it has been emptied so far."""
+    torch.cuda.is_initialized = lambda: True  # type: ignore[method-assign]
+    torch.cuda.empty_cache = lambda: _emptied.append(None)  # type: ignore[method-assign]
+    return len(_emptied)
+
+
 def refill_faults(nbytes: int, deadline: Deadline) -> int:
     """The page faults of a block of ``nbytes`` written, freed, then taken and written
     again: about one a page when its memory is fresh each time."""

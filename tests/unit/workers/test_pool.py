@@ -422,6 +422,18 @@ def test_an_idle_worker_keeps_nothing_of_its_last_answer(loop) -> None:
         close(loop, pool)
 
 
+def test_an_idle_worker_gives_its_cuda_memory_back(loop) -> None:
+    # Another worker of the same GPU may need what this one's allocator keeps cached.
+    pool = WorkerPool("cpu", size=1, spares=0, preload=PRELOAD, metrics=Metrics())
+    try:
+        assert call(loop, pool, tasks.pretend_cuda, None) == 0
+        assert call(loop, pool, tasks.pretend_cuda, None) == 0  # tasks in a row: kept
+        time.sleep(child.TRIM_WHEN_IDLE_S + 0.5)
+        assert call(loop, pool, tasks.pretend_cuda, None) == 1  # once idle: emptied
+    finally:
+        close(loop, pool)
+
+
 def test_a_worker_reuses_freed_blocks_between_tasks_and_gives_them_back_when_idle(loop) -> None:
     pool = WorkerPool("cpu", size=1, spares=0, preload=PRELOAD, metrics=Metrics())
     try:
