@@ -74,7 +74,8 @@ class Limits(BaseSettings):
 
     max_response_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
     """Largest response body, estimated from the tensors before they are encoded (JSON at
-    each element's longest text); past it a 413 suggests ``?encoding=b64`` or less data."""
+    each element's longest text), a PNG's size once drawn; past it a 413 suggests
+    ``?encoding=b64`` or less data."""
 
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """How long a response waits for the client to take its start or its next MiB; past it

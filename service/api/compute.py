@@ -162,11 +162,19 @@ def prepare_elsewhere(
     return prepare(ctx), ctx.budget
 
 
+class SharedPng(NamedTuple):
+    """A picture as a worker process returns it: its bytes a :class:`Blob` (in shared
+    memory when large, not pickled through the worker's socket)."""
+
+    blob: Blob
+    headers: dict[str, str]
+
+
 class Ran(NamedTuple):
     """What :func:`run_job` returns: the response body, and how long computing it took
     (before encoding) in nanoseconds."""
 
-    body: Body | Png
+    body: Body | Png | SharedPng
     compute_ns: int
 
 
@@ -190,6 +198,9 @@ def _compute_and_encode(job: ComputeJob[Any], deadline: Deadline) -> Ran:
             torch.cuda.synchronize(device)
     compute_ns = time.perf_counter_ns() - start
     if isinstance(content, Png):
+        check_picture_size(content, job.max_response_bytes)
+        if job.shared:
+            return Ran(SharedPng(Blob(content.data), content.headers), compute_ns)
         return Ran(content, compute_ns)
     check_response_size(content, job.encoding, job.max_response_bytes)
     where = ",".join(map(str, job.devices))
@@ -229,6 +240,20 @@ def runs_on_one_thread(budget: Budget, threads: int) -> bool:
         budget.seconds < ONE_THREAD_SECONDS
         or budget.seconds * threads / budget.serial_steps < ONE_THREAD_STEP_SECONDS
     )
+
+
+def check_picture_size(picture: Png, allowed: int) -> None:
+    """Refuse a picture of more than ``allowed`` bytes (its pixels were bounded before it
+    was drawn, by ``max_png_pixels``; its bytes are known once it is)."""
+    if len(picture.data) > allowed:
+        raise LimitExceeded(
+            "max_response_bytes",
+            allowed,
+            len(picture.data),
+            "the picture",
+            message=f"the picture takes {len(picture.data):,} bytes but the limit "
+            f"max_response_bytes is {allowed:,}; ask for a smaller figure or fewer panels",
+        )
 
 
 def check_response_size(content: Any, encoding: ResponseEncoding, allowed: int) -> None:
@@ -352,6 +377,8 @@ def _answer(ran: Ran, stages: Stages) -> PacedBodyResponse:
     result = ran.body
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
+    if isinstance(result, SharedPng):
+        return png_response(result.blob.view(), result.headers)  # sent piece by piece
     if isinstance(result, BinaryBody):
         return BinaryResponse(result)
     if isinstance(result, Blob):

@@ -103,7 +103,9 @@ def png_or_json(
     return {**COMPUTE_ERRORS, **(UPLOAD_ERRORS if uploads else {}), 200: ok}
 
 
-def png_response(data: bytes, headers: dict[str, str] | None = None) -> PngResponse:
+def png_response(
+    data: bytes | bytearray | memoryview, headers: dict[str, str] | None = None
+) -> PngResponse:
     """A PNG picture as the response."""
     return PngResponse(data, media_type=PNG_MEDIA_TYPE, headers=headers)
 

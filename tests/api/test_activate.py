@@ -172,6 +172,13 @@ def test_png_is_the_tutorials_figure(client: TestClient) -> None:
     assert image.size == (1400, 300)  # the tutorial's figsize=(14, 3) at 100 dpi
 
 
+def test_a_png_over_the_response_limit_is_413() -> None:
+    with TestClient(create_app(make_settings(max_response_bytes=4096))) as small:
+        response = small.post("/activate", json={"format": "png"})
+    body = assert_error(response, 413, "response_bytes_limit")
+    assert body["details"]["allowed"] == 4096 and body["details"]["requested"] > 4096
+
+
 def test_png_with_derivatives_in_a_chosen_grid(client: TestClient) -> None:
     functions = [
         "gelu",

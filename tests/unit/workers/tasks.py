@@ -12,6 +12,7 @@ import torch
 
 from service.errors import LimitExceeded, TooManyRequests
 from service.limits import Deadline
+from service.ops.render.png import Png
 from service.workers.child import resident_bytes
 
 _held: list[torch.Tensor] = []
@@ -201,3 +202,8 @@ def scheduling(arg: Any, deadline: Deadline) -> dict[str, int]:
 def thread_count(plan: Any, deadline: Deadline) -> dict[str, Any]:
     """A compute step for ``run_job``: the threads torch uses while it runs."""
     return {"threads": torch.get_num_threads()}
+
+
+def picture(nbytes: int, deadline: Deadline) -> Png:
+    """A compute step for ``run_job``: a "picture" of ``nbytes`` (a counting pattern)."""
+    return Png(bytes(range(256)) * (nbytes // 256), {"X-Panel-Count": "1"})

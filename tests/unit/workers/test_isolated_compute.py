@@ -14,10 +14,17 @@ import pytest
 import torch
 
 from service.api.binary import Blob
-from service.api.compute import ComputeJob, Encoder, Envelope, encode_response, run_job
+from service.api.compute import (
+    ComputeJob,
+    Encoder,
+    Envelope,
+    SharedPng,
+    encode_response,
+    run_job,
+)
 from service.api.inference import InferMeta, encode_infer_response
 from service.device import DeviceManager
-from service.errors import ComputeTimeout, TooManyRequests, WorkerLost
+from service.errors import ComputeTimeout, LimitExceeded, TooManyRequests, WorkerLost
 from service.metrics import Metrics
 from service.workers import transport
 from tests.conftest import make_settings
@@ -114,6 +121,26 @@ def test_a_large_json_answer_leaves_the_worker_in_shared_memory(encode: Encoder)
     answer = orjson.loads(in_server)
     data = answer["outputs"][0]["data"] if "outputs" in answer else answer["output"]["data"]
     assert data == content["output"].tolist()
+
+
+def test_a_large_picture_leaves_the_worker_in_shared_memory_and_one_too_large_is_413() -> None:
+    def job(nbytes: int, allowed: int = 1 << 30) -> ComputeJob[int]:
+        return ComputeJob(tasks.picture, nbytes, "json", CPU, allowed, shared=True)
+
+    async def body(devices: DeviceManager) -> list[Any]:
+        answers = [await devices.run_isolated(run_job, job(n), CPU) for n in (4096, 3 << 20)]
+        with pytest.raises(LimitExceeded) as refused:
+            await devices.run_isolated(run_job, job(8192, allowed=4096), CPU)
+        return [*(ran.body for ran in answers), refused.value]
+
+    small, large, refused = scenario(body)
+    expected = bytes(range(256)) * ((3 << 20) // 256)
+    assert isinstance(large, SharedPng) and large.headers == {"X-Panel-Count": "1"}
+    assert isinstance(large.blob.data, torch.Tensor)  # came by its shared memory
+    assert bytes(large.blob.view()) == expected
+    assert isinstance(small, SharedPng) and bytes(small.blob.view()) == expected[:4096]
+    assert refused.code == "response_bytes_limit"
+    assert refused.details == {"limit": "max_response_bytes", "allowed": 4096, "requested": 8192}
 
 
 def test_without_isolation_compute_runs_in_a_thread_of_the_server() -> None:
