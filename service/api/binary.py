@@ -283,6 +283,7 @@ class SharedBuffers:
         self._storages: list[torch.UntypedStorage] = []
         self._last_take = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def kept_bytes(self) -> int:
@@ -322,12 +323,14 @@ class SharedBuffers:
         return storage
 
     def _release_later(self, delay: float) -> None:
-        if self._timer is not None:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # taken off any event loop: kept until the next take on one
             return
+        if self._timer is not None and self._timer_loop is loop:
+            return
+        # (A timer of another loop, one that has ended, would never fire.)
+        self._timer_loop = loop
         self._timer = loop.call_later(delay, self._release_if_idle)
 
     def _release_if_idle(self) -> None:

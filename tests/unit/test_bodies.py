@@ -385,3 +385,20 @@ def test_the_shared_buffers_go_back_once_no_large_body_has_come_for_a_while() ->
         assert pool.kept_bytes == 0
 
     asyncio.run(scenario())
+
+
+def test_the_shared_buffers_go_back_when_taken_on_another_event_loop_too() -> None:
+    # An app served again (a test client opened anew) takes its buffers on a new loop.
+    pool = SharedBuffers(idle_s=0.05)
+
+    async def take_and_wait() -> int:
+        pool.take(3 << 20)
+        await asyncio.sleep(0.3)
+        return pool.kept_bytes
+
+    async def take_and_leave() -> None:
+        pool.take(3 << 20)
+
+    asyncio.run(take_and_leave())  # its loop ends with the timer pending
+    assert pool.kept_bytes == 4 << 20
+    assert asyncio.run(take_and_wait()) == 0
