@@ -61,13 +61,7 @@ def many_values(raw: bytes | bytearray | memoryview) -> bool:
     go of the interpreter lock: call it in a thread)."""
     if len(raw) > THREAD_BODY_BYTES:
         return True
-    return _count(raw, b",", b"\\") >= PROCESS_BODY_VALUES
-
-
-def _count(raw: bytes | bytearray | memoryview, one: bytes, other: bytes) -> int:
-    """How many bytes of ``raw`` are ``one`` or ``other`` (numpy, without the interpreter
-    lock)."""
-    return count_bytes(raw, ord(one), ord(other))
+    return count_bytes(raw, ord(","), ord("\\")) >= PROCESS_BODY_VALUES
 
 
 COMPACT_VALUES = MIN_VALUES
@@ -221,7 +215,7 @@ class _Reread(Exception):
 def check_lists(raw: Bytes, allowed: int) -> None:
     """Refuse a text of more than ``allowed`` lists and objects, counted by their ``[`` and
     ``{`` (those inside strings too) before a parser builds any (``max_body_lists``)."""
-    found = _count(raw, b"[", b"{")
+    found = count_bytes(raw, ord("["), ord("{"))
     if found > allowed:
         raise LimitExceeded(
             "max_body_lists",
