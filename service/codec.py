@@ -496,9 +496,13 @@ def _past_doubles(text: str) -> float:
 
 
 def _past_64_bits(text: str) -> int | float:
-    # orjson's reading: integers in [-2**63, 2**64) are integers, others floats.
-    value = int(text)
-    return value if -(2**63) <= value < 2**64 else float(value)
+    # orjson's reading: integers in [-2**63, 2**64) are integers, others floats (past
+    # doubles, infinities: read from the text, as no int of 309 digits converts to one).
+    if len(text) <= 21:  # "-" and 20 digits: 2**64 has 20
+        value = int(text)
+        if -(2**63) <= value < 2**64:
+            return value
+    return float(text)
 
 
 def _no_constants(name: str) -> Any:

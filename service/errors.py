@@ -6,6 +6,7 @@ the handlers registered by :func:`install_error_handlers` builds one.
 
 from __future__ import annotations
 
+import json
 import logging
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -20,6 +21,10 @@ from starlette.routing import Match
 from service.waits import PacedBodyResponse
 
 logger = logging.getLogger("torchlab.errors")
+
+FRAME_HEADER = "Inference-Header-Content-Length"
+"""The header giving the length of a binary body's JSON part (request and response): a
+body with it is read as JSON whatever its ``Content-Type`` says."""
 
 
 class ErrorCode(StrEnum):
@@ -37,8 +42,9 @@ class ErrorCode(StrEnum):
         member.status = status
         return member
 
-    # 400: the body cannot be read
+    # 400: the request or its body cannot be read
     MALFORMED_BODY = "malformed_body", 400
+    MALFORMED_REQUEST = "malformed_request", 400
     INVALID_HEADER_LENGTH = "invalid_header_length", 400
     BINARY_SIZE_MISMATCH = "binary_size_mismatch", 400
     UNSUPPORTED_DATATYPE = "unsupported_datatype", 400
@@ -322,11 +328,11 @@ def error_response(
     """The contract's error body, with the code's status. Used by the handler map and the
     ASGI middlewares. Sent as every answer is, within the send timeout: a client that reads
     nothing holds nothing its request took."""
-    body = orjson.dumps(
-        {"error": message, "code": code, "details": details or {}},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-        default=str,
-    )
+    content = {"error": message, "code": code, "details": details or {}}
+    try:
+        body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+    except orjson.JSONEncodeError:  # an integer past 64 bits (a product of asked sizes)
+        body = json.dumps(content, default=str).encode()
     return PacedBodyResponse(
         body, status_code=code.status, media_type="application/json", headers=headers
     )
@@ -426,8 +432,9 @@ def _is_unparsed_body(request: Request, errors: list[dict[str, Any]]) -> bool:
     # other body reaches validation as raw bytes (or as nothing) and fails as a whole: absent,
     # or not an object. A body that was read (a multipart form) can fail as a whole too, by a
     # rule between its fields (a model validator's ``value_error``): that is a 422, not a 415.
+    # A binary body's JSON part is read whatever the Content-Type (tritonclient sends none).
     content_type = request.headers.get("content-type", "")
-    is_json = content_type.split(";")[0].strip().endswith("json")
+    is_json = content_type.split(";")[0].strip().endswith("json") or FRAME_HEADER in request.headers
     return not is_json and any(
         tuple(err.get("loc", ())) == ("body",) and err.get("type") in _UNREAD_BODY_ERRORS
         for err in errors

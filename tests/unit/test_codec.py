@@ -741,6 +741,10 @@ def test_loads_json_reads_numbers_past_doubles_as_infinities() -> None:
     assert loads_json(b'{"x": [1e400, -1e400, 2.5]}') == {"x": [math.inf, -math.inf, 2.5]}
     assert loads_json(b"[18446744073709551616]") == [1.8446744073709552e19]  # orjson's reading
     assert loads_json('{"a": 1}') == {"a": 1}
+    # Integers past doubles, of any length (Python's int() refuses past 4300 digits).
+    for digits in (309, 400, 5000):
+        text = b"[1" + b"0" * digits + b", -1" + b"0" * digits + b", -9223372036854775808]"
+        assert loads_json(text) == [math.inf, -math.inf, -(2**63)]
 
 
 @pytest.mark.parametrize(
