@@ -180,6 +180,13 @@ def _plan_conv(
 ) -> None:
     x, w, bias = tensors["input"], tensors["weight"], tensors.get("bias")
     plan.unbatched = _batched(x, model)
+    if w.ndim != 4:
+        raise InvalidInput(
+            f"{model.name}: weight must be [out_channels, C/groups, kH, kW], got shape "
+            f"{list(w.shape)}",
+            details={"shape": list(w.shape)},
+            code=ErrorCode.SHAPE_MISMATCH,
+        )
     padding = params.get("padding", 0)
     groups = params.get("groups", 1)
     if not (isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1):

@@ -28,6 +28,6 @@ def torch_call(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
         return fn()
     except torch.OutOfMemoryError:
         raise
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OpError(f"{name}: {message}", details={"op": name}) from exc
