@@ -18,6 +18,11 @@ in progress would be late (between heads, every ``header_timeout_s``), closes it
 While the server itself has stopped reading (a pipelined request waits for the one before
 it), the head's time does not count.
 
+A request that the HTTP parser refuses (two different ``Content-Length`` headers, both
+``Content-Length`` and ``Transfer-Encoding``, a bad chunk) is answered 400
+``malformed_request`` in the contract's shape and the connection closed, where uvicorn
+answers plain text.
+
 It also hands a request's body to the app in the pieces the parser made, without copying
 them (:class:`BodyPieces`). uvicorn appends each piece to a ``bytearray`` and copies that
 into a new ``bytes`` for every message: two copies of every byte, into fresh buffers of a
@@ -46,22 +51,39 @@ def header_timeout_s() -> float:
     return float(Settings().limits.header_timeout_s)
 
 
-def late_head_response(timeout: float) -> bytes:
-    """The 408 that closes a connection whose head took longer than ``timeout`` seconds."""
-    body = orjson.dumps(
-        {
-            "error": f"the request's line and headers took longer than {timeout:g} s to arrive",
-            "code": ErrorCode.HEADER_TIMEOUT.value,
-            "details": {"limit": "header_timeout_s", "allowed": timeout},
-        }
-    )
+def closing_response(
+    status: bytes, code: ErrorCode, message: str, details: dict[str, Any]
+) -> bytes:
+    """An error in the contract's shape, written by the protocol itself (the app never saw
+    the request), with ``Connection: close``."""
+    body = orjson.dumps({"error": message, "code": code.value, "details": details})
     head = (
-        b"HTTP/1.1 408 Request Timeout\r\n"
+        b"HTTP/1.1 %s\r\n"
         b"content-type: application/json\r\n"
         b"content-length: %d\r\n"
-        b"connection: close\r\n\r\n" % len(body)
+        b"connection: close\r\n\r\n" % (status, len(body))
     )
     return head + body
+
+
+def late_head_response(timeout: float) -> bytes:
+    """The 408 that closes a connection whose head took longer than ``timeout`` seconds."""
+    return closing_response(
+        b"408 Request Timeout",
+        ErrorCode.HEADER_TIMEOUT,
+        f"the request's line and headers took longer than {timeout:g} s to arrive",
+        {"limit": "header_timeout_s", "allowed": timeout},
+    )
+
+
+MALFORMED_REQUEST_RESPONSE = closing_response(
+    b"400 Bad Request",
+    ErrorCode.MALFORMED_REQUEST,
+    "the request is not valid HTTP/1.1: its request line, a header, or its body's framing "
+    "(Content-Length and Transfer-Encoding, or chunks) could not be read",
+    {},
+)
+"""What a request the HTTP parser refuses is answered (uvicorn's own answer is plain text)."""
 
 
 SMALL_PIECE_BYTES = 16 * 1024
@@ -139,6 +161,10 @@ class HeadTimedProtocol(HttpToolsProtocol):
         if type(held) is bytearray:
             cycle.body = BodyPieces(held)  # type: ignore[assignment]
         super().on_body(body)
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(MALFORMED_REQUEST_RESPONSE)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:

@@ -18,7 +18,7 @@ from service.config import ENV_PREFIX, Limits, Settings
 from service.errors import ErrorCode
 
 STATUS_MEANINGS = {
-    400: "the body cannot be read (not JSON, a broken multipart form)",
+    400: "the request cannot be read (not HTTP/1.1, a body not JSON, a broken multipart form)",
     401: "a missing or wrong API key",
     404: "no such route",
     405: "the route does not take this method",

@@ -124,6 +124,32 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_timeout(port: int) -> 
     assert_late_head(read_all(conn))
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nab",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
+    ],
+    ids=["two lengths", "length and chunked", "bad chunk size", "control character"],
+)
+def test_a_request_the_parser_refuses_is_a_400_in_the_contracts_shape(
+    port: int, head: bytes
+) -> None:
+    conn = connect(port)
+    conn.sendall(head)
+    answer = read_all(conn)
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: application/json" in status.lower()
+    assert b"connection: close" in status.lower()
+    payload = orjson.loads(body)
+    assert payload["code"] == "malformed_request"
+    assert isinstance(payload["error"], str) and payload["details"] == {}
+
+
 def request(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
