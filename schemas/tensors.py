@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from schemas.common import (
     MAX_NDIM,
+    MAX_TENSORS,
     ComputeRequest,
     ComputeResponse,
     DType,
@@ -733,7 +734,8 @@ class TensorOpsRequest(ComputeRequest):
 
     inputs: dict[Name, Tensor] = Field(
         default_factory=dict,
-        description="Named input tensors, each in any tensor form.",
+        max_length=MAX_TENSORS,
+        description=f"Named input tensors, each in any tensor form; at most {MAX_TENSORS:,}.",
         examples=[{"a": [[1, 2], [3, 4]]}],
         json_schema_extra=keys_named,
     )

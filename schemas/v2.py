@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.common import DTYPE_SCHEMA, Int, StrictModel, shape_schema, values_schema
+from schemas.common import DTYPE_SCHEMA, MAX_TENSORS, Int, StrictModel, shape_schema, values_schema
 
 ResponseEncoding = Literal["json", "b64", "binary"]
 """How a response carries its tensors: JSON lists, base64, or the binary data extension."""
@@ -178,7 +178,9 @@ class InferenceRequest(StrictModel):
         "parameters are accepted and ignored.",
         examples=[{"negative_slope": 0.1}],
     )
-    inputs: list[RequestInput] = Field(description="The input tensors, by name.")
+    inputs: list[RequestInput] = Field(
+        max_length=MAX_TENSORS, description="The input tensors, by name."
+    )
     outputs: list[RequestOutput] | None = Field(
         default=None, description=f"The outputs asked for (default: `{OUTPUT_NAME}`)."
     )

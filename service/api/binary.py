@@ -33,6 +33,7 @@ import torch
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
+from schemas.common import MAX_TENSORS
 from service.codec import (
     DTYPE_NAMES,
     LITTLE_ENDIAN,
@@ -43,11 +44,15 @@ from service.codec import (
     parse_shape,
     raw_itemsize,
 )
-from service.errors import ErrorCode, LimitExceeded, MalformedBody, TensorDecodeError
+from service.errors import (
+    FRAME_HEADER,
+    ErrorCode,
+    LimitExceeded,
+    MalformedBody,
+    TensorDecodeError,
+)
 from service.workers.buffers import new_shared, shared_storage
 
-FRAME_HEADER = "Inference-Header-Content-Length"
-"""The header giving the length of a binary body's JSON part (request and response)."""
 BINARY_SIZE = "binary_data_size"
 BINARY_MEDIA_TYPE = "application/octet-stream"
 SHARED_BYTES = 64 * 1024
@@ -161,6 +166,17 @@ def _placer(container: Any, key: Any) -> Callable[[torch.Tensor], None]:
     return place
 
 
+def check_binary_count(count: int) -> None:
+    """At most :data:`MAX_TENSORS` binary tensors in one body (422 ``invalid_tensor``),
+    checked as they are found: each is made and placed one by one on the event loop."""
+    if count > MAX_TENSORS:
+        raise TensorDecodeError(
+            f"the JSON part declares more than {MAX_TENSORS:,} binary tensors; a request "
+            f"carries at most {MAX_TENSORS:,}",
+            details={"allowed": MAX_TENSORS},
+        )
+
+
 def binary_refs(data: Any) -> list[BinaryRef]:
     """Every ``{"shape", "dtype", "binary_data_size"}`` object in the parsed JSON, in the
     order of the JSON text (a depth-first walk in key order), each checked."""
@@ -173,6 +189,7 @@ def binary_refs(data: Any) -> list[BinaryRef]:
         if isinstance(value, dict):
             if BINARY_SIZE in value:
                 refs.append(_wire_tensor(value, where, _placer(container, key)))
+                check_binary_count(len(refs))
                 continue
             items: list[tuple[Any, Any, str]] = [
                 (value, name, f"{where}.{name}")

@@ -24,7 +24,6 @@ from starlette.formparsers import MultiPartException
 from schemas.common import form_body, model_rules
 from service.api.binary import (
     BINARY_MEDIA_TYPE,
-    FRAME_HEADER,
     FrameReader,
     body_json_error,
     frame_length,
@@ -35,6 +34,7 @@ from service.api.responses import BINARY_RESPONSE_DOC, FRAME_HEADER_DOC
 from service.codec import loads_json
 from service.config import Settings
 from service.errors import (
+    FRAME_HEADER,
     ErrorCode,
     InvalidInput,
     MalformedBody,

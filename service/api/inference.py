@@ -33,6 +33,7 @@ from service.api.binary import (
     FrameReader,
     binary_ref,
     body_json_error,
+    check_binary_count,
     frame_body,
     frame_length,
     tensor_value,
@@ -98,6 +99,7 @@ def binary_inputs(data: Any) -> list[BinaryRef]:
         dtype = parse_dtype(entry.get("datatype"), f"{where}.datatype")
         shape = parse_shape(entry.get("shape"), f"{where}.shape")
         refs.append(binary_ref(shape, dtype, params[BINARY_SIZE], where, _placer(entry)))
+        check_binary_count(len(refs))
     return refs
 
 

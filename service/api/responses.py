@@ -7,8 +7,9 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from schemas.common import ErrorResponse
-from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER, BinaryBody, body_view
+from service.api.binary import BINARY_MEDIA_TYPE, BinaryBody, body_view
 from service.codec import dumps
+from service.errors import FRAME_HEADER
 from service.waits import PacedBodyResponse
 
 

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from schemas.common import MAX_TENSORS
 from tests.unit.test_codec import (
     ALIAS_OF,
     NAMES,
@@ -364,6 +365,27 @@ def _bad_frames() -> Iterator[tuple[str, bytes, dict[str, str], int, str]]:
     yield "BYTES", *frame(strings, payloads), 400, "unsupported_datatype"
     flags = clone_body({"f": {"shape": [2], "dtype": "bool", "binary_data_size": 2}})
     yield "bool bytes", *frame(flags, [b"\x01\x02"]), 422, "invalid_data"
+    # 2**64 bytes: a size past 64 bits in the error's details (orjson writes none).
+    vast = clone_body(
+        {"v": {"shape": [1 << 32, 1 << 32], "dtype": "float32", "binary_data_size": 4}}
+    )
+    yield "size past 64 bits", *frame(vast, [b"\0" * 4]), 422, "shape_mismatch"
+    # Read as JSON whatever the Content-Type: a JSON part that is not an object is a 422.
+    for part in (b"[1]", b"null", b'"x"'):
+        sent = {FRAME: str(len(part)), "content-type": "application/octet-stream"}
+        yield f"JSON part {part.decode()}", part, sent, 422, "validation_error"
+    many = clone_body(
+        {
+            f"a{i}": {"shape": [1], "dtype": "uint8", "binary_data_size": 1}
+            for i in range(MAX_TENSORS + 1)
+        }
+    )
+    yield (
+        "one binary tensor too many",
+        *frame(many, [b"\1" * (MAX_TENSORS + 1)]),
+        422,
+        "invalid_tensor",
+    )
 
 
 BAD_FRAMES = list(_bad_frames())

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from schemas.common import MAX_TENSORS
 from schemas.tensors import TUTORIAL_PROGRAM, TensorStepUnion
 from service.main import create_app
 from service.ops.tensors.indexing import IndexItem, format_index
@@ -1161,6 +1162,16 @@ def test_too_many_steps(client: TestClient, settings: Any) -> None:
     assert_healthy(client)
     # exactly at the limit is fine
     run_ops(client, {"steps": steps[: settings.limits.max_steps]})
+
+
+def test_one_input_too_many_is_refused_before_any_is_decoded(client: TestClient) -> None:
+    inputs = {f"a{i}": [i] for i in range(MAX_TENSORS + 1)}
+    payload = assert_error(client, {"inputs": inputs, "steps": [{"op": "clone", "x": "a0"}]}, 422)
+    assert payload["code"] == "validation_error"
+    assert payload["details"]["errors"][0]["type"] == "too_long"
+    del inputs[f"a{MAX_TENSORS}"]
+    answer = run_ops(client, {"inputs": inputs, "steps": [{"op": "clone", "x": "a7"}]})
+    assert answer["outputs"]["out"]["data"] == [7]
 
 
 def test_zeros_over_the_element_limit_is_refused_fast(client: TestClient, settings: Any) -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from fastapi.testclient import TestClient
 
+from schemas.common import MAX_TENSORS
 from service.api.bodies import many_values
 from service.main import create_app
 from service.ops.v2.models import MODELS
@@ -374,6 +375,12 @@ BAD_REQUESTS = [
     ("unknown field", {**GOOD, "model": "linear"}, 422, "validation_error"),
     ("shapes torch refuses", _bad(GOOD, inputs__1__shape=[6, 3]), 422, "op_failed"),
     ("over the element limit", _bad(GOOD, inputs__0__shape=[1 << 22, 6]), 413, "elements_limit"),
+    (
+        "one input too many",
+        {"inputs": [GOOD["inputs"][0]] * (MAX_TENSORS + 1)},
+        422,
+        "validation_error",
+    ),
 ]
 
 
@@ -458,6 +465,47 @@ def test_bad_frames(client: TestClient) -> None:
     )
     assert response.status_code == 422
     assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_binary_inputs_are_counted_before_they_are_read(client: TestClient) -> None:
+    inputs = [
+        {"name": f"x{i}", "shape": [1], "datatype": "UINT8", "parameters": {"binary_data_size": 1}}
+        for i in range(MAX_TENSORS + 1)
+    ]
+    head = orjson.dumps({"inputs": inputs})
+    response = client.post(
+        "/v2/models/relu/infer",
+        content=head + b"\1" * len(inputs),
+        headers={FRAME: str(len(head))},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_tensor"
+    assert response.json()["details"] == {"allowed": MAX_TENSORS}
+
+
+def test_a_json_part_that_is_no_object_is_a_422_whatever_the_content_type(
+    client: TestClient,
+) -> None:
+    for part in (b"[1]", b"null", b"2"):
+        response = client.post(
+            "/v2/models/relu/infer",
+            content=part,
+            headers={FRAME: str(len(part)), "content-type": "application/octet-stream"},
+        )
+        assert response.status_code == 422, (part, response.text)
+        assert response.json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("shape", [[], [3], [4, 3], [4, 1, 3], [4, 1, 3, 3, 1]])
+def test_a_conv2d_weight_that_is_not_4d_is_a_422(client: TestClient, shape: list[int]) -> None:
+    x = RNG.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    w = RNG.standard_normal(shape).astype(np.float32)
+    response = client.post(
+        "/v2/models/conv2d/infer", json=infer_json("conv2d", {"input": x, "weight": w})
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "shape_mismatch"
+    assert response.json()["details"] == {"shape": shape}
 
 
 def test_not_json(client: TestClient) -> None:

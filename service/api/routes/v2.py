@@ -27,7 +27,7 @@ from schemas.v2 import (
     ServerMetadataResponse,
 )
 from service import __version__
-from service.api.binary import BINARY_MEDIA_TYPE, FRAME_HEADER
+from service.api.binary import BINARY_MEDIA_TYPE
 from service.api.compute import Stages, compute_context, run_compute
 from service.api.forms import json_body_doc
 from service.api.inference import InferMeta, encode_infer_response, infer_call, read_infer_request
@@ -40,6 +40,7 @@ from service.api.responses import (
 )
 from service.api.routing import ORJSONRoute
 from service.api.statistics import Statistics
+from service.errors import FRAME_HEADER
 from service.ops.v2.handlers import compute_infer, prepare_infer
 from service.ops.v2.models import MODELS, find_model
 
