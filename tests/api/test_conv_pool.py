@@ -3,6 +3,7 @@ and pooling kind against torch, uploads and JSON alike, PNGs, errors and hostile
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import io
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import orjson
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
@@ -25,7 +27,7 @@ from torch import nn
 
 from schemas.vision import ConvRequest, PoolRequest
 from service.main import create_app
-from service.ops.vision import handlers
+from service.ops.vision import handlers, imageio
 from tests.api.test_system import assert_error
 from tests.conftest import make_settings
 
@@ -420,6 +422,32 @@ def test_hostile_pictures_are_clear_4xx_and_the_server_stays_healthy(client: Tes
         "/pool", files={"image": ("ok.png", encode(np.zeros((4, 4), np.uint8)), "image/png")}
     )
     assert ok.status_code == 200
+
+
+def test_pictures_are_never_decoded_on_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However small the file: a lossless WebP of 1.3 KB holds 33 million pixels."""
+    on_loop: list[bool] = []
+    decode = imageio.load_pixels
+
+    def watched(*args: object, **kwargs: object) -> np.ndarray:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a thread of the pool: no event loop runs there
+            on_loop.append(False)
+        return decode(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imageio, "load_pixels", watched)
+    png = encode(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    for path, fields in (("/conv", {"kernels": '["edge"]'}), ("/pool", {"kernel_size": "2"})):
+        uploaded = client.post(path, data=fields, files={"image": ("x.png", png, "image/png")})
+        assert uploaded.status_code == 200, uploaded.text
+        sent = {k: orjson.loads(v) for k, v in fields.items()}
+        as_text = client.post(path, json={**sent, "image": base64.b64encode(png).decode()})
+        assert as_text.status_code == 200, as_text.text
+    assert on_loop == [False] * 4
 
 
 def test_over_limit_pictures_are_a_413_while_every_compute_slot_is_busy(

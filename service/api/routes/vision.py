@@ -54,9 +54,13 @@ async def convolution(request: Request, encoding: EncodingDep = "json") -> Respo
     body, upload = await read_picture_input(request, ConvRequest, settings_of(request))
     ctx = compute_context(request, body.device)
     prepare = partial(prepare_conv, body=body, upload=upload)
-    size = None if upload is None else len(upload)
     return await run_compute(
-        request, ctx, prepare, compute_conv, encoding=encoding, body_bytes=size
+        request,
+        ctx,
+        prepare,
+        compute_conv,
+        encoding=encoding,
+        prepare_on_loop=not _has_picture(body, upload),
     )
 
 
@@ -80,7 +84,17 @@ async def pooling(request: Request, encoding: EncodingDep = "json") -> Response:
     body, upload = await read_picture_input(request, PoolRequest, settings_of(request))
     ctx = compute_context(request, body.device)
     prepare = partial(prepare_pool, body=body, upload=upload)
-    size = None if upload is None else len(upload)
     return await run_compute(
-        request, ctx, prepare, compute_pool, encoding=encoding, body_bytes=size
+        request,
+        ctx,
+        prepare,
+        compute_pool,
+        encoding=encoding,
+        prepare_on_loop=not _has_picture(body, upload),
     )
+
+
+def _has_picture(body: ConvRequest | PoolRequest, upload: bytes | None) -> bool:
+    """Whether a picture is to be decoded: never on the event loop, however small its file
+    (a lossless WebP of 1.3 KB holds 33 million pixels, 0.45 s of decoding)."""
+    return upload is not None or body.image is not None
