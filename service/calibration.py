@@ -34,9 +34,14 @@ PROBES: dict[torch.dtype, int] = {
 MIN_PROBE_SECONDS = 2e-3
 """A probe grows until one run takes this long: shorter runs measure the timer and the
 scheduler (one preemption in a 50 µs run makes a CPU look 100 times slower)."""
+FIXED_COST_GAIN = 1.5
+"""A probe also grows while doubling the side raises the rate this much: its runs are then
+mostly a fixed cost per call (waking threads that the other load on a busy machine keeps
+waiting: 8 ms per call from side 128 to 512 on 2 busy cores, where a probe that stopped at
+128 put float32 at 0.5 GFLOP/s against 150 measured at 2000)."""
 MAX_SIDE = 1024
 MAX_PROBE_SECONDS = 0.02
-"""No probe grows past a run of this long (the next size would take 8 times as long)."""
+"""No probe grows past a run of this long."""
 ELEMENTWISE_PROBE = 1 << 21
 REPEATS = 5
 
@@ -70,7 +75,9 @@ def _best_seconds(run: Callable[[], None], repeats: int = REPEATS) -> float:
 
 def _matmul_rate(dtype: torch.dtype, side: int, device: torch.device) -> float:
     """FLOP/s of ``side``-square multiplies, the side doubled until a run is long enough to
-    time; the best of a few runs (a busy machine slows some runs, never speeds one up)."""
+    time and the rate no longer grows with it (:data:`FIXED_COST_GAIN`); each size timed by
+    the best of a few runs (a busy machine slows some runs, never speeds one up)."""
+    rate = 0.0
     while True:
         a = torch.ones(side, side, dtype=dtype, device=device)
 
@@ -78,9 +85,13 @@ def _matmul_rate(dtype: torch.dtype, side: int, device: torch.device) -> float:
             torch.matmul(a, a)
             _sync(device)
 
-        seconds = _best_seconds(run, repeats=1)
-        if seconds >= MIN_PROBE_SECONDS or side >= MAX_SIDE or seconds * 8 > MAX_PROBE_SECONDS:
-            return 2 * side**3 / _best_seconds(run)
+        seconds = _best_seconds(run)
+        measured = 2 * side**3 / seconds
+        growing = measured >= FIXED_COST_GAIN * rate
+        rate = max(rate, measured)
+        short = seconds < MIN_PROBE_SECONDS and seconds * 8 <= MAX_PROBE_SECONDS
+        if side >= MAX_SIDE or seconds >= MAX_PROBE_SECONDS or not (short or growing):
+            return rate
         side *= 2
 
 
