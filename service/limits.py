@@ -40,6 +40,27 @@ def estimate_matmul_flops(a_shape: Sequence[int], b_shape: Sequence[int]) -> int
     return 2 * batch * m * k * n
 
 
+def matmul_copies(a_shape: Sequence[int], b_shape: Sequence[int]) -> list[int]:
+    """Elements of the copies ``torch.matmul(a, b)`` makes of its operands before it
+    multiplies: with batch dimensions on both sides, each operand whose batch is smaller
+    than the broadcast one is expanded to it and copied out (a [1024, 1, 1, 256] by a
+    [1, 1024, 256, 1] copies 2 × 1024² × 256 elements, 2 GB of float32, for 1.5 million
+    elements of operands and output). An operand of one or two dimensions is folded into
+    the other's rows instead: no copy."""
+    if len(a_shape) <= 2 or len(b_shape) <= 2:
+        return []
+    batch_a, batch_b = list(a_shape[:-2]), list(b_shape[:-2])
+    width = max(len(batch_a), len(batch_b))
+    batch_a = [1] * (width - len(batch_a)) + batch_a
+    batch_b = [1] * (width - len(batch_b)) + batch_b
+    batch = math.prod(max(x, y) for x, y in zip(batch_a, batch_b, strict=True))
+    return [
+        batch * math.prod(shape[-2:])
+        for shape, own in ((a_shape, batch_a), (b_shape, batch_b))
+        if math.prod(own) < batch
+    ]
+
+
 class Budget:
     """What one request may still create and compute; every charge is checked on the spot."""
 
@@ -157,6 +178,15 @@ class Budget:
             raise LimitExceeded("max_flops", self.max_flops, self.flops, what)
         if self.throughput is not None:
             self.charge_seconds(flops / self.throughput.rate(dtype), what)
+
+    def charge_matmul(
+        self, a_shape: Sequence[int], b_shape: Sequence[int], what: str, dtype: torch.dtype
+    ) -> None:
+        """Charge ``torch.matmul(a, b)``'s work: the copies it makes of its operands
+        (:func:`matmul_copies`) as tensors, and its FLOPs at ``dtype``'s rate."""
+        for copy in matmul_copies(a_shape, b_shape):
+            self.charge_tensor(copy, f"{what} (an operand copied out to the broadcast batch)")
+        self.charge_flops(estimate_matmul_flops(a_shape, b_shape), what, dtype=dtype)
 
     def charge_elementwise(self, count: float, what: str) -> None:
         """Charge memory-bound work over ``count`` elements (copies, transforms, encoding)."""

@@ -1164,6 +1164,29 @@ def test_too_many_steps(client: TestClient, settings: Any) -> None:
     run_ops(client, {"steps": steps[: settings.limits.max_steps]})
 
 
+def test_matmul_charges_the_copies_of_operands_it_broadcasts(
+    client: TestClient, settings: Any
+) -> None:
+    """[n, 1, 1, k] @ [1, n, k, 1] is an n×n batch of dot products: n² + 2nk elements of
+    operands and output, but torch copies each operand out to the n² batch first."""
+    steps = [
+        {"op": "ones", "size": [256, 1, 1, 256], "out": "x"},
+        {"op": "ones", "size": [1, 256, 256, 1], "out": "y"},
+        {"op": "matmul", "x": "x", "y": "y", "out": "o"},
+    ]
+    payload = assert_error(client, {"steps": steps}, 413, "elements_limit")
+    assert payload["details"]["requested"] == 256 * 256 * 256
+    assert settings.limits.max_elements < 256**3
+    x = torch.randn(8, 1, 3, 5, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(1, 4, 5, 2, generator=torch.Generator().manual_seed(1))
+    small = {
+        "inputs": {"x": x.tolist(), "y": y.tolist()},
+        "steps": [{"op": "matmul", "x": "x", "y": "y"}],
+    }
+    got = torch.tensor(run_ops(client, small)["outputs"]["out"]["data"])
+    torch.testing.assert_close(got, torch.matmul(x, y))
+
+
 def test_one_input_too_many_is_refused_before_any_is_decoded(client: TestClient) -> None:
     inputs = {f"a{i}": [i] for i in range(MAX_TENSORS + 1)}
     payload = assert_error(client, {"inputs": inputs, "steps": [{"op": "clone", "x": "a0"}]}, 422)

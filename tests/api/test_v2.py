@@ -508,6 +508,16 @@ def test_a_conv2d_weight_that_is_not_4d_is_a_422(client: TestClient, shape: list
     assert response.json()["details"] == {"shape": shape}
 
 
+def test_a_broadcast_matmul_is_charged_its_copies(client: TestClient) -> None:
+    x = np.ones((256, 1, 1, 256), np.float32)
+    y = np.ones((1, 256, 256, 1), np.float32)
+    body = infer_json("matmul", {"input": x, "other": y})
+    response = client.post("/v2/models/matmul/infer", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "elements_limit"
+    assert response.json()["details"]["requested"] == 256**3
+
+
 def test_not_json(client: TestClient) -> None:
     response = client.post("/v2/models/relu/infer", content=b"\x00\x01")
     assert response.status_code == 400

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from service.limits import Budget, estimate_matmul_flops
+from service.limits import Budget
 
 PIECE_SECONDS = 2e-5
 """Time of one piece of ``split`` or ``chunk`` beyond the object itself: it is built twice
@@ -126,8 +126,7 @@ def charge_work(
     """Charge a planned step's work: a matmul's FLOPs at its dtype's rate, else its passes
     over the elements it reads."""
     if op == "matmul" and outputs:
-        flops = estimate_matmul_flops(tuple(args["x"].shape), tuple(args["y"].shape))
-        budget.charge_flops(flops, what, dtype=outputs[0].dtype)
+        budget.charge_matmul(args["x"].shape, args["y"].shape, what, outputs[0].dtype)
         return
     passes = element_passes(op, args, outputs)
     if passes:

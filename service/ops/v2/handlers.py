@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
 from schemas.v2 import IGNORED_PARAMETERS, OUTPUT_NAME
 from service.errors import ErrorCode, InvalidInput
-from service.limits import Budget, Deadline, estimate_matmul_flops
+from service.limits import Budget, Deadline
 from service.ops.context import ComputeContext
 from service.ops.nn.activations import BoundActivation, as_input, bind, charge, evaluate
 from service.ops.v2.models import Model, find_model
@@ -162,11 +162,12 @@ def _plan_product(model: Model, tensors: dict[str, torch.Tensor], budget: Budget
     if model.kind == "matmul":
         a, b = tensors["input"], tensors["other"]
         out = torch_call("matmul", lambda: torch.matmul(_meta(a), _meta(b)))  # type: ignore[arg-type]
-        flops = estimate_matmul_flops(tuple(a.shape), tuple(b.shape))
-    else:
-        x, w, bias = tensors["input"], tensors["weight"], tensors.get("bias")
-        out = torch_call("linear", lambda: F.linear(_meta(x), _meta(w), _meta(bias)))  # type: ignore[arg-type]
-        flops = 2 * math.prod(out.shape) * (int(x.shape[-1]) if x.ndim else 1)
+        budget.charge_shape(out.shape, f"{model.name}'s output")
+        budget.charge_matmul(a.shape, b.shape, f"matmul of {list(out.shape)}", out.dtype)
+        return
+    x, w, bias = tensors["input"], tensors["weight"], tensors.get("bias")
+    out = torch_call("linear", lambda: F.linear(_meta(x), _meta(w), _meta(bias)))  # type: ignore[arg-type]
+    flops = 2 * math.prod(out.shape) * (int(x.shape[-1]) if x.ndim else 1)
     budget.charge_shape(out.shape, f"{model.name}'s output")
     budget.charge_flops(float(flops), f"{model.name} of {list(out.shape)}", dtype=out.dtype)
 
