@@ -61,6 +61,12 @@ def matmul_copies(a_shape: Sequence[int], b_shape: Sequence[int]) -> list[int]:
     ]
 
 
+class PlanOffLoop(Exception):
+    """A plan being made on the event loop is about to make more objects one by one than
+    :attr:`Budget.loop_objects` allows (``split`` into 300,000 pieces is a tiny body, and
+    its plan builds every piece): the caller makes it again off the loop."""
+
+
 class Budget:
     """What one request may still create and compute; every charge is checked on the spot."""
 
@@ -87,6 +93,9 @@ class Budget:
         self.serial_steps = 1
         """Steps that run one after another, each waiting for the last (an RNN's time steps,
         an optimizer's steps): the work's grain is ``seconds / serial_steps``."""
+        self.loop_objects: int | None = None
+        """While the plan is made on the event loop: the most objects it may charge before
+        :class:`PlanOffLoop` sends it to a thread."""
 
     @classmethod
     def from_limits(cls, limits: Limits, throughput: Throughput | None = None) -> Budget:
@@ -168,6 +177,8 @@ class Budget:
         self.objects += count
         if self.objects > self.max_objects:
             raise LimitExceeded("max_objects", self.max_objects, self.objects, what)
+        if self.loop_objects is not None and self.objects > self.loop_objects:
+            raise PlanOffLoop
         self.charge_seconds(count * OBJECT_SECONDS, what)
 
     def charge_flops(self, flops: float, what: str, dtype: torch.dtype | None = None) -> None:

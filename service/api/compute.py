@@ -35,7 +35,7 @@ from service.calibration import Calibrations
 from service.codec import binary_header, dumps, encode_tensor, estimate_encoded_bytes, raw_bytes
 from service.deps import devices_of, settings_of
 from service.errors import LimitExceeded
-from service.limits import Budget, Deadline
+from service.limits import Budget, Deadline, PlanOffLoop
 from service.ops.context import ComputeContext
 from service.ops.render.png import Png
 from service.ops.threads import torch_threads
@@ -45,6 +45,9 @@ P = TypeVar("P")
 
 INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
+INLINE_OBJECTS = 256
+"""Objects (pieces of a split, names, ...) that a plan made on the event loop, or work run
+there, may make one by one: each costs tens of microseconds."""
 ONE_THREAD_SECONDS = 5e-3
 """Work predicted to take less than this runs on one of torch's threads in the worker
 process. Parallel work waits, at each of its parallel regions, for every thread of the
@@ -315,7 +318,11 @@ async def run_compute(
     if prepare_in_worker and settings_of(request).isolate:
         plan, ctx.budget = await manager.run_body(prepare_elsewhere, (prepare, ctx))
     elif prepare_on_loop and is_small(request, body_bytes):
-        plan = prepare(ctx)
+        try:
+            plan = _prepare_on_loop(prepare, ctx)
+        except PlanOffLoop:
+            ctx.budget = Budget.from_limits(ctx.limits, ctx.throughput)
+            plan = await run_in_threadpool(prepare, ctx)
     else:
         plan = await run_in_threadpool(prepare, ctx)
     stages.planned = time.perf_counter_ns()
@@ -331,6 +338,7 @@ async def run_compute(
         and ctx.device.type == "cpu"
         and budget.elements <= INLINE_ELEMENTS
         and budget.flops <= INLINE_FLOPS
+        and budget.objects <= INLINE_OBJECTS
     ):
         stages.started = time.perf_counter_ns()
         return _answer(manager.run_inline(run_job, job, autograd=autograd), stages)
@@ -347,6 +355,16 @@ async def run_compute(
         raise
     response.on_sent = lease.release
     return response
+
+
+def _prepare_on_loop(prepare: Callable[[ComputeContext], P], ctx: ComputeContext) -> P:
+    """``prepare(ctx)``, stopped by :class:`PlanOffLoop` once it charges more than
+    :data:`INLINE_OBJECTS` objects (the caller prepares again, in a thread)."""
+    ctx.budget.loop_objects = INLINE_OBJECTS
+    try:
+        return prepare(ctx)
+    finally:
+        ctx.budget.loop_objects = None
 
 
 async def _stream(

@@ -5,6 +5,7 @@ Every reference value is computed here by torch itself (or numpy), never pasted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 import time
@@ -20,8 +21,10 @@ from hypothesis import strategies as st
 
 from schemas.common import MAX_TENSORS
 from schemas.tensors import TUTORIAL_PROGRAM, TensorStepUnion
+from service.api.compute import INLINE_OBJECTS
 from service.main import create_app
 from service.ops.tensors.indexing import IndexItem, format_index
+from service.ops.tensors.table import OPS
 from tests.conftest import make_settings, ops
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -1185,6 +1188,35 @@ def test_matmul_charges_the_copies_of_operands_it_broadcasts(
     }
     got = torch.tensor(run_ops(client, small)["outputs"]["out"]["data"])
     torch.testing.assert_close(got, torch.matmul(x, y))
+
+
+def test_a_plan_of_many_pieces_is_made_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tiny body may ask for 300,000 pieces, each built by the plan: past INLINE_OBJECTS
+    objects, a plan begun on the event loop is made again in a thread."""
+    on_loop: list[bool] = []
+    chunk = OPS["chunk"]
+
+    def watched(args: Any, ctx: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return chunk(args, ctx)
+
+    monkeypatch.setitem(OPS, "chunk", watched)
+    for chunks, planned_on_loop in ((3, True), (INLINE_OBJECTS + 1, False)):
+        on_loop.clear()
+        steps = [
+            {"op": "zeros", "size": [0], "out": "x"},
+            {"op": "chunk", "x": "x", "chunks": chunks, "out": "p"},
+        ]
+        answer = run_ops(client, {"steps": steps})
+        assert len(answer["outputs"]) == chunks
+        assert on_loop[0] is planned_on_loop
+    assert on_loop == [False]  # the real pass of many pieces: in a worker process
 
 
 def test_one_input_too_many_is_refused_before_any_is_decoded(client: TestClient) -> None:

@@ -14,6 +14,7 @@ from schemas.tensors import TensorOpsRequest, TensorStepUnion
 from service.errors import ComputeTimeout, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline, estimate_matmul_flops
 from service.ops.context import ComputeContext
+from service.ops.tensors import shapes
 from service.ops.tensors.handlers import decode_program
 from service.ops.tensors.program import (
     META,
@@ -335,3 +336,50 @@ def test_arange_zero_step() -> None:
 
 def test_warm_up_runs() -> None:
     warm_up()
+
+
+def _same_pieces(got: Any, expected: Any) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert (a.shape, a.stride(), a.data_ptr()) == (b.shape, b.stride(), b.data_ptr())
+
+
+@pytest.mark.parametrize("dim", [0, 1, -1])
+def test_split_and_chunk_in_several_calls_give_torchs_pieces(
+    monkeypatch: pytest.MonkeyPatch, dim: int
+) -> None:
+    """Past ``PIECES_PER_CALL`` pieces, split and chunk are made a block of pieces per torch
+    call (each call holds the interpreter lock): the same views as one call makes."""
+    monkeypatch.setattr(shapes, "PIECES_PER_CALL", 3)
+    made: list[int] = []
+    split_once = torch.split
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(len(pieces := split_once(*args, **kwargs)))
+        return pieces
+
+    monkeypatch.setattr(torch, "split", counted)
+    x = torch.arange(60.0).reshape(3, 20)
+    split, chunk = OPS["split"], OPS["chunk"]
+    for size in (1, 2, 3, 7, 20, 25):
+        args = {"x": x, "split_size_or_sections": size, "dim": dim}
+        _same_pieces(split(args, None), split_once(x, size, dim=dim))  # type: ignore[arg-type]
+    for chunks in (1, 4, 5, 7, 11, 19, 20, 40):
+        args = {"x": x, "chunks": chunks, "dim": dim}
+        _same_pieces(chunk(args, None), torch.chunk(x, chunks, dim=dim))  # type: ignore[arg-type]
+    empty = torch.zeros(2, 0)
+    for chunks in (1, 5, 9):
+        args = {"x": empty, "chunks": chunks, "dim": 1}
+        _same_pieces(chunk(args, None), torch.chunk(empty, chunks, dim=1))  # type: ignore[arg-type]
+    assert max(made) == 3
+
+
+def test_split_into_sections_in_several_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shapes, "PIECES_PER_CALL", 2)
+    x = torch.arange(40.0).reshape(2, 20)
+    for sections in ([1] * 20, [2, 3, 4, 5, 6], [0, 0, 5, 5, 5, 5, 0]):
+        args = {"x": x, "split_size_or_sections": sections, "dim": 1}
+        _same_pieces(OPS["split"](args, None), torch.split(x, sections, dim=1))  # type: ignore[arg-type]
+    for bad in ([1, 2, 3], [-1, 21, 0]):  # torch's own refusals
+        with pytest.raises(RuntimeError):
+            OPS["split"]({"x": x, "split_size_or_sections": bad, "dim": 1}, None)  # type: ignore[arg-type]
