@@ -89,8 +89,11 @@ def preset_kernel(name: str, size: int, sigma: float | None = None) -> torch.Ten
         return _laplacian(size)
     if name == "gaussian":
         s = sigma if sigma is not None else gaussian_sigma(size)
-        offsets = torch.arange(size, dtype=torch.float64) - center
-        line = torch.exp(-(offsets**2) / (2 * s * s))
+        # (d/s)², not d²/(2s²): 2s² underflows to 0 below s ≈ 1e-162 and the centre tap
+        # became 0/0. This way a tiny s gives the limit, a delta (the centre's exp(0) = 1,
+        # the others' exp(-inf) = 0), and a huge one the box (every exp(-0) = 1).
+        ratio = (torch.arange(size, dtype=torch.float64) - center) / s
+        line = torch.exp(-0.5 * ratio * ratio)
         kernel = torch.outer(line, line)
         return kernel / kernel.sum()
     if name == "box":
