@@ -289,6 +289,23 @@ def test_bad_inputs(client: TestClient, path: str, body: dict[str, Any], code: s
     assert_error(client.post(path, json=body), 422, code)
 
 
+def test_a_training_split_of_one_class_is_refused_as_single_class_data_is(
+    client: TestClient,
+) -> None:
+    """The classes are counted on the samples that train: with seed 3 the two training
+    samples of [0, 0, 0, 1] are both 0 (a fit on them answered 200 with coef 0)."""
+    whole = client.post("/regress/logistic", json={"x": [[1], [2], [3], [4]], "y": [0, 0, 0, 0]})
+    assert_error(whole, 422, "single_class")
+    body = {"x": [[1], [2], [3], [4]], "y": [0, 0, 0, 1], "test_size": 0.5, "seed": 3}
+    error = assert_error(client.post("/regress/logistic", json=body), 422, "single_class")
+    assert "training split" in error["error"] and "seed" in error["error"]
+    assert error["details"]["classes"] == [0] and error["details"]["n_train"] == 2
+    labels = ["no", "no", "no", "yes"]
+    text = client.post("/regress/logistic", json={**body, "y": labels})
+    assert assert_error(text, 422, "single_class")["details"]["classes"] == ["no"]
+    _ok(client.post("/regress/logistic", json={**body, "test_size": 0.25}))
+
+
 @pytest.mark.parametrize(
     ("content", "code"),
     [
@@ -312,6 +329,25 @@ def test_a_csv_over_the_column_limit(client: TestClient) -> None:
     )
     body = assert_error(response, 413, "csv_columns_limit")
     assert body["details"]["limit"] == "max_csv_columns"
+
+
+def test_an_unknown_target_among_many_long_columns_is_a_short_error(
+    client: TestClient,
+) -> None:
+    """5,000 columns of 156 characters: the error quoted 50 of them in details and 20 in
+    its message (11 KB); now at most 2 KB, naming the target and how many columns there
+    are."""
+    header = [f"n{i:04d}" + "x" * 151 for i in range(5000)]
+    content = _csv([header, [1] * len(header)])
+    response = client.post(
+        "/regress/linear", data={"target": "zz"}, files={"file": ("w.csv", content, "text/csv")}
+    )
+    assert len(response.content) <= 2048, len(response.content)
+    body = assert_error(response, 422, "unknown_column")
+    assert "'zz'" in body["error"] and body["details"]["target"] == "zz"
+    assert body["details"]["n_columns"] == 5000
+    more = 5000 - len(body["details"]["columns"])
+    assert f"… and {more:,} more" in body["error"]
 
 
 def test_a_csv_over_the_configured_byte_limit() -> None:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from service.errors import ErrorCode, InvalidInput, LimitExceeded
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, clip
 from service.limits import Budget, Deadline
 from service.ops.context import make_generator
 from service.ops.data.datasets import EncodedLabels, Table, encode_labels
@@ -102,11 +102,11 @@ def check_classes(labels: EncodedLabels, options: LogisticOptions, max_classes: 
     count = len(labels.classes)
     if count < 2:
         raise InvalidInput(
-            f"the labels hold a single class ({labels.classes[0]!r}); a classifier needs "
-            "at least two"
+            f"the labels hold a single class ({_quoted(labels.classes[0])!r}); a classifier "
+            "needs at least two"
             if count
             else "the data has no samples",
-            details={"classes": list(labels.classes)},
+            details={"classes": [_quoted(label) for label in labels.classes]},
             code=ErrorCode.SINGLE_CLASS,
         )
     if count > max_classes:
@@ -117,6 +117,40 @@ def check_classes(labels: EncodedLabels, options: LogisticOptions, max_classes: 
             "probable class wins)",
             code=ErrorCode.THRESHOLD_NOT_BINARY,
         )
+
+
+def check_training_classes(labels: EncodedLabels, split: Split, options: LogisticOptions) -> None:
+    """A 422 ``single_class`` when the training split holds one class, though the labels
+    hold more (:func:`check_classes` saw them all): a fit on it would learn nothing."""
+    if split.test.numel() == 0:
+        return  # every sample trains: check_classes has counted them
+    train = labels.indices.index_select(0, split.train)
+    present = torch.bincount(train, minlength=len(labels.classes)).nonzero().flatten()
+    if present.numel() >= 2:
+        return
+    only = _quoted(labels.classes[int(present[0])])
+    seed = "" if options.seed is None else f" and seed {options.seed}"
+    # No stratified split to suggest: test_size and seed are what the request can change.
+    raise InvalidInput(
+        f"the training split holds a single class ({only!r}) of the labels' "
+        f"{len(labels.classes)}: with test_size {options.test_size:g}{seed}, all "
+        f"{split.train.numel()} training samples are of that class; a classifier needs at "
+        "least two (try a smaller test_size or another seed)",
+        details={
+            "classes": [only],
+            "n_classes": len(labels.classes),
+            "n_train": int(split.train.numel()),
+            "test_size": options.test_size,
+            "seed": options.seed,
+        },
+        code=ErrorCode.SINGLE_CLASS,
+    )
+
+
+def _quoted(label: int | str) -> int | str:
+    """A class label as an error may quote it: a text label clipped (a CSV cell can be
+    megabytes long)."""
+    return clip(label) if isinstance(label, str) else label
 
 
 def lbfgs_evaluations(epochs: int) -> int:
@@ -241,6 +275,7 @@ def fit_logistic(
     binary = n_classes == 2
     generator = make_generator(options.seed)
     split = split_samples(table.n_samples, options.test_size, generator)
+    check_training_classes(labels, split, options)
     x = table.x.index_select(0, split.train).to(device, F64)
     y = labels.indices.index_select(0, split.train).to(device)
     mean = scale = None
