@@ -181,6 +181,44 @@ def test_a_csv_label_where_numbers_are_needed(client: TestClient) -> None:
     assert body["details"]["column"] == "y" and body["details"]["value"] == "oops"
 
 
+ERROR_BODY_BYTES = 2048
+"""The most an error about unknown columns may weigh, however many or long the columns."""
+WIDE_HEADERS = {
+    "5,000 names of 156 characters": [f"n{i:04d}" + "x" * 151 for i in range(5000)],
+    "one name of 100,000 characters": ["h" * 100_000, "a", "b"],
+    "5,000 short names": [f"c{i}" for i in range(5000)],
+}
+
+
+@pytest.mark.parametrize("header", WIDE_HEADERS.values(), ids=list(WIDE_HEADERS))
+def test_errors_about_columns_quote_a_bounded_part_of_the_header(
+    client: TestClient, header: list[str]
+) -> None:
+    """An unknown feature or target is named; the columns there are are listed in part,
+    each name clipped, with how many more there are (19 KB and 11 KB bodies before)."""
+    content = f"{','.join(header)}\n{','.join('1' for _ in header)}\n".encode()
+    files = {"file": ("wide.csv", content, "text/csv")}
+
+    missing = client.post("/data/loader", data={"features": '["nope"]'}, files=files)
+    assert len(missing.content) <= ERROR_BODY_BYTES, len(missing.content)
+    body = assert_error(missing, 422, "unknown_feature")
+    assert "'nope'" in body["error"] and body["details"]["unknown"] == ["nope"]
+    listed = body["details"]["available"]
+    assert body["details"]["n_available"] == len(header) - 1 and listed
+    assert all(len(name) <= 250 for name in listed)
+    if len(listed) < len(header) - 1:
+        assert f"… and {len(header) - 1 - len(listed):,} more" in body["error"]
+
+    target = client.post("/data/loader", data={"target": "zz"}, files=files)
+    assert len(target.content) <= ERROR_BODY_BYTES, len(target.content)
+    body = assert_error(target, 422, "unknown_column")
+    assert "'zz'" in body["error"] and body["details"]["target"] == "zz"
+    listed = body["details"]["columns"]
+    assert body["details"]["n_columns"] == len(header) and listed
+    if len(listed) < len(header):
+        assert f"… and {len(header) - len(listed):,} more" in body["error"]
+
+
 def test_included_data_counts_toward_the_limits() -> None:
     with TestClient(create_app(make_settings(max_total_elements=1000))) as small:
         _ok(small.post("/data/loader", json={"dataset": "iris", "batch_size": 150}))

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from service.config import Limits
-from service.errors import ErrorCode, InvalidInput, LimitExceeded
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, clip
 from service.limits import Budget
-from service.ops.data.table import Table, names_list
+from service.ops.data.table import Table, listed_names, names_list
 
 CSV_CELL_SECONDS = 1e-6
 """Predicted time of one cell: the csv module makes a string of it, the reader checks and
@@ -119,10 +119,12 @@ def read_csv(
     target_name = header[-1] if target is None else target
     if target_name not in header:
         raise _csv_error(
-            f"target {target_name!r} is not a column of the CSV; columns: {names_list(header)}",
+            f"target {clip(target_name)!r} is not a column of the CSV; columns: "
+            f"{names_list(header)}",
             ErrorCode.UNKNOWN_COLUMN,
-            target=target_name,
-            columns=header[:50],
+            target=clip(target_name),
+            columns=listed_names(header),
+            n_columns=len(header),
         )
     if len(header) < 2:
         raise _csv_error(
@@ -161,7 +163,7 @@ def _check_header(header: list[str]) -> None:
         raise _csv_error(
             "the CSV's first row holds numbers: it needs a header row naming the columns",
             ErrorCode.CSV_NO_HEADER,
-            first_row=header[:20],
+            first_row=listed_names(header),
         )
     for index, cell in enumerate(header):
         if not cell:
@@ -174,9 +176,9 @@ def _check_header(header: list[str]) -> None:
     for cell in header:
         if cell in seen:
             raise _csv_error(
-                f"the CSV's header names column {cell!r} twice",
+                f"the CSV's header names column {clip(cell)!r} twice",
                 ErrorCode.CSV_BAD_HEADER,
-                column=cell,
+                column=clip(cell),
             )
         seen.add(cell)
 
@@ -195,14 +197,15 @@ def _numbers(cells: np.ndarray, names: list[str], lines: list[int]) -> np.ndarra
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         cell = str(cells[row, col])
+        column = clip(names[col])
         raise _csv_error(
-            f"CSV line {lines[row]} (data row {row + 1}), column {names[col]!r}: "
+            f"CSV line {lines[row]} (data row {row + 1}), column {column!r}: "
             f"{cell[:40]!r} is not a finite number (every cell must be a number, except "
             "class labels in the target column of a classification)",
             ErrorCode.CSV_NOT_NUMERIC,
             line=lines[row],
             row=row + 1,
-            column=names[col],
+            column=column,
             value=cell[:40],
         )
     assert values is not None

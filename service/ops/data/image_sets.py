@@ -18,6 +18,7 @@ from service.config import Limits
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
 from service.ops.data.archives import read_archive
+from service.ops.data.table import listed_names
 from service.ops.vision.imageio import IMAGE_EXTENSIONS, ImageMode, decode_image
 
 IMAGE_DATASETS: tuple[str, ...] = get_args(ImageDatasetName)
@@ -172,7 +173,7 @@ def archive_images(
             "archive: no pictures in class folders (expected class/file.png with "
             f"{', '.join(IMAGE_EXTENSIONS)})",
             code=ErrorCode.EMPTY_ARCHIVE,
-            details={"skipped": skipped[:100]},
+            details={"skipped": listed_names(skipped), "n_skipped": len(skipped)},
         )
     paths = [path.split("/") for path, _ in entries]
     tops = {parts[0] for parts in paths}

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from schemas.datasets import DatasetTask
-from service.errors import ErrorCode, InvalidInput
+from service.errors import ErrorCode, InvalidInput, clip
 
 MAX_MAGNITUDE = 1e100
 """Largest absolute value of the data: sums of squares of values up to it stay far inside
@@ -48,10 +48,36 @@ class Table:
         return self.y is not None or self.labels is not None
 
 
-def names_list(names: Sequence[str], limit: int = 20) -> str:
-    """Column names for an error message: the first ``limit`` quoted, then the count."""
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+MAX_LISTED_NAMES = 20
+"""The most names (columns, features, targets) one list in an error holds."""
+LISTED_NAME_CHARS = 300
+"""The most characters of names one list in an error holds (the first name is always
+listed, clipped to ``QUOTE_CHARS``). An error lists its names twice, in the message and in
+``details``, and may list two kinds (the unknown names and those there are): with this
+bound the whole body stays within about 2 KB, however many or long the names are."""
+
+
+def listed_names(names: Sequence[str], limit: int = MAX_LISTED_NAMES) -> list[str]:
+    """The first of ``names`` an error lists, each clipped: at most ``limit`` of them and
+    :data:`LISTED_NAME_CHARS` characters together, but always the first."""
+    shown: list[str] = []
+    used = 0
+    for name in names[:limit]:
+        quoted = clip(name)
+        used += len(quoted)
+        if shown and used > LISTED_NAME_CHARS:
+            break
+        shown.append(quoted)
+    return shown
+
+
+def names_list(names: Sequence[str], limit: int = MAX_LISTED_NAMES) -> str:
+    """Names for an error message: the first of them quoted (:func:`listed_names`), then
+    how many more there are."""
+    shown = listed_names(names, limit)
+    text = ", ".join(repr(name) for name in shown)
+    more = len(names) - len(shown)
+    return f"{text}, … and {more:,} more" if more else text
 
 
 def select(table: Table, features: Sequence[str] | None, target: str | None) -> Table:
@@ -69,7 +95,12 @@ def select(table: Table, features: Sequence[str] | None, target: str | None) -> 
         raise InvalidInput(
             f"features: {names_list(missing, 5)} not in the data; its features: "
             f"{names_list(table.feature_names)}",
-            details={"unknown": list(missing[:20]), "available": list(table.feature_names[:100])},
+            details={
+                "unknown": listed_names(missing, 5),
+                "n_unknown": len(missing),
+                "available": listed_names(table.feature_names),
+                "n_available": table.n_features,
+            },
             code=ErrorCode.UNKNOWN_FEATURE,
         )
     columns = torch.tensor([index[name] for name in features], dtype=torch.int64)
@@ -85,9 +116,13 @@ def _select_target(table: Table, target: str) -> Table:
         )
     if target not in table.target_names:
         raise InvalidInput(
-            f"target {target!r} is not a target of {table.name!r}; its targets: "
+            f"target {clip(target)!r} is not a target of {clip(table.name)!r}; its targets: "
             f"{names_list(table.target_names)}",
-            details={"target": target, "available": list(table.target_names)},
+            details={
+                "target": clip(target),
+                "available": listed_names(table.target_names),
+                "n_available": len(table.target_names),
+            },
             code=ErrorCode.UNKNOWN_TARGET,
         )
     if table.y is None or table.y.ndim == 1:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits, load_sample_images
@@ -135,6 +136,12 @@ def test_an_archive_without_pictures() -> None:
         archive_images(make_zip({"a.png": b"outside"}), "RGB", limits(), budget())
     assert info.value.code == "empty_archive"
     assert info.value.details["skipped"] == ["a.png"]
+    # Entry names are the caller's: the error quotes a bounded part of them.
+    many = {f"{'n' * 5000}{i}.txt": b"x" for i in range(200)}
+    with pytest.raises(InvalidInput) as info:
+        archive_images(make_zip(many), "RGB", limits(), budget())
+    assert info.value.details["n_skipped"] == 200
+    assert len(orjson.dumps(info.value.details)) < 2048
 
 
 def test_counts_of_an_empty_class() -> None:
