@@ -145,6 +145,11 @@ class Budget:
         """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""
         if numel > self.max_elements:
             raise LimitExceeded("max_elements", self.max_elements, numel, what)
+        self.charge_tensors(numel, what)
+
+    def charge_tensors(self, numel: int, what: str) -> None:
+        """Charge ``numel`` elements held in many tensors, none larger than one already
+        charged (what an autograd graph keeps): toward the request's total only."""
         self.elements += numel
         if self.elements > self.max_total_elements:
             raise LimitExceeded(

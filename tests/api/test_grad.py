@@ -445,3 +445,78 @@ def test_intermediates_obey_the_shape_rule(
     client: TestClient, text: str, status: int, code: str
 ) -> None:
     refused_fast(client, {"expression": text, "inputs": {"z": []}}, status, code)
+
+
+def float32_b64(tensor: torch.Tensor) -> dict[str, Any]:
+    """A float32 tensor in the wire's base64 form."""
+    raw = tensor.to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+    return {"b64": base64.b64encode(raw).decode(), "shape": list(tensor.shape), "dtype": "float32"}
+
+
+def test_a_broadcast_matmuls_copies_of_its_operands_are_charged(
+    client: TestClient, settings: Settings
+) -> None:
+    """[128, 1, 1, 512] @ [1, 128, 512, 1]: torch copies each operand out to the broadcast
+    batch of 128 × 128 (8.4 million elements each, over the test limit of 2^22) for 131,072
+    elements of inputs and 16,384 of output."""
+    x, y = torch.zeros(128, 1, 1, 512), torch.zeros(1, 128, 512, 1)
+    body = {"expression": "sum(x @ y)", "inputs": {"x": float32_b64(x), "y": float32_b64(y)}}
+    payload = refused_fast(client, body, 413, "elements_limit")
+    assert payload["details"] == {
+        "limit": "max_elements",
+        "allowed": settings.limits.max_elements,
+        "requested": 128 * 128 * 512,
+        "column": 4,
+    }
+    generator = torch.Generator().manual_seed(1)
+    x, y = (
+        torch.randn(3, 1, 2, 4, generator=generator),
+        torch.randn(1, 5, 4, 2, generator=generator),
+    )
+    result = grad(
+        client, {"expression": "sum(x @ y)", "inputs": {"x": x.tolist(), "y": y.tolist()}}
+    )
+    leaves = [x.clone().requires_grad_(True), y.clone().requires_grad_(True)]
+    value = torch.sum(leaves[0] @ leaves[1])
+    expected = torch.autograd.grad(value, leaves)
+    torch.testing.assert_close(wire_to_torch(result["value"]), value.detach())
+    torch.testing.assert_close(wire_to_torch(result["grads"]["x"]), expected[0])
+    torch.testing.assert_close(wire_to_torch(result["grads"]["y"]), expected[1])
+
+
+def cumprod_body(n: int, *, hessian: bool) -> dict[str, Any]:
+    z = torch.ones(n)
+    z[5] = 0.0  # a zero: torch's cumprod backward then takes its quadratic path
+    return {
+        "expression": "sum(cumprod(w * z, 0))",
+        "inputs": {"w": [1.0], "z": float32_b64(z)},
+        "wrt": ["w"],
+        "hessian": hessian,
+    }
+
+
+def test_cumprods_quadratic_double_backward_is_charged(
+    client: TestClient, settings: Settings
+) -> None:
+    """With a zero in its input and a graph to build for the hessian, torch's cumprod
+    backward loops over the n elements, keeping n²/2 of them and more (n = 16,000: 0.8 GB
+    and 5.5 s measured on a CPU); without the hessian it is linear (milliseconds)."""
+    payload = refused_fast(client, cumprod_body(16000, hessian=True), 413, "total_elements_limit")
+    assert payload["details"]["limit"] == "max_total_elements"
+    assert payload["details"]["allowed"] == settings.limits.max_total_elements
+    assert payload["details"]["requested"] > settings.limits.max_total_elements
+    assert payload["details"]["column"] == 4
+
+    def value(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.sum(torch.cumprod(w * z, 0))
+
+    for n, hessian in [(16000, False), (64, True)]:
+        body = cumprod_body(n, hessian=hessian)
+        result = grad(client, body)
+        w, z = torch.tensor([1.0]), wire_to_torch(body["inputs"]["z"])
+        leaf = w.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(value(leaf, z), [leaf])
+        torch.testing.assert_close(wire_to_torch(result["grads"]["w"]), expected)
+        if hessian:
+            second = torch.autograd.functional.hessian(lambda w, z=z: value(w, z), w)
+            torch.testing.assert_close(wire_to_torch(result["hessians"]["w"]["w"]), second)

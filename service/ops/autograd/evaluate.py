@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard, cast
 import torch
 
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
-from service.limits import Budget, Deadline, estimate_matmul_flops
+from service.limits import Budget, Deadline, estimate_matmul_flops, matmul_copies
 from service.ops.autograd.check import INT64_MAX, INT64_MIN, not_allowed, static_index, static_ints
 from service.ops.autograd.functions import CONSTANTS, FUNCTIONS, Number, Value
 from service.ops.tensors.indexing import check_index
@@ -68,6 +68,28 @@ _POW_PASSES = 16.0
 _HALF_FACTOR = 4.0
 _HALF = frozenset({torch.float16, torch.bfloat16})
 
+# The scans whose backward, when it builds a graph of its own (``create_graph``: the first
+# pass of a hessian) over an input with a zero, loops over the scanned dimension in torch
+# (``cumprod_backward`` in FunctionsManual.cpp): step k takes a product of the k elements
+# before it and a cumprod of the n - k after it and keeps them, O(n²) where the backward
+# without a graph is O(n). Of the other scans none grows faster than its input (measured at
+# n = 4000 with a zero and a hessian: cumprod 2 s and 86 MB, each other one 2 ms and 13 MB).
+QUADRATIC_BACKWARD_CALLS = frozenset({"cumprod"})
+
+
+@dataclass(frozen=True)
+class QuadraticBackward:
+    """A call whose backward with ``create_graph`` loops over a dimension of ``steps``
+    elements, each step over what is left of it: ``elements`` = ``steps``² times the other
+    dimensions (see :data:`QUADRATIC_BACKWARD_CALLS`)."""
+
+    what: str
+    column: int
+    steps: int
+    elements: int
+    passes_factor: float
+    """1, or :data:`_HALF_FACTOR` for a 16-bit float (converted on the way)."""
+
 
 @dataclass
 class Evaluation:
@@ -81,7 +103,14 @@ class Evaluation:
     flops_by_dtype: dict[torch.dtype, float] = field(default_factory=dict)
     """The same FLOPs by the dtype they run in (a float16 matmul is slow on a CPU)."""
     passes: float = 0.0
-    """Element passes of the forward evaluation (memory-bound work, see ``_CALL_PASSES``)."""
+    """Element passes of the forward evaluation (memory-bound work, see ``_CALL_PASSES``),
+    a broadcast matmul's copies of its operands included."""
+    backward_tensors: list[tuple[int, str, int]] = field(default_factory=list)
+    """Tensors the backward pass makes besides the gradients, larger than the forward's
+    (elements, what, column): a broadcast matmul's gradient of each operand it copied, over the
+    whole broadcast batch before it is summed to the operand's shape."""
+    quadratic_backwards: list[QuadraticBackward] = field(default_factory=list)
+    """Calls whose backward is quadratic when it builds a graph (for a hessian)."""
 
 
 def evaluate(
@@ -244,7 +273,29 @@ class _Evaluator:
             passes = _POW_PASSES
         else:
             passes = _SCAN_PASSES if name in _SCAN_CALLS else _CALL_PASSES
-        return self.apply(node, spec.fn, [], args, matmul=spec.matmul, passes=passes)
+        out = self.apply(node, spec.fn, [], args, matmul=spec.matmul, passes=passes)
+        if name in QUADRATIC_BACKWARD_CALLS:
+            self._note_quadratic_backward(node, args["input"], args["dim"])
+        return out
+
+    def _note_quadratic_backward(self, node: ast.AST, input: Value, dim: Value) -> None:
+        """Record a scan of ``input`` along ``dim`` (already run: both are valid) whose
+        backward with a graph is quadratic; torch returns the gradient as it is for a
+        dimension of one element or an input of at most one."""
+        if not isinstance(input, torch.Tensor) or not input.is_floating_point():
+            return
+        steps = input.shape[int(cast(int, dim)) % input.dim()] if input.dim() else 1
+        if steps <= 1 or input.numel() <= 1:
+            return
+        self.evaluation.quadratic_backwards.append(
+            QuadraticBackward(
+                self.where(node),
+                self.expression.column(node),
+                steps,
+                input.numel() * steps,
+                _HALF_FACTOR if input.dtype in _HALF else 1.0,
+            )
+        )
 
     def apply(
         self,
@@ -291,22 +342,35 @@ class _Evaluator:
         passes: float,
     ) -> None:
         read = sum(t.numel() for t in operands)
+        copies: list[int] = []
         if matmul and len(operands) == 2 and min(t.dim() for t in operands) >= 1:
-            flops = float(estimate_matmul_flops(tuple(operands[0].shape), tuple(operands[1].shape)))
+            shapes = tuple(operands[0].shape), tuple(operands[1].shape)
+            flops = float(estimate_matmul_flops(*shapes))
+            # Batch dimensions broadcast against each other: torch copies the smaller
+            # operand(s) out to the whole batch first, and the backward pass computes each
+            # one's gradient over the whole batch before it sums it to the operand's shape.
+            copies = matmul_copies(*shapes)
         else:
             flops = float(max(read, out.numel()))
         # The dtype the work runs in: a comparison's output is bool, its operands are not.
         dtype = next((t.dtype for t in operands if t.is_floating_point()), out.dtype)
-        elements = passes * max(read, out.numel()) * (_HALF_FACTOR if dtype in _HALF else 1.0)
+        factor = _HALF_FACTOR if dtype in _HALF else 1.0
+        elements = (passes * max(read, out.numel()) + sum(copies)) * factor
         evaluation = self.evaluation
         evaluation.flops += flops
         evaluation.flops_by_dtype[dtype] = evaluation.flops_by_dtype.get(dtype, 0.0) + flops
         evaluation.passes += elements
+        if copies:
+            gradient = f"the backward pass of {self.where(node)}: a gradient over the batch"
+            column = self.expression.column(node)
+            evaluation.backward_tensors.extend((numel, gradient, column) for numel in copies)
         budget = evaluation.budget
         if budget is None:
             return
         what = self.where(node)
         try:
+            for numel in copies:
+                budget.charge_tensor(numel, f"{what}: a copy of an operand over the batch")
             budget.charge_shape(out.shape, what)
             budget.charge_flops(flops, what, dtype=dtype)
             budget.charge_elementwise(elements, what)

@@ -16,10 +16,10 @@ import torch
 
 from service.codec import DTYPE_NAMES
 from service.config import Limits
-from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError, ServiceError
 from service.limits import Budget, Deadline
 from service.ops.autograd.check import check_input_names
-from service.ops.autograd.evaluate import META, Evaluation, evaluate
+from service.ops.autograd.evaluate import META, Evaluation, QuadraticBackward, evaluate
 from service.ops.autograd.functions import Value
 from service.ops.autograd.parse import Expression, parse_expression
 
@@ -32,6 +32,17 @@ _HESSIAN_ROW_FACTOR = 4
 # 0.45 ms a row for 16 nodes, 4.5 ms for 320), known before anything is evaluated.
 HESSIAN_ROW_SECONDS = 2e-4
 HESSIAN_NODE_SECONDS = 2e-5
+# torch's cumprod backward with a graph (see QUADRATIC_BACKWARD_CALLS), measured on a CPU of
+# 2 busy cores, float32, n elements scanned (one of them 0) by m along the other dimensions:
+# it keeps 0.55 to 0.7·m·n² elements and 13 KB a step (n = 2000: 37 MB; 16000: 0.77 GB) and
+# takes 4 ns·m·n² and 30 µs a step; each hessian row back through that graph takes 18 ns·m·n²
+# and 85 to 160 µs a step (n = 16000: 0.9 s, then 4.6 s a row; 256 rows of n = 256: 10.5 s).
+# Charged with a margin: m·n² elements and QUADRATIC_STEP_ELEMENTS a step, QUADRATIC_PASSES
+# over the m·n² elements and QUADRATIC_STEP_SECONDS a step; each row _HESSIAN_ROW_FACTOR
+# times that time.
+QUADRATIC_STEP_ELEMENTS = 4096
+QUADRATIC_PASSES = 8.0
+QUADRATIC_STEP_SECONDS = 1e-4
 
 
 @dataclass
@@ -156,8 +167,20 @@ def plan_gradient(
     budget.charge_objects(len(names), f"{len(names)} gradients")
     for name in names:
         budget.charge_shape(inputs[name].shape, f"the gradient of {name!r}")
+    for numel, what, column in evaluation.backward_tensors:
+        try:
+            budget.charge_tensor(numel, what)
+        except ServiceError as exc:
+            exc.details.setdefault("column", column)
+            raise
     _charge_passes(budget, evaluation, _BACKWARD_FACTOR, "the backward pass")
     if hessian:
+        for scan in evaluation.quadratic_backwards:
+            try:
+                _charge_quadratic_backward(budget, scan, rows)
+            except ServiceError as exc:
+                exc.details.setdefault("column", scan.column)
+                raise
         what = f"the hessian's {rows:,} rows"
         if not evaluation.flops_by_dtype:
             budget.charge_flops(_HESSIAN_ROW_FACTOR * rows, what)
@@ -193,6 +216,19 @@ def _charge_hessian_rows(
     row = HESSIAN_ROW_SECONDS + HESSIAN_NODE_SECONDS * expression.nodes
     budget.charge_seconds(count * row, f"{what} through {expression.nodes:,} syntax nodes")
     return count
+
+
+def _charge_quadratic_backward(budget: Budget, scan: QuadraticBackward, rows: int) -> None:
+    """Charge the backward with a graph of a call whose backward is then quadratic (the
+    graph's tensors toward ``max_total_elements``, its time) and each of the hessian's
+    ``rows`` back through it: whether the input has a zero is not known before it runs."""
+    what = f"the backward pass of {scan.what} for the hessian ({scan.steps:,} steps)"
+    # The graph keeps many tensors, none larger than the call's input (charged already).
+    budget.charge_tensors(scan.elements + QUADRATIC_STEP_ELEMENTS * scan.steps, what)
+    passes = QUADRATIC_PASSES * scan.elements * scan.passes_factor
+    for factor, part in ((1, what), (_HESSIAN_ROW_FACTOR * rows, f"{rows:,} rows of {what}")):
+        budget.charge_elementwise(factor * passes, part)
+        budget.charge_seconds(factor * QUADRATIC_STEP_SECONDS * scan.steps, part)
 
 
 def _charge_passes(budget: Budget, evaluation: Evaluation, factor: float, what: str) -> None:
