@@ -495,6 +495,7 @@ def _allowed_methods(request: Request) -> list[str]:
 async def _unhandled(request: Request, exc: Exception) -> Response:
     request_id = _request_id(request)
     logger.exception("request %s failed with an unhandled error", request_id)
+    without_frames(exc)  # logged: its frames would keep the request's body until a collection
     return error_response(
         ErrorCode.INTERNAL_ERROR,
         f"internal error; quote request id {request_id} when reporting it",
