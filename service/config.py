@@ -78,9 +78,10 @@ class Limits(BaseSettings):
     ``?encoding=b64`` or less data."""
 
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    """How long a response waits for the client to take its start or its next MiB; past it
-    the response is given up and what it held (a compute slot, its body) is freed: a client
-    that stops reading holds nothing for ever."""
+    """How long a response waits for the client to take it, whole (an event stream: its
+    start or its next MiB); past it the response is given up and what it held (a compute
+    slot, its body) is freed: a client that stops reading, or reads slowly, holds nothing
+    for long."""
 
     header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     """How long a request's line and headers may take to arrive, from the connection's start

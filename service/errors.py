@@ -15,6 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -166,6 +167,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_TRANSFORM = "unknown_transform", 422
     # 429, 5xx
     TOO_MANY_REQUESTS = "too_many_requests", 429
+    CLIENT_CLOSED_REQUEST = "client_closed_request", 499
     INTERNAL_ERROR = "internal_error", 500
     DEVICE_OUT_OF_MEMORY = "device_out_of_memory", 503
     WORKER_LOST = "worker_lost", 503
@@ -195,6 +197,13 @@ class ServiceError(Exception):
     @property
     def status_code(self) -> int:
         return self.code.status
+
+
+class ClientLeft(ServiceError):
+    """The client closed its connection before its answer: its work was stopped. Nobody
+    reads the answer; its status (nginx's 499) is what the logs and metrics show."""
+
+    code = ErrorCode.CLIENT_CLOSED_REQUEST
 
 
 class MalformedBody(ServiceError):
@@ -492,6 +501,11 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+async def _client_left(request: Request, exc: Exception) -> Response:
+    """A body the client stopped sending by leaving (``ClientDisconnect``): no bug."""
+    return await _service_error(request, ClientLeft("the client closed the connection"))
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     request_id = _request_id(request)
     logger.exception("request %s failed with an unhandled error", request_id)
@@ -522,4 +536,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_exception_handler(Exception, _unhandled)

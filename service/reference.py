@@ -30,6 +30,8 @@ STATUS_MEANINGS = {
     422: "well-formed but invalid; `details` says what and where",
     429: "every compute slot of the device is busy, or there is no room for the body among those "
     "held at once; retry after `Retry-After` seconds",
+    499: "the client closed the connection before its answer (its work was stopped); "
+    "nobody reads it, it is what the logs and metrics show",
     500: "a bug; the body quotes the request id",
     503: "the device ran out of memory, or the worker running the request was lost; retry",
     504: "the request ran past its time limit",

@@ -16,8 +16,10 @@ event loop too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -25,6 +27,7 @@ import torch
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
+from starlette.types import Receive
 
 from schemas.v2 import ResponseEncoding
 from service.api.binary import BinaryBody, Blob, content_length, frame_body
@@ -34,7 +37,7 @@ from service.api.responses import BinaryResponse, FastJSONResponse, png_response
 from service.calibration import Calibrations
 from service.codec import binary_header, dumps, encode_tensor, estimate_encoded_bytes, raw_bytes
 from service.deps import devices_of, settings_of
-from service.errors import LimitExceeded
+from service.errors import ClientLeft, LimitExceeded
 from service.limits import Budget, Deadline, PlanOffLoop
 from service.ops.context import ComputeContext
 from service.ops.render.png import Png
@@ -42,6 +45,7 @@ from service.ops.threads import torch_threads
 from service.waits import PacedBodyResponse
 
 P = TypeVar("P")
+T = TypeVar("T")
 
 INLINE_ELEMENTS = 4096
 INLINE_FLOPS = 1e5
@@ -348,13 +352,40 @@ async def run_compute(
     lease = await manager.lease(used)
     stages.started = time.perf_counter_ns()
     try:
-        result = await manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)
-        response = _answer(result, stages)
+        work = manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)
+        response = _answer(await unless_client_leaves(request, work), stages)
     except BaseException:
         lease.release()
         raise
     response.on_sent = lease.release
     return response
+
+
+async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result; if the client closes its connection first, ``work`` is cancelled
+    (a worker process running it is killed, its slots are free at once) and
+    :class:`ClientLeft` raised. Else the work would run to its end, holding its slots, for
+    nobody: uvicorn does not cancel a request whose client has left."""
+    task = asyncio.ensure_future(work)
+    left = asyncio.ensure_future(_disconnect(request.receive))
+    try:
+        await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        left.cancel()
+    if not task.cancelled():
+        return task.result()
+    raise ClientLeft("the client closed the connection; its work was stopped")
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns once the client has closed the connection (the body has been read: what
+    ``receive`` gives now is that)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _prepare_on_loop(prepare: Callable[[ComputeContext], P], ctx: ComputeContext) -> P:

@@ -589,18 +589,100 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def metric(server: Server, name: str, **labels: str) -> float:
+    """A counter of ``GET /metrics``, summed over the series with ``labels``."""
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] != name:
+            continue
+        if all(f'{key}="{want}"' in series for key, want in labels.items()):
+            total += float(value)
+    return total
+
+
 def test_a_client_that_disconnects_frees_its_slot_at_once(server: Server) -> None:
     body = {
         "steps": [
             {"op": "randn", "size": [1500, 1500], "out": "a", "seed": 0},
-            # 200 GFLOP: about a second here, well past the client's 0.3 s (20 matmuls
-            # finished in under 0.5 s on a fast run), and predicted inside the 3 s limit.
-            *[{"op": "matmul", "x": "a", "y": "a", "out": "a"} for _ in range(30)],
+            # 270 GFLOP: seconds here (two at once on two cores), well past the client's
+            # 0.3 s, and predicted inside the 3 s limit.
+            *[{"op": "matmul", "x": "a", "y": "a", "out": "a"} for _ in range(40)],
         ]
     }
+    kills = metric(server, "torchlab_worker_kills_total", reason="cancelled")
+    left = metric(server, "torchlab_requests_total", status="499")
     for _ in range(2):  # both slots
         with pytest.raises(httpx.TimeoutException):
             post(server, "/tensor/ops", body, timeout=0.3)
     start = time.perf_counter()
-    assert_healthy_after(server)
+    _assert_a_slot_is_free(server)
     assert time.perf_counter() - start < 1.5
+    # Both workers were stopped, not left to finish for nobody: uvicorn does not cancel a
+    # request whose client has gone; the service watches for it.
+    assert metric(server, "torchlab_worker_kills_total", reason="cancelled") == kills + 2
+    assert metric(server, "torchlab_requests_total", status="499") == left + 2
+    assert_healthy_after(server)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multipart"])
+def test_a_client_that_leaves_mid_body_is_no_server_error(server: Server, kind: str) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    if kind == "binary":
+        part = orjson.dumps(
+            {
+                "inputs": {
+                    "a": {"shape": [1 << 20], "dtype": "uint8", "binary_data_size": 1 << 20}
+                },
+                "steps": [{"op": "sum", "x": "a"}],
+            }
+        )
+        head = (
+            f"POST /tensor/ops HTTP/1.1\r\nHost: {host}\r\n"
+            f"Inference-Header-Content-Length: {len(part)}\r\n"
+            f"Content-Length: {len(part) + (1 << 20)}\r\n\r\n"
+        ).encode() + part
+    else:
+        head = (
+            f"POST /conv HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {1 << 20}\r\n\r\n"
+            '--b\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n\r\n'
+        ).encode()
+    errors = metric(server, "torchlab_requests_total", status="500")
+    left = metric(server, "torchlab_requests_total", status="499")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + b"\0" * 1000)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 5
+    while metric(server, "torchlab_requests_total", status="499") == left:
+        assert time.monotonic() < deadline, "the request was never counted"
+        time.sleep(0.1)
+    assert metric(server, "torchlab_requests_total", status="500") == errors
+    assert_healthy_after(server)
+
+
+def test_an_answer_read_slowly_is_cut_off_at_the_send_timeout(server: Server) -> None:
+    # 24 MiB read a MiB every second: each piece well within the send timeout (3 s), the
+    # whole answer not. Timed piece by piece, such readers held answers (and slots) in
+    # memory for as long as they liked; the answer is timed whole.
+    host, port = server.url.removeprefix("http://").split(":")
+    body = orjson.dumps({"steps": [{"op": "full", "size": [6 << 20], "fill_value": 1.0}]})
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        sock.sendall(
+            f"POST /tensor/ops?encoding=binary HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        start, taken = time.monotonic(), 0
+        while time.monotonic() - start < 15:
+            piece = sock.recv(1 << 20)
+            if not piece:
+                break
+            taken += len(piece)
+            time.sleep(len(piece) / MB)
+        took = time.monotonic() - start
+    assert taken < 24 * MB, "the whole answer was sent"
+    assert took < 8, f"the server kept sending for {took:.1f} s"
+    _assert_a_slot_is_free(server)
