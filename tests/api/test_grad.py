@@ -520,3 +520,16 @@ def test_cumprods_quadratic_double_backward_is_charged(
         if hessian:
             second = torch.autograd.functional.hessian(lambda w, z=z: value(w, z), w)
             torch.testing.assert_close(wire_to_torch(result["hessians"]["w"]["w"]), second)
+
+
+def test_the_gradient_of_an_empty_input_of_many_rows_is_charged_its_lists(
+    client: TestClient,
+) -> None:
+    rows = client.app.state.settings.limits.max_objects + 1  # type: ignore[attr-defined]
+    body = {
+        "expression": "sum(x)",
+        "inputs": {"x": {"data": [], "shape": [rows, 0], "dtype": "float32"}},
+    }
+    response = client.post("/grad", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "objects_limit"

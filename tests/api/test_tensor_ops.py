@@ -1654,3 +1654,17 @@ def test_a_nuclear_norm_is_charged_its_singular_value_decomposition(
     }
     got = torch.tensor(run_ops(calibrated, small)["outputs"]["out"]["data"])
     torch.testing.assert_close(got, torch.norm(x, p="nuc", dim=(1, 2)))
+
+
+def test_an_empty_tensor_of_many_rows_is_charged_the_lists_json_writes(
+    client: TestClient, settings: Any
+) -> None:
+    """[2**22, 0] has no element, but its JSON is 2**22 empty lists, made one by one (100 MB
+    of ``[]`` for [2**25, 0] took orjson 2.8 s and 3 GB, on the event loop: no element, so
+    the work looked tiny)."""
+    rows = settings.limits.max_objects + 1
+    steps = [{"op": "zeros", "size": [rows, 0]}]
+    payload = assert_error(client, {"steps": steps}, 413, "objects_limit")
+    assert payload["details"]["requested"] >= rows
+    answer = run_ops(client, {"steps": [{"op": "zeros", "size": [3, 0]}]})
+    assert answer["outputs"]["out"]["data"] == [[], [], []]

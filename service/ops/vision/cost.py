@@ -124,18 +124,3 @@ def charge_pool2d(
         budget.charge_tensor(inputs, f"{what}: x ** p")
         units += LP_UNITS * (inputs + outputs)
     budget.charge_elementwise(units, what)
-
-
-def charge_empty_lists(shape: Sequence[int], budget: Budget, what: str) -> None:
-    """Charge the nested lists a JSON answer writes for a tensor without values: one per
-    index before its first zero dimension (``[2**25, 0]`` is 2**25 empty lists, 100 MB of
-    ``[]``), made one by one. A tensor with values writes fewer lists than values, which
-    its elements already pay for."""
-    if math.prod(shape) != 0:
-        return
-    lists = 1
-    for size in shape:
-        if size == 0:
-            break
-        lists *= int(size)
-    budget.charge_objects(lists, f"{what}: {lists:,} empty lists")

@@ -4,7 +4,6 @@ it runs on the request's device."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import get_args
@@ -15,7 +14,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from schemas.vision import PoolKind
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget
-from service.ops.vision.cost import charge_empty_lists, charge_pool2d, pool_window_reads
+from service.ops.vision.cost import charge_pool2d, pool_window_reads
 from service.ops.vision.functional import META, Pair, pair, torch_call
 
 POOL_KINDS: tuple[str, ...] = get_args(PoolKind)
@@ -124,8 +123,7 @@ def plan_pool(
     output and the work (every window's reads, in ``dtype``) are charged."""
     out = pool2d(torch.empty(tuple(shape), dtype=dtype, device=META), spec)
     shape_out = list(out.shape)
-    budget.charge_tensor(math.prod(shape_out), f"the {spec.kind} pooling's output")
-    charge_empty_lists(shape_out, budget, f"the {spec.kind} pooling's output")
+    budget.charge_shape(shape_out, f"the {spec.kind} pooling's output")
     charge_pool2d(
         budget,
         spec.kind,
