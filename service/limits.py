@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -23,21 +23,36 @@ OBJECT_SECONDS = 2e-6
 """Predicted time of one Python-level object (a name, a piece, a batch): microseconds."""
 
 
-def estimate_matmul_flops(a_shape: Sequence[int], b_shape: Sequence[int]) -> int:
-    """FLOPs of ``torch.matmul(a, b)``: 2·m·k·n per batch element (a multiply and an add).
+class MatmulDims(NamedTuple):
+    """``torch.matmul(a, b)``'s sizes by its rules (1-D operands padded to matrices): the
+    broadcast batch's elements, each operand's own batch, and m, k, n."""
 
-    Follows matmul's rules for 1-D operands and broadcast batch dimensions.
-    """
+    batch: int
+    batch_a: int
+    batch_b: int
+    m: int
+    k: int
+    n: int
+
+
+def matmul_dims(a_shape: Sequence[int], b_shape: Sequence[int]) -> MatmulDims:
     a = list(a_shape) if len(a_shape) > 1 else [1, *a_shape]
     b = list(b_shape) if len(b_shape) > 1 else [*b_shape, 1]
-    m, k = a[-2], a[-1]
-    n = b[-1]
     batch_a, batch_b = a[:-2], b[:-2]
     width = max(len(batch_a), len(batch_b))
     batch_a = [1] * (width - len(batch_a)) + batch_a
     batch_b = [1] * (width - len(batch_b)) + batch_b
     batch = math.prod(max(x, y) for x, y in zip(batch_a, batch_b, strict=True))
-    return 2 * batch * m * k * n
+    return MatmulDims(batch, math.prod(batch_a), math.prod(batch_b), a[-2], a[-1], b[-1])
+
+
+def estimate_matmul_flops(a_shape: Sequence[int], b_shape: Sequence[int]) -> int:
+    """FLOPs of ``torch.matmul(a, b)``: 2·m·k·n per batch element (a multiply and an add).
+
+    Follows matmul's rules for 1-D operands and broadcast batch dimensions.
+    """
+    d = matmul_dims(a_shape, b_shape)
+    return 2 * d.batch * d.m * d.k * d.n
 
 
 def matmul_copies(a_shape: Sequence[int], b_shape: Sequence[int]) -> list[int]:
@@ -49,16 +64,23 @@ def matmul_copies(a_shape: Sequence[int], b_shape: Sequence[int]) -> list[int]:
     the other's rows instead: no copy."""
     if len(a_shape) <= 2 or len(b_shape) <= 2:
         return []
-    batch_a, batch_b = list(a_shape[:-2]), list(b_shape[:-2])
-    width = max(len(batch_a), len(batch_b))
-    batch_a = [1] * (width - len(batch_a)) + batch_a
-    batch_b = [1] * (width - len(batch_b)) + batch_b
-    batch = math.prod(max(x, y) for x, y in zip(batch_a, batch_b, strict=True))
+    d = matmul_dims(a_shape, b_shape)
     return [
-        batch * math.prod(shape[-2:])
-        for shape, own in ((a_shape, batch_a), (b_shape, batch_b))
-        if math.prod(own) < batch
+        d.batch * rows * cols
+        for own, rows, cols in ((d.batch_a, d.m, d.k), (d.batch_b, d.k, d.n))
+        if own < d.batch
     ]
+
+
+MATMUL_READ_PASSES = 4.0
+"""Element passes charged per element a float matmul reads: a thin one (a matrix by a
+vector) is bound by memory, not FLOPs, and ran 16 to 62 times slower than its FLOPs at the
+calibrated (square) rate; at 4 passes a read, [1, 2²⁰] @ [2²⁰, 8] is charged 5.7 ms (4.7
+measured) on 2 cores."""
+INTEGER_MATMUL_READ_PASSES = 160.0
+"""The same for integers, which torch multiplies without BLAS: an int64 [4096, 4096] @
+[4096, 1] took 359 ms (0.05 G elements read a second) where its FLOPs at the int64 rate
+(measured square) predicted 2 ms; int32 [4096, 4096] @ [4096, 16] took 168 ms."""
 
 
 class PlanOffLoop(Exception):
@@ -216,10 +238,15 @@ class Budget:
         self, a_shape: Sequence[int], b_shape: Sequence[int], what: str, dtype: torch.dtype
     ) -> None:
         """Charge ``torch.matmul(a, b)``'s work: the copies it makes of its operands
-        (:func:`matmul_copies`) as tensors, and its FLOPs at ``dtype``'s rate."""
+        (:func:`matmul_copies`) as tensors, its FLOPs at ``dtype``'s rate, and its reads of
+        the operands as element passes (what bounds a thin one)."""
         for copy in matmul_copies(a_shape, b_shape):
             self.charge_tensor(copy, f"{what} (an operand copied out to the broadcast batch)")
         self.charge_flops(estimate_matmul_flops(a_shape, b_shape), what, dtype=dtype)
+        d = matmul_dims(a_shape, b_shape)
+        floats = dtype.is_floating_point or dtype.is_complex
+        passes = MATMUL_READ_PASSES if floats else INTEGER_MATMUL_READ_PASSES
+        self.charge_elementwise(passes * d.batch * d.k * (d.m + d.n), f"{what}: its reads")
 
     def charge_elementwise(self, count: float, what: str) -> None:
         """Charge memory-bound work over ``count`` elements (copies, transforms, encoding)."""

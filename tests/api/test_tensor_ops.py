@@ -1668,3 +1668,26 @@ def test_an_empty_tensor_of_many_rows_is_charged_the_lists_json_writes(
     assert payload["details"]["requested"] >= rows
     answer = run_ops(client, {"steps": [{"op": "zeros", "size": [3, 0]}]})
     assert answer["outputs"]["out"]["data"] == [[], [], []]
+
+
+def test_a_thin_integer_matmul_is_charged_its_reads(calibrated: TestClient) -> None:
+    """Integers are multiplied without BLAS, and a matrix by a vector is bound by its reads:
+    an int64 [4096, 4096] @ [4096, 1] took 359 ms where its FLOPs at the (square) int64
+    rate predicted 2 ms, and 61 of them ran to the 504."""
+    steps = [
+        {"op": "ones", "size": [4096, 4096], "dtype": "int64", "out": "x"},
+        {"op": "ones", "size": [4096, 1], "dtype": "int64", "out": "y"},
+        *[{"op": "matmul", "x": "x", "y": "y", "out": "z"}] * 20,
+    ]
+    response = calibrated.post("/tensor/ops", json={"steps": steps})
+    assert response.status_code == 413, response.text
+    assert response.json()["code"] == "over_time_budget"
+    floats = [{**step, "dtype": "float32"} if "dtype" in step else step for step in steps]
+    assert calibrated.post("/tensor/ops", json={"steps": floats[:8]}).status_code == 200
+    x = torch.arange(12).reshape(4, 3)
+    small = {
+        "inputs": {"x": x.tolist(), "y": [[1], [2], [3]]},
+        "steps": [{"op": "matmul", "x": "x", "y": "y"}],
+    }
+    got = run_ops(calibrated, small)["outputs"]["out"]["data"]
+    assert got == (x @ torch.tensor([[1], [2], [3]])).tolist()
