@@ -76,6 +76,14 @@ _HALF = frozenset({torch.float16, torch.bfloat16})
 # n = 4000 with a zero and a hessian: cumprod 2 s and 86 MB, each other one 2 ms and 13 MB).
 QUADRATIC_BACKWARD_CALLS = frozenset({"cumprod"})
 
+# Calls whose backward makes several temporaries the size of what they read or write
+# (whichever is more): torch's backward of prod divides by the input, or, with a zero in
+# it, takes products from either side; of pow, x ** (y - 1), log(x) and their products.
+# Peak memory of each backward, float64 with zeros, beyond the input's size: prod 5.4×,
+# cumprod 7.4× (x ** y reads two: 5.2×, x ** x 6.2×, atan2 3.2×); exp 1× (its gradient,
+# charged as such), mul none.
+BACKWARD_COPIES = {"prod": 6.0, "cumprod": 8.0, "pow": 4.0, "atan2": 2.0}
+
 
 @dataclass(frozen=True)
 class QuadraticBackward:
@@ -105,10 +113,12 @@ class Evaluation:
     passes: float = 0.0
     """Element passes of the forward evaluation (memory-bound work, see ``_CALL_PASSES``),
     a broadcast matmul's copies of its operands included."""
-    backward_tensors: list[tuple[int, str, int]] = field(default_factory=list)
-    """Tensors the backward pass makes besides the gradients, larger than the forward's
-    (elements, what, column): a broadcast matmul's gradient of each operand it copied, over the
-    whole broadcast batch before it is summed to the operand's shape."""
+    backward_tensors: list[tuple[int, str, int, bool]] = field(default_factory=list)
+    """What the backward pass makes besides the gradients (elements, what, column, whether
+    one tensor): a broadcast matmul's gradient of each operand it copied, over the whole
+    broadcast batch before it is summed to the operand's shape (one tensor each); the
+    temporaries of a call whose backward copies its input several times
+    (:data:`BACKWARD_COPIES`: several tensors, none larger than the input)."""
     quadratic_backwards: list[QuadraticBackward] = field(default_factory=list)
     """Calls whose backward is quadratic when it builds a graph (for a hessian)."""
 
@@ -149,9 +159,14 @@ class _Evaluator:
             op = type(node.op)
             if _is_number(left) and _is_number(right):
                 return self._numbers(node, op, left, right)
-            passes = _POW_PASSES if op is ast.Pow else 1.0
+            pow_ = op is ast.Pow
             return self.apply(
-                node, _BINARY[op], [left, right], matmul=op is ast.MatMult, passes=passes
+                node,
+                _BINARY[op],
+                [left, right],
+                matmul=op is ast.MatMult,
+                passes=_POW_PASSES if pow_ else 1.0,
+                backward_copies=BACKWARD_COPIES["pow"] if pow_ else 0.0,
             )
         if isinstance(node, ast.UnaryOp):
             operand = self.evaluate(node.operand)
@@ -273,7 +288,10 @@ class _Evaluator:
             passes = _POW_PASSES
         else:
             passes = _SCAN_PASSES if name in _SCAN_CALLS else _CALL_PASSES
-        out = self.apply(node, spec.fn, [], args, matmul=spec.matmul, passes=passes)
+        copies = BACKWARD_COPIES.get(name, 0.0)
+        out = self.apply(
+            node, spec.fn, [], args, matmul=spec.matmul, passes=passes, backward_copies=copies
+        )
         if name in QUADRATIC_BACKWARD_CALLS:
             self._note_quadratic_backward(node, args["input"], args["dim"])
         return out
@@ -306,6 +324,7 @@ class _Evaluator:
         *,
         matmul: bool = False,
         passes: float = 1.0,
+        backward_copies: float = 0.0,
     ) -> Value:
         """Call a torch function for a node, then charge its output (a shape), its FLOPs
         at their dtype's rate and its ``passes`` over the elements, and check the time."""
@@ -327,7 +346,9 @@ class _Evaluator:
             ) from exc
         if isinstance(out, torch.Tensor):
             operands = [v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
-            self._charge(node, out, operands, matmul=matmul, passes=passes)
+            self._charge(
+                node, out, operands, matmul=matmul, passes=passes, backward_copies=backward_copies
+            )
         if self.evaluation.deadline is not None:
             self.evaluation.deadline.check()
         return out  # type: ignore[no-any-return]
@@ -340,6 +361,7 @@ class _Evaluator:
         *,
         matmul: bool,
         passes: float,
+        backward_copies: float = 0.0,
     ) -> None:
         read = sum(t.numel() for t in operands)
         copies: list[int] = []
@@ -363,7 +385,16 @@ class _Evaluator:
         if copies:
             gradient = f"the backward pass of {self.where(node)}: a gradient over the batch"
             column = self.expression.column(node)
-            evaluation.backward_tensors.extend((numel, gradient, column) for numel in copies)
+            evaluation.backward_tensors.extend((numel, gradient, column, True) for numel in copies)
+        if backward_copies:
+            evaluation.backward_tensors.append(
+                (
+                    int(backward_copies * max(read, out.numel())),
+                    f"the backward pass of {self.where(node)}: its temporaries",
+                    self.expression.column(node),
+                    False,
+                )
+            )
         budget = evaluation.budget
         if budget is None:
             return

@@ -167,9 +167,12 @@ def plan_gradient(
     budget.charge_objects(len(names), f"{len(names)} gradients")
     for name in names:
         budget.charge_shape(inputs[name].shape, f"the gradient of {name!r}")
-    for numel, what, column in evaluation.backward_tensors:
+    for numel, what, column, one_tensor in evaluation.backward_tensors:
         try:
-            budget.charge_tensor(numel, what)
+            if one_tensor:
+                budget.charge_tensor(numel, what)
+            else:
+                budget.charge_tensors(numel, what)
         except ServiceError as exc:
             exc.details.setdefault("column", column)
             raise
