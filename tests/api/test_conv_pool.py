@@ -591,6 +591,9 @@ COSTLY = [
     ("/pool", [0, 1 << 25, 1, 1], "float32", {"kind": "max", "format": "png"}, 422),
     # 513² reads per output of a 1024² map: over a minute of comparisons.
     ("/pool", [1, 1, 1024, 1024], "float32", HUGE_WINDOW, 413),
+    # 96² reads per output: 8 G reads, which torch's pooling makes at 0.4 to 1.5 G a second
+    # on 2 cores (charged at the copy rate, a 256² window ran to the 504).
+    ("/pool", [1, 1, 1024, 1024], "float32", {"kind": "max", "kernel_size": 96, "stride": 1}, 413),
     # float64 unfolds its input on the CPU: 63² values per output element (2.4e9).
     ("/conv", [1, 1, 1024, 1024], "float64", {"kernels": ["box"], "kernel_size": 63}, 413),
     # float16 convolves a hundred times slower than float32 on a CPU.

@@ -31,6 +31,12 @@ ONEDNN_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 """dtypes the CPU convolves directly (oneDNN); others unfold their input first (im2col)."""
 IM2COL_UNITS = 2
 """Elementwise passes per element of an unfolded input: written, then read by the product."""
+POOL_READ_UNITS = 16
+"""Elementwise passes per element a pooling window reads: torch's CPU pooling reads its
+windows at 0.4 to 1.5 G elements a second on 2 cores, where a copy runs at 6 G (max over
+32×32 windows at stride 1 took 16 times its reads at the copy rate, a dilated one 13
+times, avg over 128×128 windows 6 times; charged at one pass a read, a 256×256 max pool
+of a 1024² picture was predicted at 6 s and ran to the 504)."""
 POOL_OUTPUT_UNITS = 4
 """Elementwise passes per pooled element beyond its window's reads: the window's bounds,
 the result, for max pooling its index."""
@@ -119,7 +125,7 @@ def charge_pool2d(
     inputs = math.prod(input_shape)
     factor = 3 if kind == "lp" else 1
     budget.charge_flops(reads * factor, what, dtype=dtype)
-    units = reads + outputs * POOL_OUTPUT_UNITS
+    units = reads * POOL_READ_UNITS + outputs * POOL_OUTPUT_UNITS
     if kind == "lp":
         budget.charge_tensor(inputs, f"{what}: x ** p")
         units += LP_UNITS * (inputs + outputs)
