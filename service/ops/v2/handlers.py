@@ -232,12 +232,12 @@ def compute_infer(plan: InferPlan, deadline: Deadline) -> dict[str, Any]:
         y = torch_call("linear", lambda: F.linear(x["input"], x["weight"], x.get("bias")))
     else:
         batch = x["input"].unsqueeze(0) if plan.unbatched else x["input"]
-        if plan.conv is not None and plan.conv_dtype is not None:
-            cast = {k: v.to(plan.conv_dtype) for k, v in x.items()}
-            batch = batch.to(plan.conv_dtype)
-            y = conv2d(batch, cast["weight"], cast.get("bias"), plan.conv).to(x["input"].dtype)
-        elif plan.conv is not None:
-            y = conv2d(batch, x["weight"], x.get("bias"), plan.conv)
+        if plan.conv is not None:
+            weight, bias, dtype = x["weight"], x.get("bias"), plan.conv_dtype
+            if dtype is not None:  # the input, weight and bias cast once each
+                batch, weight = batch.to(dtype), weight.to(dtype)
+                bias = None if bias is None else bias.to(dtype)
+            y = conv2d(batch, weight, bias, plan.conv).to(x["input"].dtype)
         else:
             assert plan.pool is not None
             y = pool2d(batch, plan.pool)
