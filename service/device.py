@@ -27,6 +27,7 @@ from prometheus_client import Gauge
 from service.config import Settings
 from service.errors import ComputeTimeout, DeviceUnavailable, TooManyRequests
 from service.limits import Deadline
+from service.memory import allocation_failed, worker_memory_limit
 from service.metrics import Metrics
 from service.workers import WorkerPool, start_forkserver
 from service.workers.outcomes import out_of_memory
@@ -221,8 +222,10 @@ class DeviceManager:
                 mode = contextlib.nullcontext() if autograd else torch.inference_mode()
                 with mode:
                     return fn(deadline)
-            except (torch.OutOfMemoryError, MemoryError) as exc:
-                raise out_of_memory(exc) from exc
+            except Exception as exc:
+                if allocation_failed(exc):
+                    raise out_of_memory(exc) from exc
+                raise
             finally:
                 with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
                     loop.call_soon_threadsafe(release)
@@ -325,6 +328,14 @@ class DeviceManager:
         for device in devices or [self.default]:
             await self._pool(str(device)).start()
 
+    def _memory_limit(self, device: str) -> int:
+        """The private memory a worker of ``device`` may take (:mod:`service.memory`): none
+        for a GPU's, whose CUDA driver maps host memory of its own."""
+        if device.startswith("cuda"):
+            return 0
+        processes = self.settings.limits.max_inflight_per_device + BODY_WORKERS
+        return worker_memory_limit(self.settings.worker_max_memory_bytes, processes)
+
     def _pool(self, device: str, size: int | None = None) -> WorkerPool:
         if device not in self._pools:
             self._pools[device] = WorkerPool(
@@ -332,6 +343,7 @@ class DeviceManager:
                 size=size or self.settings.limits.max_inflight_per_device,
                 spares=self.settings.worker_spares,
                 max_rss_bytes=self.settings.worker_max_rss_bytes,
+                max_memory_bytes=self._memory_limit(device),
                 metrics=self.metrics,
                 threads=self.settings.worker_threads,
             )

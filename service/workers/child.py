@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from service import memory
 from service.limits import Deadline
 from service.workers import buffers, transport
 from service.workers.outcomes import Failure, picklable
@@ -125,8 +126,12 @@ TRIM_WHEN_IDLE_S = 1.0
 :func:`release_device_memory`)."""
 
 
-def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None:
-    """The worker's main loop (the target of its process); ``threads`` > 0 sets torch's."""
+def serve(
+    sock: socket.socket, preload: Sequence[str], threads: int = 0, max_memory_bytes: int = 0
+) -> None:
+    """The worker's main loop (the target of its process); ``threads`` > 0 sets torch's;
+    ``max_memory_bytes`` > 0 limits the private memory it takes beyond what it holds once
+    its modules are imported (:func:`service.memory.limit_private_memory`)."""
     # ^C in a terminal reaches the whole process group; the server decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _batch_priority()
@@ -139,6 +144,7 @@ def serve(sock: socket.socket, preload: Sequence[str], threads: int = 0) -> None
         except Exception:
             logger.exception("worker %d could not import %s", os.getpid(), name)
     gc.freeze()  # torch and the ops live as long as we do: full collections skip them
+    memory.limit_private_memory(max_memory_bytes)
     trim = _malloc_trim()
     answers = buffers.lender = buffers.AnswerBuffers()
     transport.send_frame(sock, transport.Frame(_pickle((READY, os.getpid())), [], resident_bytes()))

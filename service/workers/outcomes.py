@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from service import memory
 from service.errors import DeviceOutOfMemory, ServiceError
 
 _cuda_initialized: Callable[[], bool] = torch.cuda.is_initialized
@@ -37,16 +38,26 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.text}"""'
 
 
-def out_of_memory(exc: torch.OutOfMemoryError | MemoryError) -> DeviceOutOfMemory:
-    """The 503 for an allocation that failed (on the device, or on the host)."""
+def out_of_memory(exc: BaseException) -> DeviceOutOfMemory:
+    """The 503 for an allocation that failed (:func:`~service.memory.allocation_failed`): on
+    the device, at this worker's memory limit, or on the host."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+    reason = reason[max(reason.find("DefaultCPUAllocator"), 0) :][:300]  # past torch's file:line
     if isinstance(exc, torch.OutOfMemoryError):
         if _cuda_initialized():
             torch.cuda.empty_cache()
         return DeviceOutOfMemory(
             "the device ran out of memory; try smaller tensors or another device",
-            details={"reason": str(exc).splitlines()[0] if str(exc) else "out of memory"},
+            details={"reason": reason},
         )
-    return DeviceOutOfMemory("the host ran out of memory")
+    limit = memory.limit_in_force()
+    if limit is not None:
+        return DeviceOutOfMemory(
+            f"the request needed more memory than a worker may take ({limit:,} bytes beyond "
+            "what it holds at rest, worker_max_memory_bytes); try smaller tensors",
+            details={"reason": reason, "limit": "worker_max_memory_bytes", "allowed": limit},
+        )
+    return DeviceOutOfMemory("the host ran out of memory", details={"reason": reason})
 
 
 @dataclass
@@ -61,7 +72,7 @@ class Failure:
     @classmethod
     def capture(cls, exc: BaseException) -> Failure:
         """Describe ``exc``; memory errors become :class:`DeviceOutOfMemory` first."""
-        if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        if memory.allocation_failed(exc):
             exc = out_of_memory(exc)
         expected = isinstance(exc, ServiceError)
         text = None if expected else "".join(traceback.format_exception(exc))

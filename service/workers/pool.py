@@ -106,7 +106,9 @@ class WorkerPool:
     beyond that: its caller bounds concurrency (the device's slots) to ``size``.
     Workers start on the first :meth:`run` (or :meth:`start`) and live on the event loop
     that made that call. ``threads`` > 0 sets torch's threads in each worker; ``preload``
-    names modules each worker imports before it is ready.
+    names modules each worker imports before it is ready. ``max_memory_bytes`` > 0 limits
+    the private memory of each worker beyond what it holds once ready
+    (:func:`service.memory.limit_private_memory`).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class WorkerPool:
         size: int,
         spares: int = 1,
         max_rss_bytes: int = 4 << 30,
+        max_memory_bytes: int = 0,
         preload: Sequence[str] = (),
         metrics: Metrics | None = None,
         threads: int = 0,
@@ -125,6 +128,7 @@ class WorkerPool:
         self.size = size
         self.spares = spares
         self.max_rss_bytes = max_rss_bytes
+        self.max_memory_bytes = max_memory_bytes
         self.preload = tuple(dict.fromkeys([*BASE_PRELOAD, *preload]))
         self.metrics = metrics
         self.threads = threads
@@ -381,7 +385,7 @@ class WorkerPool:
             task.add_done_callback(self._tasks.discard)
 
     def _launch(self) -> WorkerProcess:
-        return launch(self.device, self.preload, self.threads)
+        return launch(self.device, self.preload, self.threads, self.max_memory_bytes)
 
     async def _spawn(self) -> None:
         try:

@@ -114,14 +114,17 @@ def _reap(worker: WorkerProcess, timeout: float) -> int | None:
     return code
 
 
-def launch(device: str, preload: Sequence[str], threads: int) -> WorkerProcess:
-    """Start one worker process (in the process thread); it says when it is ready."""
+def launch(
+    device: str, preload: Sequence[str], threads: int, max_memory_bytes: int = 0
+) -> WorkerProcess:
+    """Start one worker process (in the process thread); it says when it is ready.
+    ``max_memory_bytes`` > 0 limits its private memory beyond what it holds then."""
     start_forkserver(preload)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         process = _CONTEXT.Process(
             target=child.serve,
-            args=(theirs, tuple(preload), threads),
+            args=(theirs, tuple(preload), threads, max_memory_bytes),
             name=f"torchlab-worker-{device}",
             daemon=True,
         )

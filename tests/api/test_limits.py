@@ -199,3 +199,51 @@ def test_work_predicted_small_runs_on_one_thread(
     response = client.post("/layers/rnn", json={**lstm, "seed": 0})
     assert response.status_code == 200, response.text
     assert seen == [True, False, True]
+
+
+def test_a_request_past_the_workers_memory_limit_is_503_and_the_worker_goes_on() -> None:
+    """What the cost model admits but the worker's memory limit does not: the allocation
+    fails in the worker and the answer is a 503 naming the limit, whichever route it was
+    (each turns torch's other errors into 422s), and the next request is served."""
+    limit = 256 << 20
+    settings = make_settings(
+        worker_max_memory_bytes=limit, max_elements=1 << 25, max_total_elements=1 << 27
+    )
+    big = 1 << 24  # 128 MiB of float64; three of them pass the limit
+    requests = [
+        (
+            "/tensor/ops",
+            {
+                "steps": [
+                    {"op": "ones", "size": [big], "dtype": "float64", "out": "x"},
+                    {"op": "add", "x": "x", "y": "x", "out": "y"},
+                    {"op": "mul", "x": "y", "y": "x", "out": "z"},
+                    {"op": "sum", "x": "z"},
+                ]
+            },
+        ),
+        (
+            "/activate",
+            {
+                "function": "tanh",
+                "range": {"start": -3, "end": 3, "steps": big, "dtype": "float64"},
+                "derivative": True,
+            },
+        ),
+    ]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for path, body in requests:
+            body_ = assert_error(client.post(path, json=body), 503, "device_out_of_memory")
+            assert body_["details"]["limit"] == "worker_max_memory_bytes"
+            assert body_["details"]["allowed"] == limit
+            assert "can't allocate memory" in body_["details"]["reason"]
+        small = {
+            "steps": [
+                {"op": "ones", "size": [big // 16], "dtype": "float64", "out": "x"},
+                {"op": "sum", "x": "x"},
+            ]
+        }
+        response = client.post("/tensor/ops", json=small)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["out"]["data"] == big // 16
+        assert client.get("/health").status_code == 200

@@ -248,11 +248,13 @@ def test_png_image_result() -> None:
 
 
 def answer(
-    status: int, code: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    details: dict[str, object] | None = None,
 ) -> httpx.Response:
-    body = (
-        {"error": f"a {code}", "code": code, "details": {"limit": "max_elements"}} if code else None
-    )
+    details = {"limit": "max_elements"} if details is None else details
+    body = {"error": f"a {code}", "code": code, "details": details} if code else None
     return httpx.Response(
         status,
         json=body,
@@ -330,8 +332,13 @@ def test_retry_policy() -> None:
     busy = error_from_response(answer(429, "too_many_requests", {"Retry-After": "2"}))
     assert retry.after_response(busy, 0) == 2.0
     assert retry.after_response(busy, 3) is None  # out of tries
-    oom = error_from_response(answer(503, "device_out_of_memory"))
+    oom = error_from_response(answer(503, "device_out_of_memory", details={}))
     assert retry.after_response(oom, 1) == 1.0
+    at_its_limit = {"limit": "worker_max_memory_bytes", "allowed": 1 << 30}
+    over = error_from_response(answer(503, "device_out_of_memory", details=at_its_limit))
+    assert retry.after_response(over, 0) is None  # the same request would reach it again
+    lost = error_from_response(answer(503, "worker_lost", details={"exitcode": -9}))
+    assert retry.after_response(lost, 0) == 0.5
     for status, code in ((422, "validation_error"), (413, "elements_limit"), (504, "timeout")):
         assert retry.after_response(error_from_response(answer(status, code)), 0) is None
     too_long = error_from_response(answer(429, "too_many_requests", {"Retry-After": "3600"}))

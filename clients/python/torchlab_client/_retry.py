@@ -21,7 +21,9 @@ class Retry:
     """When and how long to wait before trying a request again.
 
     A request is retried up to ``total`` times after a 429 or 503 answer (``statuses``) or
-    a connection error, never after a 4xx validation error, a 413 or a 504. The wait is
+    a connection error, never after a 4xx validation error, a 413 or a 504, nor after a 503
+    that names a limit the request reached (``details["limit"]``: a worker's memory), which
+    the same request would reach again. The wait is
     the answer's ``Retry-After`` when it has one (an answer asking for more than
     ``max_retry_after`` seconds is raised at once), else ``backoff_factor · 2^attempt``
     seconds, at most ``max_backoff``, plus up to ``jitter`` of itself at random.
@@ -43,6 +45,8 @@ class Retry:
     def after_response(self, error: APIError, attempt: int) -> float | None:
         """Seconds to wait before retrying after an error answer, or None to raise it."""
         if attempt >= self.total or error.status_code not in self.statuses:
+            return None
+        if error.status_code == 503 and "limit" in error.details:
             return None
         if self.respect_retry_after and error.response is not None:
             hint = parse_retry_after(error.response.headers.get("retry-after"))

@@ -19,6 +19,7 @@ import torch
 
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
 from service.limits import Budget, Deadline, estimate_matmul_flops, matmul_copies
+from service.memory import allocation_failed
 from service.ops.autograd.check import INT64_MAX, INT64_MIN, not_allowed, static_index, static_ints
 from service.ops.autograd.functions import CONSTANTS, FUNCTIONS, Number, Value
 from service.ops.tensors.indexing import check_index
@@ -335,10 +336,10 @@ class _Evaluator:
             exc.message = f"{self.where(node)}: {exc.message}"
             exc.details.setdefault("column", self.expression.column(node))
             raise
-        except torch.OutOfMemoryError:
-            raise
         except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
             # ArithmeticError: torch's OverflowError for a number beyond the tensor's range.
+            if allocation_failed(exc):
+                raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise OpError(
                 f"{self.where(node)}: {first}",

@@ -18,6 +18,7 @@ from service.codec import DTYPE_NAMES
 from service.config import Limits
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError, ServiceError
 from service.limits import Budget, Deadline
+from service.memory import allocation_failed
 from service.ops.autograd.check import check_input_names
 from service.ops.autograd.evaluate import META, Evaluation, QuadraticBackward, evaluate
 from service.ops.autograd.functions import Value
@@ -282,9 +283,9 @@ def _grads(
             allow_unused=True,
             materialize_grads=True,
         )
-    except torch.OutOfMemoryError:
-        raise
     except RuntimeError as exc:
+        if allocation_failed(exc):
+            raise
         raise OpError(f"the backward pass failed: {str(exc).splitlines()[0]}") from exc
     return list(grads)
 
@@ -317,9 +318,9 @@ def _hessians(
                     allow_unused=True,
                     materialize_grads=True,
                 )
-            except torch.OutOfMemoryError:
-                raise
             except RuntimeError as exc:
+                if allocation_failed(exc):
+                    raise
                 raise OpError(f"the hessian failed: {str(exc).splitlines()[0]}") from exc
             for j, piece in enumerate(second):
                 blocks[i][j][row] = piece.reshape(-1)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget
+from service.memory import allocation_failed
 from service.ops.context import make_generator
 from service.ops.data.transforms import Shape
 from service.ops.render.images import charge_grid, grid_layout
@@ -84,6 +85,8 @@ def first_batch(
     try:
         x, y = next(iter(loader))
     except RuntimeError as exc:
+        if allocation_failed(exc):
+            raise
         sizes = sorted({tuple(int(s) for s in t.shape) for t in tensors})[:5]
         raise InvalidInput(
             f"the pictures of the first batch differ in size ({exc}); add a Resize or "

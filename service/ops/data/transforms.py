@@ -30,6 +30,7 @@ from schemas.images import TransformName
 from service.codec import parse_dtype
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
 from service.limits import Budget, Deadline
+from service.memory import allocation_failed
 from service.ops.vision.cost import charge_conv2d
 
 CPU = torch.device("cpu")
@@ -525,9 +526,9 @@ def apply_pipeline(
 def _run_step(step: BuiltTransform, index: int, value: Any) -> Any:
     try:
         return step.transform(value)
-    except torch.OutOfMemoryError:
-        raise
     except _TORCHVISION_ERRORS as exc:
+        if allocation_failed(exc):
+            raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OpError(
             f"transforms[{index}] {step.name}: {message}",

@@ -17,6 +17,7 @@ import torch
 
 from service.errors import OpError
 from service.limits import Budget, Deadline
+from service.memory import allocation_failed
 from service.ops.nn.binding import BoundActivation
 
 ELEMENTWISE_FLOPS = 20
@@ -110,9 +111,9 @@ def evaluate(
         else:
             (dydx,) = torch.autograd.grad(y, xg, torch.ones_like(y))
         return Evaluation(y.detach(), dydx)
-    except torch.OutOfMemoryError:
-        raise
     except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
+        if allocation_failed(exc):
+            raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OpError(f"{bound.title}: {message}", details={"function": activation.name}) from exc
 

@@ -23,6 +23,7 @@ from schemas.layers import LinearRequest, RNNRequest
 from service.codec import DTYPES
 from service.errors import OpError
 from service.limits import Deadline
+from service.memory import allocation_failed
 from service.ops.context import ComputeContext
 from service.ops.nn.binding import BoundActivation, bind
 from service.ops.nn.evaluation import as_input, charge, evaluate
@@ -116,6 +117,8 @@ def _inputs(ctx: ComputeContext, body: ActivateRequest) -> torch.Tensor:
     try:
         return torch.linspace(spec.start, spec.end, spec.steps, dtype=DTYPES[spec.dtype])
     except RuntimeError as exc:  # start or end beyond the dtype's range
+        if allocation_failed(exc):
+            raise
         raise OpError(f"range: {exc}", details={"dtype": spec.dtype}) from exc
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from service.errors import ErrorCode, InvalidInput, OpError
 from service.limits import Budget, Deadline
+from service.memory import allocation_failed
 from service.ops.context import make_generator
 from service.ops.data.datasets import Table
 from service.ops.regression.metrics import (
@@ -279,6 +280,8 @@ def solve_lstsq(
         # CUDA's lstsq has only the QR driver, which assumes full rank: an SVD instead.
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
     except RuntimeError as exc:  # LAPACK's SVD did not converge
+        if allocation_failed(exc):
+            raise
         raise OpError(f"least squares: {str(exc).splitlines()[0]}") from exc
     cutoff = rcond if rcond is not None else torch.finfo(a.dtype).eps * max(a.shape)
     keep = s > cutoff * s[0] if s.numel() else s > 0

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
+from service.memory import allocation_failed
 from service.ops.tensors.costs import charge_outputs, charge_work
 from service.ops.tensors.runtime import Context, Value
 from service.ops.tensors.table import OPS
@@ -99,11 +100,11 @@ def execute(
                 exc.message = f"{where}: {exc.message}"
             exc.details.setdefault("step", number)
             raise
-        except torch.OutOfMemoryError:
-            raise
         except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
             # ArithmeticError: torch's OverflowError for a Python int beyond int64 (a fill
             # value, a scalar operand, a correction), which would otherwise be a 500.
+            if allocation_failed(exc):
+                raise
             raise OpError(f"{where}: {exc}", details={"step": number, "op": op}) from exc
         stored = _store(result, step["out"])
         tensors = [v for v in stored.values() if isinstance(v, torch.Tensor)]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from service.errors import OpError
+from service.memory import allocation_failed
 
 META = torch.device("meta")
 """Tensors with shapes and no storage: torch's own shape rules, run before any real work."""
@@ -26,8 +27,8 @@ def torch_call(name: str, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
     naming ``name``; running out of memory is left to the device manager."""
     try:
         return fn()
-    except torch.OutOfMemoryError:
-        raise
     except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
+        if allocation_failed(exc):
+            raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OpError(f"{name}: {message}", details={"op": name}) from exc

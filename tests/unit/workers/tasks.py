@@ -8,6 +8,7 @@ import resource
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from service.errors import LimitExceeded, TooManyRequests
@@ -207,3 +208,18 @@ def thread_count(plan: Any, deadline: Deadline) -> dict[str, Any]:
 def picture(nbytes: int, deadline: Deadline) -> Png:
     """A compute step for ``run_job``: a "picture" of ``nbytes`` (a counting pattern)."""
     return Png(bytes(range(256)) * (nbytes // 256), {"X-Panel-Count": "1"})
+
+
+def allocate(spec: tuple[str, int], deadline: Deadline) -> int:
+    """Allocate and write ``nbytes`` of private memory the way ``how`` does: ``torch``,
+    ``numpy`` or ``bytes``; the bytes allocated, once freed again."""
+    how, nbytes = spec
+    if how == "torch":
+        block: Any = torch.ones(nbytes, dtype=torch.uint8)
+    elif how == "numpy":
+        block = np.ones(nbytes, dtype=np.uint8)
+    else:
+        block = b"\x01" * nbytes
+    size = len(block)
+    del block
+    return size

@@ -290,6 +290,31 @@ def test_memory_errors_are_503(pool, loop) -> None:
         call(loop, pool, tasks.exhaust_host, None)
 
 
+def test_a_worker_is_held_to_its_memory_limit_while_it_computes(loop) -> None:
+    limit = 256 << 20
+    pool = WorkerPool(
+        "cpu", size=1, spares=0, preload=PRELOAD, metrics=Metrics(), max_memory_bytes=limit
+    )
+    try:
+        worker = call(loop, pool, tasks.pid, None)
+        for how in ("torch", "numpy", "bytes"):
+            with pytest.raises(DeviceOutOfMemory) as error:
+                call(loop, pool, tasks.allocate, (how, 1 << 30))
+            assert error.value.status_code == 503
+            assert error.value.details["limit"] == "worker_max_memory_bytes"
+            assert error.value.details["allowed"] == limit
+            assert "worker_max_memory_bytes" in error.value.message
+        assert error.value.details["reason"] != ""
+        assert call(loop, pool, tasks.allocate, ("torch", 128 << 20)) == 128 << 20  # under it
+        assert call(loop, pool, tasks.pid, None) == worker  # the worker lives on
+    finally:
+        close(loop, pool)
+
+
+def test_a_worker_without_a_memory_limit_allocates_past_one(pool, loop) -> None:
+    assert call(loop, pool, tasks.allocate, ("torch", 384 << 20)) == 384 << 20
+
+
 def test_a_full_shared_memory_is_a_503_on_either_side(pool, loop, monkeypatch) -> None:
     with pytest.raises(DeviceOutOfMemory) as error:  # the worker's result finds no room
         call(loop, pool, tasks.big_result_with_shared_memory_full, None)
