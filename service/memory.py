@@ -28,8 +28,9 @@ import torch
 MEMORY_SHARE = 0.75
 """The fraction of the host's memory that the workers running at once may take, together."""
 
-CPU_ALLOCATOR_REFUSAL = "can't allocate memory"
-"""What torch's CPU allocator says when the system refuses it memory (a ``RuntimeError``)."""
+ALLOCATION_REFUSALS = ("can't allocate memory", "std::bad_alloc")
+"""What a ``RuntimeError`` says when the system refused memory: torch's CPU allocator, and
+C++'s ``new`` in torch's kernels (a softmax's scratch, for one)."""
 
 _limit: dict[str, int] = {}
 """``"extra"``: the limit :func:`limit_private_memory` set in this process, once it has."""
@@ -102,11 +103,14 @@ def limit_in_force() -> int | None:
 
 def allocation_failed(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation that failed: on a device (torch's
-    ``OutOfMemoryError``) or on the host (a ``MemoryError``, or torch's CPU allocator
-    refused memory, at a worker's limit for instance). Such a failure is the device manager's
-    503, never a 422 for the caller's input."""
+    ``OutOfMemoryError``) or on the host (a ``MemoryError``, or a ``RuntimeError`` of
+    torch's CPU allocator or of C++'s ``new``: at a worker's limit, for instance). Such a
+    failure is the device manager's 503, never a 422 for the caller's input."""
     if isinstance(exc, MemoryError):
         return True
     if not isinstance(exc, RuntimeError):
         return False
-    return isinstance(exc, torch.OutOfMemoryError) or CPU_ALLOCATOR_REFUSAL in str(exc)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return any(refusal in message for refusal in ALLOCATION_REFUSALS)

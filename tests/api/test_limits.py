@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -20,6 +22,7 @@ from service.device import DeviceManager
 from service.limits import Budget
 from service.main import create_app
 from service.ops.nn.rnn import STEP_SECONDS
+from tests.api.test_binary import frame, placeholder, read_frame, tensors_of
 from tests.api.test_system import assert_error
 from tests.conftest import FAST_CALIBRATION, make_settings
 
@@ -201,15 +204,26 @@ def test_work_predicted_small_runs_on_one_thread(
     assert seen == [True, False, True]
 
 
-def test_a_request_past_the_workers_memory_limit_is_503_and_the_worker_goes_on() -> None:
+MEMORY_LIMIT = 128 << 20
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[TestClient]:
+    """An app whose workers may take 128 MiB beyond what they hold at rest."""
+    settings = make_settings(
+        worker_max_memory_bytes=MEMORY_LIMIT, max_elements=1 << 25, max_total_elements=1 << 27
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_request_past_the_workers_memory_limit_is_503_and_the_worker_goes_on(
+    limited: TestClient,
+) -> None:
     """What the cost model admits but the worker's memory limit does not: the allocation
     fails in the worker and the answer is a 503 naming the limit, whichever route it was
     (each turns torch's other errors into 422s), and the next request is served."""
-    limit = 256 << 20
-    settings = make_settings(
-        worker_max_memory_bytes=limit, max_elements=1 << 25, max_total_elements=1 << 27
-    )
-    big = 1 << 24  # 128 MiB of float64; three of them pass the limit
+    big = 1 << 24  # 128 MiB of float64
     requests = [
         (
             "/tensor/ops",
@@ -231,19 +245,70 @@ def test_a_request_past_the_workers_memory_limit_is_503_and_the_worker_goes_on()
             },
         ),
     ]
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        for path, body in requests:
-            body_ = assert_error(client.post(path, json=body), 503, "device_out_of_memory")
-            assert body_["details"]["limit"] == "worker_max_memory_bytes"
-            assert body_["details"]["allowed"] == limit
-            assert "can't allocate memory" in body_["details"]["reason"]
-        small = {
-            "steps": [
-                {"op": "ones", "size": [big // 16], "dtype": "float64", "out": "x"},
-                {"op": "sum", "x": "x"},
-            ]
-        }
-        response = client.post("/tensor/ops", json=small)
-        assert response.status_code == 200, response.text
-        assert response.json()["outputs"]["out"]["data"] == big // 16
-        assert client.get("/health").status_code == 200
+    for path, body in requests:
+        answer = assert_error(limited.post(path, json=body), 503, "device_out_of_memory")
+        assert answer["details"]["limit"] == "worker_max_memory_bytes"
+        assert answer["details"]["allowed"] == MEMORY_LIMIT
+        assert "can't allocate memory" in answer["details"]["reason"]
+    small = {
+        "steps": [
+            {"op": "ones", "size": [big // 16], "dtype": "float64", "out": "x"},
+            {"op": "sum", "x": "x"},
+        ]
+    }
+    response = limited.post("/tensor/ops", json=small)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"]["out"]["data"] == big // 16
+    assert limited.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_softmax_along_a_long_first_dimension_stays_small(
+    limited: TestClient, dtype: torch.dtype
+) -> None:
+    """torch's CPU softmax of 16-bit floats along a dimension other than the last takes
+    about 500 bytes per row of it (260 MB for this 2 MB input, past the workers' 128 MiB):
+    every route computes it in float32 and casts back, which takes a few MB."""
+    x = torch.randn(1 << 19, 2, generator=torch.Generator().manual_seed(3)).to(dtype)
+    raw = x.view(torch.int16).numpy().tobytes() if dtype == torch.bfloat16 else x.numpy().tobytes()
+    name = str(dtype).removeprefix("torch.")
+    wire = placeholder(x, name)
+    v2_input = {"name": "input", "parameters": {"binary_data_size": len(raw)}}
+    v2_input |= {"shape": list(x.shape), "datatype": "FP16" if name == "float16" else "BF16"}
+    requests = {
+        "softmax": (
+            "/tensor/ops",
+            {"inputs": {"x": wire}, "steps": [{"op": "softmax", "x": "x", "dim": 0}]},
+        ),
+        "softmin": ("/activate", {"function": "softmin", "x": wire, "params": {"dim": 0}}),
+        "softmax_v2": (
+            "/v2/models/softmax/infer",
+            {"inputs": [v2_input], "parameters": {"dim": 0}},
+        ),
+        "softmax_grad": ("/grad", {"expression": "sum(softmax(x, 0) * x)", "inputs": {"x": wire}}),
+    }
+    requests["softmax_v2"][1]["parameters"]["binary_data_output"] = True
+    softmax = torch.softmax(x.float(), 0).to(dtype)
+    leaf = x.clone().requires_grad_()
+    value = (torch.softmax(leaf.float(), 0).to(dtype) * leaf).sum()
+    (grad,) = torch.autograd.grad(value, leaf)
+    expected = {
+        "softmax": {".outputs.out": softmax},
+        "softmin": {".results[0].y": torch.softmax(-x.float(), 0).to(dtype)},
+        "softmax_v2": {"output": softmax},
+        "softmax_grad": {".value": value.detach(), ".grads.x": grad},
+    }
+    for what, (path, body) in requests.items():
+        content, headers = frame(body, [raw])
+        params = {} if what == "softmax_v2" else {"encoding": "binary"}
+        response = limited.post(path, content=content, headers=headers, params=params)
+        answer, binary = read_frame(response)
+        if what == "softmax_v2":
+            got = {"output": torch.from_numpy(np.frombuffer(binary, np.int16).copy())}
+            got["output"] = got["output"].view(dtype).reshape(x.shape)
+        else:
+            got = dict(tensors_of(answer, binary))
+        for where, want in expected[what].items():
+            torch.testing.assert_close(got[where], want, rtol=0.02, atol=1e-3, msg=what)
+            if what != "softmax_grad":
+                assert torch.equal(got[where], want), what  # the float32 result, rounded once

@@ -57,6 +57,7 @@ def test_no_limit_is_set_for_nothing() -> None:
             ),
             True,
         ),
+        (RuntimeError("std::bad_alloc"), True),
         (RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"), False),
         (ValueError("can't allocate memory"), False),
     ],
@@ -66,7 +67,7 @@ def test_which_failures_are_allocations(exc: BaseException, failed: bool) -> Non
 
 
 def test_torchs_cpu_allocator_says_what_is_recognised() -> None:
-    """The message :data:`memory.CPU_ALLOCATOR_REFUSAL` matches is torch's own: an
+    """The message :data:`memory.ALLOCATION_REFUSALS` matches is torch's own: an
     allocation larger than any address space fails the same way as one past a limit."""
     with pytest.raises(RuntimeError) as error:
         torch.empty(1 << 62, dtype=torch.uint8)

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional
 
 from service.errors import ErrorCode, InvalidInput
+from service.ops.softmax import softmax
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf}
 """Names with a fixed value."""
@@ -191,7 +192,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         {"keepdim": False},
     ),
     "softmax": FunctionSpec(
-        lambda input, dim: torch.softmax(input, dim=dim),
+        lambda input, dim: softmax(input, dim=dim),
         ("input", "dim"),
     ),
     "log_softmax": FunctionSpec(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
 from service.errors import ErrorCode, InvalidInput
+from service.ops.softmax import softmax, softmin
 
 ParamKind = Literal["number", "integer", "choice", "weight"]
 ParamValue = float | int | str | list[float]
@@ -375,7 +376,7 @@ ACTIVATIONS: tuple[Activation, ...] = (
     Activation(
         "softmax",
         "Softmax",
-        _dim_fn(F.softmax),
+        _dim_fn(softmax),
         "exp(x_i) / Σ_j exp(x_j), along dim",
         r"\frac{e^{x_i}}{\sum_j e^{x_j}}",
         "(0, 1), summing to 1 along dim",
@@ -395,7 +396,7 @@ ACTIVATIONS: tuple[Activation, ...] = (
     Activation(
         "softmin",
         "Softmin",
-        _dim_fn(F.softmin),
+        _dim_fn(softmin),
         "exp(−x_i) / Σ_j exp(−x_j), along dim",
         r"\frac{e^{-x_i}}{\sum_j e^{-x_j}}",
         "(0, 1), summing to 1 along dim",

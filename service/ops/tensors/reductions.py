@@ -11,6 +11,7 @@ import torch
 
 from service.codec import DTYPE_NAMES
 from service.errors import InvalidInput
+from service.ops.softmax import softmax
 from service.ops.tensors.arguments import dims_arg, dtype_arg
 from service.ops.tensors.runtime import Context, OpFn
 
@@ -71,6 +72,6 @@ REDUCTION_OPS: dict[str, OpFn] = {
     "argmin": _arg(torch.argmin),
     "norm": _norm,
     "cumsum": lambda a, c: torch.cumsum(a["x"], dim=a["dim"], dtype=dtype_arg(a)),
-    "softmax": lambda a, c: torch.softmax(a["x"], dim=a["dim"], dtype=dtype_arg(a)),
+    "softmax": lambda a, c: softmax(a["x"], dim=a["dim"], dtype=dtype_arg(a)),
     "matmul": lambda a, c: torch.matmul(a["x"], a["y"]),
 }
