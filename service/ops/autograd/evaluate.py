@@ -22,6 +22,7 @@ from service.limits import Budget, Deadline, estimate_matmul_flops, matmul_copie
 from service.memory import allocation_failed
 from service.ops.autograd.check import INT64_MAX, INT64_MIN, not_allowed, static_index, static_ints
 from service.ops.autograd.functions import CONSTANTS, FUNCTIONS, Number, Value
+from service.ops.tensors.costs import REDUCTION_OUTPUT_PASSES
 from service.ops.tensors.indexing import check_index
 
 if TYPE_CHECKING:
@@ -289,9 +290,15 @@ class _Evaluator:
             passes = _POW_PASSES
         else:
             passes = _SCAN_PASSES if name in _SCAN_CALLS else _CALL_PASSES
-        copies = BACKWARD_COPIES.get(name, 0.0)
         out = self.apply(
-            node, spec.fn, [], args, matmul=spec.matmul, passes=passes, backward_copies=copies
+            node,
+            spec.fn,
+            [],
+            args,
+            matmul=spec.matmul,
+            passes=passes,
+            output_passes=REDUCTION_OUTPUT_PASSES.get(name, 0.0),
+            backward_copies=BACKWARD_COPIES.get(name, 0.0),
         )
         if name in QUADRATIC_BACKWARD_CALLS:
             self._note_quadratic_backward(node, args["input"], args["dim"])
@@ -325,10 +332,12 @@ class _Evaluator:
         *,
         matmul: bool = False,
         passes: float = 1.0,
+        output_passes: float = 0.0,
         backward_copies: float = 0.0,
     ) -> Value:
         """Call a torch function for a node, then charge its output (a shape), its FLOPs
-        at their dtype's rate and its ``passes`` over the elements, and check the time."""
+        at their dtype's rate, its ``passes`` over the elements and ``output_passes`` over
+        its output's (a reduction's cost per output), and check the time."""
         kwargs = kwargs or {}
         try:
             out = fn(*args, **kwargs)
@@ -348,7 +357,13 @@ class _Evaluator:
         if isinstance(out, torch.Tensor):
             operands = [v for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor)]
             self._charge(
-                node, out, operands, matmul=matmul, passes=passes, backward_copies=backward_copies
+                node,
+                out,
+                operands,
+                matmul=matmul,
+                passes=passes,
+                output_passes=output_passes,
+                backward_copies=backward_copies,
             )
         if self.evaluation.deadline is not None:
             self.evaluation.deadline.check()
@@ -362,6 +377,7 @@ class _Evaluator:
         *,
         matmul: bool,
         passes: float,
+        output_passes: float = 0.0,
         backward_copies: float = 0.0,
     ) -> None:
         read = sum(t.numel() for t in operands)
@@ -379,6 +395,7 @@ class _Evaluator:
         dtype = next((t.dtype for t in operands if t.is_floating_point()), out.dtype)
         factor = _HALF_FACTOR if dtype in _HALF else 1.0
         elements = (passes * max(read, out.numel()) + sum(copies)) * factor
+        elements += output_passes * out.numel()
         evaluation = self.evaluation
         evaluation.flops += flops
         evaluation.flops_by_dtype[dtype] = evaluation.flops_by_dtype.get(dtype, 0.0) + flops

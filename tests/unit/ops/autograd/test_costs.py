@@ -248,3 +248,20 @@ def test_the_other_scans_stay_linear_for_a_hessian(call: str) -> None:
     inputs = {"w": torch.ones(1), "z": torch.ones(16000)}
     charged = plan(f"sum({call})", inputs, hessian=True, wrt=["w"])
     assert charged.elements < 10 * 16000
+
+
+def test_a_reduction_along_a_short_dimension_pays_for_each_output() -> None:
+    """var along a dimension of 2 writes an output for every 2 elements it reads, and each
+    costs about as much as 28 elements read (a CPU took 32 passes of its input where 4 are
+    charged for the reading); along a long dimension that cost is nothing."""
+    n = 1 << 16
+    passes = {}
+    for shape in ((n, 2), (2, n)):
+        x = torch.zeros(shape, device=META)
+        evaluation = Evaluation(META)
+        expression = parse_expression("var(x, 1)", {"x": x}, limits=LIMITS)
+        evaluate(expression, {"x": x}, evaluation)
+        passes[shape] = evaluation.passes
+    read = 2 * n
+    assert passes[(n, 2)] >= 30 * read
+    assert passes[(2, n)] < 10 * read
