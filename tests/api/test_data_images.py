@@ -23,8 +23,10 @@ from torchvision.transforms import v2
 
 from schemas.images import DataImagesRequest
 from service.main import create_app
+from service.ops.vision.imageio import MAX_JPEG_SCANS
 from tests.api.test_system import assert_error
 from tests.conftest import make_settings
+from tests.unit.ops.vision.test_imageio import repeated_scans
 
 PHOTOS = load_sample_images().images
 
@@ -564,3 +566,27 @@ def test_each_transform_of_each_picture_is_charged(default_client: TestClient) -
     assert_error(response, 413, "over_time_budget")
     request["max_images"] = 10
     assert default_client.post("/data/images", json=request).status_code == 200
+
+
+def test_uploaded_pictures_are_decoded_within_the_time_limit() -> None:
+    """A JPEG of few scans that still takes its decoder a second (a pass over 33 million
+    pixels for each of its 200 scans): uploads are decoded in a body worker, stopped at the
+    deadline (504), not in a thread of the server, which would decode it to the end."""
+    side = 5792
+    settings = make_settings(
+        request_timeout_s=0.3, max_elements=1 << 25, max_total_elements=1 << 27
+    )
+    bomb = repeated_scans(Image.new("L", (side, side), 128), 200)
+    assert bomb.count(b"\xff\xda") <= MAX_JPEG_SCANS
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        start = time.perf_counter()
+        response = client.post(
+            "/data/images",
+            files=[("images", ("scans.jpg", bomb, "image/jpeg"))],
+            data={"mode": "L", "transforms": '[{"name": "Resize", "size": [8, 8]}]'},
+        )
+        elapsed = time.perf_counter() - start
+        payload = assert_error(response, 504, "timeout")
+        assert payload["details"]["limit"] == "request_timeout_s"
+        assert elapsed < 3.0
+        assert client.get("/health").status_code == 200

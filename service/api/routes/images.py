@@ -73,5 +73,7 @@ async def data_images(request: Request, encoding: EncodingDep = "json") -> Respo
         encoding=encoding,
         body_bytes=sum(len(upload.data) for upload in uploads + archives) if files else None,
         prepare_on_loop=False,  # decoding pictures and zips, even small ones, takes time
+        # Decoding uploads: in a body worker, stopped at the deadline, a body slot held.
+        prepare_in_worker=bool(uploads or archives),
         stream=stream,
     )

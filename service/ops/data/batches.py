@@ -4,7 +4,7 @@ statistics over the whole set, and the PNG grid's size checked before any work."
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,13 @@ from service.ops.data.transforms import Shape
 from service.ops.render.images import charge_grid, grid_layout
 
 CPU = torch.device("cpu")
-STATS_UNITS = 6
-"""Elementwise passes of the statistics over every pixel: a float64 copy of the set,
-concatenated, its mean and its standard deviation (two passes)."""
+STATS_UNITS = 8
+"""Elementwise passes of the statistics over every pixel: a float64 copy of a block of
+pictures, concatenated, its mean, the deviations, their squares and their sum."""
+
+STATS_BLOCK_ELEMENTS = 1 << 22
+"""Pixels the statistics take at once (as float64: 32 MiB, and as much for the block):
+the pictures' statistics are combined block by block, never over a copy of the whole set."""
 
 
 def channel_stats(
@@ -29,7 +33,8 @@ def channel_stats(
 ) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation (``torch.std``: unbiased) over every pixel of
     every picture, on the values as they are, in float64, on ``device``. Pictures must agree
-    in channels (422 ``channel_mismatch``)."""
+    in channels (422 ``channel_mismatch``). Blocks of pictures are reduced one at a time and
+    their moments combined (Chan et al.'s pairwise update: stable as a two-pass variance)."""
     channels = {int(t.shape[0]) for t in tensors}
     if len(channels) != 1:
         raise InvalidInput(
@@ -39,12 +44,40 @@ def channel_stats(
             details={"channels": sorted(channels)},
         )
     (count,) = channels
-    flat = torch.cat(
-        [t.to(device=device or CPU, dtype=torch.float64).reshape(count, -1) for t in tensors], dim=1
-    )
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1) if flat.shape[1] > 1 else torch.zeros_like(mean)
+    where = device or CPU
+    total = 0
+    mean = torch.zeros(count, dtype=torch.float64, device=where)
+    squares = torch.zeros(count, dtype=torch.float64, device=where)  # Σ (x − mean)²
+    for block in _blocks(tensors):
+        flat = torch.cat(
+            [t.to(device=where, dtype=torch.float64).reshape(count, -1) for t in block], dim=1
+        )
+        n = flat.shape[1]
+        if n == 0:
+            continue
+        block_mean = flat.mean(dim=1)
+        block_squares = (flat - block_mean[:, None]).square_().sum(dim=1)
+        delta = block_mean - mean
+        mean += delta * (n / (total + n))
+        squares += block_squares + delta.square() * (total * n / (total + n))
+        total += n
+    std = (squares / (total - 1)).sqrt() if total > 1 else torch.zeros_like(mean)
     return mean.cpu().tolist(), std.cpu().tolist()
+
+
+def _blocks(tensors: Sequence[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """Consecutive pictures, at least :data:`STATS_BLOCK_ELEMENTS` pixels a block (but the
+    last), or one picture alone when it is larger."""
+    block: list[torch.Tensor] = []
+    size = 0
+    for tensor in tensors:
+        block.append(tensor)
+        size += tensor.numel()
+        if size >= STATS_BLOCK_ELEMENTS:
+            yield block
+            block, size = [], 0
+    if block:
+        yield block
 
 
 @dataclass(frozen=True)

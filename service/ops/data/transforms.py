@@ -337,12 +337,15 @@ def _resample(step: BuiltTransform, shape: Shape, out: Shape, form: Form) -> Ste
 
 def _blur(step: BuiltTransform, shape: Shape, form: Form) -> StepCost:
     """torchvision's Gaussian blur: a reflect-padded copy, then ``conv2d`` with a ``kh × kw``
-    kernel per channel (float32 for 8-bit pictures, converted there and back)."""
+    kernel per channel (float32 for 8-bit and 16-bit pictures, converted there and back:
+    :func:`_run_step`)."""
     c, h, w = shape
     kx, ky = (int(k) for k in step.transform.kernel_size)
     padded: Shape = (c, h + 2 * (ky // 2), w + 2 * (kx // 2))
     dtype = _compute_dtype(form)
-    conversions = 0 if form is not None and form.is_floating_point else 3 * c * h * w
+    if dtype in _BLURRED_IN_FLOAT32:
+        dtype = torch.float32
+    conversions = 0 if dtype == form else 3 * c * h * w
     return StepCost(
         units=float(math.prod(padded)) + conversions,
         peak=math.prod(padded) + c * h * w,
@@ -523,8 +526,21 @@ def apply_pipeline(
     return results
 
 
+_BLURRED_IN_FLOAT32 = frozenset({torch.float16, torch.bfloat16})
+"""Picture dtypes a Gaussian blur runs in float32 on a CPU: torch's depthwise ``conv2d`` of
+16-bit floats there did not finish in minutes for a 3×32×32 picture and a 21×21 kernel,
+where float32 takes a millisecond."""
+
+
 def _run_step(step: BuiltTransform, index: int, value: Any) -> Any:
     try:
+        if (
+            step.name == "GaussianBlur"
+            and isinstance(value, torch.Tensor)
+            and value.dtype in _BLURRED_IN_FLOAT32
+            and value.device.type == "cpu"
+        ):
+            return step.transform(value.to(torch.float32)).to(value.dtype)
         return step.transform(value)
     except _TORCHVISION_ERRORS as exc:
         if allocation_failed(exc):

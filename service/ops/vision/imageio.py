@@ -139,7 +139,30 @@ def open_image(data: bytes, where: str, *, max_pixels: int) -> Image.Image:
         raise LimitExceeded(
             "max_image_pixels", max_pixels, width * height, f"{where}: a {width}×{height} image"
         )
+    if image.format == "JPEG":
+        _check_scans(data, where, image)
     return image
+
+
+MAX_JPEG_SCANS = 256
+"""Most scans a JPEG may hold. A progressive JPEG's decoder makes a pass over the whole
+picture for every scan: a 767 KB file of 5792×5792 pixels and 12,000 scans took 49 s to
+decode. A baseline JPEG has one scan per component (or one), a progressive one about ten."""
+
+
+def _check_scans(data: bytes, where: str, image: Image.Image) -> None:
+    """422 ``invalid_image`` for a JPEG of more than :data:`MAX_JPEG_SCANS` scans, counted by
+    their start markers (``FF DA``: coded data never holds that pair, it stuffs a 0 after
+    every ``FF``)."""
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        image.close()
+        raise InvalidInput(
+            f"{where}: the JPEG holds {scans:,} scans, at most {MAX_JPEG_SCANS} are read (its "
+            "decoder passes over the whole picture for each); save it as a baseline JPEG",
+            code=ErrorCode.INVALID_IMAGE,
+            details={"format": "JPEG", "scans": scans, "allowed": MAX_JPEG_SCANS},
+        )
 
 
 def load_pixels(image: Image.Image, mode: ImageMode, where: str, *, max_pixels: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from service.errors import InvalidInput, LimitExceeded
+from service.ops.data import batches
 from service.ops.data.batches import (
     channel_stats,
     charge_batches,
@@ -79,6 +80,25 @@ def test_channel_statistics_over_every_pixel() -> None:
     flat = np.concatenate([t.double().numpy().reshape(3, -1) for t in mixed_sizes], axis=1)
     np.testing.assert_allclose(mean, flat.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(std, flat.std(axis=1, ddof=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("block", [1, 50, 1 << 22])
+def test_channel_statistics_combine_block_by_block(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pictures of many sizes, with a large common offset (where a sum of squares would
+    lose every digit), reduced in blocks of a picture, of ~50 pixels or all at once."""
+    monkeypatch.setattr(batches, "STATS_BLOCK_ELEMENTS", block)
+    generator = torch.Generator().manual_seed(4)
+    pictures = [
+        1e6 + torch.randn(2, 1 + i % 5, 3 + i % 7, dtype=torch.float64, generator=generator)
+        for i in range(40)
+    ]
+    pictures.append(torch.zeros(2, 0, 4, dtype=torch.float64))  # no pixel: no weight
+    mean, std = channel_stats(pictures)
+    flat = np.concatenate([t.numpy().reshape(2, -1) for t in pictures], axis=1)
+    np.testing.assert_allclose(mean, flat.mean(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(std, flat.std(axis=1, ddof=1), rtol=1e-9)
 
 
 def test_one_pixel_has_no_spread() -> None:

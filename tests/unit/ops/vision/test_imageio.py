@@ -20,6 +20,7 @@ from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
 from service.ops.vision.imageio import (
     ALLOWED_FORMATS,
     DATA_URL_HEAD,
+    MAX_JPEG_SCANS,
     decode_base64,
     decode_image,
     image_tensor,
@@ -202,6 +203,53 @@ def test_a_truncated_jpeg_is_a_422() -> None:
         )
     assert caught.value.code == "invalid_image"
     assert caught.value.status_code == 422
+
+
+def repeated_scans(image: Image.Image, copies: int) -> bytes:
+    """A progressive JPEG of ``image`` whose first AC scan (its start-of-scan segment and
+    entropy-coded data) is repeated ``copies`` times before the end marker: every copy is
+    one more pass of the decoder over the whole picture."""
+    data = encoded(image, "JPEG", progressive=True, quality=90)
+    at = 2
+    while True:  # the segments, to the first scan of AC coefficients (Ss > 0, Ah = 0)
+        marker = data[at + 1]
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        end = at + 2 + length
+        if marker == 0xDA:
+            components = data[at + 4]
+            first, _, approximation = data[at + 5 + 2 * components : at + 8 + 2 * components]
+            while True:  # to the next marker: FF followed by neither 00 nor a restart
+                end = data.index(b"\xff", end)
+                if data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7:
+                    break
+                end += 2
+            if first > 0 and approximation >> 4 == 0:
+                scan = data[at:end]
+                break
+        at = end
+    return data[:-2] + scan * copies + data[-2:]
+
+
+def test_a_jpeg_of_many_scans_is_refused_before_decoding() -> None:
+    """12,000 scans of a 767 KB file took 49 s to decode; past MAX_JPEG_SCANS, a 422 at once."""
+    picture = Image.new("L", (512, 512), 128)
+    many = repeated_scans(picture, MAX_JPEG_SCANS)
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(many, "L", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS)
+    assert time.perf_counter() - start < 0.5
+    assert caught.value.code == "invalid_image"
+    assert caught.value.details == {
+        "format": "JPEG",
+        "scans": many.count(b"\xff\xda"),
+        "allowed": MAX_JPEG_SCANS,
+    }
+    # A progressive JPEG as encoders write one (about ten scans) decodes as Pillow decodes it.
+    progressive = encoded(Image.fromarray(PHOTO), "JPEG", progressive=True)
+    pixels = decode_image(
+        progressive, "RGB", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS
+    )
+    assert np.array_equal(pixels, np.array(Image.open(io.BytesIO(progressive))))
 
 
 @pytest.mark.parametrize(
