@@ -295,6 +295,12 @@ def next_form(step: BuiltTransform, form: Form) -> Form:
     return form
 
 
+_BLURRED_IN_FLOAT32 = frozenset({torch.float16, torch.bfloat16})
+"""Picture dtypes a Gaussian blur runs in float32 (converted there and back): on a CPU,
+torch's depthwise ``conv2d`` of 16-bit floats did not finish in minutes for 3×32×32 by
+21×21 (float32: 1 ms)."""
+
+
 def _compute_dtype(form: Form) -> torch.dtype:
     """The dtype torchvision computes a picture in: float32 for 8-bit pictures, else the
     picture's float dtype."""
@@ -337,8 +343,7 @@ def _resample(step: BuiltTransform, shape: Shape, out: Shape, form: Form) -> Ste
 
 def _blur(step: BuiltTransform, shape: Shape, form: Form) -> StepCost:
     """torchvision's Gaussian blur: a reflect-padded copy, then ``conv2d`` with a ``kh × kw``
-    kernel per channel (float32 for 8-bit and 16-bit pictures, converted there and back:
-    :func:`_run_step`)."""
+    kernel per channel (float32 for 8-bit and 16-bit pictures, converted there and back)."""
     c, h, w = shape
     kx, ky = (int(k) for k in step.transform.kernel_size)
     padded: Shape = (c, h + 2 * (ky // 2), w + 2 * (kx // 2))
@@ -526,20 +531,10 @@ def apply_pipeline(
     return results
 
 
-_BLURRED_IN_FLOAT32 = frozenset({torch.float16, torch.bfloat16})
-"""Picture dtypes a Gaussian blur runs in float32 on a CPU: torch's depthwise ``conv2d`` of
-16-bit floats there did not finish in minutes for a 3×32×32 picture and a 21×21 kernel,
-where float32 takes a millisecond."""
-
-
 def _run_step(step: BuiltTransform, index: int, value: Any) -> Any:
     try:
-        if (
-            step.name == "GaussianBlur"
-            and isinstance(value, torch.Tensor)
-            and value.dtype in _BLURRED_IN_FLOAT32
-            and value.device.type == "cpu"
-        ):
+        half = isinstance(value, torch.Tensor) and value.dtype in _BLURRED_IN_FLOAT32
+        if step.name == "GaussianBlur" and half:
             return step.transform(value.to(torch.float32)).to(value.dtype)
         return step.transform(value)
     except _TORCHVISION_ERRORS as exc:
