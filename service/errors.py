@@ -457,6 +457,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         405: ErrorCode.METHOD_NOT_ALLOWED,
         408: ErrorCode.BODY_TIMEOUT,
         413: ErrorCode.BODY_SIZE_LIMIT,
+        429: ErrorCode.TOO_MANY_REQUESTS,  # a chunked body with no room to grow
     }
     code = codes.get(exc.status_code, ErrorCode.MALFORMED_BODY)
     message = str(exc.detail) if exc.detail else code.replace("_", " ")
@@ -474,10 +475,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                 f"{request.url.path} does not take {request.method}; it takes {headers['Allow']}"
             )
             details = {"method": request.method, "allowed": allowed}
-    elif code is ErrorCode.BODY_TIMEOUT:
-        # The body did not arrive in time (service.middleware.BodyTimeout).
+    elif code in (ErrorCode.BODY_TIMEOUT, ErrorCode.TOO_MANY_REQUESTS):
+        # The body did not arrive in time, or had no room to grow (BodyTimeout, NoRoomForBody
+        # of service.middleware; the latter counted where it was raised).
         details = dict(getattr(exc, "details", {}))
-        _count_refusal(request, "body_timeout_s")
+        if code is ErrorCode.BODY_TIMEOUT:
+            _count_refusal(request, "body_timeout_s")
     elif code is ErrorCode.BODY_SIZE_LIMIT:
         # The streaming limiter: the body grew past the limit while it was read.
         allowed = request.app.state.settings.limits.max_body_bytes

@@ -108,6 +108,30 @@ class BodyTimeout(HTTPException):
         }
 
 
+class NoRoomForBody(HTTPException):
+    """Raised from ``receive`` when a chunked body, charged as it grows, finds no room among
+    the bodies held at once within ``queue_timeout_s``: 429 with ``Retry-After``, as for a
+    declared body refused before it is read. An ``HTTPException`` for the reason
+    :class:`BodyTooLarge` is."""
+
+    def __init__(self, limits: Limits, held: int, wanted: int) -> None:
+        retry = max(1, math.ceil(limits.queue_timeout_s))
+        super().__init__(
+            status_code=429,
+            detail=(
+                f"the server holds {limits.max_inflight_body_bytes:,} bytes of request bodies "
+                f"(max_inflight_body_bytes) and no room for this chunked body to grow past "
+                f"{held:,} came within {limits.queue_timeout_s:g} s; retry after {retry} s"
+            ),
+            headers={"Retry-After": str(retry), "Connection": "close"},
+        )
+        self.details = {
+            "limit": "max_inflight_body_bytes",
+            "allowed": limits.max_inflight_body_bytes,
+            "requested": wanted,
+        }
+
+
 class BodyClock:
     """When a request's body must have arrived by: ``body_timeout_s`` after the request
     began, plus a second for every ``body_min_rate`` bytes that have arrived. A client that
@@ -219,9 +243,11 @@ class RequestContextMiddleware:
         clock = BodyClock(limits, start)
         received = 0
         arrived = False
+        charged = 0
+        grows = False  # a chunked body: charged as it grows
 
         async def receive_counted() -> Message:
-            nonlocal received, arrived
+            nonlocal received, arrived, charged
             if arrived:  # the body is in: a wait for the client to leave, not timed
                 return await receive()
             message = await clock.receive(receive, received, declared)
@@ -229,11 +255,17 @@ class RequestContextMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(received)
+                if grows and received > max(charged, UNCHARGED_BODY_BYTES):
+                    wanted = min(limit, max(received, 2 * charged))
+                    if not await self.bodies.charge(wanted - charged):
+                        self.metrics.refused.labels("max_inflight_body_bytes").inc()
+                        raise NoRoomForBody(limits, charged, wanted)
+                    charged = wanted
+                    self.metrics.body_bytes.set(self.bodies.held)
                 arrived = not message.get("more_body", False)
             return message
 
         send_with_id = IdentifiedSend(send, request_id)
-        charged = 0
         try:
             if declared is not None and declared > limit:
                 response = error_response(
@@ -254,6 +286,9 @@ class RequestContextMiddleware:
                     await self._no_room(charge)(scope, receive, send_with_id)
                     return
             charged = charge
+            grows = (
+                declared is None and "transfer-encoding" in headers and self._keyed(scope, headers)
+            )
             await self.app(scope, receive_counted, send_with_id)
         finally:
             if charged:
@@ -261,17 +296,20 @@ class RequestContextMiddleware:
                 self.metrics.body_bytes.set(self.bodies.held)
             end_request(scope, self.metrics, request_id, send_with_id.status or 500, start)
 
+    def _keyed(self, scope: Scope, headers: Headers) -> bool:
+        """Whether the request may go in (it has a key where keys are needed): one without
+        is refused before its body is read, and charged nothing."""
+        return not self.keys or ApiKeyMiddleware.lets_in(scope, headers, self.keys)
+
     def _charge_of(self, scope: Scope, declared: int | None, headers: Headers) -> int:
-        """What a body takes among those held at once: its declared length, or for a
-        chunked one the most it may grow to; none for a small one, a request without, or one
-        without a key where keys are needed (refused before its body is read)."""
-        if self.keys and not ApiKeyMiddleware.lets_in(scope, headers, self.keys):
+        """What a body with a declared length takes among those held at once, before it is
+        read: that length; none for a small one, or one without a key where keys are needed.
+        A chunked body is charged as it grows, past its first ``UNCHARGED_BODY_BYTES``, in
+        doublings up to ``max_body_bytes``: charging it the most it may grow to, at once,
+        let four idle connections that had sent a byte each take every 256 MiB there is."""
+        if declared is None or declared <= UNCHARGED_BODY_BYTES:
             return 0
-        if declared is not None:
-            return declared if declared > UNCHARGED_BODY_BYTES else 0
-        if "transfer-encoding" in headers:
-            return self.settings.limits.max_body_bytes
-        return 0
+        return declared if self._keyed(scope, headers) else 0
 
     def _no_room(self, charge: int) -> Response:
         limits = self.settings.limits

@@ -256,10 +256,18 @@ def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> No
     assert "torchlab_body_bytes_held 0.0" in metrics  # every charge given back
 
 
-def test_a_chunked_body_is_charged_the_largest_body(slow: TestClient) -> None:
-    # No Content-Length: it may grow to max_body_bytes, and is charged that; while it
-    # stalls, a body of 1 MiB finds no room.
-    chunked = {"content-type": "application/json", "transfer-encoding": "chunked"}
+CHUNKED = {"content-type": "application/json", "transfer-encoding": "chunked"}
+
+
+def _held(client: TestClient) -> float | None:
+    registry = client.app.state.metrics.registry  # type: ignore[attr-defined]
+    return registry.get_sample_value("torchlab_body_bytes_held")  # type: ignore[no-any-return]
+
+
+def test_chunked_bodies_that_stall_early_take_no_room(slow: TestClient) -> None:
+    """Four chunked bodies that sent a byte each and stalled: charged the largest body each
+    (as they once were), they took all the room there is and every body over 16 KiB got a
+    429. Charged as they grow, they take none, and a 1 MiB body goes through."""
     padded = TINY + b" " * (MiB - len(TINY))
 
     async def second() -> Answer:
@@ -268,11 +276,68 @@ def test_a_chunked_body_is_charged_the_largest_body(slow: TestClient) -> None:
             slow.app, "/tensor/ops", _json_headers(len(padded)), [(0.0, padded)], ends=True
         )
 
-    stalled, refused = _run(
-        slow, _exchange(slow.app, "/tensor/ops", chunked, [(0.0, b" ")], ends=False), second()
+    *stalled, passed = _run(
+        slow,
+        *(_exchange(slow.app, "/tensor/ops", CHUNKED, [(0.0, b" ")], ends=False) for _ in range(4)),
+        second(),
     )
-    assert_error(stalled, 408, "body_timeout")
-    assert assert_error(refused, 429, "too_many_requests")["details"]["requested"] == MiB
+    assert passed.status == 200, passed.text
+    for answer in stalled:
+        assert_error(answer, 408, "body_timeout")
+    assert _held(slow) == 0
+
+
+def test_a_chunked_body_is_charged_as_it_grows(slow: TestClient) -> None:
+    """3 MiB of a chunked body in, the rest a second later: it holds 3 MiB of the 4 MiB of
+    room meanwhile (a 2 MiB body finds none), and gives it back once answered."""
+    padded = TINY + b" " * (3 * MiB - len(TINY))
+    grown: list[float | None] = []
+
+    async def second() -> Answer:
+        await asyncio.sleep(0.2)
+        grown.append(_held(slow))
+        other = b" " * (2 * MiB)
+        return await _exchange(
+            slow.app, "/tensor/ops", _json_headers(len(other)), [(0.0, other)], ends=True
+        )
+
+    chunked, refused = _run(
+        slow,
+        _exchange(slow.app, "/tensor/ops", CHUNKED, [(0.0, padded), (1.0, b"")], ends=True),
+        second(),
+    )
+    assert chunked.status == 200, chunked.text
+    assert grown[0] is not None and 3 * MiB <= grown[0] <= 4 * MiB
+    assert assert_error(refused, 429, "too_many_requests")["details"]["requested"] == 2 * MiB
+    assert _held(slow) == 0
+
+
+def test_a_chunked_body_with_no_room_to_grow_is_429(slow: TestClient) -> None:
+    """A stalled 3 MiB body holds 3 of the 4 MiB: a chunked body that grows to 2 MiB finds
+    no room within queue_timeout_s, and is answered 429 and its connection closed."""
+    big = 3 * MiB
+
+    async def second() -> Answer:
+        await asyncio.sleep(0.05)
+        return await _exchange(
+            slow.app, "/tensor/ops", CHUNKED, [(0.0, b" " * (2 * MiB))], ends=False
+        )
+
+    stalled, refused = _run(
+        slow,
+        _exchange(slow.app, "/tensor/ops", _json_headers(big), [(0.0, b" " * 100)], ends=False),
+        second(),
+    )
+    _assert_timed_out(stalled, 100, big)
+    body = assert_error(refused, 429, "too_many_requests")
+    assert body["details"] == {
+        "limit": "max_inflight_body_bytes",
+        "allowed": 4 * MiB,
+        "requested": 2 * MiB,
+    }
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["connection"] == "close"
+    assert _held(slow) == 0
 
 
 def test_a_content_length_of_other_digits_is_no_length(slow: TestClient) -> None:
