@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     INVALID_HEADER_LENGTH = "invalid_header_length", 400
     BINARY_SIZE_MISMATCH = "binary_size_mismatch", 400
     UNSUPPORTED_DATATYPE = "unsupported_datatype", 400
+    CORS_REFUSED = "cors_refused", 400
     # 401, 404, 405
     UNAUTHORIZED = "unauthorized", 401
     NOT_FOUND = "not_found", 404

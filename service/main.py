@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp
 
@@ -39,7 +38,7 @@ from service.config import Limits, Settings
 from service.device import DeviceManager
 from service.errors import ServiceError, install_error_handlers
 from service.metrics import Metrics
-from service.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from service.middleware import ApiKeyMiddleware, ContractCORSMiddleware, RequestContextMiddleware
 from service.ops.context import ComputeContext
 from service.ops.data.handlers import warm_up_images
 from service.ops.tensors.program import warm_up
@@ -137,7 +136,11 @@ class TorchlabApp(FastAPI):
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 """FastAPI's native telemetry off (``Settings.opentelemetry`` false)."""
 
-LANE_KNOWS: tuple[object, ...] = (RequestContextMiddleware, ApiKeyMiddleware, CORSMiddleware)
+LANE_KNOWS: tuple[object, ...] = (
+    RequestContextMiddleware,
+    ApiKeyMiddleware,
+    ContractCORSMiddleware,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -221,7 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ContractCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],

@@ -16,6 +16,7 @@ from collections import deque
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -381,3 +382,31 @@ def accepts_key(headers: Headers, keys: list[bytes]) -> bool:
     for key in keys:  # no early exit: the time taken does not depend on which key
         matched |= hmac.compare_digest(offered.encode(), key)
     return matched
+
+
+class ContractCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, whose refused preflights (an origin, method or header
+    not allowed) are 400 ``cors_refused`` in the contract's shape, naming what was refused,
+    instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ").split(", ")
+        headers = {
+            key: value
+            for key, value in response.headers.items()
+            if key.lower().startswith("access-control-") or key.lower() == "vary"
+        }
+        return error_response(
+            ErrorCode.CORS_REFUSED,
+            f"the preflight asks for what this server's CORS policy does not allow: "
+            f"{', '.join(refused)} (TORCHLAB_CORS_ORIGINS names the origins allowed)",
+            {
+                "refused": refused,
+                "origin": request_headers.get("origin", "")[:200],
+                "method": request_headers.get("access-control-request-method", "")[:40],
+            },
+            headers,
+        )

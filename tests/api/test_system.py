@@ -153,6 +153,31 @@ def test_cors_origins_from_settings() -> None:
     assert "access-control-allow-origin" not in other.headers
 
 
+@pytest.mark.parametrize(
+    ("headers", "refused"),
+    [
+        ({"Origin": "https://evil.example"}, ["origin"]),
+        ({"Access-Control-Request-Method": "DELETE"}, ["method"]),
+        ({"Access-Control-Request-Headers": "X-Evil"}, ["headers"]),
+        (
+            {"Origin": "https://evil.example", "Access-Control-Request-Method": "PUT"},
+            ["origin", "method"],
+        ),
+    ],
+    ids=["origin", "method", "header", "origin-and-method"],
+)
+def test_a_refused_preflight_is_an_error_in_the_contracts_shape(
+    headers: dict[str, str], refused: list[str]
+) -> None:
+    client = TestClient(create_app(make_settings(cors_origins=["https://app.example"])))
+    asked = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST", **headers}
+    body = assert_error(client.options("/tensor/ops", headers=asked), 400, "cors_refused")
+    assert body["details"]["refused"] == refused
+    assert body["details"]["origin"] == asked["Origin"]
+    assert body["details"]["method"] == asked["Access-Control-Request-Method"]
+    assert "TORCHLAB_CORS_ORIGINS" in body["error"]
+
+
 def test_openapi_operation_ids_are_stable() -> None:
     schema = create_app(make_settings()).openapi()
     ids = {
