@@ -83,6 +83,28 @@ INTEGER_MATMUL_READ_PASSES = 160.0
 (measured square) predicted 2 ms; int32 [4096, 4096] @ [4096, 16] took 168 ms."""
 
 
+HALF_PRODUCT_MAX_K = 1 << 19
+"""Longest reduction a product of 16-bit floats runs in its own dtype on a CPU: past it,
+torch's float16 ``linear`` (a product by a transposed matrix) fell to 0.1 GFLOP/s, 1000
+times its rate at half the length: [64, 2²⁰] by [64, 2²⁰]ᵀ took 71 s."""
+HALF_PRODUCT_MIN_SIDE = 16
+"""Narrowest product of 16-bit floats that runs in its own dtype on a CPU: a thinner one
+(m or n at most this) took bfloat16's kernel 0.15 GFLOP/s and 16 bytes of scratch per byte
+of its operands ([2, 2²³] @ [2²³, 2]: 1 GB)."""
+
+
+def widened_product(
+    a_shape: Sequence[int], b_shape: Sequence[int], dtype: torch.dtype, device_type: str
+) -> bool:
+    """Whether ``torch.matmul(a, b)`` of 16-bit floats runs in float32 (and is cast back) on
+    ``device_type``: on a CPU, when it is long (:data:`HALF_PRODUCT_MAX_K`) or thin
+    (:data:`HALF_PRODUCT_MIN_SIDE`); float32 is predictable there, the half kernels are not."""
+    if device_type != "cpu" or dtype not in (torch.float16, torch.bfloat16):
+        return False
+    d = matmul_dims(a_shape, b_shape)
+    return d.k > HALF_PRODUCT_MAX_K or min(d.m, d.n) <= HALF_PRODUCT_MIN_SIDE
+
+
 class PlanOffLoop(Exception):
     """A plan being made on the event loop is about to make more objects one by one than
     :attr:`Budget.loop_objects` allows (``split`` into 300,000 pieces is a tiny body, and
@@ -234,14 +256,29 @@ class Budget:
         if self.throughput is not None:
             self.charge_seconds(flops / self.throughput.rate(dtype), what)
 
+    @property
+    def device_type(self) -> str:
+        """The type of the device the budget's rates are of (``cpu`` when it has none)."""
+        device = self.throughput.device if self.throughput is not None else "cpu"
+        return str(device).split(":")[0]
+
     def charge_matmul(
         self, a_shape: Sequence[int], b_shape: Sequence[int], what: str, dtype: torch.dtype
     ) -> None:
         """Charge ``torch.matmul(a, b)``'s work: the copies it makes of its operands
         (:func:`matmul_copies`) as tensors, its FLOPs at ``dtype``'s rate, and its reads of
-        the operands as element passes (what bounds a thin one)."""
+        the operands as element passes (what bounds a thin one). A product of 16-bit floats
+        that runs in float32 (:func:`widened_product`) is charged at float32's rate, with
+        float32 copies of its operands and output."""
         for copy in matmul_copies(a_shape, b_shape):
             self.charge_tensor(copy, f"{what} (an operand copied out to the broadcast batch)")
+        if widened_product(a_shape, b_shape, dtype, self.device_type):
+            d = matmul_dims(a_shape, b_shape)
+            sizes = (d.batch_a * d.m * d.k, d.batch_b * d.k * d.n, d.batch * d.m * d.n)
+            for numel in sizes:
+                self.charge_tensor(numel, f"{what} (in float32)")
+            self.charge_elementwise(2 * sum(sizes), f"{what}: to float32 and back")
+            dtype = torch.float32
         self.charge_flops(estimate_matmul_flops(a_shape, b_shape), what, dtype=dtype)
         d = matmul_dims(a_shape, b_shape)
         floats = dtype.is_floating_point or dtype.is_complex

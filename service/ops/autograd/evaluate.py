@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING, Any, TypeGuard, cast
 import torch
 
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
-from service.limits import Budget, Deadline, estimate_matmul_flops, matmul_copies
+from service.limits import (
+    Budget,
+    Deadline,
+    estimate_matmul_flops,
+    matmul_copies,
+    widened_product,
+)
 from service.memory import allocation_failed
+from service.ops import products
 from service.ops.autograd.check import INT64_MAX, INT64_MIN, not_allowed, static_index, static_ints
 from service.ops.autograd.functions import CONSTANTS, FUNCTIONS, Number, Value
 from service.ops.tensors.costs import REDUCTION_OUTPUT_PASSES
@@ -37,7 +44,7 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mult: operator.mul,
     ast.Div: operator.truediv,
     ast.Pow: operator.pow,
-    ast.MatMult: operator.matmul,
+    ast.MatMult: products.matmul,
     ast.Mod: operator.mod,
 }
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
@@ -382,6 +389,7 @@ class _Evaluator:
     ) -> None:
         read = sum(t.numel() for t in operands)
         copies: list[int] = []
+        shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         if matmul and len(operands) == 2 and min(t.dim() for t in operands) >= 1:
             shapes = tuple(operands[0].shape), tuple(operands[1].shape)
             flops = float(estimate_matmul_flops(*shapes))
@@ -393,9 +401,14 @@ class _Evaluator:
             flops = float(max(read, out.numel()))
         # The dtype the work runs in: a comparison's output is bool, its operands are not.
         dtype = next((t.dtype for t in operands if t.is_floating_point()), out.dtype)
+        budget = self.evaluation.budget
+        widened = 0  # a half product run in float32 (service.ops.products): its copies there
+        device_type = budget.device_type if budget is not None else "cpu"
+        if shapes is not None and widened_product(*shapes, dtype, device_type):
+            dtype, widened = torch.float32, read + out.numel()
         factor = _HALF_FACTOR if dtype in _HALF else 1.0
         elements = (passes * max(read, out.numel()) + sum(copies)) * factor
-        elements += output_passes * out.numel()
+        elements += output_passes * out.numel() + 2 * widened
         evaluation = self.evaluation
         evaluation.flops += flops
         evaluation.flops_by_dtype[dtype] = evaluation.flops_by_dtype.get(dtype, 0.0) + flops
@@ -413,13 +426,14 @@ class _Evaluator:
                     False,
                 )
             )
-        budget = evaluation.budget
         if budget is None:
             return
         what = self.where(node)
         try:
             for numel in copies:
                 budget.charge_tensor(numel, f"{what}: a copy of an operand over the batch")
+            if widened:
+                budget.charge_tensor(widened, f"{what}: its operands and product in float32")
             budget.charge_shape(out.shape, what)
             budget.charge_flops(flops, what, dtype=dtype)
             budget.charge_elementwise(elements, what)

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional
 
 from service.errors import ErrorCode, InvalidInput
+from service.ops import products
 from service.ops.softmax import softmax
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "inf": math.inf}
@@ -274,7 +275,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "minimum": _binary(torch.minimum),
     "atan2": _binary(torch.atan2),
     # linear algebra and shapes
-    "matmul": _binary(torch.matmul, matmul=True),
+    "matmul": _binary(products.matmul, matmul=True),
     "mm": _binary(torch.mm, matmul=True),
     "mv": _binary(torch.mv, matmul=True),
     "dot": _binary(torch.dot, matmul=True),

@@ -13,9 +13,22 @@ from schemas.benchmark import BenchmarkRequest
 from service.calibration import Throughput
 from service.codec import DTYPES
 from service.device import DeviceManager
-from service.limits import Budget, Deadline, estimate_matmul_flops
+from service.limits import (
+    MATMUL_READ_PASSES,
+    Budget,
+    Deadline,
+    estimate_matmul_flops,
+    widened_product,
+)
 from service.ops.benchmark.matmul import matmul_benchmark, max_norm_rel_diff
 from service.ops.context import ComputeContext
+
+HALF_BENCHMARK_READ_PASSES = 8.0
+"""Element passes per element read of a thin or long half product on a CPU, which the
+benchmark runs in its own dtype: bfloat16 [2, 2²¹] @ [2²¹, 2] read 7.7 passes' worth."""
+HALF_SCRATCH_PER_K = 32
+"""float32 elements of scratch per step of the reduction of such a product: bfloat16 [2,
+2²³] @ [2²³, 2] took 1 GB beside its 64 MB of operands."""
 
 DRAW_PASSES = 16
 """Passes of a normal draw over each element of a and b (measured on a CPU: 16 to 35 times
@@ -81,6 +94,14 @@ def prepare_benchmark(
             budget.charge_flops(per_run * runs, what, dtype=dtype)
             # a and b converted and moved there, the product's norm read back.
             budget.charge_elementwise(2 * inputs + 2 * body.m * body.n, what)
+            # The benchmark multiplies in its dtype, whatever the shape: a thin product is
+            # bound by its reads, and a thin or long half one on a CPU by its own kernel.
+            shapes = ((body.m, body.k), (body.k, body.n))
+            half = widened_product(*shapes, dtype, device.type)
+            passes = HALF_BENCHMARK_READ_PASSES if half else MATMUL_READ_PASSES
+            budget.charge_elementwise(passes * inputs * runs, f"{what}: their reads")
+            if half:
+                budget.charge_tensors(HALF_SCRATCH_PER_K * body.k, f"{what}: its kernel's scratch")
     return BenchmarkPlan(
         m=body.m,
         k=body.k,

@@ -11,6 +11,7 @@ import torch
 
 from service.codec import DTYPE_NAMES
 from service.errors import InvalidInput
+from service.ops import products
 from service.ops.softmax import softmax
 from service.ops.tensors.arguments import dims_arg, dtype_arg
 from service.ops.tensors.runtime import Context, OpFn
@@ -73,5 +74,5 @@ REDUCTION_OPS: dict[str, OpFn] = {
     "norm": _norm,
     "cumsum": lambda a, c: torch.cumsum(a["x"], dim=a["dim"], dtype=dtype_arg(a)),
     "softmax": lambda a, c: softmax(a["x"], dim=a["dim"], dtype=dtype_arg(a)),
-    "matmul": lambda a, c: torch.matmul(a["x"], a["y"]),
+    "matmul": lambda a, c: products.matmul(a["x"], a["y"]),
 }

@@ -4,7 +4,6 @@ operation on the request's device (:func:`compute_infer`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from schemas.v2 import IGNORED_PARAMETERS, OUTPUT_NAME
 from service.errors import ErrorCode, InvalidInput
 from service.limits import Budget, Deadline
+from service.ops import products
 from service.ops.context import ComputeContext
 from service.ops.nn.activations import BoundActivation, as_input, bind, charge, evaluate
 from service.ops.v2.models import Model, find_model
@@ -175,9 +175,10 @@ def _plan_product(model: Model, tensors: dict[str, torch.Tensor], budget: Budget
         return
     x, w, bias = tensors["input"], tensors["weight"], tensors.get("bias")
     out = torch_call("linear", lambda: F.linear(_meta(x), _meta(w), _meta(bias)))  # type: ignore[arg-type]
-    flops = 2 * math.prod(out.shape) * (int(x.shape[-1]) if x.ndim else 1)
     budget.charge_shape(out.shape, f"{model.name}'s output")
-    budget.charge_flops(float(flops), f"{model.name} of {list(out.shape)}", dtype=out.dtype)
+    # x @ weightᵀ: its reads as well as its FLOPs (a thin or integer product is bound by them)
+    flipped = tuple(reversed(w.shape))
+    budget.charge_matmul(x.shape, flipped, f"{model.name} of {list(out.shape)}", out.dtype)
 
 
 def _plan_conv(
@@ -227,9 +228,9 @@ def compute_infer(plan: InferPlan, deadline: Deadline) -> dict[str, Any]:
     if plan.activation is not None:
         y = evaluate(plan.activation, x["input"], deadline=deadline).y
     elif plan.model == "matmul":
-        y = torch_call("matmul", lambda: torch.matmul(x["input"], x["other"]))
+        y = torch_call("matmul", lambda: products.matmul(x["input"], x["other"]))
     elif plan.model == "linear":
-        y = torch_call("linear", lambda: F.linear(x["input"], x["weight"], x.get("bias")))
+        y = torch_call("linear", lambda: products.linear(x["input"], x["weight"], x.get("bias")))
     else:
         batch = x["input"].unsqueeze(0) if plan.unbatched else x["input"]
         if plan.conv is not None:

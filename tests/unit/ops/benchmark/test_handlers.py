@@ -189,3 +189,23 @@ def test_each_device_is_timed_at_its_own_rate() -> None:
     assert both.seconds == pytest.approx(cpu_alone.seconds + gpu_alone.seconds, rel=0.01)
     assert gpu_alone.seconds < 0.01 < 1 < cpu_alone.seconds
     assert both.throughput is GPU_RATES  # the budget's own rates are back
+
+
+def test_a_thin_half_benchmark_is_charged_its_reads_and_scratch() -> None:
+    """bfloat16 [2, 2²²] @ [2²², 2], 100 runs: 0.15 GFLOP/s on a CPU, ten times what its
+    FLOPs at the square rate predicted (a 504 for a plan of 3 s), and a gigabyte of scratch
+    per 2²³ of reduction: charged its reads at 8 passes (refused here) and the scratch as a
+    tensor."""
+    k = 1 << 22
+    body = BenchmarkRequest.model_validate(
+        {"m": 2, "k": k, "n": 2, "dtype": "bfloat16", "repeats": 100, "warmup": 0}
+    )
+    rates = Throughput("cpu", {"float32": 1e11, "bfloat16": 2e9}, 2e8)
+    with pytest.raises(LimitExceeded) as refusal:
+        timed_plan(body, [CPU], [rates])
+    assert refusal.value.details["requested"] >= 101 * 8 * (4 * k) / 2e8
+    few = body.model_copy(update={"repeats": 2, "k": k // 4})
+    half = timed_plan(few, [CPU], [rates]).budget
+    assert half.elements >= 32 * k // 4  # the scratch
+    as_float32 = timed_plan(few.model_copy(update={"dtype": "float32"}), [CPU], [rates]).budget
+    assert as_float32.seconds < half.seconds
