@@ -10,7 +10,10 @@ connection: it is called once the head is complete.
 ``header_timeout_s`` to arrive, counted from the connection's start for the first request
 and from the request's first byte for the next ones on a kept-alive connection; a
 connection whose head is late is answered 408 ``header_timeout`` and closed. Its body has
-its own deadline (``body_timeout_s``, :class:`service.middleware.BodyClock`).
+its own deadline (``body_timeout_s``, :class:`service.middleware.BodyClock`). A connection
+closed with bytes still to write (a client that stopped reading an answer, cut off at
+``send_timeout_s``) is aborted once it has been closing for ``header_timeout_s``: uvicorn
+closes it gracefully, and would wait for a drain that never comes, holding it forever.
 
 Each connection has one timer, and a request none of its own: a request only notes when
 its head began and ended, and the connection's timer, rescheduled to the moment the head
@@ -138,6 +141,8 @@ class HeadTimedProtocol(HttpToolsProtocol):
         self._head_began: float | None = None
         """When the head in progress began (``loop.time()``), or ``None`` between heads."""
         self._head_timer: asyncio.TimerHandle | None = None
+        self._closing_since: float | None = None
+        """When the connection was first seen closing with its answer not yet taken."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -174,9 +179,18 @@ class HeadTimedProtocol(HttpToolsProtocol):
 
     def _look_at_head(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
-            return
         now = self.loop.time()
+        if self.transport.is_closing():
+            # Closed with bytes it still has to write: a client that stopped reading (an
+            # answer cut off at send_timeout_s, which uvicorn closes gracefully, waiting
+            # for a drain that never comes). It has header_timeout_s more, then is aborted.
+            if self._closing_since is None:
+                self._closing_since = now
+            elif now - self._closing_since >= self.header_timeout:
+                self.transport.abort()
+                return
+            self._head_timer = self.loop.call_later(self.header_timeout, self._look_at_head)
+            return
         if self._head_began is not None and self.flow.read_paused:
             self._head_began = now  # the server stopped reading (a pipelined request waits)
         began = self._head_began

@@ -23,6 +23,7 @@ from service.protocol import SMALL_PIECE_BYTES, BodyPieces, HeadTimedProtocol
 from tests.reliability.conftest import free_port
 
 TIMEOUT = 0.5
+UNFINISHED = 8 << 20
 
 
 async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
@@ -32,6 +33,13 @@ async def app(scope: dict, receive: object, send: object) -> None:  # type: igno
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(1.0)
+    if scope["path"] == "/unfinished":  # as an answer cut off at send_timeout_s
+        start = {"type": "http.response.start", "status": 200}
+        size = str(64 * UNFINISHED).encode()
+        await send({**start, "headers": [(b"content-length", size)]})  # type: ignore[operator]
+        piece = {"type": "http.response.body", "body": b"x" * UNFINISHED, "more_body": True}
+        await send(piece)  # type: ignore[operator]
+        return
     body = orjson.dumps({"path": scope["path"]})
     extra = []
     if scope["path"] == "/echo":
@@ -277,3 +285,24 @@ def test_a_chunked_body_reaches_the_app_whole(port: int) -> None:
     conn.sendall(b"0\r\n\r\n")
     assert read_answer(answers) == b"".join(parts)
     conn.close()
+
+
+def test_a_connection_closed_with_an_answer_never_taken_is_aborted(port: int) -> None:
+    """An answer cut off (the app returned before its end) to a client that reads nothing:
+    uvicorn closes the connection gracefully, which waits for the client to take what is
+    buffered, forever. It is aborted once it has been closing for the header timeout."""
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(b"GET /unfinished HTTP/1.1\r\nhost: x\r\n\r\n")
+    time.sleep(3 * TIMEOUT + 0.5)  # a tick to see it closing, one more to abort it
+    received = 0
+    conn.settimeout(5.0)
+    try:
+        while chunk := conn.recv(1 << 16):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    finally:
+        conn.close()
+    assert received < UNFINISHED // 2  # what was buffered when it was aborted is gone
