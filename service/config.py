@@ -215,11 +215,12 @@ class Settings(BaseSettings):
     """Resident memory past which a worker process is replaced between requests."""
 
     worker_max_memory_bytes: Annotated[int, Field(ge=0)] = 0
-    """Private memory (heap and anonymous mappings) a CPU worker process may take beyond
+    """Private memory (heap and anonymous mappings) a CPU compute worker may take beyond
     what it holds at rest; an allocation past it fails and the request is answered 503
     ``device_out_of_memory``. 0: three quarters of the host's memory (its cgroup's limit in a
     container) shared among the processes that may compute at once
-    (``max_inflight_per_device`` and the two body workers)."""
+    (``max_inflight_per_device`` and the two body workers), and at least four times
+    ``max_response_bytes`` (room to encode the largest answer)."""
 
     worker_threads: Annotated[int, Field(ge=0)] = 0
     """torch's threads in each worker process; 0 keeps torch's default (one per core)."""

@@ -330,11 +330,17 @@ class DeviceManager:
 
     def _memory_limit(self, device: str) -> int:
         """The private memory a worker of ``device`` may take (:mod:`service.memory`): none
-        for a GPU's, whose CUDA driver maps host memory of its own."""
-        if device.startswith("cuda"):
+        for a GPU's, whose CUDA driver maps host memory of its own, nor for the body workers,
+        bounded by the body limits, which parse with orjson and decode pictures: orjson
+        crashes (SIGSEGV) when an allocation fails, and libjpeg's refusal reads as corrupt
+        data. The automatic limit leaves room to encode the largest answer as JSON (orjson
+        again), four times ``max_response_bytes``."""
+        if device.startswith("cuda") or device == BODY_POOL:
             return 0
-        processes = self.settings.limits.max_inflight_per_device + BODY_WORKERS
-        return worker_memory_limit(self.settings.worker_max_memory_bytes, processes)
+        limits = self.settings.limits
+        processes = limits.max_inflight_per_device + BODY_WORKERS
+        floor = 4 * limits.max_response_bytes
+        return worker_memory_limit(self.settings.worker_max_memory_bytes, processes, floor)
 
     def _pool(self, device: str, size: int | None = None) -> WorkerPool:
         if device not in self._pools:

@@ -13,8 +13,10 @@ request is answered 503 ``device_out_of_memory`` naming the limit, and the worke
 The limit is ``worker_max_memory_bytes`` above what the worker holds once it is ready
 (torch and the preloaded modules); by default a share of the host's memory (or its cgroup's
 limit, in a container): :data:`MEMORY_SHARE` of it divided among the processes that may run
-tasks at once. GPU workers are not limited: the CUDA driver maps large areas of host memory
-of its own.
+tasks at once, and room to encode the largest answer. GPU workers are not limited (the CUDA
+driver maps large areas of host memory of its own), nor the body workers, which parse
+bodies bounded by the body limits with orjson, and orjson crashes when an allocation fails
+(``service.device.DeviceManager._memory_limit``).
 """
 
 from __future__ import annotations
@@ -51,16 +53,17 @@ def host_memory_bytes() -> int | None:
     return min(sizes) if sizes else None
 
 
-def worker_memory_limit(configured: int, processes: int) -> int:
+def worker_memory_limit(configured: int, processes: int, floor: int = 0) -> int:
     """The private memory each worker may take beyond its own at rest: ``configured`` when
     it is set (> 0), else :data:`MEMORY_SHARE` of the host's memory divided among the
-    ``processes`` that may run tasks at once; 0 (no limit) where the host's memory is unknown."""
+    ``processes`` that may run tasks at once, and at least ``floor``; 0 (no limit) where the
+    host's memory is unknown."""
     if configured > 0:
         return configured
     host = host_memory_bytes()
     if host is None:
         return 0
-    return int(host * MEMORY_SHARE) // max(processes, 1)
+    return max(int(host * MEMORY_SHARE) // max(processes, 1), floor)
 
 
 def private_bytes() -> int | None:

@@ -115,14 +115,14 @@ class NoRoomForBody(HTTPException):
     declared body refused before it is read. An ``HTTPException`` for the reason
     :class:`BodyTooLarge` is."""
 
-    def __init__(self, limits: Limits, held: int, wanted: int) -> None:
+    def __init__(self, limits: Limits, wanted: int) -> None:
         retry = max(1, math.ceil(limits.queue_timeout_s))
         super().__init__(
             status_code=429,
             detail=(
                 f"the server holds {limits.max_inflight_body_bytes:,} bytes of request bodies "
-                f"(max_inflight_body_bytes) and no room for this chunked body to grow past "
-                f"{held:,} came within {limits.queue_timeout_s:g} s; retry after {retry} s"
+                f"(max_inflight_body_bytes) and no room for this chunked body to grow to "
+                f"{wanted:,} came within {limits.queue_timeout_s:g} s; retry after {retry} s"
             ),
             headers={"Retry-After": str(retry), "Connection": "close"},
         )
@@ -260,7 +260,7 @@ class RequestContextMiddleware:
                     wanted = min(limit, max(received, 2 * charged))
                     if not await self.bodies.charge(wanted - charged):
                         self.metrics.refused.labels("max_inflight_body_bytes").inc()
-                        raise NoRoomForBody(limits, charged, wanted)
+                        raise NoRoomForBody(limits, wanted)
                     charged = wanted
                     self.metrics.body_bytes.set(self.bodies.held)
                 arrived = not message.get("more_body", False)
@@ -399,10 +399,11 @@ class ContractCORSMiddleware(CORSMiddleware):
             for key, value in response.headers.items()
             if key.lower().startswith("access-control-") or key.lower() == "vary"
         }
+        hint = " (TORCHLAB_CORS_ORIGINS names the origins allowed)" if "origin" in refused else ""
         return error_response(
             ErrorCode.CORS_REFUSED,
             f"the preflight asks for what this server's CORS policy does not allow: "
-            f"{', '.join(refused)} (TORCHLAB_CORS_ORIGINS names the origins allowed)",
+            f"{', '.join(refused)}{hint}",
             {
                 "refused": refused,
                 "origin": request_headers.get("origin", "")[:200],

@@ -10,18 +10,32 @@ scratch for a thin bfloat16 one), and the cost model charges what runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional
 
 from service.limits import widened_product
 
 
-def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.matmul(a, b)``, in float32 where a half product would be long or thin."""
-    tensors = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-    if tensors and a.dtype == b.dtype and widened_product(a.shape, b.shape, a.dtype, a.device.type):
-        return torch.matmul(a.float(), b.float()).to(a.dtype)
-    return torch.matmul(a, b)
+def widening(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``fn`` (``torch.matmul``, ``mm``, ``mv``, ``dot``), in float32 where a half product
+    would be long or thin; torch refuses what it refuses (shapes, a number for a tensor)."""
+
+    def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        tensors = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+        same = tensors and a.dtype == b.dtype and a.dim() >= 1 and b.dim() >= 1
+        if same and widened_product(a.shape, b.shape, a.dtype, a.device.type):
+            return fn(a.float(), b.float()).to(a.dtype)
+        return fn(a, b)
+
+    return product
+
+
+matmul = widening(torch.matmul)
+"""``torch.matmul(a, b)``, in float32 where a half product would be long or thin."""
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from service import memory
+from service.device import BODY_POOL, DeviceManager
+from service.metrics import Metrics
+from tests.conftest import make_settings
 
 
 def test_the_host_memory_is_the_physical_memory_or_the_cgroups_limit_when_lower(
@@ -34,8 +37,24 @@ def test_the_limit_is_the_setting_or_a_share_of_the_host_memory(
     monkeypatch.setattr(memory, "host_memory_bytes", lambda: 16 << 30)
     assert memory.worker_memory_limit(0, processes=4) == 3 << 30  # 3/4 of 16 GiB, in 4
     assert memory.worker_memory_limit(0, processes=0) == 12 << 30
+    assert memory.worker_memory_limit(0, processes=4, floor=5 << 30) == 5 << 30
+    assert memory.worker_memory_limit(1 << 20, processes=4, floor=5 << 30) == 1 << 20  # set
     monkeypatch.setattr(memory, "host_memory_bytes", lambda: None)
     assert memory.worker_memory_limit(0, processes=4) == 0  # unknown: none
+
+
+def test_compute_workers_on_a_cpu_are_limited_and_no_others() -> None:
+    """GPU workers (their driver maps host memory of its own) and the body workers (orjson
+    crashes when an allocation fails; the body limits bound their work) are not; the
+    automatic limit leaves room to encode the largest answer."""
+    settings = make_settings(max_response_bytes=3 << 30)
+    devices = DeviceManager(settings, Metrics())
+    cpu = devices._memory_limit("cpu")
+    assert cpu >= 4 * (3 << 30)
+    assert devices._memory_limit("cuda:0") == 0
+    assert devices._memory_limit(BODY_POOL) == 0
+    pinned = DeviceManager(make_settings(worker_max_memory_bytes=1 << 28), Metrics())
+    assert pinned._memory_limit("cpu") == 1 << 28
 
 
 def test_no_limit_is_set_for_nothing() -> None:

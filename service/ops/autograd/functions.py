@@ -276,9 +276,9 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     "atan2": _binary(torch.atan2),
     # linear algebra and shapes
     "matmul": _binary(products.matmul, matmul=True),
-    "mm": _binary(torch.mm, matmul=True),
-    "mv": _binary(torch.mv, matmul=True),
-    "dot": _binary(torch.dot, matmul=True),
+    "mm": _binary(products.widening(torch.mm), matmul=True),
+    "mv": _binary(products.widening(torch.mv), matmul=True),
+    "dot": _binary(products.widening(torch.dot), matmul=True),
     "outer": _binary(torch.outer),
     "trace": _unary(torch.trace),
     "t": _unary(torch.t),

@@ -139,7 +139,7 @@ def open_image(data: bytes, where: str, *, max_pixels: int) -> Image.Image:
         raise LimitExceeded(
             "max_image_pixels", max_pixels, width * height, f"{where}: a {width}×{height} image"
         )
-    if image.format == "JPEG":
+    if image.format in ("JPEG", "MPO"):  # Pillow opens a JPEG with an MP header as MPO
         _check_scans(data, where, image)
     return image
 

@@ -11,6 +11,7 @@ from torch.nn import functional
 from service.calibration import Throughput
 from service.limits import HALF_PRODUCT_MAX_K, Budget, widened_product
 from service.ops import products
+from service.ops.autograd.functions import FUNCTIONS
 
 HALF = [torch.float16, torch.bfloat16]
 
@@ -69,3 +70,17 @@ def test_a_widened_product_is_charged_at_float32s_rate_with_its_copies() -> None
     as_float32 = charged((2, 1 << 20), (1 << 20, 2), torch.float32)
     # float32's FLOPs and reads; the copies written, and converted there and back
     assert thin.seconds == pytest.approx(as_float32.seconds + 3 * thin.elements / 1e9)
+
+
+@pytest.mark.parametrize("name", ["matmul", "mm", "mv", "dot"])
+@pytest.mark.parametrize("dtype", HALF)
+def test_every_product_of_grad_runs_a_thin_half_one_in_float32(
+    name: str, dtype: torch.dtype
+) -> None:
+    a = _draw(2, 4096, dtype=dtype) if name in ("matmul", "mm", "mv") else _draw(4096, dtype=dtype)
+    b = {"matmul": _draw(4096, 2, dtype=dtype), "mm": _draw(4096, 2, dtype=dtype)}.get(
+        name, _draw(4096, dtype=dtype)
+    )
+    fn = getattr(torch, name)
+    got = FUNCTIONS[name].fn(a, b)
+    assert torch.equal(got, fn(a.float(), b.float()).to(dtype))

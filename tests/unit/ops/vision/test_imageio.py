@@ -17,6 +17,7 @@ from sklearn.datasets import load_sample_images
 
 from service.config import Limits
 from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
+from service.ops.vision import imageio
 from service.ops.vision.imageio import (
     ALLOWED_FORMATS,
     DATA_URL_HEAD,
@@ -250,6 +251,22 @@ def test_a_jpeg_of_many_scans_is_refused_before_decoding() -> None:
         progressive, "RGB", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS
     )
     assert np.array_equal(pixels, np.array(Image.open(io.BytesIO(progressive))))
+
+
+def test_the_scans_of_a_jpeg_pillow_opens_as_mpo_are_counted_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JPEG with a Multi-Picture header (two pictures here, so two scans or more) is
+    opened by Pillow as MPO: its scans are counted as a JPEG's are."""
+    picture = Image.fromarray(PHOTO)
+    buffer = io.BytesIO()
+    picture.save(buffer, "MPO", save_all=True, append_images=[picture])
+    data = buffer.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    monkeypatch.setattr(imageio, "MAX_JPEG_SCANS", 1)
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(data, "RGB", "image", max_elements=1 << 20, max_pixels=MAX_IMAGE_PIXELS)
+    assert caught.value.details["scans"] >= 2
 
 
 @pytest.mark.parametrize(
