@@ -83,6 +83,10 @@ INTEGER_MATMUL_READ_PASSES = 160.0
 (measured square) predicted 2 ms; int32 [4096, 4096] @ [4096, 16] took 168 ms."""
 
 
+HALF_FLOATS = frozenset({torch.float16, torch.bfloat16})
+"""The 16-bit floats: their CPU kernels convert each element, and some of them run another
+way on a CPU (products, softmax, convolutions, blurs in float32)."""
+
 HALF_PRODUCT_MAX_K = 1 << 19
 """Longest reduction a product of 16-bit floats runs in its own dtype on a CPU: past it,
 torch's float16 ``linear`` (a product by a transposed matrix) fell to 0.1 GFLOP/s, 1000
@@ -99,9 +103,12 @@ def widened_product(
     """Whether ``torch.matmul(a, b)`` of 16-bit floats runs in float32 (and is cast back) on
     ``device_type``: on a CPU, when it is long (:data:`HALF_PRODUCT_MAX_K`) or thin
     (:data:`HALF_PRODUCT_MIN_SIDE`); float32 is predictable there, the half kernels are not."""
-    if device_type != "cpu" or dtype not in (torch.float16, torch.bfloat16):
+    return _widened(matmul_dims(a_shape, b_shape), dtype, device_type)
+
+
+def _widened(d: MatmulDims, dtype: torch.dtype, device_type: str) -> bool:
+    if device_type != "cpu" or dtype not in HALF_FLOATS:
         return False
-    d = matmul_dims(a_shape, b_shape)
     return d.k > HALF_PRODUCT_MAX_K or min(d.m, d.n) <= HALF_PRODUCT_MIN_SIDE
 
 
@@ -272,15 +279,14 @@ class Budget:
         float32 copies of its operands and output."""
         for copy in matmul_copies(a_shape, b_shape):
             self.charge_tensor(copy, f"{what} (an operand copied out to the broadcast batch)")
-        if widened_product(a_shape, b_shape, dtype, self.device_type):
-            d = matmul_dims(a_shape, b_shape)
+        d = matmul_dims(a_shape, b_shape)
+        if _widened(d, dtype, self.device_type):
             sizes = (d.batch_a * d.m * d.k, d.batch_b * d.k * d.n, d.batch * d.m * d.n)
             for numel in sizes:
                 self.charge_tensor(numel, f"{what} (in float32)")
             self.charge_elementwise(2 * sum(sizes), f"{what}: to float32 and back")
             dtype = torch.float32
-        self.charge_flops(estimate_matmul_flops(a_shape, b_shape), what, dtype=dtype)
-        d = matmul_dims(a_shape, b_shape)
+        self.charge_flops(2.0 * d.batch * d.m * d.k * d.n, what, dtype=dtype)
         floats = dtype.is_floating_point or dtype.is_complex
         passes = MATMUL_READ_PASSES if floats else INTEGER_MATMUL_READ_PASSES
         self.charge_elementwise(passes * d.batch * d.k * (d.m + d.n), f"{what}: its reads")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 
-_HALF = (torch.float16, torch.bfloat16)
+from service.limits import HALF_FLOATS
 
 
 def _widened(input: torch.Tensor, dim: int, dtype: torch.dtype) -> bool:
     """Whether torch's CPU kernel would take a 16-bit input along a dimension that is not
     its last (a dimension torch refuses is left to torch)."""
-    if input.device.type != "cpu" or dtype not in _HALF or input.dim() < 2:
+    if input.device.type != "cpu" or dtype not in HALF_FLOATS or input.dim() < 2:
         return False
     if not -input.dim() <= dim < input.dim():
         return False

@@ -19,6 +19,7 @@ import torch
 
 from service.errors import ErrorCode, InvalidInput, OpError, ServiceError
 from service.limits import (
+    HALF_FLOATS,
     Budget,
     Deadline,
     estimate_matmul_flops,
@@ -75,7 +76,6 @@ _CALL_PASSES = 4.0
 _SCAN_PASSES = 8.0
 _POW_PASSES = 16.0
 _HALF_FACTOR = 4.0
-_HALF = frozenset({torch.float16, torch.bfloat16})
 
 # The scans whose backward, when it builds a graph of its own (``create_graph``: the first
 # pass of a hessian) over an input with a zero, loops over the scanned dimension in torch
@@ -326,7 +326,7 @@ class _Evaluator:
                 self.expression.column(node),
                 steps,
                 input.numel() * steps,
-                _HALF_FACTOR if input.dtype in _HALF else 1.0,
+                _HALF_FACTOR if input.dtype in HALF_FLOATS else 1.0,
             )
         )
 
@@ -406,7 +406,7 @@ class _Evaluator:
         device_type = budget.device_type if budget is not None else "cpu"
         if shapes is not None and widened_product(*shapes, dtype, device_type):
             dtype, widened = torch.float32, read + out.numel()
-        factor = _HALF_FACTOR if dtype in _HALF else 1.0
+        factor = _HALF_FACTOR if dtype in HALF_FLOATS else 1.0
         elements = (passes * max(read, out.numel()) + sum(copies)) * factor
         elements += output_passes * out.numel() + 2 * widened
         evaluation = self.evaluation

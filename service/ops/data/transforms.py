@@ -29,7 +29,7 @@ from PIL import Image
 from schemas.images import TransformName
 from service.codec import parse_dtype
 from service.errors import ErrorCode, InvalidInput, LimitExceeded, OpError
-from service.limits import Budget, Deadline
+from service.limits import HALF_FLOATS, Budget, Deadline
 from service.memory import allocation_failed
 from service.ops.vision.cost import charge_conv2d
 
@@ -295,12 +295,6 @@ def next_form(step: BuiltTransform, form: Form) -> Form:
     return form
 
 
-_BLURRED_IN_FLOAT32 = frozenset({torch.float16, torch.bfloat16})
-"""Picture dtypes a Gaussian blur runs in float32 (converted there and back): on a CPU,
-torch's depthwise ``conv2d`` of 16-bit floats did not finish in minutes for 3×32×32 by
-21×21 (float32: 1 ms)."""
-
-
 def _compute_dtype(form: Form) -> torch.dtype:
     """The dtype torchvision computes a picture in: float32 for 8-bit pictures, else the
     picture's float dtype."""
@@ -348,7 +342,8 @@ def _blur(step: BuiltTransform, shape: Shape, form: Form) -> StepCost:
     kx, ky = (int(k) for k in step.transform.kernel_size)
     padded: Shape = (c, h + 2 * (ky // 2), w + 2 * (kx // 2))
     dtype = _compute_dtype(form)
-    if dtype in _BLURRED_IN_FLOAT32:
+    if dtype in HALF_FLOATS:  # on a CPU, torch's half depthwise conv2d did not finish in
+        # minutes for 3×32×32 by 21×21 (float32: 1 ms); it runs in float32, see _run_step
         dtype = torch.float32
     conversions = 0 if dtype == form else 3 * c * h * w
     return StepCost(
@@ -533,7 +528,7 @@ def apply_pipeline(
 
 def _run_step(step: BuiltTransform, index: int, value: Any) -> Any:
     try:
-        half = isinstance(value, torch.Tensor) and value.dtype in _BLURRED_IN_FLOAT32
+        half = isinstance(value, torch.Tensor) and value.dtype in HALF_FLOATS
         if step.name == "GaussianBlur" and half:
             return step.transform(value.to(torch.float32)).to(value.dtype)
         return step.transform(value)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from service.errors import OpError
-from service.limits import Budget, Deadline
+from service.limits import HALF_FLOATS, Budget, Deadline
 from service.memory import allocation_failed
 from service.ops.nn.binding import BoundActivation
 
@@ -49,7 +49,7 @@ def charge(
     :data:`JACOBIAN_CHUNK_ELEMENTS`, each a step of its own)."""
     numel = x.numel()
     budget.charge_objects(len(functions), f"{len(functions)} functions")
-    half = x.dtype in (torch.float16, torch.bfloat16)
+    half = x.dtype in HALF_FLOATS
     for bound in functions:
         what = f"{bound.name} over {numel:,} elements"
         budget.charge_shape(x.shape, f"{bound.name}(x)")

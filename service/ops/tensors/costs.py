@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from service.limits import Budget
+from service.limits import HALF_FLOATS, Budget
 
 PIECE_SECONDS = 2e-5
 """Time of one piece of ``split`` or ``chunk`` beyond the object itself: it is built twice
@@ -55,7 +55,6 @@ than the last; a float64 ``sum`` 6.4."""
 # Ops that return views (no element is read): reshape and flatten copy a non-contiguous x.
 _COPY_WHEN_STRIDED = frozenset({"reshape", "flatten"})
 _NORM_CHEAP_P = (1, 2, "Infinity", "-Infinity")
-_HALF = frozenset({torch.float16, torch.bfloat16})
 
 
 def _size_along(x: Any, dim: Any) -> int | None:
@@ -124,7 +123,7 @@ def element_passes(op: str, args: Mapping[str, Any], outputs: Sequence[torch.Ten
     dtypes = {t.dtype for t in outputs} | {
         value.dtype for value in args.values() if isinstance(value, torch.Tensor)
     }
-    factor = half if dtypes & _HALF else plain
+    factor = half if dtypes & HALF_FLOATS else plain
     elements = max(_read(args, ("x", "y", "exponent", "data")), sum(t.numel() for t in outputs))
     if args.get("dtype") is not None and op not in ("to", "tensor"):
         elements += _numel(x)  # a reduction casts its input first

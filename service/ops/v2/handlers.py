@@ -13,7 +13,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 
 from schemas.v2 import IGNORED_PARAMETERS, OUTPUT_NAME
 from service.errors import ErrorCode, InvalidInput
-from service.limits import Budget, Deadline
+from service.limits import HALF_FLOATS, Budget, Deadline
 from service.ops import products
 from service.ops.context import ComputeContext
 from service.ops.nn.activations import BoundActivation, as_input, bind, charge, evaluate
@@ -37,12 +37,6 @@ class InferPlan:
     """A [C, H, W] input of a convolution or pooling, run as a batch of one."""
     conv_dtype: torch.dtype | None = None
     """The dtype a convolution runs in, when not its input's (cast back after)."""
-
-
-HALF_CONV_ON_CPU = frozenset({torch.float16, torch.bfloat16})
-"""Convolved in float32 on a CPU, and the output cast back (as ``/conv`` does): torch's
-float16 convolution there took under a millisecond for 40×40 and had not finished after
-40 s for 64×64 with a 15×15 kernel in 2 groups."""
 
 
 def _meta(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -215,7 +209,10 @@ def _plan_conv(
     spec = plan.conv
     conv2d(_meta(batch), _meta(w), _meta(bias), spec)  # type: ignore[arg-type]
     dtype = x.dtype
-    if ctx.device.type == "cpu" and dtype in HALF_CONV_ON_CPU:
+    # A half convolution runs in float32 on a CPU, cast back (as /conv does): torch's float16
+    # one took under a millisecond for 40×40, and had not finished after 40 s for 64×64 by
+    # 15×15 in 2 groups.
+    if ctx.device.type == "cpu" and dtype in HALF_FLOATS:
         plan.conv_dtype = dtype = torch.float32
         ctx.budget.charge_elementwise(2.0 * (x.numel() + w.numel()), "conv2d: to float32")
     plan_conv(tuple(batch.shape), dtype, tuple(w.shape), spec, ctx.budget, device=ctx.device)
