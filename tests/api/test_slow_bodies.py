@@ -115,6 +115,22 @@ def _json_headers(length: int) -> dict[str, str]:
     return {"content-type": "application/json", "content-length": str(length)}
 
 
+def _held(client: TestClient) -> float | None:
+    registry = client.app.state.metrics.registry  # type: ignore[attr-defined]
+    return registry.get_sample_value("torchlab_body_bytes_held")  # type: ignore[no-any-return]
+
+
+def _assert_no_room(answer: Answer, requested: int) -> None:
+    """A 429 for a body that found no room among those held at once (4 MiB) in time."""
+    body = assert_error(answer, 429, "too_many_requests")
+    assert body["details"] == {
+        "limit": "max_inflight_body_bytes",
+        "allowed": 4 * MiB,
+        "requested": requested,
+    }
+    assert answer.headers["retry-after"] == "1"
+
+
 def _assert_timed_out(answer: Answer, received: int, declared: int) -> None:
     body = assert_error(answer, 408, "body_timeout")
     assert body["details"] == {
@@ -225,8 +241,7 @@ def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> No
 
     async def held() -> float | None:
         await asyncio.sleep(0.5)  # the stalled one in, the 2 MiB one refused
-        registry = slow.app.state.metrics.registry
-        return registry.get_sample_value("torchlab_body_bytes_held")  # type: ignore[no-any-return]
+        return _held(slow)
 
     stalled, refused, passed, during = _run(
         slow,
@@ -237,13 +252,7 @@ def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> No
     )
     assert during == big
     _assert_timed_out(stalled, 100, big)
-    body = assert_error(refused, 429, "too_many_requests")
-    assert body["details"] == {
-        "limit": "max_inflight_body_bytes",
-        "allowed": 4 * MiB,
-        "requested": 2 * MiB,
-    }
-    assert refused.headers["retry-after"] == "1"
+    _assert_no_room(refused, 2 * MiB)
     assert passed.status == 200, passed.text
     (later,) = _run(
         slow,
@@ -257,11 +266,6 @@ def test_bodies_past_the_room_for_them_wait_then_are_429(slow: TestClient) -> No
 
 
 CHUNKED = {"content-type": "application/json", "transfer-encoding": "chunked"}
-
-
-def _held(client: TestClient) -> float | None:
-    registry = client.app.state.metrics.registry  # type: ignore[attr-defined]
-    return registry.get_sample_value("torchlab_body_bytes_held")  # type: ignore[no-any-return]
 
 
 def test_chunked_bodies_that_stall_early_take_no_room(slow: TestClient) -> None:
@@ -308,7 +312,7 @@ def test_a_chunked_body_is_charged_as_it_grows(slow: TestClient) -> None:
     )
     assert chunked.status == 200, chunked.text
     assert grown[0] is not None and 3 * MiB <= grown[0] <= 4 * MiB
-    assert assert_error(refused, 429, "too_many_requests")["details"]["requested"] == 2 * MiB
+    _assert_no_room(refused, 2 * MiB)
     assert _held(slow) == 0
 
 
@@ -329,13 +333,7 @@ def test_a_chunked_body_with_no_room_to_grow_is_429(slow: TestClient) -> None:
         second(),
     )
     _assert_timed_out(stalled, 100, big)
-    body = assert_error(refused, 429, "too_many_requests")
-    assert body["details"] == {
-        "limit": "max_inflight_body_bytes",
-        "allowed": 4 * MiB,
-        "requested": 2 * MiB,
-    }
-    assert refused.headers["retry-after"] == "1"
+    _assert_no_room(refused, 2 * MiB)
     assert refused.headers["connection"] == "close"
     assert _held(slow) == 0
 
