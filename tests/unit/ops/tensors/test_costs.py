@@ -305,3 +305,47 @@ def test_a_reduction_along_a_short_dimension_pays_for_each_output(op: str, measu
     along_long = element_passes(op, {"x": long, "dim": 1}, [torch.empty(2, device="meta")])
     whole = element_passes(op, {"x": long, "dim": None}, [torch.empty((), device="meta")])
     assert along_long < 1.01 * whole < per_output / 2  # two outputs cost next to nothing
+
+
+def _allocated_beyond_output(fn: Any) -> int:
+    """Bytes torch's CPU allocator handed out while ``fn`` ran, less its result's."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiled:
+        result = fn()
+    allocated = sum(max(event.self_cpu_memory_usage, 0) for event in profiled.events())
+    return allocated - result.numel() * result.element_size()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "step"),
+    [
+        ("uint8", {"op": "sum", "x": "x"}),
+        ("bool", {"op": "sum", "x": "x", "dim": 1}),
+        ("int32", {"op": "cumsum", "x": "x", "dim": 0}),
+        ("uint8", {"op": "sum", "x": "x", "dtype": "int32"}),
+        ("float16", {"op": "mean", "x": "x", "dtype": "float32"}),
+        ("float32", {"op": "softmax", "x": "x", "dim": 0, "dtype": "float64"}),
+        ("int64", {"op": "sum", "x": "x"}),
+        ("float32", {"op": "cumsum", "x": "x", "dim": 1}),
+    ],
+)
+def test_an_accumulating_step_is_charged_the_copy_it_sums_in(
+    dtype: str, step: dict[str, Any]
+) -> None:
+    """``sum`` of uint8 first copies x to int64 (8 times its bytes); the copy is charged as
+    elements (8 bytes at most each), against what torch's allocator really hands out."""
+    shape = [256, 1024]
+    made = {"op": "ones", "size": shape, "dtype": dtype, "out": "x"}
+    charged = plan([made, {**step, "out": "y"}])
+    x = torch.ones(shape, dtype=getattr(torch, dtype))
+    args = {k: v for k, v in step.items() if k not in ("op", "x")}
+    if "dtype" in args:
+        args["dtype"] = getattr(torch, args["dtype"])
+    fn = getattr(torch, step["op"])
+    out = fn(x, **args)
+    copy = charged.elements - x.numel() - out.numel()
+    allocated = _allocated_beyond_output(lambda: fn(x, **args))
+    assert copy * 8 + 64 >= allocated  # a few bytes of scalars besides
+    assert copy <= x.numel()
+    if allocated <= 64:
+        assert copy == 0  # nothing charged that torch does not make
