@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -565,6 +566,22 @@ def test_triton_health_and_metadata(triton: Any) -> None:
         ("bias", "TYPE_FP32"),
     ]
     assert config["max_batch_size"] == 0
+
+
+def test_head_is_get_without_the_body(live: Server) -> None:
+    """Uptime monitors and load balancers probe with HEAD: every GET route answers it, with
+    the GET's headers and no body."""
+    for path in ("/v2", "/v2/models/relu", "/v2/health/ready", "/health"):
+        head = httpx.head(live.url + path)
+        assert head.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"] == "application/json"
+    assert httpx.head(live.url + "/v2").headers["content-length"] == str(
+        len(httpx.get(live.url + "/v2").content)
+    )
+    refused = httpx.head(live.url + "/tensor/ops")
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"
 
 
 def test_triton_reads_the_statistics(triton: Any) -> None:
