@@ -115,7 +115,9 @@ def _widened(d: MatmulDims, dtype: torch.dtype, device_type: str) -> bool:
 class PlanOffLoop(Exception):
     """A plan being made on the event loop is about to make more objects one by one than
     :attr:`Budget.loop_objects` allows (``split`` into 300,000 pieces is a tiny body, and
-    its plan builds every piece): the caller makes it again off the loop."""
+    its plan builds every piece), or has taken longer than :attr:`Budget.loop_until` (a
+    small body's steps may each be slow to plan: torch's meta kernel of a floor division
+    is Python code, 3 to 4.5 ms a step): the caller makes it again off the loop."""
 
 
 class Budget:
@@ -147,6 +149,9 @@ class Budget:
         self.loop_objects: int | None = None
         """While the plan is made on the event loop: the most objects it may charge before
         :class:`PlanOffLoop` sends it to a thread."""
+        self.loop_until: float | None = None
+        """While the plan is made on the event loop: the ``time.perf_counter()`` past which
+        its next charge raises :class:`PlanOffLoop`."""
 
     @classmethod
     def from_limits(cls, limits: Limits, throughput: Throughput | None = None) -> Budget:
@@ -201,6 +206,8 @@ class Budget:
     def charge_tensors(self, numel: int, what: str) -> None:
         """Charge ``numel`` elements held in many tensors, none larger than one already
         charged (what an autograd graph keeps): toward the request's total only."""
+        if self.loop_until is not None and time.perf_counter() > self.loop_until:
+            raise PlanOffLoop
         self.elements += numel
         if self.elements > self.max_total_elements:
             raise LimitExceeded(
@@ -247,6 +254,8 @@ class Budget:
         per column, labels per class, batches, frames, points): however small each is, their
         number is bounded (``max_objects``) and their time predicted, before the loop that
         makes them."""
+        if self.loop_until is not None and time.perf_counter() > self.loop_until:
+            raise PlanOffLoop
         self.objects += count
         if self.objects > self.max_objects:
             raise LimitExceeded("max_objects", self.max_objects, self.objects, what)

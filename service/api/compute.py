@@ -52,6 +52,13 @@ INLINE_FLOPS = 1e5
 INLINE_OBJECTS = 256
 """Objects (pieces of a split, names, ...) that a plan made on the event loop, or work run
 there, may make one by one: each costs tens of microseconds."""
+INLINE_SECONDS = 1e-3
+"""Work predicted to take longer than this runs in a worker, however few its elements,
+FLOPs and objects: a hessian of 14 scalars through 1,000 syntax nodes (predicted at 0.29 s)
+held the event loop for 140 to 240 ms."""
+LOOP_PLAN_SECONDS = 5e-3
+"""A plan made on the event loop (a small body's) that has taken longer than this is made
+again in a thread: 63 floor divisions of a [4, 4] tensor took 400 to 600 ms to plan."""
 ONE_THREAD_SECONDS = 5e-3
 """Work predicted to take less than this runs on one of torch's threads in the worker
 process. Parallel work waits, at each of its parallel regions, for every thread of the
@@ -343,6 +350,7 @@ async def run_compute(
         and budget.elements <= INLINE_ELEMENTS
         and budget.flops <= INLINE_FLOPS
         and budget.objects <= INLINE_OBJECTS
+        and budget.seconds <= INLINE_SECONDS
     ):
         stages.started = time.perf_counter_ns()
         return _answer(manager.run_inline(run_job, job, autograd=autograd), stages)
@@ -390,12 +398,15 @@ async def _disconnect(receive: Receive) -> None:
 
 def _prepare_on_loop(prepare: Callable[[ComputeContext], P], ctx: ComputeContext) -> P:
     """``prepare(ctx)``, stopped by :class:`PlanOffLoop` once it charges more than
-    :data:`INLINE_OBJECTS` objects (the caller prepares again, in a thread)."""
+    :data:`INLINE_OBJECTS` objects or, at its next charge, once it has taken more than
+    :data:`LOOP_PLAN_SECONDS` (the caller prepares again, in a thread)."""
     ctx.budget.loop_objects = INLINE_OBJECTS
+    ctx.budget.loop_until = time.perf_counter() + LOOP_PLAN_SECONDS
     try:
         return prepare(ctx)
     finally:
         ctx.budget.loop_objects = None
+        ctx.budget.loop_until = None
 
 
 async def _stream(

@@ -219,6 +219,8 @@ def _charge_hessian_rows(
     budget.charge_objects(count, what)
     row = HESSIAN_ROW_SECONDS + HESSIAN_NODE_SECONDS * expression.nodes
     budget.charge_seconds(count * row, f"{what} through {expression.nodes:,} syntax nodes")
+    # Each row is a backward pass of many small kernels, after the last: a serial step.
+    budget.count_serial_steps(count)
     return count
 
 

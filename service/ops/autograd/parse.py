@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -184,9 +185,16 @@ def _scan_numbers(text: str) -> None:
             raise _syntax(f"invalid number {shown!r} at column {column}: {reason}", column)
 
 
+_PARSING = threading.Lock()
+"""One ``ast.parse`` at a time: CPython 3.11's parser keeps its recursion depth in state the
+threads share, and two long expressions parsed in threads at once failed with
+``SystemError: AST constructor recursion depth mismatch`` (7 of 80 concurrent requests)."""
+
+
 def _parse(text: str, offset: int, limits: Limits) -> ast.Expression:
     try:
-        return ast.parse(text, mode="eval")
+        with _PARSING:
+            return ast.parse(text, mode="eval")
     except SyntaxError as exc:
         lines = _line_starts(text, offset)
         line = min(max(exc.lineno or 1, 1), len(lines))
