@@ -121,6 +121,7 @@ def open_image(data: bytes, where: str, *, max_pixels: int) -> Image.Image:
             code=ErrorCode.UNSUPPORTED_IMAGE,
             details={"allowed": list(ALLOWED_FORMATS)},
         )
+    _check_tiff_pieces(data, where)
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError as exc:
@@ -162,6 +163,60 @@ def _check_scans(data: bytes, where: str, image: Image.Image) -> None:
             "decoder passes over the whole picture for each); save it as a baseline JPEG",
             code=ErrorCode.INVALID_IMAGE,
             details={"format": "JPEG", "scans": scans, "allowed": MAX_JPEG_SCANS},
+        )
+
+
+MAX_TIFF_PIECES = 1 << 16
+"""Most strips or tiles a TIFF's first picture may be stored in. Pillow makes an object for
+each while it opens the file, and reads each from Python: a 16 MB TIFF of a 1×2 picture in 4
+million strips took 52 s and 1 GB to open. A picture at the pixel limit stored in strips of
+one row has 5,792 of them; in tiles of 64×64, 8,100."""
+_TIFF_PIECE_TAGS = frozenset({273, 324})  # StripOffsets, TileOffsets
+MAX_TIFF_TAGS = 4096
+"""Most entries a TIFF's first directory may hold (the format defines about a hundred tags)."""
+
+
+def _tiff_pieces(data: bytes) -> int:
+    """The strips or tiles the first directory of a TIFF (classic or BigTIFF) counts, or its
+    number of entries when that is over :data:`MAX_TIFF_TAGS`; 0 for other data, or a
+    directory that cannot be read (Pillow refuses the file then)."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None:
+        return 0
+    try:
+        (magic,) = struct.unpack_from(order + "H", data, 2)
+        if magic == 42:
+            (at,) = struct.unpack_from(order + "I", data, 4)
+            (count,) = struct.unpack_from(order + "H", data, at)
+            entry, layout, first = 12, order + "HHI", at + 2
+        elif magic == 43:
+            (at,) = struct.unpack_from(order + "Q", data, 8)
+            (count,) = struct.unpack_from(order + "Q", data, at)
+            entry, layout, first = 20, order + "HHQ", at + 8
+        else:
+            return 0
+        if count > MAX_TIFF_TAGS:
+            return count  # refused as well: Pillow reads every entry from Python
+        pieces = 0
+        for index in range(min(count, (len(data) - first) // entry)):
+            tag, _, values = struct.unpack_from(layout, data, first + index * entry)
+            if tag in _TIFF_PIECE_TAGS:
+                pieces = max(pieces, values)
+        return pieces
+    except struct.error:
+        return 0
+
+
+def _check_tiff_pieces(data: bytes, where: str) -> None:
+    """422 ``invalid_image`` for a TIFF stored in more than :data:`MAX_TIFF_PIECES` strips or
+    tiles, read from its directory before Pillow opens it."""
+    pieces = _tiff_pieces(data)
+    if pieces > MAX_TIFF_PIECES:
+        raise InvalidInput(
+            f"{where}: the TIFF's directory counts {pieces:,} strips, tiles or entries, at "
+            f"most {MAX_TIFF_PIECES:,} are read; save it in fewer, larger strips",
+            code=ErrorCode.INVALID_IMAGE,
+            details={"format": "TIFF", "pieces": pieces, "allowed": MAX_TIFF_PIECES},
         )
 
 

@@ -16,12 +16,13 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from service.config import Limits
-from service.errors import InvalidInput, LimitExceeded, UnsupportedMediaType
+from service.errors import ErrorCode, InvalidInput, LimitExceeded, UnsupportedMediaType
 from service.ops.vision import imageio
 from service.ops.vision.imageio import (
     ALLOWED_FORMATS,
     DATA_URL_HEAD,
     MAX_JPEG_SCANS,
+    MAX_TIFF_PIECES,
     decode_base64,
     decode_image,
     image_tensor,
@@ -297,3 +298,51 @@ def test_pixels_to_tensor_is_channels_first() -> None:
     assert tensor.shape == (3, 3, 4)
     assert tensor.dtype == torch.uint8
     assert bool((tensor[2] == 7).all())
+
+
+def many_strips(strips: int, order: str = "<") -> bytes:
+    """A TIFF of a 1×2 grey picture whose directory lists ``strips`` strips (each the same
+    byte): Pillow makes an object for each as it opens the file."""
+    magic = b"II*\x00" if order == "<" else b"MM\x00*"
+    data_at = 8 + 2 + 9 * 12 + 4
+    offsets_at = data_at + 4
+
+    def entry(tag: int, kind: int, count: int, value: int) -> bytes:
+        if kind == 3 and count == 1:  # a SHORT sits in the first two bytes of the value
+            return struct.pack(order + "HHIHH", tag, kind, count, value, 0)
+        return struct.pack(order + "HHII", tag, kind, count, value)
+
+    entries = [
+        entry(256, 4, 1, 1),
+        entry(257, 4, 1, 2),
+        entry(258, 3, 1, 8),
+        entry(259, 3, 1, 1),
+        entry(262, 3, 1, 1),
+        entry(273, 4, strips, offsets_at if strips > 1 else data_at),
+        entry(277, 3, 1, 1),
+        entry(278, 4, 1, 1 if strips > 1 else 2),
+        entry(279, 4, strips, 1 if strips > 1 else 2),
+    ]
+    directory = struct.pack(order + "H", len(entries)) + b"".join(entries) + b"\0\0\0\0"
+    head = magic + struct.pack(order + "I", 8) + directory + b"\x80\x40\0\0"
+    return head + struct.pack(f"{order}{strips}I", *[data_at] * strips) if strips > 1 else head
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_tiff_of_too_many_strips_is_refused_before_pillow_opens_it(order: str) -> None:
+    """A 16 MB TIFF of a 1×2 picture in 4 million strips took Pillow 52 s and 1 GB to open."""
+    fine = open_image(many_strips(2, order), "image", max_pixels=100)
+    assert fine.size == (1, 2)
+    assert np.array(fine).ravel().tolist() == [128, 128]  # both rows from the one strip byte
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput) as caught:
+        open_image(many_strips(MAX_TIFF_PIECES + 1, order), "image", max_pixels=100)
+    assert time.perf_counter() - start < 0.1
+    assert caught.value.code == ErrorCode.INVALID_IMAGE
+    assert caught.value.details == {
+        "format": "TIFF",
+        "pieces": MAX_TIFF_PIECES + 1,
+        "allowed": MAX_TIFF_PIECES,
+    }
+    at_limit = open_image(many_strips(MAX_TIFF_PIECES, order), "image", max_pixels=100)
+    assert at_limit.size == (1, 2)
