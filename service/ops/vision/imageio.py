@@ -196,7 +196,7 @@ def _tiff_pieces(data: bytes) -> int:
         else:
             return 0
         if count > MAX_TIFF_TAGS:
-            return count  # refused as well: Pillow reads every entry from Python
+            return int(count)  # refused as well: Pillow reads every entry from Python
         pieces = 0
         for index in range(min(count, (len(data) - first) // entry)):
             tag, _, values = struct.unpack_from(layout, data, first + index * entry)
