@@ -205,6 +205,32 @@ def test_png_of_a_multidimensional_input_and_non_finite_values(client: TestClien
     assert image.size == (350, 300)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"function": "relu", "x": {"data": [1.7e308, -1.7e308], "dtype": "float64"}},
+        {
+            "function": "softplus",
+            "x": {"data": [0.0, 1e200], "dtype": "float64"},
+            "derivative": True,
+        },
+    ],
+)
+def test_a_png_of_values_no_axis_can_span_is_a_422(
+    client: TestClient, body: dict[str, Any]
+) -> None:
+    """matplotlib's ticks over ±1.7e308 overflow: it failed, and the request was a 500."""
+    response = client.post("/activate", json={**body, "format": "png"})
+    assert response.status_code == 422, response.text
+    payload = response.json()
+    assert payload["code"] == "values_too_large"
+    assert payload["details"]["max_magnitude"] == 1e100
+    as_json = client.post("/activate", json=body)  # the values themselves are fine
+    assert as_json.status_code == 200
+    large = {"function": "relu", "x": {"data": [1e99, -1e99], "dtype": "float64"}}
+    png(client, large)  # within the bound: drawn
+
+
 def test_openapi_documents_png_and_its_headers(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     operations = schema["paths"]["/activate"]

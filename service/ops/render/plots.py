@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from service.config import Limits
-from service.errors import LimitExceeded
+from service.errors import ErrorCode, InvalidInput, LimitExceeded
 from service.limits import Budget
 
 PANEL_WIDTH_IN = 3.5
@@ -35,6 +35,11 @@ PANEL_SECONDS = 0.2
 (measured on a CPU: 0.1 to 0.2 s; 32 panels 5 s)."""
 POINT_SECONDS = 5e-7
 """Time of one more point of a line (measured: 10⁶ points add 0.2 to 0.4 s)."""
+
+MAX_PLOT_MAGNITUDE = 1e100
+"""Largest magnitude a drawn value may have: matplotlib's ticks over ±1.7e308 overflow (its
+range is infinite) and it fails. Non-finite values are left out of a line, as matplotlib
+leaves them."""
 
 # matplotlib's module-level caches (fonts, text layout, rcParams) are not documented as safe
 # to share between threads, so one figure renders at a time.
@@ -109,6 +114,7 @@ def line_panels(panels: Sequence[Panel], *, columns: int | None = None) -> bytes
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 (slow import)
     from matplotlib.figure import Figure  # noqa: PLC0415
 
+    _check_magnitudes(panels)
     rows, cols = panel_grid(len(panels), columns)
     with RENDER_LOCK:
         figure = Figure(
@@ -137,3 +143,24 @@ def _draw(ax: Any, panel: Panel) -> None:
     ax.grid(visible=True)
     if any(line.label for line in panel.lines):
         ax.legend()
+
+
+def _check_magnitudes(panels: Sequence[Panel]) -> None:
+    """422 ``values_too_large`` for a panel with a finite value beyond
+    :data:`MAX_PLOT_MAGNITUDE`, before matplotlib sees it."""
+    for panel in panels:
+        for line in panel.lines:
+            for axis, values in (("x", line.x), ("y", line.y)):
+                finite = values[np.isfinite(values)]
+                if finite.size and float(np.abs(finite).max()) > MAX_PLOT_MAGNITUDE:
+                    raise InvalidInput(
+                        f"the panel {panel.title!r} has {axis} values beyond "
+                        f"±{MAX_PLOT_MAGNITUDE:g}, which its axes cannot span; narrow the "
+                        "range or rescale",
+                        code=ErrorCode.VALUES_TOO_LARGE,
+                        details={
+                            "panel": panel.title,
+                            "axis": axis,
+                            "max_magnitude": MAX_PLOT_MAGNITUDE,
+                        },
+                    )
