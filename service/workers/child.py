@@ -24,6 +24,7 @@ import torch
 
 from service import memory
 from service.limits import Deadline
+from service.ops.threads import flush_subnormals
 from service.workers import buffers, transport
 from service.workers.outcomes import Failure, picklable
 
@@ -136,6 +137,7 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _batch_priority()
     _keep_freed_memory()
+    flush_subnormals()
     if threads > 0:
         torch.set_num_threads(threads)
     for name in preload:

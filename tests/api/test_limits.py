@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Iterator
 
@@ -312,3 +313,33 @@ def test_a_half_precision_softmax_along_a_long_first_dimension_stays_small(
             torch.testing.assert_close(got[where], want, rtol=0.02, atol=1e-3, msg=what)
             if what != "softmax_grad":
                 assert torch.equal(got[where], want), what  # the float32 result, rounded once
+
+
+@pytest.mark.parametrize("elements", [4, 1 << 14])  # on the event loop, in a worker
+def test_subnormal_floats_count_as_zero_in_arithmetic(client: TestClient, elements: int) -> None:
+    """A CPU takes a slow path for each subnormal operand (a 1024² float32 matmul of them
+    took 9.7 s, 70 ms otherwise, charged at the rate of the latter): the service computes
+    as torch does after ``torch.set_flush_denormal(True)``."""
+    x = torch.full((elements,), 1e-39)
+    encoded = {"b64": base64.b64encode(x.numpy().tobytes()).decode(), "shape": [elements]}
+    body = {
+        "inputs": {"x": {**encoded, "dtype": "float32"}},
+        "steps": [{"op": "mul", "x": "x", "y": 3.0}],
+    }
+    got = client.post("/tensor/ops", json=body, params={"encoding": "b64"})
+    assert got.status_code == 200, got.text
+    wire = got.json()["outputs"]["out"]
+    values = np.frombuffer(base64.b64decode(wire["b64"]), dtype=np.float32)
+    assert torch.set_flush_denormal(True)
+    try:
+        expected = (x * 3.0).numpy()
+    finally:
+        torch.set_flush_denormal(False)
+    np.testing.assert_array_equal(values, expected)
+    assert not expected.any() and (x * 3.0).numpy().any()  # flushed, where torch would not
+    kept = client.post(
+        "/tensor/ops",
+        json={**body, "steps": [{"op": "clone", "x": "x"}]},
+        params={"encoding": "b64"},
+    ).json()["outputs"]["out"]
+    assert kept["b64"] == encoded["b64"]  # a copy keeps them: only arithmetic flushes
