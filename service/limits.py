@@ -115,7 +115,9 @@ def _widened(d: MatmulDims, dtype: torch.dtype, device_type: str) -> bool:
 class PlanOffLoop(Exception):
     """A plan being made on the event loop is about to make more objects one by one than
     :attr:`Budget.loop_objects` allows (``split`` into 300,000 pieces is a tiny body, and
-    its plan builds every piece), or has taken longer than :attr:`Budget.loop_until` (a
+    its plan builds every piece), charges a tensor over :attr:`Budget.loop_elements` (a
+    convolution's random weight of 33 million values took 0.3 to 1 s to draw), or has taken
+    longer than :attr:`Budget.loop_until` (a
     small body's steps may each be slow to plan: torch's meta kernel of a floor division
     is Python code, 3 to 4.5 ms a step): the caller makes it again off the loop."""
 
@@ -149,6 +151,10 @@ class Budget:
         self.loop_objects: int | None = None
         """While the plan is made on the event loop: the most objects it may charge before
         :class:`PlanOffLoop` sends it to a thread."""
+        self.loop_elements: int | None = None
+        """While the plan is made on the event loop: the largest tensor it may charge before
+        :class:`PlanOffLoop` sends it to a thread (a plan may build what it charges: a
+        convolution's random weight)."""
         self.loop_until: float | None = None
         """While the plan is made on the event loop: the ``time.perf_counter()`` past which
         its next charge raises :class:`PlanOffLoop`."""
@@ -201,6 +207,8 @@ class Budget:
         """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""
         if numel > self.max_elements:
             raise LimitExceeded("max_elements", self.max_elements, numel, what)
+        if self.loop_elements is not None and numel > self.loop_elements:
+            raise PlanOffLoop
         self.charge_tensors(numel, what)
 
     def charge_tensors(self, numel: int, what: str) -> None:

@@ -56,6 +56,10 @@ INLINE_SECONDS = 1e-3
 """Work predicted to take longer than this runs in a worker, however few its elements,
 FLOPs and objects: a hessian of 14 scalars through 1,000 syntax nodes (predicted at 0.29 s)
 held the event loop for 140 to 240 ms."""
+LOOP_PLAN_ELEMENTS = 1 << 20
+"""The largest tensor a plan made on the event loop may charge (it may build it: drawing a
+convolution's random weight of 33 million values took 0.3 to 1 s); a larger one sends the
+plan to a thread."""
 LOOP_PLAN_SECONDS = 5e-3
 """A plan made on the event loop (a small body's) that has taken longer than this is made
 again in a thread: 63 floor divisions of a [4, 4] tensor took 400 to 600 ms to plan."""
@@ -398,15 +402,16 @@ async def _disconnect(receive: Receive) -> None:
 
 def _prepare_on_loop(prepare: Callable[[ComputeContext], P], ctx: ComputeContext) -> P:
     """``prepare(ctx)``, stopped by :class:`PlanOffLoop` once it charges more than
-    :data:`INLINE_OBJECTS` objects or, at its next charge, once it has taken more than
-    :data:`LOOP_PLAN_SECONDS` (the caller prepares again, in a thread)."""
-    ctx.budget.loop_objects = INLINE_OBJECTS
-    ctx.budget.loop_until = time.perf_counter() + LOOP_PLAN_SECONDS
+    :data:`INLINE_OBJECTS` objects or a tensor over :data:`LOOP_PLAN_ELEMENTS`, or, at its
+    next charge, once it has taken more than :data:`LOOP_PLAN_SECONDS` (the caller prepares
+    again, in a thread)."""
+    budget = ctx.budget
+    budget.loop_objects, budget.loop_elements = INLINE_OBJECTS, LOOP_PLAN_ELEMENTS
+    budget.loop_until = time.perf_counter() + LOOP_PLAN_SECONDS
     try:
         return prepare(ctx)
     finally:
-        ctx.budget.loop_objects = None
-        ctx.budget.loop_until = None
+        budget.loop_objects = budget.loop_elements = budget.loop_until = None
 
 
 async def _stream(

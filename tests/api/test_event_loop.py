@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -19,6 +21,7 @@ from service.config import Limits
 from service.device import DeviceManager
 from service.ops.autograd.parse import parse_expression
 from service.ops.tensors.table import OPS
+from service.ops.vision import handlers
 from tests.conftest import ops
 
 
@@ -129,3 +132,37 @@ def test_long_expressions_are_parsed_one_at_a_time(monkeypatch: pytest.MonkeyPat
         parsed = list(pool.map(lambda _: parse_expression(text, ["x"], limits=Limits()), range(32)))
     assert most == 1
     assert all(p.nodes == parsed[0].nodes for p in parsed)
+
+
+def test_a_plan_that_builds_a_large_tensor_is_made_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A /conv body of a few hundred bytes asks for 64 random kernels of 63×63 over 132
+    channels: a weight of 33 million values, drawn while planning (0.3 to 1 s)."""
+    built: list[tuple[bool, int]] = []
+    build = handlers.build_weight
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        weight = build(*args, **kwargs)
+        built.append((_on_loop(), weight.weight.numel()))
+        return weight
+
+    monkeypatch.setattr(handlers, "build_weight", watched)
+    small = {"input": [[[0.5] * 3] * 3] * 2, "kernels": ["random", "box"], "kernel_size": 3}
+    assert client.post("/conv", json=small).status_code == 200
+    wide = {
+        "input": [[[0.5]]] * 64,
+        "kernels": ["random"] * 64,
+        "kernel_size": 17,
+        "padding": 8,
+        "seed": 3,
+    }
+    answer = client.post("/conv", json=wide, params={"encoding": "b64"})
+    assert answer.status_code == 200, answer.text
+    assert built[0] == (True, 2 * 2 * 9)  # a small weight: planned on the loop
+    assert built[1:] == [(False, 64 * 64 * 17 * 17)]  # over LOOP_PLAN_ELEMENTS: in a thread
+    weight = answer.json()["weight"]
+    torch.manual_seed(3)
+    expected = torch.nn.Conv2d(64, 64, 17, padding=8).weight.detach()
+    got = np.frombuffer(base64.b64decode(weight["b64"]), dtype=np.float32).reshape(expected.shape)
+    np.testing.assert_array_equal(got, expected.numpy())
