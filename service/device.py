@@ -29,6 +29,7 @@ from service.errors import ComputeTimeout, DeviceUnavailable, TooManyRequests
 from service.limits import Deadline
 from service.memory import allocation_failed, worker_memory_limit
 from service.metrics import Metrics
+from service.ops.threads import subnormals_flushed
 from service.workers import WorkerPool, start_forkserver
 from service.workers.outcomes import out_of_memory
 
@@ -247,10 +248,11 @@ class DeviceManager:
         slot, no thread, not even a coroutine (on a tiny request, each layer costs more than
         the work). Under ``torch.inference_mode()`` unless ``autograd``."""
         deadline = Deadline(self.settings.limits.request_timeout_s)
-        if autograd:
-            return fn(arg, deadline)
-        with torch.inference_mode():
-            return fn(arg, deadline)
+        with subnormals_flushed():  # as in a worker
+            if autograd:
+                return fn(arg, deadline)
+            with torch.inference_mode():
+                return fn(arg, deadline)
 
     async def run_isolated(
         self,
@@ -352,6 +354,8 @@ class DeviceManager:
                 max_memory_bytes=self._memory_limit(device),
                 metrics=self.metrics,
                 threads=self.settings.worker_threads,
+                # Compute only: a body worker parses numbers, and keeps subnormal ones.
+                flush_subnormals=device != BODY_POOL,
             )
         return self._pools[device]
 

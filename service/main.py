@@ -42,7 +42,6 @@ from service.middleware import ApiKeyMiddleware, ContractCORSMiddleware, Request
 from service.ops.context import ComputeContext
 from service.ops.data.handlers import warm_up_images
 from service.ops.tensors.program import warm_up
-from service.ops.threads import flush_subnormals
 
 DESCRIPTION = """
 PyTorch's fundamentals over HTTP: tensors, autograd, layers, convolution, pooling,
@@ -155,7 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        flush_subnormals()  # tiny work runs on the event loop as in a worker
         warm_up()
         # torchvision and scikit-learn take seconds to import; the first /data/images or
         # /datasets call would pay for it.

@@ -47,3 +47,14 @@ def flush_subnormals() -> None:
     CPU takes a slow path for each subnormal operand: a 1024² float32 matmul of them took
     9.7 s, 70 ms otherwise, and torch's kernels are charged at the rates of normal numbers."""
     torch.set_flush_denormal(True)
+
+
+@contextlib.contextmanager
+def subnormals_flushed() -> Iterator[None]:
+    """:func:`flush_subnormals` for the block, on this thread only (the event loop's, where
+    requests are validated: a ``sigma`` of 5e-324 must still be greater than 0)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

@@ -128,16 +128,22 @@ TRIM_WHEN_IDLE_S = 1.0
 
 
 def serve(
-    sock: socket.socket, preload: Sequence[str], threads: int = 0, max_memory_bytes: int = 0
+    sock: socket.socket,
+    preload: Sequence[str],
+    threads: int = 0,
+    max_memory_bytes: int = 0,
+    subnormals_as_zero: bool = False,
 ) -> None:
     """The worker's main loop (the target of its process); ``threads`` > 0 sets torch's;
     ``max_memory_bytes`` > 0 limits the private memory it takes beyond what it holds once
-    its modules are imported (:func:`service.memory.limit_private_memory`)."""
+    its modules are imported (:func:`service.memory.limit_private_memory`);
+    ``subnormals_as_zero``: :func:`~service.ops.threads.flush_subnormals`."""
     # ^C in a terminal reaches the whole process group; the server decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _batch_priority()
     _keep_freed_memory()
-    flush_subnormals()
+    if subnormals_as_zero:
+        flush_subnormals()
     if threads > 0:
         torch.set_num_threads(threads)
     for name in preload:

@@ -108,7 +108,8 @@ class WorkerPool:
     that made that call. ``threads`` > 0 sets torch's threads in each worker; ``preload``
     names modules each worker imports before it is ready. ``max_memory_bytes`` > 0 limits
     the private memory of each worker beyond what it holds once ready
-    (:func:`service.memory.limit_private_memory`).
+    (:func:`service.memory.limit_private_memory`). ``flush_subnormals``: its workers compute
+    with subnormal floats as zero (:func:`service.ops.threads.flush_subnormals`).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class WorkerPool:
         metrics: Metrics | None = None,
         threads: int = 0,
         start_timeout_s: float = 60.0,
+        flush_subnormals: bool = False,
     ) -> None:
         self.device = device
         self.size = size
@@ -133,6 +135,7 @@ class WorkerPool:
         self.metrics = metrics
         self.threads = threads
         self.start_timeout_s = start_timeout_s
+        self.flush_subnormals = flush_subnormals
         self._idle: deque[WorkerProcess] = deque()
         self._busy: set[WorkerProcess] = set()
         self._starting = 0
@@ -385,7 +388,13 @@ class WorkerPool:
             task.add_done_callback(self._tasks.discard)
 
     def _launch(self) -> WorkerProcess:
-        return launch(self.device, self.preload, self.threads, self.max_memory_bytes)
+        return launch(
+            self.device,
+            self.preload,
+            self.threads,
+            self.max_memory_bytes,
+            flush_subnormals=self.flush_subnormals,
+        )
 
     async def _spawn(self) -> None:
         try:

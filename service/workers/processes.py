@@ -115,16 +115,22 @@ def _reap(worker: WorkerProcess, timeout: float) -> int | None:
 
 
 def launch(
-    device: str, preload: Sequence[str], threads: int, max_memory_bytes: int = 0
+    device: str,
+    preload: Sequence[str],
+    threads: int,
+    max_memory_bytes: int = 0,
+    *,
+    flush_subnormals: bool = False,
 ) -> WorkerProcess:
     """Start one worker process (in the process thread); it says when it is ready.
-    ``max_memory_bytes`` > 0 limits its private memory beyond what it holds then."""
+    ``max_memory_bytes`` > 0 limits its private memory beyond what it holds then;
+    ``flush_subnormals``: it computes with subnormal floats as zero."""
     start_forkserver(preload)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         process = _CONTEXT.Process(
             target=child.serve,
-            args=(theirs, tuple(preload), threads, max_memory_bytes),
+            args=(theirs, tuple(preload), threads, max_memory_bytes, flush_subnormals),
             name=f"torchlab-worker-{device}",
             daemon=True,
         )

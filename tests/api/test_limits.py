@@ -343,3 +343,7 @@ def test_subnormal_floats_count_as_zero_in_arithmetic(client: TestClient, elemen
         params={"encoding": "b64"},
     ).json()["outputs"]["out"]
     assert kept["b64"] == encoded["b64"]  # a copy keeps them: only arithmetic flushes
+    # Numbers in JSON keep them too, where a body worker parses a large body.
+    listed = {"inputs": {"x": {"data": x.tolist()}}, "steps": [{"op": "clone", "x": "x"}]}
+    parsed = client.post("/tensor/ops", json=listed, params={"encoding": "b64"})
+    assert parsed.json()["outputs"]["out"]["b64"] == encoded["b64"]
