@@ -24,6 +24,11 @@ STEP_SECONDS = 2e-5
 """Time of one step of one layer in one direction beyond its FLOPs: a few kernel calls (the
 hidden-state matmul, the gates' activations and products), measured on a CPU at 5 to 25 µs
 with sizes of 1."""
+RECURRENT_READ_PASSES = 2.0
+"""Element passes per element of a recurrent weight, read at every step (a matrix by the
+state's vectors: bound by memory for a small batch). On a CPU, an RNN of hidden size 5792
+with a batch of 1 took 20 ms a step on one thread, 1.55 passes of its 33.5M-element
+``weight_hh``; its FLOPs had been charged 0.75 ms."""
 GATE_PASSES = 8
 """Passes over each gate element of a step: its bias, sigmoid or tanh, and the products of
 the cell and hidden state."""
@@ -227,6 +232,12 @@ def plan_rnn(
         per_step += estimate_matmul_flops((batch, spec.hidden_size), (spec.hidden_size, rows))
         flops += per_step * seq_len * spec.directions
     budget.charge_flops(flops, what, dtype=dtype)
+    # Every step multiplies the state by the whole recurrent weight: for a small batch, a
+    # pass over the weight, bound by memory, not by its FLOPs.
+    recurrent = spec.hidden_size * rows * seq_len * spec.num_layers * spec.directions
+    budget.charge_elementwise(
+        RECURRENT_READ_PASSES * recurrent, f"{what}: the recurrent weights read at every step"
+    )
     steps = seq_len * spec.num_layers * spec.directions
     budget.charge_seconds(steps * STEP_SECONDS, f"{what}: {steps:,} steps one after another")
     budget.count_serial_steps(steps)

@@ -158,6 +158,22 @@ def test_recurrent_flops_are_timed_at_the_inputs_dtype() -> None:
     seconds = {}
     for dtype in (torch.float32, torch.float64):
         charged = budget(max_seconds=1e9)
-        plan_rnn(spec, (64, 64, 512), charged, dtype=dtype)
+        # A batch of 512: bound by its FLOPs (a small batch by reading the weights).
+        plan_rnn(spec, (16, 512, 512), charged, dtype=dtype)
         seconds[dtype] = charged.seconds
     assert seconds[torch.float64] > 5 * seconds[torch.float32]
+
+
+def test_every_step_of_a_small_batch_reads_the_recurrent_weight() -> None:
+    """With a batch of 1 each step is a matrix by a vector, bound by reading the whole
+    recurrent weight: an RNN of hidden size 5792 (134 MB of weight_hh) took 20 ms a step,
+    16 s for 1000 steps, where 4 s had been charged by its FLOPs."""
+    spec = RNNSpec("rnn", 1, 5792)
+    refusal = refused_fast(lambda: plan_rnn(spec, (1_000, 1, 1), budget()))
+    assert refusal.code is ErrorCode.OVER_TIME_BUDGET
+    charged = budget(max_seconds=1e9)
+    plan_rnn(spec, (1_000, 1, 1), charged)
+    assert charged.seconds >= 1_000 * 5792 * 5792 / RATES.elements_per_s  # one pass a step
+    small = budget()
+    plan_rnn(RNNSpec("lstm", 8, 16), (400, 1, 8), small)  # the tutorial's size: milliseconds
+    assert small.seconds < 0.05
