@@ -405,17 +405,19 @@ def test_large_bodies_in_a_row_use_one_shared_buffer_again_and_are_each_read_rig
 
 def test_the_shared_buffers_go_back_once_no_large_body_has_come_for_a_while() -> None:
     async def kept_until(pool: SharedBuffers, nbytes: int) -> float:
+        """When (``time.monotonic()``) the pool came to keep ``nbytes``."""
         start = time.monotonic()
         while pool.kept_bytes != nbytes and time.monotonic() - start < 5:
             await asyncio.sleep(0.01)
-        return time.monotonic() - start
+        return time.monotonic()
 
     async def scenario() -> None:
         pool = SharedBuffers(idle_s=0.1)
+        taken = time.monotonic()  # the idle time counts from the takes, not from after them
         held = pool.take(3 << 20)  # a body still in use
         pool.take(5 << 20)  # one whose tensors are gone
         assert pool.kept_bytes == (4 << 20) + (8 << 20)  # powers of two
-        assert await kept_until(pool, 4 << 20) >= 0.09  # idle: the free one gone
+        assert await kept_until(pool, 4 << 20) - taken >= 0.09  # idle: the free one gone
         await asyncio.sleep(0.2)
         assert pool.kept_bytes == 4 << 20  # the one in use kept
         del held
