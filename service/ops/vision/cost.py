@@ -45,10 +45,33 @@ LP_UNITS = 3
 its sign; over its output: the power ``1/p`` and the scale."""
 
 
-def direct_convolution(dtype: torch.dtype, device: torch.device) -> bool:
+ONEDNN_MIN_INPUT = 20480
+"""On a CPU, torch leaves a float32 convolution to oneDNN unless it is small by its own rule
+(ATen's ``use_mkldnn``): a batch of one, one group, a kernel of at most 3 on a side and an
+input (before padding) of at most this many elements go to its own unfolding instead. A
+1×1 input padded to 501×2001, by a 1×1001 kernel, unfolded 2 GB."""
+
+
+def direct_convolution(
+    dtype: torch.dtype,
+    device: torch.device,
+    input_shape: Sequence[int],
+    weight_shape: Sequence[int],
+    groups: int,
+) -> bool:
     """Whether ``device`` convolves ``dtype`` without unfolding the input (everything but a
-    CPU's float64 and the like)."""
-    return device.type != "cpu" or dtype in ONEDNN_DTYPES
+    CPU's float64 and the like, and its small float32 cases, :data:`ONEDNN_MIN_INPUT`)."""
+    if device.type != "cpu":
+        return True
+    if dtype not in ONEDNN_DTYPES:
+        return False
+    kh, kw = int(weight_shape[-2]), int(weight_shape[-1])
+    return (
+        groups > 1
+        or (kh > 3 and kw > 3)
+        or int(input_shape[0]) > 1
+        or math.prod(int(s) for s in input_shape) > ONEDNN_MIN_INPUT
+    )
 
 
 def charge_conv2d(
@@ -83,7 +106,7 @@ def charge_conv2d(
     budget.charge_elementwise(float(math.prod(input_shape)) + outputs + padded_copy, what)
     if padded_copy:
         budget.charge_tensor(padded_copy, f"{what}: the padded input")
-    if not direct_convolution(dtype, device):
+    if not direct_convolution(dtype, device, input_shape, weight_shape, groups):
         # One group's unfolded input at a time: the whole batch's without dilation (with
         # it, one sample's; charged as the larger).
         unfolded = per_group * kh * kw * positions * n

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -100,28 +101,61 @@ def test_a_float64_convolution_on_the_cpu_unfolds_its_input() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("input_shape", "weight_shape", "padding", "groups"),
+    [
+        ([1, 1, 1, 1], [1, 1, 1, 101], (10, 100), 1),  # 1 element padded: unfolded
+        ([1, 1, 100, 100], [2, 1, 3, 3], 0, 1),  # 10,000 elements: unfolded
+        ([1, 1, 200, 200], [2, 1, 3, 3], 0, 1),  # 40,000: oneDNN
+        ([2, 1, 50, 50], [2, 1, 3, 3], 0, 1),  # a batch of 2: oneDNN
+        ([1, 2, 50, 50], [2, 1, 3, 3], 0, 2),  # groups: oneDNN
+        ([1, 1, 50, 50], [1, 1, 5, 5], 0, 1),  # a kernel over 3 both ways: oneDNN
+    ],
+)
+def test_a_float32_convolution_is_charged_the_unfolding_torch_does(
+    input_shape: list[int], weight_shape: list[int], padding: Any, groups: int
+) -> None:
+    """torch's CPU convolution of a small float32 input unfolds it, as float64 does (a 1×1
+    input padded to 501×2001 by a 1×1001 kernel: 2 GB), checked against what torch's
+    allocator hands out beside the output."""
+    x, weight = torch.ones(input_shape), torch.ones(weight_shape)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as profiled:
+        out = torch.nn.functional.conv2d(x, weight, padding=padding, groups=groups)
+    allocated = sum(max(e.self_cpu_memory_usage, 0) for e in profiled.events())
+    beside = allocated - out.numel() * out.element_size()
+    spent = timed()
+    spec = ConvSpec(kernel_size=None, padding=padding, groups=groups)
+    plan_conv(input_shape, torch.float32, weight_shape, spec, spent)
+    unfolded = spent.elements - out.numel()
+    assert unfolded * 4 >= beside
+    if beside <= 64:
+        assert unfolded == 0  # oneDNN's own buffers are not torch's: see the blocked copies
+
+
 def test_a_depthwise_convolution_is_charged_its_lower_rate() -> None:
+    # Inputs over ONEDNN_MIN_INPUT: convolved directly, not unfolded.
     dense, depthwise = timed(), timed()
     charge_conv2d(
         dense,
-        [1, 4, 64, 64],
+        [1, 4, 96, 96],
         [4, 4, 3, 3],
-        [1, 4, 62, 62],
+        [1, 4, 94, 94],
         groups=1,
         dtype=torch.float32,
         device=CPU,
     )
     charge_conv2d(
         depthwise,
-        [1, 16, 64, 64],
+        [1, 16, 96, 96],
         [16, 1, 3, 3],
-        [1, 16, 62, 62],
+        [1, 16, 94, 94],
         groups=16,
         dtype=torch.float32,
         device=CPU,
     )
-    assert dense.flops == depthwise.flops == 2 * 16 * 62 * 62 * 9
-    passes = {"dense": 4 * 64 * 64 + 4 * 62 * 62, "depthwise": 16 * 64 * 64 + 16 * 62 * 62}
+    assert dense.flops == depthwise.flops == 2 * 16 * 94 * 94 * 9
+    passes = {"dense": 4 * 96 * 96 + 4 * 94 * 94, "depthwise": 16 * 96 * 96 + 16 * 94 * 94}
     assert dense.seconds == pytest.approx(
         dense.flops / 1e11 / CONV_EFFICIENCY + passes["dense"] / 1e9, rel=1e-6
     )
@@ -132,9 +166,9 @@ def test_a_depthwise_convolution_is_charged_its_lower_rate() -> None:
 
 def test_an_uneven_same_padding_charges_the_padded_copy() -> None:
     even, odd = timed(), timed()
-    plan_conv([1, 2, 40, 50], torch.float32, [1, 2, 4, 4], ConvSpec(padding="same"), even)
-    plan_conv([1, 2, 40, 50], torch.float32, [1, 2, 3, 3], ConvSpec(padding="same"), odd)
-    assert even.elements - odd.elements == 2 * 41 * 51
+    plan_conv([1, 2, 120, 150], torch.float32, [1, 2, 4, 4], ConvSpec(padding="same"), even)
+    plan_conv([1, 2, 120, 150], torch.float32, [1, 2, 3, 3], ConvSpec(padding="same"), odd)
+    assert even.elements - odd.elements == 2 * 121 * 151
 
 
 def test_the_activation_after_a_convolution_is_charged() -> None:
