@@ -4,6 +4,8 @@ their dtype, before anything runs (predicted times at fixed rates)."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -18,6 +20,7 @@ from service.ops.vision.conv import ConvSpec, plan_conv
 from service.ops.vision.cost import (
     CONV_EFFICIENCY,
     DEPTHWISE_EFFICIENCY,
+    ONEDNN_BLOCK,
     POOL_OUTPUT_UNITS,
     charge_conv2d,
     pool_window_reads,
@@ -47,8 +50,11 @@ def test_a_convolution_is_charged_its_multiply_adds_at_a_direct_convolutions_rat
     plan_conv([1, 1, 512, 768], torch.float32, [2, 1, 5, 5], ConvSpec(kernel_size=5), spent)
     flops = 2.0 * 2 * 508 * 764 * 25
     assert spent.flops == flops
-    passes = (512 * 768 + 2 * 2 * 508 * 764) / THROUGHPUT.elements_per_s  # in, out, out again
+    # In, out, out again; and both copied in oneDNN's layout, channels padded to a block.
+    blocked = ONEDNN_BLOCK * 512 * 768 + ONEDNN_BLOCK * 508 * 764
+    passes = (512 * 768 + 2 * 2 * 508 * 764 + blocked) / THROUGHPUT.elements_per_s
     assert spent.seconds == pytest.approx(flops / 1e11 / CONV_EFFICIENCY + passes, rel=1e-6)
+    assert spent.elements == 2 * 508 * 764 + blocked
 
 
 def test_a_convolution_is_charged_in_its_dtype() -> None:
@@ -127,10 +133,14 @@ def test_a_float32_convolution_is_charged_the_unfolding_torch_does(
     spent = timed()
     spec = ConvSpec(kernel_size=None, padding=padding, groups=groups)
     plan_conv(input_shape, torch.float32, weight_shape, spec, spent)
-    unfolded = spent.elements - out.numel()
-    assert unfolded * 4 >= beside
-    if beside <= 64:
-        assert unfolded == 0  # oneDNN's own buffers are not torch's: see the blocked copies
+    n, channels, h, w = input_shape
+    if beside <= 64:  # oneDNN's: its copies in its blocked layout, which torch does not see
+        blocks = -(-channels // ONEDNN_BLOCK) * h * w + -(-out.shape[1] // ONEDNN_BLOCK) * (
+            out.shape[2] * out.shape[3]
+        )
+        assert spent.elements - out.numel() == n * ONEDNN_BLOCK * blocks
+    else:
+        assert (spent.elements - out.numel()) * 4 >= beside
 
 
 def test_a_depthwise_convolution_is_charged_its_lower_rate() -> None:
@@ -156,6 +166,8 @@ def test_a_depthwise_convolution_is_charged_its_lower_rate() -> None:
     )
     assert dense.flops == depthwise.flops == 2 * 16 * 94 * 94 * 9
     passes = {"dense": 4 * 96 * 96 + 4 * 94 * 94, "depthwise": 16 * 96 * 96 + 16 * 94 * 94}
+    for kind in passes:  # and oneDNN's copies of both, 16 channels to a block
+        passes[kind] += ONEDNN_BLOCK * (96 * 96 + 94 * 94)
     assert dense.seconds == pytest.approx(
         dense.flops / 1e11 / CONV_EFFICIENCY + passes["dense"] / 1e9, rel=1e-6
     )
@@ -219,3 +231,35 @@ def test_adaptive_windows_and_lp_copies() -> None:
     plan_pool(PoolSpec("lp", 3, 1), [1, 1, 50, 50], torch.float32, lp)
     plan_pool(PoolSpec("avg", 3, 1), [1, 1, 50, 50], torch.float32, avg)
     assert lp.elements == avg.elements + 50 * 50  # x ** p, a copy of the input
+
+
+ONEDNN_PEAK = """
+import torch
+
+def status(key):
+    with open("/proc/self/status") as lines:
+        return next(int(l.split()[1]) * 1024 for l in lines if l.startswith(key + ":"))
+
+x, w = torch.rand(1, 1, 2048, 2048), torch.rand(1, 1, 3, 3)
+torch.nn.functional.conv2d(x[..., :256, :256], w)  # oneDNN loaded and warm
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the peak resident memory (VmHWM) back to the current
+before = status("VmRSS")
+y = torch.nn.functional.conv2d(x, w)
+print(status("VmHWM") - before - 4 * y.numel())
+"""
+
+
+def test_onednns_copies_are_charged_the_memory_they_take() -> None:
+    """A one-channel float32 convolution of a 2048² picture took 311 MB beside its 16 MB
+    output: oneDNN's copies of input and output, 16 channels to a block (measured here in a
+    process of its own, by its peak resident memory)."""
+    run = subprocess.run(
+        [sys.executable, "-c", ONEDNN_PEAK], capture_output=True, text=True, check=True
+    )
+    beside = int(run.stdout.split()[-1])
+    spent = timed()
+    plan_conv([1, 1, 2048, 2048], torch.float32, [1, 1, 3, 3], ConvSpec(), spent)
+    charged = spent.elements - 2046 * 2046  # beside the output
+    assert charged * 4 >= beside  # elements of float32
+    assert beside > 4 * 2048 * 2048 * 4  # far more than the input: the copies are real
