@@ -157,6 +157,10 @@ def test_the_grid_and_the_batches_are_charged_before_anything_runs() -> None:
     listed = timed_budget()
     charge_batches(shapes, 4, 3, shuffle=True, budget=listed)
     assert listed.objects == 10 * 2 + 2 * 4 + 3 * 3
+    # The first batch stacked is a tensor of its own, as large as its pictures.
+    pictures = [torch.rand(shape, dtype=torch.float64) for shape in shapes]
+    stacked = next(iter(DataLoader(pictures, batch_size=4)))
+    assert listed.elements == stacked.numel()
     with pytest.raises(LimitExceeded) as info:
         charge_batches(
             [(1, 8, 8)] * 1000, 16, 10, shuffle=False, budget=timed_budget(max_objects=1000)

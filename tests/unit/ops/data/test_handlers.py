@@ -84,7 +84,8 @@ def test_digits_from_request_to_content() -> None:
     body = DataImagesRequest(dataset="digits", batch_size=8, max_images=40, include_data=True)
     ctx = _ctx()
     plan = prepare_data_images(ctx, body)
-    assert ctx.budget.elements == 2 * 40 * 64  # the pictures, and their float32 outputs
+    # The pictures, their float32 outputs and the first batch of 8 stacked.
+    assert ctx.budget.elements == 2 * 40 * 64 + 8 * 64
     pickle.dumps(plan)
     content = compute_data_images(plan, _deadline())
     assert isinstance(content, dict)
