@@ -11,7 +11,12 @@ import pytest
 
 from service.config import Limits
 from service.errors import InvalidInput, LimitExceeded
-from service.ops.data.csv_reader import CSV_CELL_SECONDS, count_cells, read_csv
+from service.ops.data.csv_reader import (
+    CSV_CELL_ELEMENTS,
+    CSV_CELL_SECONDS,
+    count_cells,
+    read_csv,
+)
 from service.ops.data.table import Table
 from tests.unit.ops.data.helpers import timed_budget
 
@@ -143,3 +148,19 @@ def test_cells_are_counted_from_the_bytes_and_charged_before_parsing() -> None:
         read_csv(big, _limits(), budget=timed_budget(request_timeout_s=0.5))
     assert info.value.code == "over_time_budget"
     assert time.perf_counter() - start < 0.2
+
+
+def test_the_cells_are_charged_the_memory_they_take_while_read() -> None:
+    """A CSV of 16 million two-digit cells (48 MB) took 2 GB to read: each cell is a string
+    of its own, in a list, then in an array of objects (measured here by tracemalloc)."""
+    text = "a,b,c,d\n" + "12,34,56,78\n" * 50_000
+    spent = timed_budget()
+    tracemalloc.start()
+    try:
+        _csv(text, budget=spent)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak > 40 * 4 * 50_000  # tens of bytes a cell
+    assert spent.elements * 8 >= peak
+    assert CSV_CELL_ELEMENTS * count_cells(text.encode()) <= spent.elements
