@@ -22,6 +22,7 @@ from service.ops.vision.imageio import (
     ALLOWED_FORMATS,
     DATA_URL_HEAD,
     MAX_JPEG_SCANS,
+    MAX_RLE_PIXELS,
     MAX_TIFF_PIECES,
     decode_base64,
     decode_image,
@@ -346,3 +347,29 @@ def test_a_tiff_of_too_many_strips_is_refused_before_pillow_opens_it(order: str)
     }
     at_limit = open_image(many_strips(MAX_TIFF_PIECES, order), "image", max_pixels=100)
     assert at_limit.size == (1, 2)
+
+
+def rle4_bmp(width: int, height: int) -> bytes:
+    """A 4-bit run-length-encoded BMP of grey 17: per row a run of one pixel, then its end
+    (Pillow fills the rest of the row with 0)."""
+    palette = b"".join(struct.pack("<BBBB", i * 17, i * 17, i * 17, 0) for i in range(16))
+    rows = b"\x01\x11\x00\x00" * height + b"\x00\x01"
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 4, 2, len(rows), 2835, 2835, 16, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + info + palette + rows
+
+
+def test_a_large_run_length_encoded_bmp_is_refused_before_decoding() -> None:
+    """Pillow decodes RLE BMPs in Python: 23 KB of 5792×5792 took 6 s a picture."""
+    small = open_image(rle4_bmp(64, 32), "image", max_pixels=1 << 25)
+    pixels = np.array(small.convert("L"))
+    assert pixels[:, 0].tolist() == [17] * 32 and not pixels[:, 1:].any()
+    start = time.perf_counter()
+    with pytest.raises(InvalidInput) as caught:
+        open_image(rle4_bmp(5792, 5792), "image", max_pixels=1 << 25)
+    assert time.perf_counter() - start < 0.1
+    assert caught.value.code == ErrorCode.INVALID_IMAGE
+    assert caught.value.details["compression"] == "RLE4"
+    assert caught.value.details["allowed"] == MAX_RLE_PIXELS
+    plain = open_image(encoded(Image.new("L", (2048, 2048), 9), "BMP"), "image", max_pixels=1 << 25)
+    assert plain.size == (2048, 2048)  # uncompressed: read as it is
