@@ -27,6 +27,10 @@ CONV_EFFICIENCY = 1 / 16
 a few channels per group: a tenth to a half; a matrix multiply of the same FLOPs: all)."""
 DEPTHWISE_EFFICIENCY = 1 / 32
 """…and one with a single input and output channel per group (a depthwise blur)."""
+THIN_DEPTHWISE_EFFICIENCY = 1 / 128
+"""…and a depthwise one by a kernel of one row or one column (a separable blur's half): on 2
+cores, kernels of 31 to 511 by 1 ran at 1.4 to 3 GFLOP/s beside a 250 GFLOP/s matmul (3×4000×512
+by 2001×1 took 21.6 s, predicted at 1.45 s)."""
 ONEDNN_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 """dtypes the CPU convolves directly (oneDNN); others unfold their input first (im2col)."""
 IM2COL_UNITS = 2
@@ -112,6 +116,8 @@ def charge_conv2d(
     if throughput is not None:
         depthwise = per_group == 1 and out_channels == groups
         efficiency = DEPTHWISE_EFFICIENCY if depthwise else CONV_EFFICIENCY
+        if depthwise and min(kh, kw) == 1 < max(kh, kw):
+            efficiency = THIN_DEPTHWISE_EFFICIENCY
         # charge_flops predicted the full rate; the rest of the time at the real one.
         budget.charge_seconds(flops / throughput.rate(dtype) * (1 / efficiency - 1), what)
     budget.charge_elementwise(float(math.prod(input_shape)) + outputs + padded_copy, what)

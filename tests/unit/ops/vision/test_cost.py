@@ -22,6 +22,7 @@ from service.ops.vision.cost import (
     DEPTHWISE_EFFICIENCY,
     ONEDNN_BLOCK,
     POOL_OUTPUT_UNITS,
+    THIN_DEPTHWISE_EFFICIENCY,
     charge_conv2d,
     pool_window_reads,
 )
@@ -263,3 +264,30 @@ def test_onednns_copies_are_charged_the_memory_they_take() -> None:
     charged = spent.elements - 2046 * 2046  # beside the output
     assert charged * 4 >= beside  # elements of float32
     assert beside > 4 * 2048 * 2048 * 4  # far more than the input: the copies are real
+
+
+def test_a_depthwise_convolution_by_a_thin_kernel_is_charged_its_lower_rate() -> None:
+    """A kernel of one column (or row) runs at a quarter of a square one's rate: 3×4000×512
+    by 2001×1 took 21.6 s where 1.45 s had been predicted."""
+
+    def seconds(kernel: tuple[int, int]) -> tuple[float, float]:
+        """Predicted, and the FLOPs' time at the full matmul rate."""
+        spent = timed()
+        kh, kw = kernel
+        charge_conv2d(
+            spent,
+            [1, 3, 4000, 512],
+            [3, 1, kh, kw],
+            [1, 3, 4001 - kh, 513 - kw],
+            groups=3,
+            dtype=torch.float32,
+            device=CPU,
+        )
+        flops = 2.0 * 3 * (4001 - kh) * (513 - kw) * kh * kw
+        return (spent.seconds, flops / THROUGHPUT.rate(torch.float32))
+
+    for kernel in ((2001, 1), (1, 255)):
+        spent, at_full_rate = seconds(kernel)
+        assert spent >= at_full_rate / THIN_DEPTHWISE_EFFICIENCY
+    square, at_full_rate = seconds((45, 45))
+    assert square < 1.01 * at_full_rate / DEPTHWISE_EFFICIENCY + 1.0
