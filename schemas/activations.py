@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, FiniteFloat, model_validator
 
 from schemas.common import (
     ComputeRequest,
@@ -154,8 +154,8 @@ _DERIVATIVE_DOC = (
 class ActivationRange(StrictModel):
     """`torch.linspace(start, end, steps)`: the inputs when no `x` is given."""
 
-    start: Int | float = Field(default=-6, description="First value.", examples=[-6])
-    end: Int | float = Field(default=6, description="Last value (included).", examples=[6])
+    start: Int | FiniteFloat = Field(default=-6, description="First value.", examples=[-6])
+    end: Int | FiniteFloat = Field(default=6, description="Last value (included).", examples=[6])
     steps: Int = Field(
         default=100,
         ge=1,

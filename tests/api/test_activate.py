@@ -231,6 +231,16 @@ def test_a_png_of_values_no_axis_can_span_is_a_422(
     png(client, large)  # within the bound: drawn
 
 
+def test_a_range_beyond_float64_is_a_422(client: TestClient) -> None:
+    """-1e400 reads as -inf: linspace from it gave NaN values."""
+    body = b'{"function": "relu", "range": {"start": -1e400, "end": 1, "steps": 3}}'
+    response = client.post("/activate", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+    fine = client.post("/activate", json={"function": "relu", "range": {"start": -1e30, "end": 1}})
+    assert fine.status_code == 200
+
+
 def test_openapi_documents_png_and_its_headers(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     operations = schema["paths"]["/activate"]
