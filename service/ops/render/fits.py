@@ -37,6 +37,7 @@ from service.ops.render.plots import (
     Line,
     Panel,
     check_points,
+    legend_location,
     line_panels,
 )
 
@@ -272,7 +273,7 @@ def _scatter_classes(
                 label=name + (", test" if test else ""),
             )
     if len(fit.classes) <= 12:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc=legend_location(len(x)))
 
 
 def _draw_loss(ax: Any, history: Sequence[float]) -> None:

@@ -4,6 +4,7 @@ HTTP."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,3 +125,25 @@ def test_check_points_takes_the_configured_limit(limit: int) -> None:
         "requested": limit + 1,
     }
     assert "a plot" in caught.value.message
+
+
+@pytest.mark.parametrize(("points", "where"), [(1_000, "best"), (300_000, "upper left")])
+def test_a_legend_over_many_points_goes_in_a_corner(
+    monkeypatch: pytest.MonkeyPatch, points: int, where: str
+) -> None:
+    """matplotlib's ``loc="best"`` tries each place against every point: 300,000 points of a
+    jagged line took 2.4 s to draw with it, 0.34 s without."""
+    from matplotlib.axes import Axes  # noqa: PLC0415 (as plots imports it: on first use)
+
+    placed: list[str] = []
+    legend = Axes.legend
+
+    def watched(self: Axes, *args: Any, **kwargs: Any) -> Any:
+        placed.append(kwargs.get("loc", "best"))
+        return legend(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "legend", watched)
+    x = np.arange(points // 2, dtype=np.float64)
+    y = np.where(x % 2, 1.0, -1.0)
+    line_panels([Panel("jagged", [Line(x, y, "r-", "y"), Line(x, -y, "b--", "dy/dx")])])
+    assert placed == [where]
