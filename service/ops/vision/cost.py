@@ -30,7 +30,10 @@ DEPTHWISE_EFFICIENCY = 1 / 32
 THIN_DEPTHWISE_EFFICIENCY = 1 / 128
 """…and a depthwise one by a kernel of one row or one column (a separable blur's half): on 2
 cores, kernels of 31 to 511 by 1 ran at 1.4 to 3 GFLOP/s beside a 250 GFLOP/s matmul (3×4000×512
-by 2001×1 took 21.6 s, predicted at 1.45 s)."""
+by 2001×1 took 21.6 s, predicted at 1.45 s)…"""
+LONG_THIN_KERNEL = 255
+"""…and half that by a longer one: on an idle machine 3×4000×1024 ran at 3.6 GFLOP/s by
+255×1, 1.8 by 2001×1 (13.4 s); beside other work, 3×4000×1024 by 2001×1 ran to the 504."""
 ONEDNN_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 """dtypes the CPU convolves directly (oneDNN); others unfold their input first (im2col)."""
 IM2COL_UNITS = 2
@@ -117,7 +120,8 @@ def charge_conv2d(
         depthwise = per_group == 1 and out_channels == groups
         efficiency = DEPTHWISE_EFFICIENCY if depthwise else CONV_EFFICIENCY
         if depthwise and min(kh, kw) == 1 < max(kh, kw):
-            efficiency = THIN_DEPTHWISE_EFFICIENCY
+            long = max(kh, kw) > LONG_THIN_KERNEL
+            efficiency = THIN_DEPTHWISE_EFFICIENCY / (2 if long else 1)
         # charge_flops predicted the full rate; the rest of the time at the real one.
         budget.charge_seconds(flops / throughput.rate(dtype) * (1 / efficiency - 1), what)
     budget.charge_elementwise(float(math.prod(input_shape)) + outputs + padded_copy, what)

@@ -286,8 +286,8 @@ def test_a_depthwise_convolution_by_a_thin_kernel_is_charged_its_lower_rate() ->
         flops = 2.0 * 3 * (4001 - kh) * (513 - kw) * kh * kw
         return (spent.seconds, flops / THROUGHPUT.rate(torch.float32))
 
-    for kernel in ((2001, 1), (1, 255)):
+    for kernel, slower in (((2001, 1), 2), ((1, 255), 1)):
         spent, at_full_rate = seconds(kernel)
-        assert spent >= at_full_rate / THIN_DEPTHWISE_EFFICIENCY
+        assert spent >= slower * at_full_rate / THIN_DEPTHWISE_EFFICIENCY
     square, at_full_rate = seconds((45, 45))
     assert square < 1.01 * at_full_rate / DEPTHWISE_EFFICIENCY + 1.0
