@@ -117,9 +117,9 @@ class PlanOffLoop(Exception):
     :attr:`Budget.loop_objects` allows (``split`` into 300,000 pieces is a tiny body, and
     its plan builds every piece), charges a tensor over :attr:`Budget.loop_elements` (a
     convolution's random weight of 33 million values took 0.3 to 1 s to draw), or has taken
-    longer than :attr:`Budget.loop_until` (a
-    small body's steps may each be slow to plan: torch's meta kernel of a floor division
-    is Python code, 3 to 4.5 ms a step): the caller makes it again off the loop."""
+    longer than :attr:`Budget.loop_until` (a small body's steps may each be slow to plan:
+    torch's meta kernel of a floor division is Python code, 3 to 4.5 ms a step): the caller
+    makes it again off the loop."""
 
 
 class Budget:
@@ -203,6 +203,11 @@ class Budget:
         :meth:`state` made, taken as made again."""
         self.objects, self.elements, self.flops, self.seconds, self.serial_steps = charged
 
+    def _leave_the_loop_when_overdue(self) -> None:
+        """:class:`PlanOffLoop` once a plan made on the event loop is past ``loop_until``."""
+        if self.loop_until is not None and time.perf_counter() > self.loop_until:
+            raise PlanOffLoop
+
     def charge_tensor(self, numel: int, what: str) -> None:
         """Charge one tensor of ``numel`` elements (the per-tensor and per-request limits)."""
         if numel > self.max_elements:
@@ -214,8 +219,7 @@ class Budget:
     def charge_tensors(self, numel: int, what: str) -> None:
         """Charge ``numel`` elements held in many tensors, none larger than one already
         charged (what an autograd graph keeps): toward the request's total only."""
-        if self.loop_until is not None and time.perf_counter() > self.loop_until:
-            raise PlanOffLoop
+        self._leave_the_loop_when_overdue()
         self.elements += numel
         if self.elements > self.max_total_elements:
             raise LimitExceeded(
@@ -262,8 +266,7 @@ class Budget:
         per column, labels per class, batches, frames, points): however small each is, their
         number is bounded (``max_objects``) and their time predicted, before the loop that
         makes them."""
-        if self.loop_until is not None and time.perf_counter() > self.loop_until:
-            raise PlanOffLoop
+        self._leave_the_loop_when_overdue()
         self.objects += count
         if self.objects > self.max_objects:
             raise LimitExceeded("max_objects", self.max_objects, self.objects, what)
