@@ -79,7 +79,7 @@ class Limits(BaseSettings):
 
     send_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     """How long a response waits for the client to take it, whole (an event stream: its
-    start or its next MiB); past it the response is given up and what it held (a compute
+    start, and each event); past it the response is given up and what it held (a compute
     slot, its body) is freed: a client that stops reading, or reads slowly, holds nothing
     for long."""
 

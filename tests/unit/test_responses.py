@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from service.api.events import event_stream
 from service.api.responses import FastJSONResponse
 from service.errors import ErrorCode, error_response
 from service.waits import SEND_CHUNK_BYTES, body_messages, send_within
@@ -21,7 +22,10 @@ Message = dict[str, Any]
 
 def _scope() -> dict[str, Any]:
     settings = make_settings(send_timeout_s=TIMEOUT_S)
-    return {"app": SimpleNamespace(state=SimpleNamespace(settings=settings))}
+    return {
+        "type": "http",
+        "app": SimpleNamespace(state=SimpleNamespace(settings=settings)),
+    }
 
 
 def _client(waits: Callable[[Message], float], sent: list[Message]) -> Any:
@@ -174,3 +178,48 @@ def test_an_error_answer_is_cut_off_at_the_send_timeout_too(
     assert sent == []
     assert timers == [TIMEOUT_S]
     assert "stopped sending a" in caplog.text
+
+
+def _stream(result: bytes, waits: Callable[[Message], float]) -> tuple[list[Message], bool]:
+    """An event stream of work that answers ``result`` at once, sent to a client that takes
+    each message after ``waits(message)`` seconds; and whether the stream let its work's
+    hold (a compute slot, the result's memory) go."""
+    sent: list[Message] = []
+    released: list[bool] = []
+
+    async def work(progress: Callable[[dict[str, Any]], None]) -> bytes:
+        return result
+
+    async def receive() -> Message:
+        await asyncio.sleep(3600)  # the client says nothing more
+        return {"type": "http.disconnect"}
+
+    response = event_stream(None, work, lambda: released.append(True))  # type: ignore[arg-type]
+    asyncio.run(response(_scope(), receive, _client(waits, sent)))
+    return sent, bool(released)
+
+
+def test_an_event_streams_result_is_sent_whole_to_a_client_that_keeps_up() -> None:
+    result = b"1" * (3 * SEND_CHUNK_BYTES)
+    sent, released = _stream(result, lambda m: 0)
+    data = b"".join(m.get("body", b"") for m in sent)
+    assert data.endswith(b"event: result\ndata: " + result + b"\n\n")
+    assert released
+
+
+def test_an_event_streams_result_taken_a_piece_at_a_time_is_cut_off_at_the_send_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each MiB in time but not the whole result: a client reading 64 KiB/s had held a
+    # 256 MiB result in shared memory, and its stream open, for an hour.
+    result = b"2" * (4 * SEND_CHUNK_BYTES)
+    big = SEND_CHUNK_BYTES // 2
+
+    def waits(message: Message) -> float:
+        return TIMEOUT_S * 0.4 if len(message.get("body", b"")) > big else 0
+
+    sent, released = _stream(result, waits)
+    pieces = [m for m in sent if len(m.get("body", b"")) > big]
+    assert 1 <= len(pieces) < 4  # some of the result's pieces, not all four
+    assert released
+    assert "stopped a stream" in caplog.text
