@@ -63,6 +63,12 @@ plan to a thread."""
 LOOP_PLAN_SECONDS = 5e-3
 """A plan made on the event loop (a small body's) that has taken longer than this is made
 again in a thread: 63 floor divisions of a [4, 4] tensor took 400 to 600 ms to plan."""
+LEFT_GRACE_SECONDS = 0.05
+"""Work predicted to take at most this is let finish when its client leaves (within this
+long; the answer is dropped), rather than its worker killed: replacing a worker costs about
+40 ms of CPU. Clients that sent a 1 ms request and closed at once, every 20 ms, had a
+worker killed and replaced for one request in five, and a neighbour's p90 went from 14 ms
+to 190–420 ms."""
 ONE_THREAD_SECONDS = 5e-3
 """Work predicted to take less than this runs on one of torch's threads in the worker
 process. Parallel work waits, at each of its parallel regions, for every thread of the
@@ -365,7 +371,8 @@ async def run_compute(
     stages.started = time.perf_counter_ns()
     try:
         work = manager.run_isolated(run_job, job, used, autograd=autograd, lease=lease)
-        response = _answer(await unless_client_leaves(request, work), stages)
+        grace = LEFT_GRACE_SECONDS if budget.seconds <= LEFT_GRACE_SECONDS else 0.0
+        response = _answer(await unless_client_leaves(request, work, grace), stages)
     except BaseException:
         lease.release()
         raise
@@ -373,23 +380,32 @@ async def run_compute(
     return response
 
 
-async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """``work``'s result; if the client closes its connection first, ``work`` is cancelled
-    (a worker process running it is killed, its slots are free at once) and
-    :class:`ClientLeft` raised. Else the work would run to its end, holding its slots, for
-    nobody: uvicorn does not cancel a request whose client has left."""
+async def unless_client_leaves(
+    request: Request, work: Coroutine[Any, Any, T], grace: float = 0.0
+) -> T:
+    """``work``'s result; if the client closes its connection first, ``work`` is given
+    ``grace`` seconds more to finish, then cancelled (a worker process running it is killed,
+    its slots are free at once), and :class:`ClientLeft` raised. Else the work would run to
+    its end, holding its slots, for nobody: uvicorn does not cancel a request whose client
+    has left."""
     task = asyncio.ensure_future(work)
     left = asyncio.ensure_future(_disconnect(request.receive))
+    gone = False
     try:
         await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
+        gone = left.done()
+        if gone and not task.done() and grace > 0:
+            await asyncio.wait((task,), timeout=grace)
     finally:
         if not task.done():
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
         left.cancel()
-    if not task.cancelled():
+    if not gone:
         return task.result()
+    if not task.cancelled():
+        task.exception()  # retrieved: the answer (or error) of a client that left is dropped
     raise ClientLeft("the client closed the connection; its work was stopped")
 
 
