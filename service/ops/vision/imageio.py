@@ -248,12 +248,34 @@ def _check_tiff_pieces(data: bytes, where: str) -> None:
         )
 
 
+_SIXTEEN_BIT_GRAY = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _sixteen_bit_gray(image: Image.Image) -> bool:
+    """Whether ``image`` holds 16-bit gray values: a 16-bit mode, or a PNG read as 32-bit
+    ``I`` (PNG's deepest gray is 16 bits)."""
+    return image.mode in _SIXTEEN_BIT_GRAY or (image.mode == "I" and image.format == "PNG")
+
+
+def _high_bytes(image: Image.Image, mode: ImageMode) -> np.ndarray:
+    """A 16-bit gray picture as uint8 by the high byte of each value, as Pillow reads a
+    16-bit RGB PNG (``value >> 8``). Pillow's ``convert`` would clip each value at 255
+    instead: 256 and 65535 both became 255, and a 16-bit gray picture's values were not
+    those of the same picture in RGB."""
+    values = np.asarray(image)
+    gray = np.right_shift(values, 8).clip(0, 255).astype(np.uint8)
+    return gray if mode == "L" else np.repeat(gray[..., None], _CHANNELS[mode], axis=2)
+
+
 def load_pixels(image: Image.Image, mode: ImageMode, where: str, *, max_pixels: int) -> np.ndarray:
     """The decoded picture as uint8, ``[H, W]`` for ``L`` or ``[H, W, 3]`` for ``RGB``
-    (Pillow's ``convert``; the first frame of an animation). Corrupt or truncated data is
+    (Pillow's ``convert``, but 16-bit gray by each value's high byte; the first frame of an
+    animation). Corrupt or truncated data is
     a 422 ``invalid_image``; a frame over ``max_pixels`` a 413 ``image_pixels_limit``."""
     try:
         image.load()
+        if _sixteen_bit_gray(image):
+            return _high_bytes(image, mode)
         converted = image if image.mode == mode else image.convert(mode)
         return np.array(converted, dtype=np.uint8)
     except Image.DecompressionBombError as exc:  # a later frame or tile that grew

@@ -116,6 +116,38 @@ def test_other_pixel_modes_are_converted(mode: str) -> None:
         assert pixels.dtype == np.uint8
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+@pytest.mark.parametrize("order", ["<u2", ">u2"])
+def test_sixteen_bit_gray_keeps_each_values_high_byte_as_16_bit_rgb_does(
+    fmt: str, order: str
+) -> None:
+    # Pillow's convert clips 16-bit gray at 255 (256 and 65535 alike), while it reads a
+    # 16-bit RGB PNG by the high bytes: the same picture gave other values in gray.
+    values = np.array([[0, 255, 256, 1000], [30000, 65535, 128, 12850]], dtype=order)
+    mode = "I;16" if order == "<u2" else "I;16B"
+    image = Image.frombuffer(mode, (4, 2), values.tobytes(), "raw", mode, 0, 1)
+    data = encoded(image, fmt)
+    expected = (values.astype(np.int64) >> 8).astype(np.uint8)
+    decode = {"max_elements": 1 << 20, "max_pixels": MAX_IMAGE_PIXELS}
+    np.testing.assert_array_equal(decode_image(data, "L", "image", **decode), expected)
+    rgb = decode_image(data, "RGB", "image", **decode)
+    np.testing.assert_array_equal(rgb, np.repeat(expected[..., None], 3, axis=2))
+    # 16-bit RGB, as Pillow reads it, agrees: its values' high bytes.
+    wide = np.repeat(values.astype("<u2")[..., None], 3, axis=2)
+    header = struct.pack(">IIBBBBB", 4, 2, 16, 2, 0, 0, 0)
+    rows = b"".join(b"\0" + wide[y].astype(">u2").tobytes() for y in range(2))
+    png = _png_chunks([(b"IHDR", header), (b"IDAT", zlib.compress(rows)), (b"IEND", b"")])
+    np.testing.assert_array_equal(decode_image(png, "RGB", "image", **decode), rgb)
+
+
+def _png_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, payload in chunks:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        out += struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+    return out
+
+
 def test_base64_with_and_without_a_data_url() -> None:
     data = encoded(Image.fromarray(PHOTO), "PNG")
     text = base64.b64encode(data).decode()
