@@ -53,7 +53,10 @@ def end_request(scope: Scope, metrics: Metrics, request_id: str, status: int, st
     elapsed = time.perf_counter() - start
     method = scope["method"]
     metrics.count_request(method, template, status, elapsed)
-    access_log.info("%s %s %s %d %.1fms", request_id, method, scope["path"], status, elapsed * 1000)
+    path = scope["path"]
+    if not path.isprintable():  # percent-decoded: /x%0a... would write a line of its own
+        path = path.encode("unicode_escape").decode("ascii")
+    access_log.info("%s %s %s %d %.1fms", request_id, method, path, status, elapsed * 1000)
 
 
 class IdentifiedSend:

@@ -184,6 +184,17 @@ def test_the_lane_names_the_request_in_its_access_log(
     assert any(line.startswith("req-8 POST /tensor/ops 200 ") for line in lines), lines
 
 
+def test_a_path_cannot_write_lines_of_its_own_into_the_access_log(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="torchlab.access"):
+        response = client.get("/x%0a0 GET /health 200 0.1ms%0d", headers={"X-Request-ID": "r-1"})
+    assert response.status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "torchlab.access"]
+    assert lines == ["r-1 GET /x\\n0 GET /health 200 0.1ms\\r 404 " + lines[0].split(" 404 ")[1]]
+    assert "\n" not in lines[0] and "\r" not in lines[0]
+
+
 def test_an_unexpected_error_in_the_lane_is_the_apps_500(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
