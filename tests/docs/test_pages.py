@@ -139,3 +139,25 @@ def test_the_shown_example_works_as_the_page_sends_it(
     path = path.format(**path_values)
     response = client.request(method, path, json=as_javascript_sends(example))
     assert response.status_code == 200, response.text
+
+
+def test_the_schema_is_built_at_start_up_and_served_as_written_once() -> None:
+    app = create_app(make_settings())
+    assert app.openapi_schema is None
+    with TestClient(app) as client:
+        assert app.openapi_schema is not None  # before any GET /openapi.json
+        first = client.get("/openapi.json")
+        again = client.head("/openapi.json")
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.json() == app.openapi()
+    assert again.status_code == 200 and again.content == b""
+    assert again.headers["content-length"] == str(len(first.content))
+    assert app.openapi_body() is app.openapi_body()  # type: ignore[attr-defined]
+
+
+def test_the_schema_names_the_root_path_among_its_servers() -> None:
+    app = create_app(make_settings())
+    with TestClient(app, root_path="/torchlab") as client:
+        servers = client.get("/openapi.json").json()["servers"]
+    assert servers[0] == {"url": "/torchlab"}
