@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -282,7 +282,20 @@ def check_picture_size(picture: Png, allowed: int) -> None:
 
 def check_response_size(content: Any, encoding: ResponseEncoding, allowed: int) -> None:
     """Refuse a response whose tensors would encode to more than ``allowed`` bytes."""
-    estimate = sum(estimate_encoded_bytes(t.shape, t.dtype, encoding) for t in _tensors(content))
+    check_answer_size(((t.shape, t.dtype) for t in _tensors(content)), encoding, allowed)
+
+
+def check_answer_size(
+    tensors: Iterable[tuple[Sequence[int], torch.dtype]],
+    encoding: ResponseEncoding,
+    allowed: int,
+) -> None:
+    """Refuse a response whose ``tensors`` (their shapes and dtypes) would encode to more
+    than ``allowed`` bytes: checked again after the work, and before it where the plan
+    knows the answer's tensors (``plan.answer``), so that an answer too large is refused
+    before the work it would cost (a float64 5000×3000 by 3000×5000 matmul in JSON had
+    computed for 2 s, then been refused)."""
+    estimate = sum(estimate_encoded_bytes(shape, dtype, encoding) for shape, dtype in tensors)
     if estimate > allowed:
         hint = {
             "json": "ask for ?encoding=binary (3 to 6× smaller) or ",
@@ -349,6 +362,9 @@ async def run_compute(
     stages.planned = time.perf_counter_ns()
     used = devices or [ctx.device]
     limit = settings_of(request).limits.max_response_bytes
+    answer = getattr(plan, "answer", None)  # the answer's tensors, where the plan knows them
+    if answer is not None:
+        check_answer_size(answer, encoding, limit)
     job = ComputeJob(compute, plan, encoding, used, limit, encode)
     budget = ctx.budget
     if stream:

@@ -347,3 +347,44 @@ def test_subnormal_floats_count_as_zero_in_arithmetic(client: TestClient, elemen
     listed = {"inputs": {"x": {"data": x.tolist()}}, "steps": [{"op": "clone", "x": "x"}]}
     parsed = client.post("/tensor/ops", json=listed, params={"encoding": "b64"})
     assert parsed.json()["outputs"]["out"]["b64"] == encoded["b64"]
+
+
+def test_an_answer_too_large_is_refused_before_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plan knows the answer's tensors: a 5000×3000 by 3000×5000 float64 matmul in JSON
+    # had computed for 2 s before its 413 (0.07 s now).
+    settings = make_settings(max_response_bytes=64 * 1024)
+    program = {
+        "steps": [
+            {"op": "ones", "size": [60, 60], "dtype": "float64", "out": "a"},
+            {"op": "matmul", "x": "a", "y": "a", "out": "b"},
+        ]
+    }
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        devices = client.app.state.devices  # type: ignore[attr-defined]
+        leased = []
+        lease = devices.lease
+
+        async def counted(*args: object, **kwargs: object) -> object:
+            leased.append(args)
+            return await lease(*args, **kwargs)
+
+        monkeypatch.setattr(devices, "lease", counted)
+        for _ in range(2):  # planned, then from the plans kept
+            body = assert_error(
+                client.post("/tensor/ops", json=program), 413, "response_bytes_limit"
+            )
+            assert body["details"]["limit"] == "max_response_bytes"
+            assert body["details"]["requested"] > 64 * 1024
+        assert leased == []
+        # 28.8 KB of bytes: the same program answers in binary, computed.
+        response = client.post("/tensor/ops?encoding=binary", json=program)
+        assert response.status_code == 200, response.text
+        assert len(leased) == 1
+        ok = client.post(
+            "/tensor/ops", json={**program, "return": ["a"]}, params={"encoding": "b64"}
+        )
+        assert ok.status_code == 200
+        np.testing.assert_array_equal(
+            np.frombuffer(base64.b64decode(ok.json()["outputs"]["a"]["b64"])).reshape(60, 60),
+            torch.ones(60, 60, dtype=torch.float64).numpy(),
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ from schemas.tensors import TensorOpsRequest
 from service.errors import LimitExceeded
 from service.limits import Deadline
 from service.ops.context import ComputeContext
-from service.ops.tensors.program import plan_program, run_program
+from service.ops.tensors.program import Shaped, plan_program, run_program
 
 
 @dataclass
@@ -25,6 +25,8 @@ class TensorOpsPlan:
     device: torch.device
     seed: int | None
     max_elements: int
+    answer: list[Shaped] = field(default_factory=list)
+    """The shape and dtype of every tensor returned (the response sized before the work)."""
 
 
 def _decode_arg(value: Any, ctx: ComputeContext, where: str) -> Any:
@@ -58,8 +60,10 @@ def prepare_tensor_ops(ctx: ComputeContext, body: TensorOpsRequest) -> TensorOps
         raise LimitExceeded("max_steps", ctx.limits.max_steps, len(body.steps), "the program")
     ctx.budget.charge_objects(len(body.inputs), f"{len(body.inputs):,} inputs")
     inputs, steps = decode_program(ctx, body)
-    names = plan_program(inputs, steps, body.returns, ctx.budget)
-    return TensorOpsPlan(inputs, steps, names, ctx.device, body.seed, ctx.limits.max_elements)
+    answer: list[Shaped] = []
+    names = plan_program(inputs, steps, body.returns, ctx.budget, answer=answer)
+    limit = ctx.limits.max_elements
+    return TensorOpsPlan(inputs, steps, names, ctx.device, body.seed, limit, answer)
 
 
 def compute_tensor_ops(plan: TensorOpsPlan, deadline: Deadline) -> dict[str, Any]:

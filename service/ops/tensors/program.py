@@ -33,6 +33,7 @@ __all__ = [
     "PLANS",
     "Context",
     "PlanCache",
+    "Shaped",
     "Value",
     "execute",
     "plan_program",
@@ -87,12 +88,17 @@ class _Key:
         raise _Uncachable
 
 
+Shaped = tuple[tuple[int, ...], torch.dtype]
+"""A tensor's shape and dtype, without the tensor."""
+
+
 class _Planned(NamedTuple):
     throughput: object
     """The budget's rates, held: while the plan is kept, no other rates can take the
     ``id`` its key holds (:meth:`~service.limits.Budget.state`)."""
     names: tuple[str, ...]
     charged: tuple[int, int, float, float, int]
+    answer: tuple[Shaped, ...]
 
 
 class PlanCache:
@@ -130,20 +136,30 @@ class PlanCache:
         except _Uncachable:
             return None
 
-    def get(self, key: Hashable, budget: Budget) -> list[str] | None:
-        """The names of the plan kept under ``key``, its charges made to ``budget``."""
+    def get(
+        self, key: Hashable, budget: Budget, answer: list[Shaped] | None = None
+    ) -> list[str] | None:
+        """The names of the plan kept under ``key``, its charges made to ``budget``; the
+        tensors it returns put in ``answer``."""
         with self._lock:
             planned = self._plans.get(key)
             if planned is None:
                 return None
             self._plans.move_to_end(key)
         budget.restore(planned.charged)
+        if answer is not None:
+            answer.extend(planned.answer)
         return list(planned.names)
 
-    def put(self, key: Hashable, names: Sequence[str], budget: Budget) -> None:
-        """Keep the plan that returned ``names`` and left ``budget`` charged as it is."""
+    def put(
+        self, key: Hashable, names: Sequence[str], budget: Budget, answer: Sequence[Shaped]
+    ) -> None:
+        """Keep the plan that returned ``names`` (of the tensors ``answer``) and left
+        ``budget`` charged as it is."""
         with self._lock:
-            self._plans[key] = _Planned(budget.throughput, tuple(names), budget.charged())
+            self._plans[key] = _Planned(
+                budget.throughput, tuple(names), budget.charged(), tuple(answer)
+            )
             self._plans.move_to_end(key)
             while len(self._plans) > self.entries:
                 self._plans.popitem(last=False)
@@ -163,24 +179,42 @@ def plan_program(
     returns: Sequence[str] | None,
     budget: Budget,
     plans: PlanCache | None = PLANS,
+    *,
+    answer: list[Shaped] | None = None,
 ) -> list[str]:
     """Run the program on ``meta`` (shapes and dtypes only) and charge it to ``budget``;
     or, for a program ``plans`` has planned before in the same state, make the charges its
     plan made.
 
     Raises before anything is allocated if a step is over a limit or invalid. Returns the
-    names to return (``returns``, default: what the last step stored).
+    names to return (``returns``, default: what the last step stored), and puts the shape
+    and dtype of every tensor they hold in ``answer`` (to size the response before the
+    work).
     """
     key = None if plans is None else plans.key(inputs, steps, returns, budget)
-    if key is not None:
-        assert plans is not None
-        names = plans.get(key, budget)
-        if names is not None:
-            return names
-        names = _plan(inputs, steps, returns, budget)
-        plans.put(key, names, budget)
+    if key is None:
+        return _plan(inputs, steps, returns, budget, answer)
+    assert plans is not None
+    names = plans.get(key, budget, answer)
+    if names is not None:
         return names
-    return _plan(inputs, steps, returns, budget)
+    shaped: list[Shaped] = []
+    names = _plan(inputs, steps, returns, budget, shaped)
+    plans.put(key, names, budget, shaped)
+    if answer is not None:
+        answer.extend(shaped)
+    return names
+
+
+def _shaped(value: Any, into: list[Shaped]) -> None:
+    if isinstance(value, torch.Tensor):
+        into.append((tuple(value.shape), value.dtype))
+    elif isinstance(value, dict):
+        for item in value.values():
+            _shaped(item, into)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _shaped(item, into)
 
 
 def _plan(
@@ -188,6 +222,7 @@ def _plan(
     steps: Sequence[Mapping[str, Any]],
     returns: Sequence[str] | None,
     budget: Budget,
+    answer: list[Shaped] | None = None,
 ) -> list[str]:
     meta = Context(META, budget=budget, max_elements=budget.max_elements)
     if returns:
@@ -201,6 +236,9 @@ def _plan(
             details={"unknown": missing, "known": sorted(planned)},
             code=ErrorCode.UNKNOWN_NAME,
         )
+    if answer is not None:
+        for name in names:
+            _shaped(planned[name], answer)
     return names
 
 
