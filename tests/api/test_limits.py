@@ -349,6 +349,20 @@ def test_subnormal_floats_count_as_zero_in_arithmetic(client: TestClient, elemen
     assert parsed.json()["outputs"]["out"]["b64"] == encoded["b64"]
 
 
+def _leases(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The compute slots taken from now on (their devices), one entry a lease."""
+    devices = client.app.state.devices  # type: ignore[attr-defined]
+    leased: list[object] = []
+    lease = devices.lease
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        leased.append(args)
+        return await lease(*args, **kwargs)
+
+    monkeypatch.setattr(devices, "lease", counted)
+    return leased
+
+
 def test_an_answer_too_large_is_refused_before_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
     # The plan knows the answer's tensors: a 5000×3000 by 3000×5000 float64 matmul in JSON
     # had computed for 2 s before its 413 (0.07 s now).
@@ -360,15 +374,7 @@ def test_an_answer_too_large_is_refused_before_the_work(monkeypatch: pytest.Monk
         ]
     }
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        devices = client.app.state.devices  # type: ignore[attr-defined]
-        leased = []
-        lease = devices.lease
-
-        async def counted(*args: object, **kwargs: object) -> object:
-            leased.append(args)
-            return await lease(*args, **kwargs)
-
-        monkeypatch.setattr(devices, "lease", counted)
+        leased = _leases(client, monkeypatch)
         for _ in range(2):  # planned, then from the plans kept
             body = assert_error(
                 client.post("/tensor/ops", json=program), 413, "response_bytes_limit"
@@ -388,3 +394,21 @@ def test_an_answer_too_large_is_refused_before_the_work(monkeypatch: pytest.Monk
             np.frombuffer(base64.b64decode(ok.json()["outputs"]["a"]["b64"])).reshape(60, 60),
             torch.ones(60, 60, dtype=torch.float64).numpy(),
         )
+
+
+def test_an_rnns_answer_too_large_is_refused_before_the_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An LSTM's weights in JSON had run for 6 s before their 413.
+    settings = make_settings(max_response_bytes=64 * 1024)
+    body = {"mode": "lstm", "input_size": 4, "hidden_size": 64, "input": [[0.5] * 4] * 3}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        leased = _leases(client, monkeypatch)
+        refused = assert_error(client.post("/layers/rnn", json=body), 413, "response_bytes_limit")
+        assert refused["details"]["limit"] == "max_response_bytes"
+        assert leased == []
+        # Without the weights (17,408 of them) the answer fits, and is computed.
+        quiet = client.post("/layers/rnn", json={**body, "return_weights": False})
+        assert quiet.status_code == 200, quiet.text
+        assert quiet.json()["weights"] is None
+        assert len(quiet.json()["output"]["data"]) == 3

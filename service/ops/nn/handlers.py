@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -242,6 +242,8 @@ class RNNLayerPlan:
     seed: int | None
     return_weights: bool
     device: torch.device
+    answer: list[tuple[tuple[int, ...], torch.dtype]] = field(default_factory=list)
+    """The shape and dtype of every tensor answered (the response sized before the work)."""
 
 
 def prepare_rnn_layer(ctx: ComputeContext, body: RNNRequest) -> RNNLayerPlan:
@@ -264,16 +266,25 @@ def prepare_rnn_layer(ctx: ComputeContext, body: RNNRequest) -> RNNLayerPlan:
     input = ctx.decode(body.input.root, "input")
     h0 = ctx.decode_optional(_wire(body.h0), "h0")
     c0 = ctx.decode_optional(_wire(body.c0), "c0")
-    plan_rnn(
+    dtype = compute_dtype(input.dtype)
+    planned = plan_rnn(
         spec,
         input.shape,
         ctx.budget,
         h0_shape=None if h0 is None else h0.shape,
         c0_shape=None if c0 is None else c0.shape,
         weight_shapes={name: value.shape for name, value in weights.items()},
-        dtype=compute_dtype(input.dtype),
+        dtype=dtype,
     )
-    return RNNLayerPlan(spec, input, h0, c0, weights, body.seed, body.return_weights, ctx.device)
+    shapes = [planned.output_shape, planned.state_shape]
+    if spec.mode == "lstm":
+        shapes.append(planned.state_shape)
+    if body.return_weights:
+        shapes.extend(spec.parameter_shapes().values())
+    answer = [(tuple(shape), dtype) for shape in shapes]
+    return RNNLayerPlan(
+        spec, input, h0, c0, weights, body.seed, body.return_weights, ctx.device, answer
+    )
 
 
 def compute_rnn_layer(plan: RNNLayerPlan, deadline: Deadline) -> dict[str, Any]:

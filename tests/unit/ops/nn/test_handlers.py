@@ -186,6 +186,39 @@ def test_rnn_layer_is_the_seeded_torch_module(isolated_rng: None) -> None:
     assert compute_rnn_layer(prepare_rnn_layer(context(), quiet), deadline())["weights"] is None
 
 
+@pytest.mark.parametrize("mode", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layout", ["unbatched", "batched", "batch_first"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("return_weights", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_rnn_plan_knows_its_answers_tensors(
+    mode: str, layout: str, bidirectional: bool, return_weights: bool, dtype: torch.dtype
+) -> None:
+    # The response is sized from them before the work: they must be what the work answers.
+    shape = {"unbatched": [4, 3], "batched": [4, 2, 3], "batch_first": [2, 4, 3]}[layout]
+    x = torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    body = RNNRequest.model_validate(
+        {
+            "mode": mode,
+            "input_size": 3,
+            "hidden_size": 5,
+            "num_layers": 2,
+            "bidirectional": bidirectional,
+            "batch_first": layout == "batch_first",
+            "input": {"data": x.tolist(), "dtype": str(dtype).removeprefix("torch.")},
+            "return_weights": return_weights,
+            "seed": 0,
+        }
+    )
+    plan = prepare_rnn_layer(context(), body)
+    content = compute_rnn_layer(plan, deadline())
+    tensors = [content["output"], content["h_n"]]
+    if content["c_n"] is not None:
+        tensors.append(content["c_n"])
+    tensors.extend((content["weights"] or {}).values())
+    assert plan.answer == [(tuple(t.shape), t.dtype) for t in tensors]
+
+
 def test_rnn_layer_is_refused_in_prepare() -> None:
     body = RNNRequest.model_validate(
         {"mode": "gru", "input_size": 3, "hidden_size": 4, "input": [[1.0, 2.0, 3.0]]}
