@@ -48,10 +48,23 @@ def run(body: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     inputs, steps = compile_program(body)
     request = TensorOpsRequest.model_validate(body)
     budget = kwargs.pop("budget", None) or big_budget()
-    names = plan_program(inputs, steps, request.returns, budget)
+    answer: list[Any] = []
+    names = plan_program(inputs, steps, request.returns, budget, answer=answer)
     options: dict[str, Any] = {"device": CPU, "deadline": Deadline(30.0), "seed": request.seed}
     options.update(kwargs)
-    return run_program(inputs, steps, names, **options)
+    outputs = run_program(inputs, steps, names, **options)
+    # The plan knows the answer's tensors (the response is sized from them before the work).
+    assert answer == [(tuple(t.shape), t.dtype) for t in _tensors_in(outputs)]
+    return outputs
+
+
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(items, list | tuple) or isinstance(value, dict):
+        return [t for item in items for t in _tensors_in(item)]
+    return []
 
 
 # --- the op table and the schema agree -------------------------------------------------------
