@@ -34,10 +34,9 @@ SUBS = [
     ("async for", "for"),
     ("await ", ""),
     ("aclose", "close"),
-    ("aread", "read"),
     ("aiter_bytes", "iter_bytes"),
-    ("aiter_sse", "iter_sse"),
     ("async_sleep", "sleep"),
+    ("async_enforced", "enforced"),
     ("__aenter__", "__enter__"),
     ("__aexit__", "__exit__"),
 ]

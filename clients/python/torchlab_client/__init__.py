@@ -18,8 +18,8 @@ Pillow). Errors are the tree documented in :mod:`torchlab_client._exceptions`:
 ``TorchlabError`` > ``APIError`` (``ValidationError``, ``DeviceUnavailableError``,
 ``TooLargeError``, ``UnauthorizedError``, ``NotFoundError``, ``RateLimitedError``,
 ``BodyTimeoutError``, ``ComputeTimeoutError``, ``ServerError``, ``DeviceOutOfMemoryError``),
-``TransportError`` (``ConnectError``, ``TransportTimeoutError``), ``ProtocolError`` and
-``ClientClosedError``.
+``TransportError`` (``ConnectError``, ``TransportTimeoutError``), ``ProtocolError``
+(``ResponseTooLargeError``) and ``ClientClosedError``.
 :mod:`torchlab_client.ops` builds ``tensor_ops`` steps with the service's parameter names.
 """
 
@@ -39,6 +39,7 @@ from torchlab_client._exceptions import (
     NotFoundError,
     ProtocolError,
     RateLimitedError,
+    ResponseTooLargeError,
     ServerError,
     TooLargeError,
     TorchlabError,
@@ -119,6 +120,7 @@ __all__ = [
     "RNNResult",
     "RateLimitedError",
     "RegressionModel",
+    "ResponseTooLargeError",
     "Retry",
     "ServerError",
     "ServiceInfo",

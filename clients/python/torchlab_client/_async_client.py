@@ -16,14 +16,15 @@ from types import TracebackType
 from typing import Any, Literal, Never, Self, TypeVar
 
 import httpx
-from httpx_sse import EventSource
 
+from torchlab_client import _deadline, _retry
 from torchlab_client import _parsers as parsers
-from torchlab_client import _retry
 from torchlab_client import _routes as routes
 from torchlab_client._base import (
     DEFAULT_B64_THRESHOLD,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,
+    AnswerBody,
     AnswerBuffer,
     BaseClient,
     ResponseEncoding,
@@ -34,9 +35,10 @@ from torchlab_client._base import (
     on_event,
 )
 from torchlab_client._calls import checked, grad_inputs
+from torchlab_client._deadline import Deadline
 from torchlab_client._exceptions import ProtocolError, error_from_response, transport_error
 from torchlab_client._images import FileInput, ImageInput, PNGImage
-from torchlab_client._progress import Progress, Sink, close_sink, progress_sink
+from torchlab_client._progress import EventReader, Progress, Sink, close_sink, progress_sink
 from torchlab_client._retry import Retry
 from torchlab_client._routes import ModelInput, Request, TensorInput, arguments
 from torchlab_client._types import (
@@ -69,8 +71,11 @@ class AsyncClient(BaseClient):
         base_url: the service, e.g. ``"http://127.0.0.1:8000"``; default ``$TORCHLAB_URL``,
             else the ``base_url`` of ``http_client``, else ``http://127.0.0.1:8000``.
         api_key: sent as ``Authorization: Bearer <key>``; default ``$TORCHLAB_API_KEY``.
-        timeout: seconds (or an :class:`httpx.Timeout`) for each request; None waits
-            forever.
+        timeout: seconds for each try of a request, from sending it to the last byte of its
+            answer (an event stream's too: the work the service does before it answers
+            counts either way); an :class:`httpx.Timeout` sets httpx's waits one by one,
+            its ``read`` being the try's whole time; None waits forever. Past it the try
+            raises :class:`TransportTimeoutError` (not retried).
         retries: how many times to retry a 429, a 503 or a connection error (with
             exponential backoff, honouring ``Retry-After``), or a :class:`Retry`.
         transport: an httpx transport to send through (``httpx.MockTransport`` in tests).
@@ -87,6 +92,10 @@ class AsyncClient(BaseClient):
         as_torch: return torch tensors instead of numpy arrays (each method can override).
         binary: use the binary framing (default); false keeps every body JSON (base64
             tensors both ways), for a proxy that only passes JSON.
+        max_response_bytes: the largest answer read, counted as it arrives (default 1 GiB,
+            twice the service's default limit); a larger one raises
+            :class:`ResponseTooLargeError` before it is held. Error answers are read to
+            their first MiB.
 
     Use it as a context manager (``async with``), or call ``await client.aclose()``; a
     closed client raises :class:`ClientClosedError`. ``client.with_options(timeout=...,
@@ -109,6 +118,7 @@ class AsyncClient(BaseClient):
         response_encoding: ResponseEncoding = "auto",
         as_torch: bool = False,
         binary: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ValueError("give `transport` or `http_client`, not both")
@@ -122,6 +132,7 @@ class AsyncClient(BaseClient):
             response_encoding=response_encoding,
             as_torch=as_torch,
             binary=binary,
+            max_response_bytes=max_response_bytes,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(transport=transport, timeout=timeout)
@@ -166,20 +177,22 @@ class AsyncClient(BaseClient):
             self._check_open(self._http)
             http_request = self._build_request(self._http, encoded)
             try:
-                response = await self._http.send(http_request, stream=True)
-                try:
-                    if sink is not None and is_event_stream(response):
-                        return read(await self._follow(response, sink))
-                    await self._receive(response)
-                finally:
-                    await response.aclose()
+                with _deadline.async_enforced(Deadline(self.deadline_s)) as deadline:
+                    response = await self._http.send(http_request, stream=True)
+                    try:
+                        if sink is not None and is_event_stream(response):
+                            answer = await self._follow(response, sink, deadline)
+                            return self._read(read, answer)
+                        await self._receive(response, deadline)
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as exc:
                 delay = self.retry.after_exception(exc, attempt)
                 if delay is None:
                     raise transport_error(exc) from exc
             else:
                 if response.is_success:
-                    return read(response)
+                    return self._read(read, response)
                 error = error_from_response(response)
                 delay = self.retry.after_response(error, attempt)
                 if delay is None:
@@ -187,24 +200,36 @@ class AsyncClient(BaseClient):
             attempt += 1
             await _retry.async_sleep(delay)
 
-    async def _follow(self, response: httpx.Response, sink: Sink) -> httpx.Response:
+    async def _follow(
+        self, response: httpx.Response, sink: Sink, deadline: Deadline
+    ) -> httpx.Response:
         """Read a stream of events: each progress event to ``sink``, then the result as the
-        answer it stands for, or the error event raised as the error it would have been."""
-        async for sse in EventSource(response).aiter_sse():
-            result = on_event(sse, sink, response)
-            if result is not None:
-                return result
+        answer it stands for, or the error event raised as the error it would have had;
+        within ``deadline`` and ``max_response_bytes``."""
+        deadline.cap_reads(response)
+        events = EventReader(self.max_response_bytes)
+        async for chunk in response.aiter_bytes():
+            deadline.check()
+            for sse in events.feed(chunk):
+                result = on_event(sse, sink, response)
+                if result is not None:
+                    return result
         raise ProtocolError("the event stream ended before its result")
 
-    async def _receive(self, response: httpx.Response) -> None:
-        """Read the answer: a binary one into one writable buffer, whose arrays are views of
-        it (one copy of the bytes, from the socket's chunks); any other as httpx does."""
-        if not is_framed(response):
-            await response.aread()
-            return
-        buffer = AnswerBuffer(response)
+    async def _receive(self, response: httpx.Response, deadline: Deadline) -> None:
+        """Read the answer within ``deadline`` and ``max_response_bytes``: a binary one into
+        one writable buffer, whose arrays are views of it (one copy of the bytes, from the
+        socket's chunks); any other as httpx does, counted as it arrives."""
+        deadline.cap_reads(response)
+        buffer = (
+            AnswerBuffer(response, self.max_response_bytes)
+            if is_framed(response)
+            else AnswerBody(response, self.max_response_bytes)
+        )
         async for chunk in response.aiter_bytes():
-            buffer.add(chunk)
+            deadline.check()
+            if not buffer.add(chunk):
+                break
         buffer.finish()
 
     # --- system --------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Self, TypeAlias, TypeVar
 
 import httpx
-from httpx_sse import ServerSentEvent
 
 from torchlab_client._codec import (
     EncodeStats,
@@ -23,10 +22,16 @@ from torchlab_client._codec import (
     require_torch,
     to_json_values,
 )
-from torchlab_client._exceptions import ClientClosedError, ProtocolError, error_from_response
+from torchlab_client._deadline import deadline_seconds
+from torchlab_client._exceptions import (
+    ClientClosedError,
+    ProtocolError,
+    ResponseTooLargeError,
+    error_from_response,
+)
 from torchlab_client._images import Upload
 from torchlab_client._parsers import FRAMED_ANSWER, json_body
-from torchlab_client._progress import EVENT_STREAM, ProgressEvent, Sink
+from torchlab_client._progress import EVENT_STREAM, ProgressEvent, ServerEvent, Sink, event_json
 from torchlab_client._retry import Retry
 from torchlab_client._routes import Request
 from torchlab_client._version import __version__
@@ -38,6 +43,18 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_B64_THRESHOLD = 4096
 """Request tensors of more bytes than this go as raw bytes: after the JSON (the binary data
 extension), or as base64 where the body cannot be framed (see ``b64_threshold``)."""
+DEFAULT_MAX_RESPONSE_BYTES = 1 << 30
+"""The largest answer a client reads (``max_response_bytes``): twice the service's default
+``max_response_bytes`` (512 MiB), so that a service configured for larger answers still
+fits, while a broken or hostile server cannot fill memory."""
+MAX_ERROR_BYTES = 1 << 20
+"""The most of an error answer read: the contract's bodies are a few KiB (a validation
+error listing every field stays far under); the rest of a larger one is left unread."""
+PREALLOCATE_BYTES = 64 << 20
+"""A binary answer's buffer is made at most this large before its bytes arrive, then grown
+as they come (``bytearray`` overallocates, and on Linux ``realloc`` of a block this large
+remaps its pages rather than copying them), so that a ``Content-Length`` alone cannot
+make the client allocate: 2 GB were allocated, and zeroed, for a 144-byte answer."""
 FRAME_HEADER = "Inference-Header-Content-Length"
 BINARY_MEDIA_TYPE = "application/octet-stream"
 
@@ -86,35 +103,85 @@ class FramedContent(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield part  # type: ignore[misc]
 
 
-class AnswerBuffer:
-    """Where a binary answer is read: one writable buffer of the body's length (its arrays
-    become views of it), filled chunk by chunk."""
+def too_large(limit: int, what: str = "the answer") -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"{what} is larger than max_response_bytes={limit:,} bytes (the client's limit: "
+        "raise it in the client's options if the service is meant to answer more)",
+        limit,
+    )
 
-    def __init__(self, response: httpx.Response) -> None:
+
+class AnswerBuffer:
+    """Where a binary answer is read: one writable buffer (its arrays become views of it),
+    filled chunk by chunk: made of the body's ``Content-Length`` up to
+    ``PREALLOCATE_BYTES``, then grown by the bytes that arrive; at most ``limit`` bytes."""
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
         self.response = response
+        self.limit = limit
         length = response.headers.get("content-length", "")
-        self.known = length.isascii() and length.isdigit()
-        self.body = bytearray(int(length)) if self.known else bytearray()
+        self.length = int(length) if length.isascii() and length.isdigit() else None
+        if self.length is not None and self.length > limit:
+            raise too_large(limit, f"a binary answer of {self.length:,} bytes")
+        self.body = bytearray(min(self.length or 0, PREALLOCATE_BYTES))
         self.filled = 0
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk`` (True: read on)."""
         end = self.filled + len(chunk)
-        if not self.known:
-            self.body += chunk
-        elif end > len(self.body):
+        if self.length is not None and end > self.length:
             raise ProtocolError("a binary answer is longer than its Content-Length")
-        else:
+        if end > self.limit:
+            raise too_large(self.limit)
+        room = len(self.body) - self.filled
+        if len(chunk) <= room:
             self.body[self.filled : end] = chunk
+        else:  # past the preallocated part: appended, each byte still copied once
+            view = memoryview(chunk)
+            self.body[self.filled :] = view[:room]
+            self.body += view[room:]
         self.filled = end
+        return True
 
     def finish(self) -> None:
         """Attach the answer's JSON, its tensors as arrays, for the readers."""
-        if self.filled != len(self.body):
+        if self.length is not None and self.filled != self.length:
             raise ProtocolError("a binary answer is shorter than its Content-Length")
         length = self.response.headers[FRAME_HEADER]
         if not (length.isascii() and length.isdigit()):
             raise ProtocolError(f"{FRAME_HEADER} is not a length: {length[:40]!r}")
         self.response.extensions[FRAMED_ANSWER] = read_frame(self.body, int(length))
+
+
+class AnswerBody:
+    """Where any other answer is read, chunk by chunk, counted as it arrives (after httpx
+    undoes a ``Content-Encoding``: a gzip bomb is stopped at the limit, not inflated): a
+    success answer to at most ``limit`` bytes, else :class:`ResponseTooLargeError`; an
+    error answer to its first ``MAX_ERROR_BYTES``, the rest left unread."""
+
+    def __init__(self, response: httpx.Response, limit: int) -> None:
+        self.response = response
+        self.limit = limit if response.is_success else MAX_ERROR_BYTES
+        length = response.headers.get("content-length", "")
+        if response.is_success and length.isascii() and length.isdigit() and int(length) > limit:
+            raise too_large(limit, f"an answer of {int(length):,} bytes")
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; False once an error answer has given all that is read of it."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            if self.response.is_success:
+                raise too_large(self.limit)
+            self.chunks.append(chunk[: len(chunk) - (self.size - self.limit)])
+            return False
+        self.chunks.append(chunk)
+        return True
+
+    def finish(self) -> None:
+        """Give the response its content, as ``response.read()`` would have."""
+        self.response._content = b"".join(self.chunks)  # what read() sets
 
 
 def is_framed(response: httpx.Response) -> bool:
@@ -129,10 +196,11 @@ def is_event_stream(response: httpx.Response) -> bool:
     return response.is_success and media == EVENT_STREAM
 
 
-def on_event(sse: ServerSentEvent, sink: Sink, response: httpx.Response) -> httpx.Response | None:
+def on_event(sse: ServerEvent, sink: Sink, response: httpx.Response) -> httpx.Response | None:
     """Take one event of a stream: a progress event goes to ``sink`` (``None`` back); the
     result comes back as the JSON answer it stands for; an error event is raised as the
-    error its status and body make. Other events (a later version's) are skipped."""
+    error its status and body make. Other events (a later version's) are skipped. A
+    malformed progress or error event is a :class:`ProtocolError`."""
     if sse.event == "progress":
         sink(ProgressEvent.from_json(sse.data))
         return None
@@ -141,8 +209,10 @@ def on_event(sse: ServerSentEvent, sink: Sink, response: httpx.Response) -> http
     status = 200
     content = sse.data.encode()
     if sse.event == "error":
-        body = json.loads(sse.data)
-        status = int(body.pop("status", 500)) if isinstance(body, dict) else 500
+        body = event_json(sse.data, "error")
+        status = body.pop("status", 500)
+        if not (isinstance(status, int) and 400 <= status <= 599):
+            raise ProtocolError(f"an error event whose status is not an error's: {status!r:.40}")
         content = json.dumps(body).encode()
     answer = httpx.Response(
         status,
@@ -184,17 +254,22 @@ class BaseClient:
         response_encoding: ResponseEncoding = "auto",
         as_torch: bool = False,
         binary: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.base_url = httpx.URL(
             str(base_url or os.environ.get("TORCHLAB_URL") or DEFAULT_BASE_URL).rstrip("/")
         )
         self.api_key = api_key if api_key is not None else os.environ.get("TORCHLAB_API_KEY")
         self.timeout = timeout
+        self.deadline_s = deadline_seconds(timeout)
         self.retry = retries if isinstance(retries, Retry) else Retry(total=retries)
         if self.retry.total < 0:
             raise ValueError("retries must be >= 0")
         if b64_threshold < 0:
             raise ValueError("b64_threshold must be >= 0")
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be >= 1")
+        self.max_response_bytes = max_response_bytes
         if response_encoding not in ("auto", "json", "b64", "binary"):
             raise ValueError("response_encoding must be 'auto', 'json', 'b64' or 'binary'")
         self.b64_threshold = b64_threshold
@@ -202,7 +277,12 @@ class BaseClient:
         self.as_torch = as_torch
         self.binary = binary
         self._owns_http = False
-        self.headers: dict[str, str] = {"User-Agent": f"torchlab-client/{__version__}"}
+        # identity: the service never compresses, and a compressed answer is one a few KiB
+        # of which can inflate to gigabytes
+        self.headers: dict[str, str] = {
+            "User-Agent": f"torchlab-client/{__version__}",
+            "Accept-Encoding": "identity",
+        }
         if headers:
             self.headers.update(headers)
         if self.api_key:
@@ -221,6 +301,7 @@ class BaseClient:
         response_encoding: ResponseEncoding = UNSET,
         as_torch: bool = UNSET,
         binary: bool = UNSET,
+        max_response_bytes: int = UNSET,
     ) -> Self:
         """A client like this one, sharing its connections, with some options changed:
         ``client.with_options(timeout=300, retries=0).benchmark(...)``. Options not given
@@ -240,6 +321,9 @@ class BaseClient:
             ),
             as_torch=self.as_torch if as_torch is UNSET else as_torch,
             binary=self.binary if binary is UNSET else binary,
+            max_response_bytes=(
+                self.max_response_bytes if max_response_bytes is UNSET else max_response_bytes
+            ),
         )
         clone._owns_http = False
         return clone
@@ -261,6 +345,17 @@ class BaseClient:
         if request is None:
             return lambda response: parse(json_body(response), wants_torch)
         return lambda response: parse(request.answer(json_body(response)), wants_torch)
+
+    def _read(self, read: Callable[[httpx.Response], T], response: httpx.Response) -> T:
+        """``read(response)``, a malformed answer (a missing key, a value of the wrong
+        type, JSON nested too deep) raised as the :class:`ProtocolError` it is."""
+        try:
+            return read(response)
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise ProtocolError(
+                f"{response.request.method} {response.request.url.path}: the answer does not "
+                f"follow the contract ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from exc
 
     def _check_open(self, http: httpx.Client | httpx.AsyncClient) -> None:
         """Refuse to send through a closed httpx client, in the client's own terms."""

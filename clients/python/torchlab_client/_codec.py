@@ -6,8 +6,9 @@ dtype when small; when its bytes exceed the threshold, its little-endian C-order
 after the JSON (``{"shape", "dtype", "binary_data_size"}``, the Open Inference Protocol's
 binary data extension) or, where a body cannot be framed (a multipart form, or
 ``binary=False``), as ``{"b64", "shape", "dtype"}``. A dtype the wire does not carry is a
-``TypeError`` naming it. Plain Python lists and numbers are sent as they are, so the service
-infers their dtype as ``torch.tensor`` would. Responses: any form back to an array of the
+``TypeError`` naming it, as is a numpy masked array (the wire has no mask). Plain Python
+lists and numbers are sent as they are, so the service infers their dtype as
+``torch.tensor`` would. Responses: any form back to an array of the
 wire dtype (a binary answer's arrays are writable views of the one buffer it was read
 into), except bfloat16, which numpy lacks: it arrives as float32 (exactly: every bfloat16
 is a float32), or as ``torch.bfloat16`` with ``as_torch``. Non-finite floats travel as the
@@ -130,6 +131,8 @@ def tensor_input(value: Any, where: str = "a tensor") -> Any:
     numbers, Python numbers and strings (names) are sent as they are. An array of a dtype
     the wire does not carry is a ``TypeError`` naming ``where`` and the dtype.
     """
+    if isinstance(value, np.ma.MaskedArray):
+        raise masked_array(where)
     if isinstance(value, np.generic):  # before float: np.float64 is a float
         value = np.asarray(value)
     elif value is None or isinstance(value, str | bool | int | float):
@@ -163,6 +166,8 @@ def _plain(value: Any) -> Any:
     """``value`` with torch tensors inside replaced by numpy arrays (for ``np.array``)."""
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
+    if isinstance(value, np.ma.MaskedArray):
+        raise masked_array()
     torch = _torch_module()
     if torch is not None and isinstance(value, torch.Tensor):
         return _array_and_name(value)[0]
@@ -205,8 +210,22 @@ def unsupported_dtype(dtype: np.dtype[Any], where: str = "a tensor") -> TypeErro
     )
 
 
+def masked_array(where: str = "a tensor") -> TypeError:
+    """The error for a numpy masked array, refused whether or not anything is masked: the
+    wire has no mask, so its masked entries would go as ``null`` (a 422) in JSON and as the
+    hidden values underneath in raw bytes (a silently wrong answer)."""
+    return TypeError(
+        f"{where} is a numpy masked array, which torchlab does not carry (the wire has no "
+        "mask: the values hidden under it would be sent); send a.filled(value) with the "
+        "value masked entries stand for, a.compressed() for the unmasked ones only, or "
+        "a.data if the mask does not matter"
+    )
+
+
 def _array_and_name(value: Any, where: str = "a tensor") -> tuple[NDArray, str, bytes | None]:
     """(array for JSON values, wire dtype name, raw little-endian bytes if already known)."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise masked_array(where)
     if isinstance(value, np.ndarray):
         normalized = value.dtype.newbyteorder("=")
         if normalized not in WIRE_NAMES:
@@ -347,8 +366,8 @@ def read_frame(body: bytearray, json_length: int) -> dict[str, Any]:
         raise ProtocolError(f"a binary answer of {len(body)} bytes says its JSON has {json_length}")
     try:
         answer = json.loads(bytes(memoryview(body)[:json_length]))
-    except ValueError as exc:
-        raise ProtocolError(f"the JSON part of a binary answer is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the JSON part of a binary answer is not JSON: {exc!r}") from exc
     if not isinstance(answer, dict):
         raise ProtocolError(f"expected a JSON object, got {type(answer).__name__}")
     offset = json_length
@@ -365,14 +384,37 @@ def read_frame(body: bytearray, json_length: int) -> dict[str, Any]:
     return answer
 
 
+MAX_DIMS = 32
+"""The most dimensions an answer's tensor may have (numpy's own limit is 64; the service
+sends at most 8)."""
+
+
+def wire_shape(value: Any) -> tuple[int, ...]:
+    """An answer's ``shape``, checked: a list of at most :data:`MAX_DIMS` integers >= 0
+    whose product numpy can hold (of the sizes other than 0, times 8 bytes, under 2**63:
+    numpy refuses more even for an empty array); a :class:`ProtocolError` otherwise."""
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise ProtocolError(f"a tensor's shape is not a list of sizes: {value!r:.200}")
+    if not all(isinstance(size, int) and not isinstance(size, bool) for size in value):
+        raise ProtocolError(f"a tensor's shape is not a list of integers: {value!r:.200}")
+    if any(size < 0 for size in value) or math.prod(s for s in value if s) >= 2**60:
+        raise ProtocolError(f"a tensor's shape is impossible: {value!r:.200}")
+    return tuple(value)
+
+
 def _attach(item: dict[str, Any], body: bytearray, offset: int) -> int:
     given = item.get("dtype", item.get("datatype"))
     if not isinstance(given, str):
         raise ProtocolError(f"a binary tensor without a dtype: {item!r:.200}")
-    name = wire_dtype(given)
+    try:
+        name = wire_dtype(given)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from exc
     dtype = np.dtype("<u2") if name == "bfloat16" else WIRE_DTYPES[name].newbyteorder("<")
-    size = int(item[BINARY_SIZE])
-    shape = tuple(int(s) for s in item["shape"])
+    size = item[BINARY_SIZE]
+    shape = wire_shape(item.get("shape"))
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ProtocolError(f"a binary tensor's {BINARY_SIZE} is not a size: {size!r:.40}")
     if size != math.prod(shape) * dtype.itemsize or offset + size > len(body):
         raise ProtocolError(f"a binary tensor of shape {list(shape)} cannot hold {size} bytes")
     array = np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=offset)
@@ -390,7 +432,7 @@ def decode_array(value: Any) -> tuple[NDArray, str]:
         name = wire_dtype(value.get("dtype", value.get("datatype")))
     except ValueError as exc:
         raise ProtocolError(str(exc)) from exc
-    shape = tuple(int(s) for s in value["shape"])
+    shape = wire_shape(value["shape"])
     dtype = WIRE_DTYPES[name]
     if "array" in value:
         array = value["array"]
@@ -398,7 +440,12 @@ def decode_array(value: Any) -> tuple[NDArray, str]:
             array = (array.astype(np.uint32) << 16).view(np.float32)
         return array.reshape(shape), name
     if "b64" in value:
-        raw = base64.b64decode(value["b64"])
+        try:
+            raw = base64.b64decode(value["b64"])
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(f"a tensor's b64 is not base64: {exc}") from exc
+        if len(raw) % (2 if name == "bfloat16" else dtype.itemsize):
+            raise ProtocolError(f"a {name} tensor's b64 holds {len(raw)} bytes")
         if name == "bfloat16":
             bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
             array = bits.view(np.float32)
@@ -412,7 +459,10 @@ def decode_array(value: Any) -> tuple[NDArray, str]:
     try:
         array = np.array(data, dtype=dtype)
     except (ValueError, TypeError):
-        array = np.array(replace_non_finite(data), dtype=dtype)
+        try:
+            array = np.array(replace_non_finite(data), dtype=dtype)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise ProtocolError(f"tensor data that is not {name} values: {exc}") from exc
     try:
         return array.reshape(shape), name
     except ValueError as exc:

@@ -19,7 +19,8 @@ The tree::
     │   │                              httpx's exception); connection errors are retried
     │   ├── ConnectError               could not connect
     │   └── TransportTimeoutError      the client's own timeout ran out
-    ├── ProtocolError                  a success answer that is not what the contract says
+    ├── ProtocolError                  an answer that is not what the contract says
+    │   └── ResponseTooLargeError      an answer over the client's max_response_bytes
     └── ClientClosedError              the client (or its httpx client) is closed; also a
                                        RuntimeError, as httpx's own was
 
@@ -49,6 +50,7 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "RateLimitedError",
+    "ResponseTooLargeError",
     "ServerError",
     "TooLargeError",
     "TorchlabError",
@@ -196,8 +198,18 @@ class TransportTimeoutError(TransportError):
 
 
 class ProtocolError(TorchlabError):
-    """A success answer the client cannot read as the contract says (not JSON, a tensor
-    without shape, a PNG that is not one)."""
+    """An answer the client cannot read as the contract says (not JSON, a tensor without a
+    shape or with a negative one, a PNG that is not one, a malformed event)."""
+
+
+class ResponseTooLargeError(ProtocolError):
+    """An answer larger than the client's ``max_response_bytes`` (counted as its bytes
+    arrive, after any decompression), or declaring so in its ``Content-Length``: the
+    answer is given up before it fills memory. ``limit`` is the client's limit in bytes."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(message)
 
 
 class ClientClosedError(TorchlabError, RuntimeError):
@@ -288,7 +300,7 @@ def error_from_response(response: httpx.Response) -> APIError:
     details: dict[str, Any] = {}
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         body = None
         text = foreign_text(response.content, response.headers.get("content-type"))
         if text:

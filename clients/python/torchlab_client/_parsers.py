@@ -75,10 +75,11 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
         return framed  # type: ignore[no-any-return]
     try:
         body = json.loads(response.content)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
+        deep = " nested too deep" if isinstance(exc, RecursionError) else ""
         raise ProtocolError(
-            f"{response.request.method} {response.request.url.path}: the answer is not JSON "
-            f"({response.headers.get('content-type')})"
+            f"{response.request.method} {response.request.url.path}: the answer is not JSON"
+            f"{deep} ({response.headers.get('content-type')})"
         ) from exc
     if not isinstance(body, dict):
         raise ProtocolError(f"expected a JSON object, got {type(body).__name__}")

@@ -3,7 +3,8 @@ while it fits, benchmarks or transforms pictures, for a callback or a progress b
 
 ``progress=True`` draws a bar with tqdm (``pip install torchlab-client[progress]``), in a
 terminal or, through ``tqdm.auto``, as a widget in a notebook; ``progress=callable`` gets
-each :class:`ProgressEvent` instead. Nothing here does I/O.
+each :class:`ProgressEvent` instead. :class:`EventReader` cuts a stream's bytes into its
+events, within the client's ``max_response_bytes``. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
+
+from torchlab_client._exceptions import ProtocolError, ResponseTooLargeError
 
 EVENT_STREAM = "text/event-stream"
 
@@ -34,10 +37,89 @@ class ProgressEvent:
 
     @classmethod
     def from_json(cls, data: str) -> ProgressEvent:
-        """An event from the data of a ``progress`` server-sent event."""
+        """An event from the data of a ``progress`` server-sent event; a
+        :class:`ProtocolError` if it is not ``{"done", "total", "unit", ...}``."""
+        body = event_json(data, "progress")
+        try:
+            done, total, unit = body.pop("done"), body.pop("total"), body.pop("unit")
+            return cls(int(done), int(total), str(unit), body)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError(f"a malformed progress event: {data[:200]!r}") from exc
+
+
+def event_json(data: str, name: str) -> dict[str, Any]:
+    """The JSON object of an event's data; a :class:`ProtocolError` if it is not one."""
+    try:
         body = json.loads(data)
-        done, total, unit = body.pop("done"), body.pop("total"), body.pop("unit")
-        return cls(int(done), int(total), str(unit), body)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the data of a {name} event is not JSON: {data[:200]!r}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError(f"the data of a {name} event is not a JSON object: {data[:200]!r}")
+    return body
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One server-sent event: its name (``message`` when unnamed) and its data."""
+
+    event: str
+    data: str
+
+
+class EventReader:
+    """A stream of server-sent events, fed its bytes as they arrive: the events each piece
+    completes. Lines end with LF or CRLF; comments (keep-alives), ``id`` and ``retry`` are
+    skipped. The whole stream may hold ``limit`` bytes (one event's data, the result, is
+    the answer itself); past it, or in an unfinished line longer than that, the stream is
+    given up with :class:`ResponseTooLargeError` before it is all held."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.received = 0
+        self._pending = bytearray()
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[ServerEvent]:
+        self.received += len(chunk)
+        if self.received > self.limit:
+            raise ResponseTooLargeError(
+                f"the event stream holds more than max_response_bytes={self.limit:,} bytes",
+                self.limit,
+            )
+        events: list[ServerEvent] = []
+        pending = self._pending
+        scan = len(pending)
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", scan)) >= 0:
+            line = bytes(pending[start:end]).removesuffix(b"\r")
+            start = scan = end + 1
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        del pending[:start]
+        return events
+
+    def _line(self, raw: bytes) -> ServerEvent | None:
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"an event stream's line is not UTF-8: {raw[:80]!r}") from exc
+        if not line:
+            event = ServerEvent(self._event or "message", "\n".join(self._data))
+            dispatch = bool(self._data)
+            self._event, self._data = "", []
+            return event if dispatch else None
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
 
 
 Sink: TypeAlias = Callable[[ProgressEvent], Any]
