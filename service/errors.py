@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     BINARY_SIZE_MISMATCH = "binary_size_mismatch", 400
     UNSUPPORTED_DATATYPE = "unsupported_datatype", 400
     CORS_REFUSED = "cors_refused", 400
+    CHUNKS_TOO_SMALL = "chunks_too_small", 400
     # 401, 404, 405
     UNAUTHORIZED = "unauthorized", 401
     NOT_FOUND = "not_found", 404
@@ -166,8 +167,9 @@ class ErrorCode(StrEnum):
     CSV_RAGGED = "csv_ragged", 422
     KERNEL_SIZE_MISMATCH = "kernel_size_mismatch", 422
     UNKNOWN_TRANSFORM = "unknown_transform", 422
-    # 429, 5xx
+    # 429, 431, 5xx
     TOO_MANY_REQUESTS = "too_many_requests", 429
+    HEADER_TOO_LARGE = "header_too_large", 431
     CLIENT_CLOSED_REQUEST = "client_closed_request", 499
     INTERNAL_ERROR = "internal_error", 500
     DEVICE_OUT_OF_MEMORY = "device_out_of_memory", 503

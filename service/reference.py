@@ -30,6 +30,9 @@ STATUS_MEANINGS = {
     422: "well-formed but invalid; `details` says what and where",
     429: "every compute slot of the device is busy, or there is no room for the body among those "
     "held at once; retry after `Retry-After` seconds",
+    431: "the request's line and headers, or a chunked body's trailer fields, are too large "
+    "(`details.limit`: `max_head_bytes`, 65,536 bytes, or `max_header_fields`, 100 fields); "
+    "the connection closes",
     499: "the client closed the connection before its answer (its work was stopped); "
     "nobody reads it, it is what the logs and metrics show",
     500: "a bug; the body quotes the request id",
