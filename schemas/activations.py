@@ -15,6 +15,7 @@ from schemas.common import (
     StrictModel,
     Tensor,
     TensorOut,
+    at_most,
     needs,
     not_together,
 )
@@ -108,7 +109,9 @@ FunctionName = Annotated[
     ),
 ]
 ParamName = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-ParamValue = bool | Int | float | str | Annotated[list[Int | float], Field(max_length=4096)]
+ParamValue = (
+    bool | Int | float | str | Annotated[list[Int | float], Field(max_length=4096, fail_fast=True)]
+)
 
 
 def _whole_dim(params: Any) -> Any:
@@ -130,6 +133,7 @@ def _params_schema(schema: dict[str, Any]) -> None:
 Params = Annotated[
     dict[ParamName, ParamValue],
     BeforeValidator(_whole_dim),
+    at_most(16),
     Field(
         max_length=16,
         description="Parameter values by torch's names (`negative_slope`, `alpha`, `beta`, "

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from schemas.common import ComputeRequest, ComputeResponse, Tensor, TensorOut, keys_named
+from schemas.common import (
+    MAX_TENSORS,
+    ComputeRequest,
+    ComputeResponse,
+    Tensor,
+    TensorOut,
+    at_most,
+    keys_named,
+)
 
 CONSTANT_NAMES = ("pi", "e", "inf")
 """The constants an expression may name (and so no input may be called)."""
@@ -92,9 +100,11 @@ class GradRequest(ComputeRequest):
         description=EXPRESSION_DOC,
         examples=["sum(x**2 + 2*x + 1)", "mean(relu(w @ x + b))", "sum(where(x > 0, x, 0.1*x))"],
     )
-    inputs: dict[InputName, Tensor] = Field(
+    inputs: Annotated[dict[InputName, Tensor], at_most(MAX_TENSORS)] = Field(
         default_factory=dict,
-        description="Named input tensors, each in any tensor form. Write floats (1.0, or "
+        max_length=MAX_TENSORS,
+        description=f"Named input tensors, each in any tensor form; at most {MAX_TENSORS:,}. "
+        "Write floats (1.0, or "
         '`"dtype": "float32"`) for a tensor to differentiate: gradients exist only for '
         "floating-point tensors.",
         examples=[{"x": {"data": [[1.0], [2.0], [3.0], [4.0]], "dtype": "float32"}}],

@@ -139,6 +139,7 @@ class DataRequest(ComputeRequest):
         default=None,
         min_length=1,
         max_length=MAX_SELECTED_FEATURES,
+        fail_fast=True,
         json_schema_extra={"uniqueItems": True},
         description=_FEATURES_DOC,
         examples=[["petal length (cm)", "petal width (cm)"]],

@@ -166,14 +166,20 @@ class DataImagesRequest(ComputeRequest):
         "`sample_images` — its two photos, `china` and `flower`, 427×640 RGB, one class each.",
         examples=["digits"],
     )
-    images: Annotated[list[Base64Text], Field(min_length=1, max_length=MAX_IMAGES)] | None = Field(
+    images: (
+        Annotated[list[Base64Text], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)]
+        | None
+    ) = Field(
         default=None,
         description="Pictures as base64 text (PNG, JPEG, BMP, GIF, WebP or TIFF), in the "
         "class `images` unless `labels` names one per picture. In a multipart request, "
         "upload the files in the `images` field instead. Each is checked like `/conv`'s "
         "`image`: 413 over the pixel limit, 415 not a picture, 422 truncated.",
     )
-    labels: Annotated[list[ClassName], Field(min_length=1, max_length=MAX_IMAGES)] | None = Field(
+    labels: (
+        Annotated[list[ClassName], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)]
+        | None
+    ) = Field(
         default=None,
         description="The class name of each picture of `images`, in order; the class "
         "indices follow the names' sorted order, as `ImageFolder`'s do.",

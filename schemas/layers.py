@@ -21,6 +21,7 @@ from schemas.common import (
     Tensor2To3D,
     TensorNonScalar,
     TensorOut,
+    at_most,
     has_value,
     needs,
     none_given,
@@ -208,7 +209,11 @@ class RNNRequest(ComputeRequest):
         description="Initial cell state of an `lstm`, shaped like h0; default zeros.",
     )
     weights: (
-        Annotated[dict[ParameterName, Tensor2D | Tensor1D], Field(json_schema_extra=_weights)]
+        Annotated[
+            dict[ParameterName, Tensor2D | Tensor1D],
+            at_most(4 * 2 * MAX_RNN_LAYERS),
+            Field(json_schema_extra=_weights),
+        ]
         | None
     ) = Field(
         default=None,

@@ -57,7 +57,14 @@ _BATCH_DOC = (
     "set in one batch (full-batch gradient descent)."
 )
 
-CoefList = list[float] | list[list[float]]
+Numbers = Annotated[list[float], Field(max_length=MAX_FEATURES, fail_fast=True)]
+"""A list of a model's numbers, which stops at its first invalid item: a megabyte of invalid
+coefficients made 200,000 errors."""
+CoefList = Numbers | Annotated[list[Numbers], Field(max_length=MAX_FEATURES, fail_fast=True)]
+Names = Annotated[
+    list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]],
+    Field(max_length=MAX_FEATURES, fail_fast=True),
+]
 
 # --- models, as fits return them and predict takes them -----------------------------------
 
@@ -67,25 +74,22 @@ class LinearModel(StrictModel):
 
     kind: Literal["linear"] = Field(description="Always `linear`.", examples=["linear"])
     coef: CoefList = Field(
-        max_length=MAX_FEATURES,
         description="The weights: [n_features] for one target, [n_targets][n_features] for "
         "several (as scikit-learn's `coef_`), in the original units of x and y.",
         examples=[[17.9]],
     )
-    intercept: float | list[float] = Field(
+    intercept: float | Numbers = Field(
         description="The intercept: a number for one target, [n_targets] for several "
         "(0 without `fit_intercept`).",
         examples=[5.5],
     )
-    features: list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] = Field(
+    features: Names = Field(
         min_length=1,
-        max_length=MAX_FEATURES,
         description="The feature names, in the order of the columns of x.",
         examples=[["hours"]],
     )
-    targets: list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] | None = Field(
+    targets: Names | None = Field(
         default=None,
-        max_length=MAX_FEATURES,
         description="The target names (one, or one per row of a 2-D coef).",
         examples=[["score"]],
     )
@@ -94,11 +98,8 @@ class LinearModel(StrictModel):
 class Scaler(StrictModel):
     """Standardisation applied to x before the weights: (x − mean) / scale."""
 
-    mean: list[float] = Field(
-        max_length=MAX_FEATURES, description="Training mean of each feature.", examples=[[2.7]]
-    )
-    scale: list[float] = Field(
-        max_length=MAX_FEATURES,
+    mean: Numbers = Field(description="Training mean of each feature.", examples=[[2.7]])
+    scale: Numbers = Field(
         description="Training standard deviation of each feature (1 for a constant one).",
         examples=[[1.5]],
     )
@@ -108,21 +109,25 @@ class LogisticModel(StrictModel):
     """A fitted logistic regression: binary (sigmoid) or multinomial (softmax)."""
 
     kind: Literal["logistic"] = Field(description="Always `logistic`.", examples=["logistic"])
-    classes: list[Int] | list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] = Field(
+    classes: (
+        Annotated[list[Int], Field(max_length=MAX_CLASSES, fail_fast=True)]
+        | Annotated[
+            list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]],
+            Field(max_length=MAX_CLASSES, fail_fast=True),
+        ]
+    ) = Field(
         min_length=2,
-        max_length=MAX_CLASSES,
         description="The class labels, sorted; class i is `classes[i]`. Binary: `classes[1]` "
         "is the positive class.",
         examples=[[0, 1]],
     )
     coef: CoefList = Field(
-        max_length=MAX_FEATURES,
         description="Binary: [n_features], the weights of the logit of P(classes[1]). "
         "Multinomial: [n_classes][n_features], one row of softmax logits' weights per class. "
         "They apply to the standardised features when `scaler` is given.",
         examples=[[1.2, -0.7]],
     )
-    intercept: float | list[float] = Field(
+    intercept: float | Numbers = Field(
         description="Binary: a number; multinomial: [n_classes].", examples=[0.1]
     )
     threshold: float | None = Field(
@@ -138,9 +143,8 @@ class LogisticModel(StrictModel):
         description="The standardisation fitted on the training data, applied to x before "
         "the weights; null when `standardize` was false.",
     )
-    features: list[Annotated[str, Field(max_length=MAX_NAME_LENGTH)]] = Field(
+    features: Names = Field(
         min_length=1,
-        max_length=MAX_FEATURES,
         description="The feature names, in the order of the columns of x.",
         examples=[["x0", "x1"]],
     )

@@ -3,11 +3,15 @@ names its binary tensor data extension uses, shared by every route that takes te
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from schemas.common import DTYPE_SCHEMA, MAX_TENSORS, Int, StrictModel, shape_schema, values_schema
+
+MAX_SHAPE_ITEMS = 64
+"""Sizes of an input's shape that are validated, at most: the codec refuses more than 8
+(422 ``too_many_dims``), this keeps a long list of them from being read one by one."""
 
 ResponseEncoding = Literal["json", "b64", "binary"]
 """How a response carries its tensors: JSON lists, base64, or the binary data extension."""
@@ -117,7 +121,11 @@ class RequestInput(StrictModel):
 
     name: str = Field(description="The input's name.", examples=["input"])
     shape: list[Int] = Field(
-        description="Its sizes.", examples=[[2, 2]], json_schema_extra=shape_schema()
+        max_length=MAX_SHAPE_ITEMS,
+        fail_fast=True,
+        description="Its sizes.",
+        examples=[[2, 2]],
+        json_schema_extra=shape_schema(),
     )
     datatype: str = Field(
         description="BOOL, UINT8, INT8, INT16, INT32, INT64, FP16, BF16, FP32 or FP64 (torch's "
@@ -179,11 +187,11 @@ class InferenceRequest(StrictModel):
         examples=[{"negative_slope": 0.1}],
     )
     inputs: list[RequestInput] = Field(
-        max_length=MAX_TENSORS, description="The input tensors, by name."
+        max_length=MAX_TENSORS, fail_fast=True, description="The input tensors, by name."
     )
-    outputs: list[RequestOutput] | None = Field(
-        default=None, description=f"The outputs asked for (default: `{OUTPUT_NAME}`)."
-    )
+    outputs: (
+        Annotated[list[RequestOutput], Field(max_length=MAX_TENSORS, fail_fast=True)] | None
+    ) = Field(default=None, description=f"The outputs asked for (default: `{OUTPUT_NAME}`).")
 
 
 class ResponseOutput(BaseModel):
