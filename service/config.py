@@ -57,7 +57,8 @@ class Limits(BaseSettings):
     """Largest estimated number of floating-point operations one request may perform."""
 
     max_steps: Annotated[int, Field(ge=1)] = 64
-    """Largest number of steps in a ``/tensor/ops`` program."""
+    """Largest number of steps in a ``/tensor/ops`` program (4,096 at most, whatever this
+    says: a program of more is a 422 before it is read)."""
 
     max_objects: Annotated[int, Field(ge=1)] = 1_000_000
     """Most things one request makes one by one: tensors a step returns, names per column,

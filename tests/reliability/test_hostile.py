@@ -482,9 +482,12 @@ def test_a_large_csv_is_parsed_off_the_server(server: Server) -> None:
 def test_a_body_of_many_values_outside_tensors_is_refused_before_the_server_reads_it(
     server: Server,
 ) -> None:
-    # 300,000 small steps: no tensor for the worker to take out, so the server would build
-    # every value itself; the worker counts them first (max_body_values).
-    body = orjson.dumps({"steps": [{"op": "arange", "end": 1}] * 300_000})
+    # 300,000 names to return: no tensor for the worker to take out, so the server would
+    # build every value itself; the worker counts them first (max_body_values). (300,000
+    # steps are refused sooner: a program holds at most 4,096.)
+    body = orjson.dumps(
+        {"steps": [{"op": "arange", "end": 1, "out": "a"}], "return": ["a"] * 300_000}
+    )
     send = sender(server, "/tensor/ops", body, timeout=60)
     run_case(server, send, status=(413, 504), max_seconds=30, max_growth=2000 * MB)
 
