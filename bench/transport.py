@@ -21,7 +21,9 @@ response is read as ``torchlab_client`` reads one: streamed into one buffer of i
 (httpx's ``read()`` joins its 64 KiB pieces: 10.0 ms against 8.2 ms for this 4 MB round
 trip, alternated in one run on 2 cores). The binary
 body is also sent to :func:`echo_app` (a raw ASGI app answering the body it received,
-under the same uvicorn): the floor of any HTTP transport of those bytes on this machine.
+under the same uvicorn): the floor of any HTTP transport of those bytes with this server
+and client; and the same echo is read by the standard library's ``http.client`` into one
+buffer (:func:`echo_stdlib`): the floor with the least a Python client does.
 And it is sent to the app itself in this process, through its ASGI interface (the body in
 64 KiB messages, as uvicorn hands it over; the response's pieces joined): what the service
 costs without HTTP (printed, no goal).
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import statistics
 import time
 from pathlib import Path
@@ -240,6 +243,21 @@ def post(client: httpx.Client, form: str, url: str, body: bytes, headers: dict[s
         return Answer(response.status_code, response.headers, content)
 
 
+def echo_stdlib(conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> None:
+    """The round trip of ``body`` to the echo app by the standard library's ``http.client``
+    on a keep-alive connection, the answer read into one buffer of its length: the least a
+    Python client does for it."""
+    conn.request("POST", "/", body=body, headers=headers)
+    response = conn.getresponse()
+    view = memoryview(bytearray(int(response.getheader("content-length", "0"))))
+    done = 0
+    while done < len(view):
+        read = response.readinto(view[done:])
+        if not read:
+            raise SystemExit("the echo's answer ended early")
+        done += read
+
+
 def decode_response(form: str, response: Answer) -> np.ndarray:
     content = response.content
     if form == "binary":
@@ -330,14 +348,21 @@ def main() -> None:
             httpx.Client(base_url=echo.url, timeout=120.0) as client,
         ):
             post(client, "binary", "/", body, headers)
-            times = []
+            conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=120.0)
+            times, stdlib_times = [], []
             for _ in range(args.repeats):
                 # after the baseline, untimed, as each request to the service is
                 BASELINES["binary"](body, headers)
                 start = time.perf_counter()
                 post(client, "binary", "/", body, headers)
                 times.append(time.perf_counter() - start)
+                BASELINES["binary"](body, headers)
+                start = time.perf_counter()
+                echo_stdlib(conn, body, headers)
+                stdlib_times.append(time.perf_counter() - start)
+            conn.close()
         results["binary_echo_floor"] = summarize(times)
+        results["binary_echo_floor_stdlib"] = summarize(stdlib_times)
         app = import_from_string(args.app)
         query = b"encoding=binary"
         times = asyncio.run(_asgi_times(app, "/tensor/ops", query, body, headers, args.repeats))
@@ -389,6 +414,13 @@ def main() -> None:
             f"binary floor: the same bytes echoed by a bare ASGI app under the same uvicorn "
             f"took {floor * 1e3:.2f} ms ({floor / forms['binary']['in_process']['median_s']:.2f}x "
             "the in-process baseline; no goal)"
+        )
+    if "binary_echo_floor_stdlib" in results:
+        floor = results["binary_echo_floor_stdlib"]["median_s"]
+        print(
+            f"binary floor, client side lean: the same echo read by the standard library's "
+            f"http.client into one buffer took {floor * 1e3:.2f} ms "
+            f"({floor / forms['binary']['in_process']['median_s']:.2f}x; no goal)"
         )
     if "binary_asgi" in results:
         through = results["binary_asgi"]["median_s"]
