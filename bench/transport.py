@@ -38,6 +38,7 @@ import base64
 import http.client
 import statistics
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -346,9 +347,9 @@ def main() -> None:
         with (
             Server("transport:echo_app", env={"PYTHONPATH": bench_dir}) as echo,
             httpx.Client(base_url=echo.url, timeout=120.0) as client,
+            closing(http.client.HTTPConnection("127.0.0.1", echo.port, timeout=120.0)) as conn,
         ):
             post(client, "binary", "/", body, headers)
-            conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=120.0)
             times, stdlib_times = [], []
             for _ in range(args.repeats):
                 # after the baseline, untimed, as each request to the service is
@@ -360,7 +361,6 @@ def main() -> None:
                 start = time.perf_counter()
                 echo_stdlib(conn, body, headers)
                 stdlib_times.append(time.perf_counter() - start)
-            conn.close()
         results["binary_echo_floor"] = summarize(times)
         results["binary_echo_floor_stdlib"] = summarize(stdlib_times)
         app = import_from_string(args.app)
