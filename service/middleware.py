@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import deque
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -71,7 +71,11 @@ class IdentifiedSend:
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            MutableHeaders(scope=message)["X-Request-ID"] = self.request_id
+            # As MutableHeaders' item assignment does (any X-Request-ID replaced), on a copy
+            # of the list: the response's own stays as it is.
+            headers = [item for item in message.get("headers", ()) if item[0] != b"x-request-id"]
+            headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+            message["headers"] = headers
         await self.send(message)
 
 

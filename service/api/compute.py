@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -244,15 +245,17 @@ class Stages:
     compute_ns: int = 0
 
 
-def _tensors(content: Any) -> Iterator[torch.Tensor]:
+def _tensors(content: Any, into: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors in ``content`` (in dicts and lists), appended to ``into``."""
     if isinstance(content, torch.Tensor):
-        yield content
+        into.append(content)
     elif isinstance(content, dict):
         for value in content.values():
-            yield from _tensors(value)
+            _tensors(value, into)
     elif isinstance(content, list | tuple):
         for value in content:
-            yield from _tensors(value)
+            _tensors(value, into)
+    return into
 
 
 def runs_on_one_thread(budget: Budget, threads: int) -> bool:
@@ -282,7 +285,7 @@ def check_picture_size(picture: Png, allowed: int) -> None:
 
 def check_response_size(content: Any, encoding: ResponseEncoding, allowed: int) -> None:
     """Refuse a response whose tensors would encode to more than ``allowed`` bytes."""
-    check_answer_size(((t.shape, t.dtype) for t in _tensors(content)), encoding, allowed)
+    check_answer_size([(t.shape, t.dtype) for t in _tensors(content, [])], encoding, allowed)
 
 
 def check_answer_size(
@@ -295,7 +298,9 @@ def check_answer_size(
     knows the answer's tensors (``plan.answer``), so that an answer too large is refused
     before the work it would cost (a float64 5000×3000 by 3000×5000 matmul in JSON had
     computed for 2 s, then been refused)."""
-    estimate = sum(estimate_encoded_bytes(shape, dtype, encoding) for shape, dtype in tensors)
+    estimate = 0
+    for shape, dtype in tensors:
+        estimate += _estimate(tuple(shape), dtype, encoding)
     if estimate > allowed:
         hint = {
             "json": "ask for ?encoding=binary (3 to 6× smaller) or ",
@@ -309,6 +314,11 @@ def check_answer_size(
             message=f"the response would take up to {estimate:,} bytes but the limit "
             f"max_response_bytes is {allowed:,}; {hint}ask for less data",
         )
+
+
+_estimate = functools.lru_cache(maxsize=1024)(estimate_encoded_bytes)
+""":func:`~service.codec.estimate_encoded_bytes` of the shapes answered lately (a tiny
+request's answer is sized twice, before and after its work)."""
 
 
 async def run_compute(

@@ -49,12 +49,21 @@ def flush_subnormals() -> None:
     torch.set_flush_denormal(True)
 
 
-@contextlib.contextmanager
-def subnormals_flushed() -> Iterator[None]:
-    """:func:`flush_subnormals` for the block, on this thread only (the event loop's, where
-    requests are validated: a ``sigma`` of 5e-324 must still be greater than 0)."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
+class _SubnormalsFlushed(contextlib.AbstractContextManager[None]):
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        torch.set_flush_denormal(True)
+
+    def __exit__(self, *exc_info: object) -> None:
         torch.set_flush_denormal(False)
+
+
+_SUBNORMALS_FLUSHED = _SubnormalsFlushed()
+
+
+def subnormals_flushed() -> contextlib.AbstractContextManager[None]:
+    """:func:`flush_subnormals` for the block, on this thread only (the event loop's, where
+    requests are validated: a ``sigma`` of 5e-324 must still be greater than 0). A plain
+    context manager, not a generator's: it wraps every tiny request run on the event loop."""
+    return _SUBNORMALS_FLUSHED

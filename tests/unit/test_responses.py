@@ -89,10 +89,8 @@ def test_a_client_that_is_slow_but_within_the_timeout_gets_every_piece(
     body = b"y" * (2 * SEND_CHUNK_BYTES + 10)
     sent, _ = _deliver(body, lambda m: TIMEOUT_S / 5 if m["type"] == "http.response.body" else 0)
     assert b"".join(m["body"] for m in sent[1:]) == body
-    # One deadline for the whole body: each piece waits what is left of it.
-    assert len(timers) == 3
-    assert timers == sorted(timers, reverse=True)
-    assert timers[0] <= TIMEOUT_S and timers[-1] < TIMEOUT_S * 4 / 5 + TIMEOUT_S / 10
+    # One deadline for the whole body (its pieces took 3/5 of it), from its first wait.
+    assert timers == [TIMEOUT_S]
 
 
 def test_a_client_that_takes_each_piece_in_time_but_not_the_whole_is_cut_off(

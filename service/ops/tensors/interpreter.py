@@ -80,7 +80,8 @@ def execute(
     for number, step in enumerate(steps):
         op = step["op"]
         where = f"step {number} ({op})"
-        args = {key: value for key, value in step.items() if key not in ("op", "out")}
+        args = dict(step)
+        del args["op"], args["out"]
         for key in TENSOR_ARGS:
             if key in args:
                 scalar_ok = key in ("y", "exponent")
@@ -107,8 +108,8 @@ def execute(
                 raise
             raise OpError(f"{where}: {exc}", details={"step": number, "op": op}) from exc
         stored = _store(result, step["out"])
-        tensors = [v for v in stored.values() if isinstance(v, torch.Tensor)]
         if ctx.budget is not None:
+            tensors = [v for v in stored.values() if isinstance(v, torch.Tensor)]
             try:
                 for name, value in stored.items():
                     if isinstance(value, torch.Tensor):
