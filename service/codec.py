@@ -458,8 +458,9 @@ def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str
     ``data`` is left as a numpy array (or numpy scalar for 0-d) for orjson to write; see
     :func:`dumps`.
     """
-    tensor = tensor.detach()
-    if tensor.device.type != "cpu":
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    if not tensor.is_cpu:
         tensor = tensor.cpu()
     tensor = tensor.contiguous()
     header = {"shape": list(tensor.shape), "dtype": DTYPE_NAMES[tensor.dtype]}

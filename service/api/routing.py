@@ -111,7 +111,11 @@ class ORJSONRequest(Request):
             # Integers beyond 64 bits arrive as floats, as in JavaScript's JSON.parse.
             raw: Bytes = await self.body()
             tensors: Tensors = ()
-            if self.body_model is not None and await goes_to_worker(raw):
+            if (
+                self.body_model is not None
+                and len(raw) > PROCESS_BODY_BYTES
+                and await goes_to_worker(raw)
+            ):
                 try:
                     compact = await compact_in_worker(self, raw, self.body_model, tensors_out=True)
                 except ServiceError as exc:  # the codec's or a busy pool's answer
@@ -124,7 +128,8 @@ class ORJSONRequest(Request):
                 raw, tensors = compact
             if len(raw) <= INLINE_BODY_BYTES:
                 self._json = loads_json(raw)
-                place_tensors(self._json, tensors)
+                if tensors:
+                    place_tensors(self._json, tensors)
             elif self.body_model is None:
                 self._json = await run_in_threadpool(loads_json, raw)
             else:

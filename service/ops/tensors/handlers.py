@@ -29,6 +29,10 @@ class TensorOpsPlan:
     """The shape and dtype of every tensor returned (the response sized before the work)."""
 
 
+_DECODED = (Tensor, list)
+"""The kinds of step argument that may hold wire tensors."""
+
+
 def _decode_arg(value: Any, ctx: ComputeContext, where: str) -> Any:
     if isinstance(value, Tensor):
         return ctx.decode(value.root, where)
@@ -48,7 +52,7 @@ def decode_program(
     for number, step in enumerate(body.steps):
         fields = dict(step.__dict__)  # the model's fields, in their order
         for name, value in fields.items():
-            if isinstance(value, Tensor | list):
+            if isinstance(value, _DECODED):
                 fields[name] = _decode_arg(value, ctx, f"steps.{number}.{name}")
         steps.append(fields)
     return inputs, steps
@@ -58,7 +62,8 @@ def prepare_tensor_ops(ctx: ComputeContext, body: TensorOpsRequest) -> TensorOps
     """Decode the inputs and inline tensors, and charge every step's planned output."""
     if len(body.steps) > ctx.limits.max_steps:
         raise LimitExceeded("max_steps", ctx.limits.max_steps, len(body.steps), "the program")
-    ctx.budget.charge_objects(len(body.inputs), f"{len(body.inputs):,} inputs")
+    if body.inputs:
+        ctx.budget.charge_objects(len(body.inputs), f"{len(body.inputs):,} inputs")
     inputs, steps = decode_program(ctx, body)
     answer: list[Shaped] = []
     names = plan_program(inputs, steps, body.returns, ctx.budget, answer=answer)
