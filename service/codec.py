@@ -458,8 +458,7 @@ def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str
     ``data`` is left as a numpy array (or numpy scalar for 0-d) for orjson to write; see
     :func:`dumps`.
     """
-    if tensor.requires_grad:
-        tensor = tensor.detach()
+    tensor = tensor.detach() if tensor.requires_grad else tensor
     if not tensor.is_cpu:
         tensor = tensor.cpu()
     tensor = tensor.contiguous()
