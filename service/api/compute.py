@@ -482,6 +482,8 @@ def _answer(ran: Ran, stages: Stages) -> PacedBodyResponse:
     stages.finished = time.perf_counter_ns()
     stages.compute_ns = ran.compute_ns
     result = ran.body
+    if type(result) is bytes:  # JSON, the common answer
+        return FastJSONResponse(result)
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
     if isinstance(result, SharedPng):

@@ -125,13 +125,13 @@ class PlanCache:
         :data:`KEY_ROOM`, or an argument of a kind not known)."""
         if len(steps) > self.max_steps:
             return None
-        key = _Key(KEY_ROOM)
+        of = _Key(KEY_ROOM).of
         try:
             return (
                 budget.state(),
-                None if returns is None else key.of(returns),
-                tuple((key.of(name), key.of(tensor)) for name, tensor in inputs.items()),
-                tuple(tuple((k, key.of(v)) for k, v in step.items()) for step in steps),
+                None if returns is None else of(returns),
+                tuple([(of(name), of(tensor)) for name, tensor in inputs.items()]),
+                tuple([tuple([(k, of(v)) for k, v in step.items()]) for step in steps]),
             )
         except _Uncachable:
             return None
