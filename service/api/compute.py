@@ -115,6 +115,8 @@ def encode_tensors(
     """``content`` with every tensor in it (in dicts and lists) encoded for the wire. With
     the binary encoding each tensor's bytes are appended to ``payloads``, in the order
     the tensors appear in the JSON."""
+    if type(content) is dict:  # the body's own dicts first: most of what is walked
+        return {key: encode_tensors(value, encoding, payloads) for key, value in content.items()}
     if isinstance(content, torch.Tensor):
         if encoding == "binary":
             assert payloads is not None
@@ -228,9 +230,14 @@ def _compute_and_encode(job: ComputeJob[Any], deadline: Deadline) -> Ran:
             return Ran(SharedPng(Blob(content.data), content.headers), compute_ns)
         return Ran(content, compute_ns)
     check_response_size(content, job.encoding, job.max_response_bytes)
-    where = ",".join(map(str, job.devices))
-    envelope = Envelope(job.encoding, where, compute_ns / 1e6, job.shared)
+    envelope = Envelope(job.encoding, _names(*job.devices), compute_ns / 1e6, job.shared)
     return Ran(job.encode(content, envelope), compute_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _names(*devices: torch.device) -> str:
+    """The devices as a response's ``device`` says them (``cpu``, ``cuda:0,cuda:1``)."""
+    return ",".join(map(str, devices))
 
 
 @dataclass

@@ -89,8 +89,8 @@ class FastLane:
             and TELEMETRY_SCOPE_KEY not in scope
         ):
             found = self._route(scope)
-            if found is not None and (length := self._takes(scope, found[0])) is not None:
-                await self._answer(found, length, scope, receive, send)
+            if found is not None and (taken := self._takes(scope, found[0])) is not None:
+                await self._answer(found, taken, scope, receive, send)
                 return
         await self.stack(scope, receive, send)
 
@@ -104,14 +104,17 @@ class FastLane:
             return None
         return route, route.direct, child
 
-    def _takes(self, scope: Scope, route: ORJSONRoute) -> int | None:
-        """The body's declared length when the lane takes the request, else ``None``."""
-        content_type = length = None
+    def _takes(self, scope: Scope, route: ORJSONRoute) -> tuple[int, str] | None:
+        """The body's declared length and the ``X-Request-ID`` offered (``""`` for none)
+        when the lane takes the request, else ``None``."""
+        content_type = length = offered = None
         for name, value in scope["headers"]:  # the first of a repeated header, as Starlette
             if name == b"content-type":
                 content_type = value if content_type is None else content_type
             elif name == b"content-length":
                 length = value if length is None else length
+            elif name == b"x-request-id":
+                offered = value if offered is None else offered
             elif name == b"inference-header-content-length" or (
                 name == b"origin" and self.settings.cors_origins
             ):
@@ -124,17 +127,18 @@ class FastLane:
             and int(length) <= INLINE_BODY_BYTES
             and (not self.keys or accepts_key(Headers(scope=scope), self.keys))
         ):
-            return int(length)
+            return int(length), "" if offered is None else offered.decode("latin-1")
         return None
 
     async def _answer(
         self,
         found: tuple[ORJSONRoute, DirectCall, Scope],
-        declared: int,
+        taken: tuple[int, str],
         scope: Scope,
         receive: Receive,
         send: Send,
     ) -> None:
+        declared, offered = taken
         read: list[Message] = []
         chunks: list[bytes] = []
         received = 0
@@ -157,11 +161,6 @@ class FastLane:
                 break
 
         route, direct, child = found
-        offered = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                offered = value.decode("latin-1")
-                break
         request_id = begin_request(scope, offered)
         start = time.perf_counter()
         scope.update(child)

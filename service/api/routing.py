@@ -247,8 +247,13 @@ def _direct_call(route: APIRoute, body_model: type[BaseModel] | None) -> DirectC
     body_name = dependant.body_params[0].name
 
     async def direct(request: ORJSONRequest) -> Response | None:
+        raw = getattr(request, "_body", None)
         try:
-            data = await request.json()
+            if isinstance(raw, bytes) and len(raw) <= INLINE_BODY_BYTES:
+                # Read whole, and small (the lane's case): what json() would do, at once.
+                data = request._json = loads_json(raw)
+            else:
+                data = await request.json()
             body = body_model.model_validate(data)
         except ValueError:  # not JSON, or not valid (ValidationError): FastAPI's way words it
             return None

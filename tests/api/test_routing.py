@@ -493,7 +493,7 @@ def test_a_body_longer_than_the_lane_takes_goes_to_the_stack() -> None:
         route = next(
             r for r in create_app().router.routes if getattr(r, "path", "") == "/tensor/ops"
         )
-        await lane._answer((route, route.direct, {}), 10_000, {"type": "http"}, receive, None)  # type: ignore[arg-type]
+        await lane._answer((route, route.direct, {}), (10_000, ""), {"type": "http"}, receive, None)  # type: ignore[arg-type]
         return given, seen
 
     given, seen = asyncio.run(scenario())
