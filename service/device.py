@@ -29,7 +29,7 @@ from service.errors import ComputeTimeout, DeviceUnavailable, TooManyRequests
 from service.limits import Deadline
 from service.memory import allocation_failed, worker_memory_limit
 from service.metrics import Metrics
-from service.ops.threads import subnormals_flushed
+from service.ops.threads import SubnormalsFlushed
 from service.workers import WorkerPool, start_forkserver
 from service.workers.outcomes import out_of_memory
 
@@ -248,7 +248,7 @@ class DeviceManager:
         slot, no thread, not even a coroutine (on a tiny request, each layer costs more than
         the work). Under ``torch.inference_mode()`` unless ``autograd``."""
         deadline = Deadline(self.settings.limits.request_timeout_s)
-        with subnormals_flushed():  # as in a worker
+        with SubnormalsFlushed():  # as in a worker
             if autograd:
                 return fn(arg, deadline)
             # torch.inference_mode()'s own guard, without the three Python calls around it

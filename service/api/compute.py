@@ -115,7 +115,7 @@ def encode_tensors(
     """``content`` with every tensor in it (in dicts and lists) encoded for the wire. With
     the binary encoding each tensor's bytes are appended to ``payloads``, in the order
     the tensors appear in the JSON."""
-    if type(content) is dict:  # the body's own dicts first: most of what is walked
+    if isinstance(content, dict):  # first: most of what is walked is the body's own dicts
         return {key: encode_tensors(value, encoding, payloads) for key, value in content.items()}
     if isinstance(content, torch.Tensor):
         if encoding == "binary":
@@ -123,8 +123,6 @@ def encode_tensors(
             payloads.append(raw_bytes(content))
             return binary_header(content)
         return encode_tensor(content, encoding)
-    if isinstance(content, dict):
-        return {key: encode_tensors(value, encoding, payloads) for key, value in content.items()}
     if isinstance(content, list | tuple):
         return [encode_tensors(value, encoding, payloads) for value in content]
     return content
@@ -489,8 +487,6 @@ def _answer(ran: Ran, stages: Stages) -> PacedBodyResponse:
     stages.finished = time.perf_counter_ns()
     stages.compute_ns = ran.compute_ns
     result = ran.body
-    if type(result) is bytes:  # JSON, the common answer
-        return FastJSONResponse(result)
     if isinstance(result, Png):
         return png_response(result.data, result.headers)
     if isinstance(result, SharedPng):

@@ -49,7 +49,11 @@ def flush_subnormals() -> None:
     torch.set_flush_denormal(True)
 
 
-class _SubnormalsFlushed(contextlib.AbstractContextManager[None]):
+class SubnormalsFlushed(contextlib.AbstractContextManager[None]):
+    """:func:`flush_subnormals` for the block, on this thread only (the event loop's, where
+    requests are validated: a ``sigma`` of 5e-324 must still be greater than 0). A plain
+    context manager, not a generator's: it wraps every tiny request run on the event loop."""
+
     __slots__ = ()
 
     def __enter__(self) -> None:
@@ -57,13 +61,3 @@ class _SubnormalsFlushed(contextlib.AbstractContextManager[None]):
 
     def __exit__(self, *exc_info: object) -> None:
         torch.set_flush_denormal(False)
-
-
-_SUBNORMALS_FLUSHED = _SubnormalsFlushed()
-
-
-def subnormals_flushed() -> contextlib.AbstractContextManager[None]:
-    """:func:`flush_subnormals` for the block, on this thread only (the event loop's, where
-    requests are validated: a ``sigma`` of 5e-324 must still be greater than 0). A plain
-    context manager, not a generator's: it wraps every tiny request run on the event loop."""
-    return _SUBNORMALS_FLUSHED
