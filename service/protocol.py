@@ -202,7 +202,7 @@ class BodyPieces:
     __slots__ = ("pieces", "size")
 
     def __init__(self, held: bytes | bytearray = b"") -> None:
-        self.pieces: list[bytes | bytearray] = [bytearray(held)] if held else []
+        self.pieces: list[bytes | bytearray] = [held] if held else []  # its owner's no more
         self.size = len(held)
 
     def __iadd__(self, piece: bytes) -> BodyPieces:
@@ -242,6 +242,8 @@ class HeadTimedProtocol(HttpToolsProtocol):
     _whole = False
     """Whether that body has a length (no chunks, no trailers): reads are fed whole."""
     _fields = 0
+    _chunked = False
+    """Whether the head has a ``Transfer-Encoding`` field."""
     _chunks = 0
     _received = 0
     """Bytes of the body's data the parser has handed over."""
@@ -317,6 +319,7 @@ class HeadTimedProtocol(HttpToolsProtocol):
         if self._head_began is None:
             self._head_began = self.loop.time()
         self._fields = 0
+        self._chunked = False
         self._chunks = 0
         self._received = self._credited = 0
         self._chunk_credit = CHUNK_CREDIT
@@ -326,13 +329,15 @@ class HeadTimedProtocol(HttpToolsProtocol):
         if self._fields > MAX_HEADER_FIELDS:
             self._refusal = TOO_MANY_FIELDS_RESPONSE
             raise Refused
+        if name.lower() == b"transfer-encoding":
+            self._chunked = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._head_began = None
         self._unframed = 0
         self._in_body = True
-        self._whole = all(name != b"transfer-encoding" for name, _ in self.headers)
+        self._whole = not self._chunked
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -356,9 +361,11 @@ class HeadTimedProtocol(HttpToolsProtocol):
         self._received += len(body)
         cycle = self.cycle
         held: object = cycle.body
-        # A new request, or the app took the last pieces. (uvicorn before 0.42 keeps
+        # A large piece, kept: the pieces so far (uvicorn's own ``bytearray``, of a new
+        # request or since the app took the last ones) become a BodyPieces. Small pieces
+        # are appended to uvicorn's ``bytearray`` as it does. (uvicorn before 0.42 keeps
         # ``bytes`` and hands them over as they are: left to do so.)
-        if type(held) is bytearray:
+        if len(body) >= SMALL_PIECE_BYTES and type(held) is bytearray:
             cycle.body = BodyPieces(held)  # type: ignore[assignment]
         super().on_body(body)
 

@@ -244,6 +244,18 @@ def test_the_pieces_replace_uvicorns_bytearray_and_leave_an_older_uvicorns_bytes
     proto.on_body(b"b")
     assert type(proto.cycle.body) is BodyPieces
     assert bytes(proto.cycle.body) == b"a" * SMALL_PIECE_BYTES + b"b"
+    # Small pieces stay in uvicorn's bytearray (a tiny body costs no object of ours), which
+    # a large piece then takes over as it is, without a copy.
+    held = bytearray()
+    small = stub_protocol(held)
+    small.on_body(b"c")
+    small.on_body(b"d")
+    assert small.cycle.body is held and held == b"cd"
+    large = b"e" * SMALL_PIECE_BYTES
+    small.on_body(large)
+    assert type(small.cycle.body) is BodyPieces
+    assert small.cycle.body.pieces[0] is held and small.cycle.body.pieces[1] is large
+    assert bytes(small.cycle.body) == b"cd" + large
     older = stub_protocol(b"")  # before 0.42: bytes, handed to the app as they are
     older.on_body(b"a")
     older.on_body(b"b")
