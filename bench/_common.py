@@ -35,7 +35,8 @@ def free_port() -> int:
 
 
 class Server:
-    """``uvicorn <app>`` on 127.0.0.1 in a subprocess, started and stopped by ``with``."""
+    """``uvicorn <app>`` on 127.0.0.1 in a subprocess, started and stopped by ``with``, with
+    the settings of ``make serve`` (no uvicorn access log; the service's protocol)."""
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class Server:
             str(self.port),
             "--log-level",
             "warning",
+            "--no-access-log",  # as `make serve` (the service writes its own)
             "--http",
             self.http,
         ]
