@@ -8,6 +8,10 @@ the two is what the tensor route itself costs.
 :mod:`service.api.lane`: read, parsed and validated against ``TensorOpsRequest``) and
 answers the tiny program's result without running anything: the difference between it and
 ``/tensor/ops`` is the work of a program (its plan, its run and its answer's encoding).
+``POST /bare/planned`` also plans the program, as ``/tensor/ops`` does (its context, its
+inputs decoded, its plan charged, from the plan cache when it was planned before), and
+answers without running it: that splits the program's work into its plan, and its run
+with the answer's encoding.
 
     uvicorn bench._bare_app:app
 """
@@ -18,9 +22,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from schemas.tensors import TensorOpsRequest
+from service.api.compute import compute_context
 from service.api.responses import FastJSONResponse
 from service.api.routing import ORJSONRoute, include_routers
 from service.main import create_app
+from service.ops.tensors.handlers import prepare_tensor_ops
 
 app = create_app()
 
@@ -42,6 +48,12 @@ program_router = APIRouter(route_class=ORJSONRoute)
 
 @program_router.post("/bare/program")
 async def bare_program(body: TensorOpsRequest, request: Request) -> Response:
+    return FastJSONResponse(ARANGE_4)
+
+
+@program_router.post("/bare/planned")
+async def bare_planned(body: TensorOpsRequest, request: Request) -> Response:
+    prepare_tensor_ops(compute_context(request, body.device), body)
     return FastJSONResponse(ARANGE_4)
 
 

@@ -2,12 +2,14 @@
 
 The baseline is a minimal FastAPI app (:data:`minimal_app`: one ``async def`` route
 returning ``{"ok": true}``, no middleware) served by its own uvicorn with the same settings
-as the service's (uvicorn's defaults: uvloop and httptools when installed, as
-``uvicorn[standard]`` installs them). Beside it, ``POST /bare`` of ``bench._bare_app:app``
+as the service's (uvloop and httptools, as ``uvicorn[standard]`` installs them, and no
+uvicorn access log, as ``make serve``). Beside it, ``POST /bare`` of ``bench._bare_app:app``
 (the same route inside the service's app: its middleware, routing and error handling)
 shows what the framework around the route costs, ``POST /bare/program`` (the tiny program's
 body taken as ``/tensor/ops`` takes it, answered without running it) what the route's own
-work costs, and a tiny ``POST /v2/models/relu/infer``
+work costs, ``POST /bare/planned`` (the same, planned too) how much of that is the plan
+(the time a request of each is printed, and the differences), and a tiny
+``POST /v2/models/relu/infer``
 (the Open Inference Protocol's path, as Triton's clients call it) is printed beside. Load:
 ``hey`` or ``wrk`` when on PATH, else a Python load generator (several processes, one
 keep-alive ``http.client`` connection each). Each target runs for a fixed time, the targets
@@ -60,6 +62,7 @@ TARGETS: dict[str, tuple[str, str, bytes]] = {
     "minimal": ("minimal", "/ok", b"{}"),
     "bare": ("service", "/bare", b"{}"),
     "program_unrun": ("service", "/bare/program", TENSOR_OPS),
+    "planned_unrun": ("service", "/bare/planned", TENSOR_OPS),
     "tensor_ops": ("service", "/tensor/ops", TENSOR_OPS),
     "v2_infer": ("service", "/v2/models/relu/infer", V2_INFER),
 }
@@ -231,6 +234,20 @@ def pick_generator(name: str) -> str:
     return "python"
 
 
+def print_split(best: dict[str, float]) -> None:
+    """Where a tiny program's time goes: the server's time per request of each target at
+    its best rate (the load generator runs beside it), and the differences between them."""
+    per = {name: 1e6 / rps for name, rps in best.items()}
+    goal = per["minimal"] / GOAL
+    print(
+        f"microseconds a request: minimal {per['minimal']:.0f}, tensor_ops "
+        f"{per['tensor_ops']:.0f} (the goal: {goal:.0f}); of tensor_ops, up to its body "
+        f"validated and a canned answer sent {per['program_unrun']:.0f}, its plan "
+        f"{per['planned_unrun'] - per['program_unrun']:.0f}, its run and its answer's "
+        f"encoding {per['tensor_ops'] - per['planned_unrun']:.0f} (no goal)"
+    )
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], repeats=2)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
@@ -325,6 +342,7 @@ def main() -> None:
         f"{best['program_unrun'] / best['minimal']:.3f}x (no goal)"
     )
     print(f"v2_infer / minimal: {best['v2_infer'] / best['minimal']:.3f}x (no goal)")
+    print_split(best)
     # Each round measures both back to back: their ratios show how far the machine's noise
     # moves the best-of-rounds ratio below (no goal).
     by_round = {(r["target"], r["round"]): r["rps"] for r in runs}
