@@ -462,16 +462,15 @@ def encode_tensor(tensor: torch.Tensor, encoding: Encoding = "json") -> dict[str
     if not tensor.is_cpu:
         tensor = tensor.cpu()
     tensor = tensor.contiguous()
-    header = {"shape": list(tensor.shape), "dtype": DTYPE_NAMES[tensor.dtype]}
-    if encoding == "b64":
-        raw = raw_bytes(tensor).numpy().data
-        return {**header, "b64": pybase64.b64encode_as_string(raw)}
     if encoding == "binary":
         return binary_header(tensor)
+    shape, dtype = list(tensor.shape), DTYPE_NAMES[tensor.dtype]
+    if encoding == "b64":
+        raw = raw_bytes(tensor).numpy().data
+        return {"shape": shape, "dtype": dtype, "b64": pybase64.b64encode_as_string(raw)}
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
-    array = tensor.numpy()
-    return {**header, "data": _json_data(array)}
+    return {"shape": shape, "dtype": dtype, "data": _json_data(tensor.numpy())}
 
 
 def _json_data(array: np.ndarray) -> Any:

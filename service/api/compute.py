@@ -177,6 +177,9 @@ class ComputeJob(Generic[P]):
     """Runs on one of torch's threads (:data:`ONE_THREAD_SECONDS`,
     :data:`ONE_THREAD_STEP_SECONDS`); in a worker process only, where torch's thread count
     is this task's alone."""
+    sized: bool = False
+    """The answer was sized before the work, from the plan's own shapes and dtypes of the
+    tensors it returns (``plan.answer``): not again after it."""
 
 
 def prepare_elsewhere(
@@ -227,7 +230,8 @@ def _compute_and_encode(job: ComputeJob[Any], deadline: Deadline) -> Ran:
         if job.shared:
             return Ran(SharedPng(Blob(content.data), content.headers), compute_ns)
         return Ran(content, compute_ns)
-    check_response_size(content, job.encoding, job.max_response_bytes)
+    if not job.sized:
+        check_response_size(content, job.encoding, job.max_response_bytes)
     envelope = Envelope(job.encoding, _names(*job.devices), compute_ns / 1e6, job.shared)
     return Ran(job.encode(content, envelope), compute_ns)
 
@@ -299,10 +303,11 @@ def check_answer_size(
     allowed: int,
 ) -> None:
     """Refuse a response whose ``tensors`` (their shapes and dtypes) would encode to more
-    than ``allowed`` bytes: checked again after the work, and before it where the plan
-    knows the answer's tensors (``plan.answer``), so that an answer too large is refused
-    before the work it would cost (a float64 5000×3000 by 3000×5000 matmul in JSON had
-    computed for 2 s, then been refused)."""
+    than ``allowed`` bytes: checked after the work, or before it where the plan knows the
+    answer's tensors (``plan.answer``: the shapes and dtypes the planning pass produced,
+    as its charges are), so that an answer too large is refused before the work it would
+    cost (a float64 5000×3000 by 3000×5000 matmul in JSON had computed for 2 s, then been
+    refused)."""
     estimate = 0
     for shape, dtype in tensors:
         estimate += _estimate(tuple(shape), dtype, encoding)
@@ -322,8 +327,7 @@ def check_answer_size(
 
 
 _estimate = functools.lru_cache(maxsize=1024)(estimate_encoded_bytes)
-""":func:`~service.codec.estimate_encoded_bytes` of the shapes answered lately (a tiny
-request's answer is sized twice, before and after its work)."""
+""":func:`~service.codec.estimate_encoded_bytes` of the shapes answered lately."""
 
 
 async def run_compute(
@@ -380,7 +384,7 @@ async def run_compute(
     answer = getattr(plan, "answer", None)  # the answer's tensors, where the plan knows them
     if answer is not None:
         check_answer_size(answer, encoding, limit)
-    job = ComputeJob(compute, plan, encoding, used, limit, encode)
+    job = ComputeJob(compute, plan, encoding, used, limit, encode, sized=answer is not None)
     budget = ctx.budget
     if stream:
         return await _stream(request, job, used, autograd)

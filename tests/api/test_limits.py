@@ -13,6 +13,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from service.api import compute
 from service.api.compute import (
     ONE_THREAD_SECONDS,
     ONE_THREAD_STEP_SECONDS,
@@ -20,7 +21,7 @@ from service.api.compute import (
     runs_on_one_thread,
 )
 from service.device import DeviceManager
-from service.limits import Budget
+from service.limits import Budget, Deadline
 from service.main import create_app
 from service.ops.nn.rnn import STEP_SECONDS
 from tests.api.test_binary import frame, placeholder, read_frame, tensors_of
@@ -394,6 +395,36 @@ def test_an_answer_too_large_is_refused_before_the_work(monkeypatch: pytest.Monk
             np.frombuffer(base64.b64decode(ok.json()["outputs"]["a"]["b64"])).reshape(60, 60),
             torch.ones(60, 60, dtype=torch.float64).numpy(),
         )
+
+
+def test_a_programs_answer_is_sized_from_its_plan_not_again_after_the_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sized: list[object] = []
+    after = compute.check_response_size
+
+    def counted(content: object, *args: object) -> None:
+        sized.append(content)
+        after(content, *args)
+
+    monkeypatch.setattr(compute, "check_response_size", counted)
+    with TestClient(create_app(make_settings())) as client:  # tiny: run inline, here
+        program = {"steps": [{"op": "arange", "end": 6, "out": "a"}]}
+        response = client.post("/tensor/ops", json=program)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["a"]["data"] == list(range(6))
+        assert sized == []  # its plan knew the answer's shape and dtype
+    # Work whose plan does not know its answer is sized after it.
+    job = ComputeJob(_three_ones, None, "json", [torch.device("cpu")], 1 << 20)
+    compute.run_job(job, Deadline(5.0))
+    assert len(sized) == 1
+    job.sized = True
+    compute.run_job(job, Deadline(5.0))
+    assert len(sized) == 1
+
+
+def _three_ones(plan: object, deadline: Deadline) -> dict[str, torch.Tensor]:
+    return {"t": torch.ones(3)}
 
 
 def test_an_rnns_answer_too_large_is_refused_before_the_work(
