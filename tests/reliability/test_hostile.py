@@ -563,7 +563,7 @@ def test_a_worker_killed_mid_request_is_a_503_and_is_replaced(optimistic_server:
         result["response"] = post(server, "/tensor/ops", SLOW_PROGRAM)
 
     thread = threading.Thread(target=send)
-    busy_before = {pid: _cpu_ticks(pid) for pid in _compute_workers(server)}
+    busy_before = _settled_workers(server)
     thread.start()
     # The worker at work, killed as soon as it is seen working (50 ms of CPU), long before
     # its work could end (a fixed wait was once longer than a shorter program took).
@@ -584,6 +584,20 @@ def test_a_worker_killed_mid_request_is_a_503_and_is_replaced(optimistic_server:
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "worker_lost"
     assert_healthy_after(server)
+
+
+def _settled_workers(server: Server) -> dict[int, int]:
+    """The CPU ticks of each compute worker once none uses any for 0.2 s (a worker that
+    replaced a killed one may still be starting, which would look like work)."""
+    ticks = {pid: _cpu_ticks(pid) for pid in _compute_workers(server)}
+    until = time.monotonic() + 20
+    while time.monotonic() < until:
+        time.sleep(0.2)
+        now = {pid: _cpu_ticks(pid) for pid in _compute_workers(server)}
+        if now == ticks:
+            break
+        ticks = now
+    return ticks
 
 
 def _cpu_ticks(pid: int) -> int:
