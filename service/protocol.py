@@ -330,9 +330,9 @@ class HeadTimedProtocol(HttpToolsProtocol):
         if self._fields > MAX_HEADER_FIELDS:
             self._refusal = TOO_MANY_FIELDS_RESPONSE
             raise Refused
-        if name.lower() == b"transfer-encoding":
-            self._chunked = True
         super().on_header(name, value)
+        if self.headers[-1][0] == b"transfer-encoding":  # the name as uvicorn lowered it
+            self._chunked = True
 
     def on_headers_complete(self) -> None:
         self._head_began = None
