@@ -16,6 +16,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from service.api import compute
 from service.api.compute import LOOP_PLAN_SECONDS
 from service.config import Limits
 from service.device import DeviceManager
@@ -148,6 +149,9 @@ def test_a_plan_that_builds_a_large_tensor_is_made_off_the_event_loop(
         return weight
 
     monkeypatch.setattr(handlers, "build_weight", watched)
+    # The size decides here, not the time: a small plan that overran LOOP_PLAN_SECONDS on a
+    # loaded machine went to a thread too (that path has its own test, above).
+    monkeypatch.setattr(compute, "LOOP_PLAN_SECONDS", 10.0)
     small = {"input": [[[0.5] * 3] * 3] * 2, "kernels": ["random", "box"], "kernel_size": 3}
     assert client.post("/conv", json=small).status_code == 200
     wide = {
