@@ -16,6 +16,12 @@ keep-alive ``http.client`` connection each). Each target runs for a fixed time, 
 alternate ``--repeats`` times, and the best run of each counts. Goal: tensor_ops rps /
 minimal rps >= 0.7.
 
+The same targets are then timed in this process through the apps' ASGI interfaces (no HTTP
+server, no load generator: ``--in-process-requests`` requests a round, the targets
+alternating for ``--in-process-rounds`` rounds, the best round of each counting): what each
+costs the app alone, free of the load generator sharing the machine's cores. Printed, no
+goal.
+
 ``--against COMMIT`` also serves the service at that commit (from a temporary git worktree,
 with this venv) and puts the same load on its ``/tensor/ops``, alternating with the others.
 Goal: this tree's tensor_ops rps / that commit's >= 0.9 (no more than 10% slower).
@@ -26,6 +32,7 @@ Goal: this tree's tensor_ops rps / that commit's >= 0.9 (no more than 10% slower
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import multiprocessing as mp
@@ -34,13 +41,16 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+from _asgi import http_scope, lifespan, through_app
 from _common import (
+    ROOT,
     Server,
     base_parser,
     environment,
@@ -50,6 +60,7 @@ from _common import (
     write_json,
 )
 from fastapi import FastAPI
+from uvicorn.importer import import_from_string
 
 GOAL = 0.7
 AGAINST_GOAL = 0.9
@@ -248,6 +259,64 @@ def print_split(best: dict[str, float]) -> None:
     )
 
 
+# --- in this process, through the apps' ASGI interfaces -----------------------------------------
+
+IN_PROCESS = ("minimal", "program_unrun", "planned_unrun", "tensor_ops")
+"""The targets timed in process (their apps: the baseline, and the service's)."""
+
+
+async def _in_process_rounds(service: Any, requests: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds a request of each of :data:`IN_PROCESS`, one figure per round, the targets
+    alternating within a round; each app between its lifespan's startup and shutdown."""
+    apps = {"minimal": minimal_app, "service": service}
+    scopes = {}
+    times: dict[str, list[float]] = {name: [] for name in IN_PROCESS}
+    async with lifespan(minimal_app), lifespan(service):
+        for name in IN_PROCESS:
+            which, path, body = TARGETS[name]
+            length = str(len(body)).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+            scopes[name] = http_scope("POST", path, headers)
+            status, answer = await through_app(apps[which], scopes[name], [body])
+            if status != 200:
+                raise SystemExit(f"{name} in process: HTTP {status}: {answer[:300]!r}")
+            for _ in range(requests // 4):  # warm up, untimed
+                await through_app(apps[which], scopes[name], [body])
+        for _ in range(rounds):
+            for name in IN_PROCESS:
+                which, _, body = TARGETS[name]
+                app, scope, pieces = apps[which], scopes[name], [body]
+                start = time.perf_counter()
+                for _ in range(requests):
+                    await through_app(app, scope, pieces)
+                times[name].append((time.perf_counter() - start) / requests)
+    return times
+
+
+def in_process(app_path: str, requests: int, rounds: int) -> dict[str, float]:
+    """Microseconds a request of each of :data:`IN_PROCESS` in this process (its best
+    round), printed with tensor_ops / minimal and tensor_ops's split."""
+    os.environ.setdefault("TORCHLAB_LOG_LEVEL", "warning")  # as the servers run
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # bench._bare_app, as the servers import it from there
+    service = import_from_string(app_path)
+    times = asyncio.run(_in_process_rounds(service, requests, rounds))
+    best = {name: min(values) * 1e6 for name, values in times.items()}
+    print(
+        f"in this process, through the apps' ASGI interfaces (no HTTP, no load generator; "
+        f"best of {rounds} rounds of {requests} requests), microseconds a request: minimal "
+        f"{best['minimal']:.1f}, tensor_ops {best['tensor_ops']:.1f}; of tensor_ops, up to "
+        f"its body validated and a canned answer sent {best['program_unrun']:.1f}, its plan "
+        f"{best['planned_unrun'] - best['program_unrun']:.1f}, its run and its answer's "
+        f"encoding {best['tensor_ops'] - best['planned_unrun']:.1f}"
+    )
+    print(
+        f"tensor_ops / minimal in this process: {best['minimal'] / best['tensor_ops']:.3f}x "
+        "(requests/s; no goal)"
+    )
+    return best
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], repeats=2)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
@@ -269,6 +338,13 @@ def main() -> None:
     parser.add_argument(
         "--against", metavar="COMMIT", help="also load this commit's service (e.g. e3d6500)"
     )
+    parser.add_argument(
+        "--in-process-requests",
+        type=int,
+        default=2000,
+        help="requests a round through the apps' ASGI interfaces in this process (2000; 0: none)",
+    )
+    parser.add_argument("--in-process-rounds", type=int, default=7, help="rounds of those (7)")
     args = parser.parse_args()
     generator = pick_generator(args.generator)
     load = GENERATORS[generator]
@@ -364,6 +440,10 @@ def main() -> None:
             AGAINST_GOAL,
             "higher",
         )
+    in_process_us = None
+    if args.in_process_requests > 0:
+        print()
+        in_process_us = in_process(args.app, args.in_process_requests, args.in_process_rounds)
     if any(r["errors"] for r in runs):
         print("  WARNING: some requests failed (non-200 or connection errors); see the table")
     write_json(
@@ -380,6 +460,7 @@ def main() -> None:
             "ratio": ratio,
             "against": args.against,
             "ratio_against": versus,
+            "in_process_us": in_process_us,
         },
     )
 

@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 import orjson
 import torch
-from _asgi import http_scope
+from _asgi import http_scope, lifespan, through_app
 from _common import (
     Server,
     base_parser,
@@ -91,61 +91,25 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _through_app(app: Any, scope: dict[str, Any], pieces: list[bytes]) -> tuple[int, bytes]:
-    """One request through ``app``'s ASGI interface: its status and its whole body."""
-    messages = iter(
-        {"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
-        for i, piece in enumerate(pieces)
-    )
-    out: list[bytes | memoryview] = []  # views of the app's memory: one copy, in the join
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        message = next(messages, None)
-        if message is None:
-            await asyncio.Event().wait()  # the body is read: nothing more comes
-        assert message is not None
-        return message
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            out.append(message.get("body", b""))
-
-    await app(dict(scope), receive, send)
-    return status, b"".join(out)
-
-
 async def _asgi_times(
     app: Any, path: str, query: bytes, body: bytes, headers: dict[str, str], repeats: int
 ) -> list[float]:
     """Round trips of ``body`` through ``app``'s ASGI interface (in 64 KiB messages, as
     uvicorn hands a body over), between its lifespan's startup and shutdown; the first,
     untimed, warms up."""
-    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await lifespan.put({"type": "lifespan.startup"})
-    running = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, answers.put))
-    started = await answers.get()
-    if started["type"] != "lifespan.startup.complete":
-        raise SystemExit(f"the app did not start: {started}")
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
     raw.append((b"content-length", str(len(body)).encode()))
     scope = http_scope("POST", path, raw, query)
     step = 64 * 1024
     pieces = [body[i : i + step] for i in range(0, len(body), step)]
     times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        status, answer = await _through_app(app, scope, pieces)
-        times.append(time.perf_counter() - start)
-        if status != 200:
-            raise SystemExit(f"through the app: HTTP {status}: {answer[:500]!r}")
-    await lifespan.put({"type": "lifespan.shutdown"})
-    await answers.get()
-    await running
+    async with lifespan(app):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            status, answer = await through_app(app, scope, pieces)
+            times.append(time.perf_counter() - start)
+            if status != 200:
+                raise SystemExit(f"through the app: HTTP {status}: {answer[:500]!r}")
     return times[1:]
 
 
