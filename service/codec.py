@@ -18,7 +18,7 @@ import binascii
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -544,6 +544,6 @@ def loads_json(raw: bytes | bytearray | memoryview | str) -> Any:
     return data
 
 
-def dumps(content: Any) -> bytes:
-    """JSON bytes of a response body holding numpy arrays, through orjson."""
-    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+def dumps(content: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """JSON bytes of a response body holding numpy arrays (and what ``default`` writes)."""
+    return orjson.dumps(content, default=default, option=orjson.OPT_SERIALIZE_NUMPY)
