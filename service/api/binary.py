@@ -37,7 +37,6 @@ from schemas.common import MAX_TENSORS
 from service.codec import (
     DTYPE_NAMES,
     LITTLE_ENDIAN,
-    dumps,
     loads_json,
     numel_of,
     parse_dtype,
@@ -488,14 +487,11 @@ class BinaryBody:
         return len(self.body) if isinstance(self.body, bytes) else self.body.numel()
 
 
-def frame_body(
-    header: dict[str, Any], payloads: Sequence[torch.Tensor], shared: bool = False
-) -> BinaryBody:
-    """The JSON ``header`` followed by ``payloads`` (flat uint8 tensors, in the order their
-    tensors appear in the header); in shared memory when ``shared`` (in a worker process,
-    whose answer then reaches the server by reference), else as bytes."""
-    text = dumps(header)
-    text += b" " * (-len(text) % FRAME_ALIGN)
+def frame_body(header: bytes, payloads: Sequence[torch.Tensor], shared: bool = False) -> BinaryBody:
+    """The JSON ``header`` (its text) followed by ``payloads`` (flat uint8 tensors, in the
+    order their tensors appear in the header); in shared memory when ``shared`` (in a worker
+    process, whose answer then reaches the server by reference), else as bytes."""
+    text = header + b" " * (-len(header) % FRAME_ALIGN)
     size = len(text) + sum(payload.numel() for payload in payloads)
     if not shared or size <= SHARED_BYTES:
         parts = [text, *(payload.numpy().tobytes() for payload in payloads)]

@@ -109,35 +109,22 @@ Encoder = Callable[[dict[str, Any], Envelope], Body]
 """Writes the response body of computed content (in the worker process)."""
 
 
-def encode_tensors(
-    content: Any, encoding: ResponseEncoding, payloads: list[torch.Tensor] | None = None
-) -> Any:
-    """``content`` with every tensor in it (in dicts and lists) encoded for the wire. With
-    the binary encoding each tensor's bytes are appended to ``payloads``, in the order
-    the tensors appear in the JSON. (A JSON body is written by orjson with its tensors
-    encoded as it meets them, :func:`tensors_as`, without this walk.)"""
-    if isinstance(content, dict):  # first: most of what is walked is the body's own dicts
-        return {key: encode_tensors(value, encoding, payloads) for key, value in content.items()}
-    if isinstance(content, torch.Tensor):
-        if encoding == "binary":
-            assert payloads is not None
-            payloads.append(raw_bytes(content))
-            return binary_header(content)
-        return encode_tensor(content, encoding)
-    if isinstance(content, list | tuple):
-        return [encode_tensors(value, encoding, payloads) for value in content]
-    return content
-
-
-def tensors_as(encoding: ResponseEncoding) -> Callable[[Any], Any]:
+def tensors_as(
+    encoding: ResponseEncoding, payloads: list[torch.Tensor] | None = None
+) -> Callable[[Any], Any]:
     """orjson's ``default`` for a body with tensors: each tensor it meets, in the body's
-    dicts and lists, written as ``encoding`` (:func:`~service.codec.encode_tensor`), and a
-    tuple it leaves (``torch.Size``, a named tuple) as a list. orjson walks the body's own
-    dicts and lists in C: walking them first in Python cost a tiny request more than its
-    tensor's encoding."""
+    dicts and lists, written as ``encoding`` (:func:`~service.codec.encode_tensor`; for
+    ``binary``, its header, its bytes appended to ``payloads`` in the order orjson meets
+    them, which is the order of the JSON text), and a tuple it leaves (``torch.Size``, a
+    named tuple) as a list. orjson walks the body's own dicts and lists in C: walking them
+    first in Python cost a tiny request more than its tensor's encoding."""
 
     def default(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
+            if encoding == "binary":
+                assert payloads is not None
+                payloads.append(raw_bytes(value))
+                return binary_header(value)
             return encode_tensor(value, encoding)
         if isinstance(value, tuple):
             return list(value)
@@ -150,6 +137,7 @@ _WRITE_TENSORS: dict[ResponseEncoding, Callable[[Any], Any]] = {
     "json": tensors_as("json"),
     "b64": tensors_as("b64"),
 }
+"""The JSON encodings' ``default`` (a binary body's collects its payloads: one a body)."""
 
 
 def encode_response(content: dict[str, Any], envelope: Envelope) -> Body:
@@ -158,8 +146,8 @@ def encode_response(content: dict[str, Any], envelope: Envelope) -> Body:
     timing = {"device": envelope.device, "elapsed_ms": envelope.elapsed_ms}
     if envelope.encoding == "binary":
         payloads: list[torch.Tensor] = []
-        header = encode_tensors(content, "binary", payloads)
-        return frame_body({**header, **timing}, payloads, envelope.shared)
+        header = dumps({**content, **timing}, tensors_as("binary", payloads))
+        return frame_body(header, payloads, envelope.shared)
     body = dumps({**content, **timing}, _WRITE_TENSORS[envelope.encoding])
     return Blob(body) if envelope.shared else body
 

@@ -205,7 +205,7 @@ def encode_infer_response(
     if envelope.encoding == "binary":
         payload = raw_bytes(tensor)
         output["parameters"] = {BINARY_SIZE: payload.numel()}
-        return frame_body(head, [payload], envelope.shared)
+        return frame_body(dumps(head), [payload], envelope.shared)
     output["data"] = encode_tensor(tensor.reshape(-1), "json")["data"]
     body = dumps(head)
     return Blob(body) if envelope.shared else body

@@ -1,5 +1,5 @@
-"""A JSON response body: orjson writes its tensors as it meets them in the body's dicts and
-lists (``tensors_as``), exactly as encoding each tensor first (``encode_tensors``) would."""
+"""A response body: orjson writes its tensors as it meets them in the body's dicts and lists
+(``tensors_as``), exactly as encoding each tensor first, in a walk of the body, would."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import orjson
 import pytest
 import torch
 
-from service.api.compute import Envelope, encode_response, encode_tensors
-from service.codec import dumps
+from service.api.binary import BinaryBody, body_view
+from service.api.compute import Envelope, encode_response
+from service.codec import binary_header, dumps, encode_tensor, raw_bytes
 
 
 class _Pair(NamedTuple):
@@ -40,13 +41,51 @@ def _body() -> dict[str, Any]:
     }
 
 
+def _walked(value: Any, encoding: str, payloads: list[torch.Tensor]) -> Any:
+    """The reference: ``value`` with each tensor encoded, walked depth first in Python."""
+    if isinstance(value, dict):
+        return {key: _walked(item, encoding, payloads) for key, item in value.items()}
+    if isinstance(value, torch.Tensor):
+        if encoding == "binary":
+            payloads.append(raw_bytes(value))
+            return binary_header(value)
+        return encode_tensor(value, encoding)  # type: ignore[arg-type]
+    if isinstance(value, list | tuple):
+        return [_walked(item, encoding, payloads) for item in value]
+    return value
+
+
 @pytest.mark.parametrize("encoding", ["json", "b64"])
 def test_a_body_is_written_as_encoding_its_tensors_first_would(encoding: str) -> None:
     body = _body()
     envelope = Envelope(encoding, "cpu", 1.5, shared=False)  # type: ignore[arg-type]
     written = encode_response(body, envelope)
-    walked = dumps({**encode_tensors(body, encoding), "device": "cpu", "elapsed_ms": 1.5})  # type: ignore[arg-type]
+    walked = dumps({**_walked(body, encoding, []), "device": "cpu", "elapsed_ms": 1.5})
     assert written == walked
+
+
+def test_a_binary_body_has_its_tensors_bytes_in_the_order_of_its_json() -> None:
+    body = _body()
+    written = encode_response(body, Envelope("binary", "cpu", 1.5, shared=False))
+    assert isinstance(written, BinaryBody)
+    payloads: list[torch.Tensor] = []
+    header = dumps({**_walked(body, "binary", payloads), "device": "cpu", "elapsed_ms": 1.5})
+    raw = bytes(body_view(written))
+    assert raw[: len(header)] == header and not raw[len(header) : written.json_length].strip()
+    assert raw[written.json_length :] == b"".join(p.numpy().tobytes() for p in payloads)
+    # Each tensor's bytes read back as the tensor, in the order the JSON names them.
+    flat = orjson.loads(raw[: written.json_length])
+    offset = written.json_length
+    expected = [body["outputs"]["out"], body["outputs"]["flag"], body["batches"][0]["x"]]
+    for item, tensor in zip(
+        [flat["outputs"]["out"], flat["outputs"]["flag"], flat["batches"][0]["x"]],
+        expected,
+        strict=True,
+    ):
+        size = item["binary_data_size"]
+        value = torch.frombuffer(bytearray(raw[offset : offset + size]), dtype=tensor.dtype)
+        assert torch.equal(value.reshape(item["shape"]), tensor)
+        offset += size
 
 
 def test_a_written_tensor_reads_back_as_torch_computed_it() -> None:
