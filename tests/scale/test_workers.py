@@ -30,8 +30,7 @@ PROCESS = textwrap.dedent(
 
     metrics = Metrics()
     for _ in range(int(sys.argv[1])):
-        metrics.requests.labels("GET", "/health", "200").inc()
-        metrics.latency.labels("GET", "/health").observe(0.01)
+        metrics.count_request("GET", "/health", 200, 0.01)
     metrics.inflight.labels("cpu").set(int(sys.argv[2]))
     print("ready", flush=True)
     sys.stdin.readline()  # stays alive until told
@@ -103,7 +102,7 @@ def test_one_process_keeps_its_own_registry(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     metrics = Metrics()
-    metrics.requests.labels("GET", "/health", "200").inc()
+    metrics.count_request("GET", "/health", 200, 0.01)
     assert metrics.multiprocess_dir is None
     text = metrics.exposition().decode()
     assert sample(text, "torchlab_requests_total", route="/health") == 1
