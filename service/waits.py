@@ -97,10 +97,14 @@ class PacedBodyResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.body
-        timeout = send_timeout(scope)
+        timeout = 0.0
         try:
-            # Timed from the first send that waits: those before it took no time.
-            await within(self._send(body, send), timeout)
+            # Timed from the first send that waits: those before it took no time (and so,
+            # most often, the whole response: no timer, not even the timeout looked up).
+            sending = Started(self._send(body, send))
+            if not sending.done:
+                timeout = send_timeout(scope)
+                await _timed(sending, timeout)
         except TimeoutError:
             logger.warning(
                 "stopped sending a %d-byte response: the client had not taken it in %g s",
@@ -116,7 +120,11 @@ class PacedBodyResponse(Response):
 
     async def _send(self, body: bytes | memoryview, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}
-        await send({**start, "headers": self.raw_headers})
+        start["headers"] = self.raw_headers
+        await send(start)
+        if type(body) is bytes and len(body) <= SEND_CHUNK_BYTES:  # one piece, as is
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
         for message in body_messages(body):
             await send(message)
 
