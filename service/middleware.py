@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -24,7 +25,7 @@ from service.api.routes.docs import PUBLIC_PATHS as DOCS_PUBLIC_PATHS
 from service.config import Limits, Settings
 from service.errors import ErrorCode, error_response
 from service.metrics import Metrics
-from service.waits import within
+from service.waits import Started, timed
 
 UNCHARGED_BODY_BYTES = 16 * 1024
 """A body up to this size takes no room among the bodies held at once (its connection's
@@ -153,13 +154,20 @@ class BodyClock:
         self.timeout = limits.body_timeout_s
         self.rate = limits.body_min_rate
 
-    async def receive(self, receive: Receive, received: int, declared: int | None) -> Message:
-        """``await receive()`` for the next piece of a body of which ``received`` bytes have
-        arrived: :class:`BodyTimeout` past the deadline. A piece already there costs no
-        timer (:func:`service.waits.within`)."""
+    def receive(self, receive: Receive, received: int, declared: int | None) -> Awaitable[Message]:
+        """``receive()`` for the next piece of a body of which ``received`` bytes have
+        arrived, to be awaited: :class:`BodyTimeout` past the deadline. A piece already
+        there costs no timer, nor a coroutine of this method's
+        (:class:`service.waits.Started`)."""
+        started = Started(receive())
+        return started if started.done else self._rest(started, received, declared)
+
+    async def _rest(
+        self, started: Started[Message], received: int, declared: int | None
+    ) -> Message:
         left = self.start + self.timeout + received / self.rate - time.perf_counter()
         try:
-            return await within(receive(), max(left, 0.0))
+            return await timed(started, max(left, 0.0))
         except TimeoutError:
             raise BodyTimeout(self, received, declared) from None
 

@@ -68,10 +68,12 @@ def within(awaitable: Awaitable[T], timeout: float) -> Awaitable[T]:
     It runs at once up to its first wait: one that does not wait gets no timer, nor a
     coroutine of its own (awaiting what is returned gives its result)."""
     started = Started(awaitable)
-    return started if started.done else _timed(started, timeout)
+    return started if started.done else timed(started, timeout)
 
 
-async def _timed(started: Started[T], timeout: float) -> T:
+async def timed(started: Started[T], timeout: float) -> T:
+    """The rest of ``started``, given up (``TimeoutError``) once it has waited ``timeout``
+    seconds more."""
     async with asyncio.timeout(timeout):
         return await started
 
@@ -104,7 +106,7 @@ class PacedBodyResponse(Response):
             sending = Started(self._send(body, send))
             if not sending.done:
                 timeout = send_timeout(scope)
-                await _timed(sending, timeout)
+                await timed(sending, timeout)
         except TimeoutError:
             logger.warning(
                 "stopped sending a %d-byte response: the client had not taken it in %g s",
