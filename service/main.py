@@ -37,6 +37,7 @@ from service.api.routes import (
 from service.api.routing import StaticPathIndex, include_routers
 from service.calibration import Calibrations
 from service.config import Limits, Settings
+from service.deps import AppState
 from service.device import DeviceManager
 from service.errors import ServiceError, install_error_handlers
 from service.metrics import Metrics
@@ -128,6 +129,10 @@ class TorchlabApp(FastAPI):
     layer the lane does not stand in for was added (or its router has no
     :class:`~service.api.routing.StaticPathIndex`, which finds the lane's routes); and its
     OpenAPI schema served as bytes written once (:meth:`openapi_body`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state = AppState()
 
     def setup(self) -> None:
         url, self.openapi_url = self.openapi_url, None  # FastAPI's route: ours instead
