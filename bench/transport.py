@@ -379,6 +379,12 @@ def main() -> None:
             f"took {floor * 1e3:.2f} ms ({floor / forms['binary']['in_process']['median_s']:.2f}x "
             "the in-process baseline; no goal)"
         )
+        service = forms["binary"]["http"]["median_s"]
+        results["binary_over_floor"] = service / floor
+        print(
+            f"binary HTTP / binary floor: {service / floor:.2f}x (what the service adds to the "
+            "bytes' own round trip; no goal)"
+        )
     if "binary_echo_floor_stdlib" in results:
         floor = results["binary_echo_floor_stdlib"]["median_s"]
         print(
