@@ -79,7 +79,10 @@ def page_populator(advice: int) -> Callable[[int, int], bool] | None:
 
 
 _populate = page_populator(MADV_POPULATE_READ)
-_RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+# As plain ints: the socket module's are ``MsgFlag`` members, and ``flags & MSG_CTRUNC`` on
+# one makes a new member through the enum's Python code (half a microsecond a receive).
+_RECV_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+_CTRUNC = int(socket.MSG_CTRUNC)
 
 
 @dataclass
@@ -345,7 +348,7 @@ def _chunks(frame: Frame) -> list[tuple[bytes, list[int]]]:
 
 
 def _checked(fds: list[int], flags: int) -> list[int]:
-    if flags & socket.MSG_CTRUNC:
+    if flags & _CTRUNC:
         Frame(b"", fds).close()
         raise OSError("descriptors were dropped in transit (the process is out of descriptors)")
     return fds
