@@ -123,3 +123,17 @@ def test_a_closed_peer_is_end_of_file(pair) -> None:
     pair[0].close()
     with pytest.raises(EOFError):
         transport.recv_frame(pair[1])
+
+
+def test_descriptors_dropped_in_transit_are_an_error_and_closed() -> None:
+    """A receive whose flags say the kernel truncated its descriptors (the receiver is out of
+    them) fails, and closes the ones that did arrive; other flags are no error."""
+    read, write = os.pipe()
+    try:
+        assert transport._checked([read], 0) == [read]
+        with pytest.raises(OSError, match="descriptors were dropped"):
+            transport._checked([read], int(socket.MSG_CTRUNC | socket.MSG_TRUNC))
+        with pytest.raises(OSError):  # closed by the check
+            os.fstat(read)
+    finally:
+        os.close(write)
