@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterator
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 from starlette.responses import Response
@@ -63,12 +64,15 @@ class Started(Generic[T]):
                 return result
 
 
-def within(awaitable: Awaitable[T], timeout: float) -> Awaitable[T]:
+def within(awaitable: Awaitable[T], timeout: float | Callable[[], float]) -> Awaitable[T]:
     """``awaitable``, given up (``TimeoutError``) once it has waited ``timeout`` seconds.
     It runs at once up to its first wait: one that does not wait gets no timer, nor a
-    coroutine of its own (awaiting what is returned gives its result)."""
+    coroutine of its own (awaiting what is returned gives its result). ``timeout`` may be
+    a function that gives it: called only when the awaitable waits."""
     started = Started(awaitable)
-    return started if started.done else timed(started, timeout)
+    if started.done:
+        return started
+    return timed(started, timeout() if callable(timeout) else timeout)
 
 
 async def timed(started: Started[T], timeout: float) -> T:
@@ -99,19 +103,15 @@ class PacedBodyResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.body
-        timeout = 0.0
         try:
             # Timed from the first send that waits: those before it took no time (and so,
             # most often, the whole response: no timer, not even the timeout looked up).
-            sending = Started(self._send(body, send))
-            if not sending.done:
-                timeout = send_timeout(scope)
-                await timed(sending, timeout)
+            await within(self._send(body, send), partial(send_timeout, scope))
         except TimeoutError:
             logger.warning(
                 "stopped sending a %d-byte response: the client had not taken it in %g s",
                 len(body),
-                timeout,
+                send_timeout(scope),
             )
             return
         finally:
