@@ -194,6 +194,19 @@ def print_ratio(name: str, ratio: float, goal: float, better: str) -> dict[str, 
     return {"name": name, "ratio": ratio, "goal": goal, "better": better, "status": status}
 
 
+def round_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> dict[str, Any]:
+    """The ratio of each round's pair of samples (taken back to back, so that the machine's
+    state is much the same for both): their median, least and greatest. Where these straddle
+    a goal, the verdict on the medians is the machine's noise as much as the code's."""
+    ratios = [n / d for n, d in zip(numerators, denominators, strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def spread_text(spread: dict[str, Any]) -> str:
+    """``rounds 1.10x-1.62x, median 1.31x``: :func:`round_ratios` as a line's tail."""
+    return f"rounds {spread['min']:.2f}x-{spread['max']:.2f}x, median {spread['median']:.2f}x"
+
+
 def base_parser(description: str, repeats: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(

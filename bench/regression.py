@@ -46,7 +46,9 @@ from _common import (
     environment,
     print_ratio,
     print_table,
+    round_ratios,
     section,
+    spread_text,
     summarize,
     write_json,
 )
@@ -292,6 +294,9 @@ def main() -> None:
                 print(f"{label}: {ratio:.3f}x (no goal)")
                 continue
             results["ratios"].append(print_ratio(label, ratio, TIME_GOAL, "lower"))
+            spread = round_ratios(times["http"]["samples_s"], times["in_process"]["samples_s"])
+            results["ratios"][-1]["rounds"] = spread
+            print(f"  each round's pair: {spread_text(spread)}")
         if entry["non_200"]:
             print(f"  WARNING {name}: {entry['non_200']} answers were not 200")
     entry = results["logistic"]

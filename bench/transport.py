@@ -53,7 +53,9 @@ from _common import (
     environment,
     print_ratio,
     print_table,
+    round_ratios,
     section,
+    spread_text,
     summarize,
     write_json,
 )
@@ -370,6 +372,9 @@ def main() -> None:
         results["ratios"].append(
             print_ratio(f"{form} HTTP / {form} in-process", ratio, GOALS[form], "lower")
         )
+        spread = round_ratios(entry["http"]["samples_s"], entry["in_process"]["samples_s"])
+        results["ratios"][-1]["rounds"] = spread
+        print(f"  each round's pair: {spread_text(spread)}")
         if not entry["round_trip_equal"] or entry["non_200"]:
             print(f"  WARNING {form}: equal={entry['round_trip_equal']} non_200={entry['non_200']}")
     if "binary_echo_floor" in results:
