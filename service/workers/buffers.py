@@ -9,12 +9,19 @@ So a worker reuses an answer's buffer only once the server says it is done with 
 server keeps a weak reference to every storage a worker's answer brought, and before it
 sends that worker a task it sends a release frame naming the files (by inode) of those
 that have died on its side (:func:`release_frame`).
+
+The server keeps the files of each worker's last answer mapped, as the worker keeps them,
+until that worker has been idle for :data:`IDLE_S`: the next answer in the same buffer then
+maps nothing. Mapping a 4 MB answer, its pages at once, and unmapping it once sent took
+0.66 ms more than reading it from a mapping kept, on a small VM.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +33,11 @@ from service.workers.transport import MADV_POPULATE_WRITE, Frame, page_populator
 KEEP_ANSWER_BYTES = 128 << 20
 """Most bytes of answer buffers (lent or free) a worker keeps for reuse; past them, an
 answer goes in fresh shared memory that is not kept."""
+
+IDLE_S = 1.0
+"""A worker idle this long lets go of its answer buffers (and of the rest of the memory it
+kept for the next task); the server lets go of its mappings of that worker's last answer
+once no answer has come from the worker for as long."""
 
 RELEASE_MARK = b"R"
 """The first byte of a release frame's payload (a pickle's is its protocol opcode, 0x80)."""
@@ -128,26 +140,87 @@ def shared_storage(nbytes: int) -> torch.UntypedStorage | None:
 # -- the server's side ----------------------------------------------------------------------
 
 
+def _unused(storage: torch.UntypedStorage) -> bool:
+    """Whether nothing but the one reference held to it uses ``storage`` (no tensor)."""
+    use_count: int = torch._C._storage_Use_Count(storage._cdata)
+    return use_count == 1
+
+
 class LentFiles:
     """What the server knows of one worker's answers: a weak reference to each storage
     they brought, by its file's inode, until that storage has died here (its response sent
-    and dropped). One entry a file: a storage that stays alive here (a view of one of the
-    server's own buffers, handed back) is tracked once, however often it comes back."""
+    and dropped), or, for one kept mapped, until nothing else uses it. One entry a file: a
+    storage that stays alive here (a view of one of the server's own buffers, handed back)
+    is tracked once, however often it comes back.
 
-    def __init__(self) -> None:
+    The storages of the last answer that brought files of the worker's (mapped by that
+    answer, or kept from an answer before) are kept, and so stay mapped, until ``idle_s``
+    has passed without an answer (a timer of the event loop they were added on; without
+    one, until the next answer). The server's own buffers handed back are never kept here:
+    their pool tells a free one by nothing else holding it."""
+
+    def __init__(self, idle_s: float = IDLE_S) -> None:
+        self.idle_s = idle_s
         self._refs: dict[int, Any] = {}
+        self._kept: dict[int, torch.UntypedStorage] = {}
+        self._last_kept = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, mapped: list[tuple[int, torch.UntypedStorage]]) -> None:
+    @property
+    def kept(self) -> list[int]:
+        """The inodes of the files kept mapped."""
+        return list(self._kept)
+
+    def add(
+        self, mapped: list[tuple[int, torch.UntypedStorage]], fresh: set[int] | None = None
+    ) -> None:
+        """Track the storages an answer brought; ``fresh``: the inodes of those that the
+        answer mapped (the worker's, as the server's own buffers are mapped here already)."""
+        fresh = fresh or set()
+        kept = {}
         for inode, storage in mapped:
             if inode not in self._refs:
                 self._refs[inode] = weak_storage(storage)
+            if inode in fresh or inode in self._kept:
+                kept[inode] = storage
+        if kept:
+            self._kept = kept  # the previous answer's files go once their responses have
+            self._last_kept = time.monotonic()
+            self._forget_later(self.idle_s)
 
     def released(self) -> list[int]:
-        """The inodes of the storages that have died since the last call."""
-        dead = [inode for inode, ref in self._refs.items() if ref.expired()]
+        """The inodes of the storages that have died, or that are kept and unused, since
+        the last call."""
+        kept = self._kept
+        dead = [
+            inode
+            for inode, ref in self._refs.items()
+            if (_unused(kept[inode]) if inode in kept else ref.expired())
+        ]
         for inode in dead:
             del self._refs[inode]
         return dead
+
+    def forget(self) -> None:
+        """Keep nothing mapped: each file goes once its responses have been sent."""
+        self._kept = {}
+
+    def _forget_later(self, delay: float) -> None:
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # added off any event loop: kept until the next answer
+            return
+        self._timer = loop.call_later(delay, self._forget_if_idle)
+
+    def _forget_if_idle(self) -> None:
+        self._timer = None
+        idle = time.monotonic() - self._last_kept
+        if idle >= self.idle_s:
+            self.forget()
+        elif self._kept:
+            self._forget_later(self.idle_s - idle)
 
 
 def release_frame(inodes: list[int]) -> Frame:

@@ -122,9 +122,10 @@ def release_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-TRIM_WHEN_IDLE_S = 1.0
+TRIM_WHEN_IDLE_S = buffers.IDLE_S
 """A worker idle this long after a task gives its freed memory back (``malloc_trim``, and
-:func:`release_device_memory`)."""
+:func:`release_device_memory`) and lets go of its answer buffers and of the inputs it kept
+mapped; the server lets go of its mappings of the worker's last answer after as long."""
 
 
 def serve(

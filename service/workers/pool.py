@@ -263,12 +263,13 @@ class WorkerPool:
 
     async def _decode(self, reply: transport.Frame, worker: WorkerProcess) -> tuple[str, Any]:
         mapped: transport.Mapped = []
+        fresh: set[int] = set()
         if len(reply.payload) <= LOOP_DECODE_BYTES:
-            outcome = transport.loads(reply, mapped)
+            outcome = transport.loads(reply, mapped, fresh)
         else:
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(None, transport.loads, reply, mapped)
-        worker.lent.add(mapped)
+            outcome = await loop.run_in_executor(None, transport.loads, reply, mapped, fresh)
+        worker.lent.add(mapped, fresh)
         kind, value = outcome
         return kind, value
 

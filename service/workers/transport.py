@@ -143,6 +143,8 @@ class _FdReceiver:
         self.claimed: set[int] = set()
         self.storages: list[tuple[int, torch.UntypedStorage]] = []
         """The shared-memory storages rebuilt from the descriptors, with their inodes."""
+        self.fresh: set[int] = set()
+        """The inodes of those this process did not map already (mapped by this frame)."""
 
     def claim(self, index: int) -> int:
         if index in self.claimed:
@@ -199,6 +201,7 @@ def _rebuild_storage(cls: type, fd: PassedFd, size: int) -> torch.UntypedStorage
         if storage is None:
             storage = cls._new_shared_fd_cpu(received, size)  # type: ignore[attr-defined]
             reductions.shared_cache[key] = weak_storage(storage)
+            _receiving().fresh.add(key[0])
             if _populate is not None and size and not _populate(storage.data_ptr(), size):
                 _populate = None
     finally:
@@ -307,10 +310,12 @@ Mapped = list[tuple[int, torch.UntypedStorage]]
 """Shared-memory storages a frame's tensors are on, with their files' inodes."""
 
 
-def loads(frame: Frame, mapped: Mapped | None = None) -> Any:
+def loads(frame: Frame, mapped: Mapped | None = None, fresh: set[int] | None = None) -> Any:
     """Unpickle a frame; takes over its descriptors (closing those no object claimed).
     ``mapped`` receives the shared-memory storages that the frame's tensors are on: kept
-    alive, they stay mapped, and a later frame with the same files maps nothing."""
+    alive, they stay mapped, and a later frame with the same files maps nothing. ``fresh``
+    receives the inodes of those among them that this frame mapped (the others this
+    process mapped already)."""
     receiver = _FdReceiver(frame.fds)
     frame.fds = []
     _local.receiver = receiver
@@ -321,6 +326,8 @@ def loads(frame: Frame, mapped: Mapped | None = None) -> Any:
         receiver.close_unclaimed()
         if mapped is not None:
             mapped.extend(receiver.storages)
+        if fresh is not None:
+            fresh.update(receiver.fresh)
 
 
 # -- framing: blocking (worker side) --------------------------------------------------------

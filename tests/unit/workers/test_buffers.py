@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+
+import torch
 
 from service.workers import buffers
 from service.workers.buffers import AnswerBuffers, LentFiles, file_of, release_frame
@@ -94,3 +97,56 @@ def test_a_storage_that_keeps_coming_back_is_tracked_once() -> None:
     gc.collect()
     assert lent.released() == [inode]
     assert not lent._refs
+
+
+def test_the_last_answers_own_files_stay_mapped_and_are_released_once_unused() -> None:
+    answer = buffers.new_shared(MB)  # a worker's answer buffer, mapped by the answer
+    own = buffers.new_shared(MB)  # one of the server's own buffers, handed back
+    assert answer is not None and own is not None
+    answer_file, own_file = file_of(answer), file_of(own)
+    assert answer_file is not None and own_file is not None
+    lent = LentFiles()
+    view = torch.empty(0, dtype=torch.uint8).set_(answer)  # the response's tensor
+    lent.add([(answer_file, answer), (own_file, own)], fresh={answer_file})
+    assert lent.kept == [answer_file]  # never the server's own: its pool reuses it
+    del answer
+    gc.collect()
+    assert lent.released() == []  # the response still uses it
+    del view
+    gc.collect()
+    assert lent.released() == [answer_file]  # unused, though kept mapped
+    assert lent.released() == []  # told once
+    assert lent.kept == [answer_file]
+    # The next answer in the same file: kept still, lent again.
+    storage = next(iter(lent._kept.values()))
+    lent.add([(answer_file, storage)], fresh=set())
+    assert lent.kept == [answer_file]
+    del storage
+    gc.collect()
+    assert lent.released() == [answer_file]
+    lent.forget()
+    assert lent.kept == []
+    del own
+    gc.collect()
+    assert lent.released() == [own_file]
+
+
+def test_the_kept_files_go_once_no_answer_has_come_for_a_while() -> None:
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        lent = LentFiles(idle_s=0.05)
+        storage = buffers.new_shared(MB)
+        assert storage is not None
+        inode = file_of(storage)
+        assert inode is not None
+        lent.add([(inode, storage)], fresh={inode})
+        del storage
+        await asyncio.sleep(0.03)
+        lent.add([(inode, next(iter(lent._kept.values())))])  # another answer: the clock restarts
+        await asyncio.sleep(0.03)
+        early = lent.kept
+        await asyncio.sleep(0.1)
+        gc.collect()
+        return early, lent.kept, lent.released()
+
+    early, late, released = asyncio.run(scenario())
+    assert early and late == [] and released == early

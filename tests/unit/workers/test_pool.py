@@ -24,7 +24,7 @@ from service.errors import (
 )
 from service.limits import Deadline
 from service.metrics import Metrics
-from service.workers import RemoteTraceback, WorkerError, WorkerPool, child, transport
+from service.workers import RemoteTraceback, WorkerError, WorkerPool, buffers, child, transport
 from service.workers.transport import INLINE_TENSOR_BYTES
 from tests.unit.workers import tasks
 
@@ -186,6 +186,40 @@ def test_an_idle_worker_lets_go_of_its_buffers(pool, loop) -> None:
     assert (held == 7).all()  # and the server still reads it
 
 
+def test_the_server_keeps_a_workers_last_answer_mapped_until_the_worker_is_idle(
+    pool, loop, monkeypatch
+) -> None:
+    # The next answer in the same buffer maps nothing here: mapping an answer of a few MB
+    # (its pages at once) and unmapping it once sent cost more than reading it.
+    mappings: list[int] = []
+    original = torch.UntypedStorage._new_shared_fd_cpu
+
+    def counted(fd: int, size: int) -> torch.UntypedStorage:
+        mappings.append(size)
+        return original(fd, size)
+
+    monkeypatch.setattr(torch.UntypedStorage, "_new_shared_fd_cpu", counted)
+    size = 3 << 20
+    first = call(loop, pool, tasks.answer, (size, 1))
+    file = _inode(first)
+    mapped = len(mappings)
+    del first
+    gc.collect()
+    for value in (2, 3, 4):
+        again = call(loop, pool, tasks.answer, (size, value))
+        assert _inode(again) == file  # the same buffer, released and reused
+        assert (again == value).all()
+        del again
+        gc.collect()
+    assert len(mappings) == mapped  # and not mapped again
+    assert _maps(os.getpid(), file)  # kept, though no answer uses it
+    loop.run_until_complete(asyncio.sleep(buffers.IDLE_S + 0.3))
+    assert not _maps(os.getpid(), file)  # the worker idle: let go
+    again = call(loop, pool, tasks.answer, (size, 5))
+    assert (again == 5).all()
+    assert len(mappings) == mapped + 1
+
+
 def _maps(pid: int, inode: int) -> bool:
     """Whether process ``pid`` maps the file ``inode`` (``/proc/<pid>/maps``)."""
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
@@ -238,6 +272,8 @@ def test_large_arguments_and_results_cross_by_way_of_threads_without_leaks(pool,
     blob = os.urandom(3 << 20)  # a payload past LOOP_DECODE_BYTES: unpickled off the loop
     assert call(loop, pool, tasks.echo, blob) == blob
     del x, out
+    for worker in pool._idle:  # the last answer's files, kept mapped (each with its descriptor)
+        worker.lent.forget()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= fds  # (earlier tests' workers may be reaped now)
 
