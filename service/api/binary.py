@@ -50,7 +50,7 @@ from service.errors import (
     MalformedBody,
     TensorDecodeError,
 )
-from service.workers.buffers import new_shared, shared_storage
+from service.workers.buffers import new_shared, shared_storage, unused
 
 BINARY_SIZE = "binary_data_size"
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -306,11 +306,6 @@ class SharedBuffers:
         """The bytes of the buffers kept, in use or free."""
         return sum(storage.nbytes() for storage in self._storages)
 
-    @staticmethod
-    def _free(storage: torch.UntypedStorage) -> bool:
-        use_count: int = torch._C._storage_Use_Count(storage._cdata)
-        return use_count == 1
-
     def take(self, nbytes: int) -> torch.Tensor:
         """A flat uint8 tensor of ``nbytes`` in shared memory (private memory where there
         is none, or for :data:`SHARED_BYTES` or less)."""
@@ -318,7 +313,7 @@ class SharedBuffers:
             return torch.empty(nbytes, dtype=torch.uint8)
         self._last_take = time.monotonic()
         self._release_later(self.idle_s)
-        fits = [s for s in self._storages if s.nbytes() >= nbytes and self._free(s)]
+        fits = [s for s in self._storages if s.nbytes() >= nbytes and unused(s)]
         storage = min(fits, key=lambda s: s.nbytes()) if fits else self._grow(nbytes)
         if storage is None:
             return torch.empty(nbytes, dtype=torch.uint8)
@@ -330,7 +325,7 @@ class SharedBuffers:
         for old in sorted(self._storages, key=lambda s: -s.nbytes()):
             if kept + size <= self.keep_bytes:
                 break
-            if self._free(old):
+            if unused(old):
                 self._storages.remove(old)
                 kept -= old.nbytes()
         storage = new_shared(size)
@@ -354,7 +349,7 @@ class SharedBuffers:
         idle = time.monotonic() - self._last_take
         if idle >= self.idle_s:
             # The free ones go; one still in use (its answer not yet sent) on a later turn.
-            self._storages = [s for s in self._storages if not self._free(s)]
+            self._storages = [s for s in self._storages if not unused(s)]
         if self._storages:
             self._release_later(self.idle_s - idle if idle < self.idle_s else self.idle_s)
 

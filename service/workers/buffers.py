@@ -140,8 +140,9 @@ def shared_storage(nbytes: int) -> torch.UntypedStorage | None:
 # -- the server's side ----------------------------------------------------------------------
 
 
-def _unused(storage: torch.UntypedStorage) -> bool:
-    """Whether nothing but the one reference held to it uses ``storage`` (no tensor)."""
+def unused(storage: torch.UntypedStorage) -> bool:
+    """Whether nothing but the one reference its keeper holds uses ``storage`` (no tensor,
+    no other storage object)."""
     use_count: int = torch._C._storage_Use_Count(storage._cdata)
     return use_count == 1
 
@@ -195,7 +196,7 @@ class LentFiles:
         dead = [
             inode
             for inode, ref in self._refs.items()
-            if (_unused(kept[inode]) if inode in kept else ref.expired())
+            if (unused(kept[inode]) if inode in kept else ref.expired())
         ]
         for inode in dead:
             del self._refs[inode]
