@@ -23,7 +23,10 @@ trip, alternated in one run on 2 cores). The binary
 body is also sent to :func:`echo_app` (a raw ASGI app answering the body it received,
 under the same uvicorn): the floor of any HTTP transport of those bytes with this server
 and client; and the same echo is read by the standard library's ``http.client`` into one
-buffer (:func:`echo_stdlib`): the floor with the least a Python client does.
+buffer (:func:`echo_stdlib`): the floor with the least a Python client does. And the
+same bytes go to :func:`tcp_echo_server`, a process of its own answering them over a plain
+TCP socket (:func:`tcp_echo`: no HTTP at all, each side copying the bytes once): the floor
+of any transport between two processes on this host's loopback.
 And it is sent to the app itself in this process, through its ASGI interface (the body in
 64 KiB messages, as uvicorn hands it over; the response's pieces joined): what the service
 costs without HTTP (printed, no goal).
@@ -36,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import multiprocessing
+import socket
 import statistics
 import time
 from contextlib import closing
@@ -225,6 +230,64 @@ def echo_stdlib(conn: http.client.HTTPConnection, body: bytes, headers: dict[str
         done += read
 
 
+LENGTH = 8
+"""Bytes of the length prefix that :func:`tcp_echo` sends before a body."""
+
+
+def tcp_echo_server(listener: socket.socket) -> None:
+    """Answers each length-prefixed body on one connection with the body itself, read into
+    one buffer and sent back whole: the least any transport between processes does."""
+    with listener, listener.accept()[0] as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while head := _recv_exactly(conn, LENGTH):
+            body = _recv_exactly(conn, int.from_bytes(head, "little"))
+            conn.sendall(body)
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytearray:
+    """``size`` bytes from ``conn`` into one buffer; empty if the peer closed first."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        read = conn.recv_into(view[done:])
+        if not read:
+            return bytearray()
+        done += read
+    return buffer
+
+
+def tcp_echo(conn: socket.socket, body: bytes) -> None:
+    """The round trip of ``body`` through :func:`tcp_echo_server`."""
+    conn.sendall(len(body).to_bytes(LENGTH, "little"))
+    conn.sendall(body)
+    if len(_recv_exactly(conn, len(body))) != len(body):
+        raise SystemExit("the TCP echo ended early")
+
+
+def tcp_floor_times(body: bytes, headers: dict[str, str], repeats: int) -> list[float]:
+    """:func:`tcp_echo` round trips of ``body`` to a server process of its own, each after
+    the in-process baseline (untimed), as each request to the service is; one untimed first."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        server = multiprocessing.get_context("spawn").Process(
+            target=tcp_echo_server, args=(listener,), daemon=True
+        )
+        server.start()
+        with socket.create_connection(listener.getsockname()) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tcp_echo(conn, body)
+            times = []
+            for _ in range(repeats):
+                BASELINES["binary"](body, headers)
+                start = time.perf_counter()
+                tcp_echo(conn, body)
+                times.append(time.perf_counter() - start)
+        server.join(timeout=10)
+    return times
+
+
 def decode_response(form: str, response: Answer) -> np.ndarray:
     content = response.content
     if form == "binary":
@@ -329,6 +392,7 @@ def main() -> None:
                 stdlib_times.append(time.perf_counter() - start)
         results["binary_echo_floor"] = summarize(times)
         results["binary_echo_floor_stdlib"] = summarize(stdlib_times)
+        results["binary_tcp_floor"] = summarize(tcp_floor_times(body, headers, args.repeats))
         app = import_from_string(args.app)
         query = b"encoding=binary"
         times = asyncio.run(_asgi_times(app, "/tensor/ops", query, body, headers, args.repeats))
@@ -395,6 +459,13 @@ def main() -> None:
         print(
             f"binary floor, client side lean: the same echo read by the standard library's "
             f"http.client into one buffer took {floor * 1e3:.2f} ms "
+            f"({floor / forms['binary']['in_process']['median_s']:.2f}x; no goal)"
+        )
+    if "binary_tcp_floor" in results:
+        floor = results["binary_tcp_floor"]["median_s"]
+        print(
+            f"binary floor, no HTTP: the same bytes echoed over a plain TCP socket by a process "
+            f"of its own took {floor * 1e3:.2f} ms "
             f"({floor / forms['binary']['in_process']['median_s']:.2f}x; no goal)"
         )
     if "binary_asgi" in results:
