@@ -45,7 +45,7 @@ import statistics
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import numpy as np
@@ -237,31 +237,24 @@ LENGTH = 8
 def tcp_echo_server(listener: socket.socket) -> None:
     """Answers each length-prefixed body on one connection with the body itself, read into
     one buffer and sent back whole: the least any transport between processes does."""
-    with listener, listener.accept()[0] as conn:
+    with listener, listener.accept()[0] as conn, conn.makefile("rb") as reader:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while head := _recv_exactly(conn, LENGTH):
-            body = _recv_exactly(conn, int.from_bytes(head, "little"))
-            conn.sendall(body)
+        while head := _read_exactly(reader, LENGTH):
+            conn.sendall(_read_exactly(reader, int.from_bytes(head, "little")))
 
 
-def _recv_exactly(conn: socket.socket, size: int) -> bytearray:
-    """``size`` bytes from ``conn`` into one buffer; empty if the peer closed first."""
+def _read_exactly(reader: BinaryIO, size: int) -> bytearray:
+    """``size`` bytes into one buffer (a buffered reader fills it, reading into it directly
+    where it is large); empty if the peer closed first."""
     buffer = bytearray(size)
-    view = memoryview(buffer)
-    done = 0
-    while done < size:
-        read = conn.recv_into(view[done:])
-        if not read:
-            return bytearray()
-        done += read
-    return buffer
+    return buffer if reader.readinto(buffer) == size else bytearray()
 
 
-def tcp_echo(conn: socket.socket, body: bytes) -> None:
+def tcp_echo(conn: socket.socket, reader: BinaryIO, body: bytes) -> None:
     """The round trip of ``body`` through :func:`tcp_echo_server`."""
     conn.sendall(len(body).to_bytes(LENGTH, "little"))
     conn.sendall(body)
-    if len(_recv_exactly(conn, len(body))) != len(body):
+    if len(_read_exactly(reader, len(body))) != len(body):
         raise SystemExit("the TCP echo ended early")
 
 
@@ -275,14 +268,17 @@ def tcp_floor_times(body: bytes, headers: dict[str, str], repeats: int) -> list[
             target=tcp_echo_server, args=(listener,), daemon=True
         )
         server.start()
-        with socket.create_connection(listener.getsockname()) as conn:
+        with (
+            socket.create_connection(listener.getsockname()) as conn,
+            conn.makefile("rb") as reader,
+        ):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            tcp_echo(conn, body)
+            tcp_echo(conn, reader, body)
             times = []
             for _ in range(repeats):
                 BASELINES["binary"](body, headers)
                 start = time.perf_counter()
-                tcp_echo(conn, body)
+                tcp_echo(conn, reader, body)
                 times.append(time.perf_counter() - start)
         server.join(timeout=10)
     return times
