@@ -207,6 +207,17 @@ def spread_text(spread: dict[str, Any]) -> str:
     return f"rounds {spread['min']:.2f}x-{spread['max']:.2f}x, median {spread['median']:.2f}x"
 
 
+def print_paired_ratio(
+    name: str, numerator: dict[str, Any], denominator: dict[str, Any], goal: float, better: str
+) -> dict[str, Any]:
+    """:func:`print_ratio` of two :func:`summarize` results' medians, followed by the ratios
+    of their rounds' pairs (:func:`round_ratios`), which the returned dict has as ``rounds``."""
+    entry = print_ratio(name, numerator["median_s"] / denominator["median_s"], goal, better)
+    entry["rounds"] = round_ratios(numerator["samples_s"], denominator["samples_s"])
+    print(f"  each round's pair: {spread_text(entry['rounds'])}")
+    return entry
+
+
 def base_parser(description: str, repeats: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(

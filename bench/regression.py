@@ -44,11 +44,9 @@ from _common import (
     Server,
     base_parser,
     environment,
-    print_ratio,
+    print_paired_ratio,
     print_table,
-    round_ratios,
     section,
-    spread_text,
     summarize,
     write_json,
 )
@@ -288,15 +286,14 @@ def main() -> None:
     for name in ("linear", "linear_b64", "logistic"):
         entry = results[name]
         for mode, times in (("after idle", entry), ("warm", entry["warm"])):
-            ratio = times["http"]["median_s"] / times["in_process"]["median_s"]
             label = f"{labels[name]}, {mode}"
             if name == "linear_b64":  # beside the client's, no goal of its own
+                ratio = times["http"]["median_s"] / times["in_process"]["median_s"]
                 print(f"{label}: {ratio:.3f}x (no goal)")
                 continue
-            results["ratios"].append(print_ratio(label, ratio, TIME_GOAL, "lower"))
-            spread = round_ratios(times["http"]["samples_s"], times["in_process"]["samples_s"])
-            results["ratios"][-1]["rounds"] = spread
-            print(f"  each round's pair: {spread_text(spread)}")
+            results["ratios"].append(
+                print_paired_ratio(label, times["http"], times["in_process"], TIME_GOAL, "lower")
+            )
         if entry["non_200"]:
             print(f"  WARNING {name}: {entry['non_200']} answers were not 200")
     entry = results["logistic"]

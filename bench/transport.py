@@ -56,11 +56,10 @@ from _common import (
     Server,
     base_parser,
     environment,
+    print_paired_ratio,
     print_ratio,
     print_table,
-    round_ratios,
     section,
-    spread_text,
     summarize,
     write_json,
 )
@@ -269,7 +268,7 @@ def tcp_floor_times(body: bytes, headers: dict[str, str], repeats: int) -> list[
         )
         server.start()
         with (
-            socket.create_connection(listener.getsockname()) as conn,
+            socket.create_connection(listener.getsockname(), timeout=120.0) as conn,
             conn.makefile("rb") as reader,
         ):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -428,20 +427,19 @@ def main() -> None:
     results["ratios"] = []
     forms = results["forms"]
     for form, entry in forms.items():
-        ratio = entry["http"]["median_s"] / entry["in_process"]["median_s"]
+        name = f"{form} HTTP / {form} in-process"
         results["ratios"].append(
-            print_ratio(f"{form} HTTP / {form} in-process", ratio, GOALS[form], "lower")
+            print_paired_ratio(name, entry["http"], entry["in_process"], GOALS[form], "lower")
         )
-        spread = round_ratios(entry["http"]["samples_s"], entry["in_process"]["samples_s"])
-        results["ratios"][-1]["rounds"] = spread
-        print(f"  each round's pair: {spread_text(spread)}")
         if not entry["round_trip_equal"] or entry["non_200"]:
             print(f"  WARNING {form}: equal={entry['round_trip_equal']} non_200={entry['non_200']}")
+    if "binary" in forms:
+        binary_base = forms["binary"]["in_process"]["median_s"]
     if "binary_echo_floor" in results:
         floor = results["binary_echo_floor"]["median_s"]
         print(
             f"binary floor: the same bytes echoed by a bare ASGI app under the same uvicorn "
-            f"took {floor * 1e3:.2f} ms ({floor / forms['binary']['in_process']['median_s']:.2f}x "
+            f"took {floor * 1e3:.2f} ms ({floor / binary_base:.2f}x "
             "the in-process baseline; no goal)"
         )
         service = forms["binary"]["http"]["median_s"]
@@ -455,20 +453,20 @@ def main() -> None:
         print(
             f"binary floor, client side lean: the same echo read by the standard library's "
             f"http.client into one buffer took {floor * 1e3:.2f} ms "
-            f"({floor / forms['binary']['in_process']['median_s']:.2f}x; no goal)"
+            f"({floor / binary_base:.2f}x; no goal)"
         )
     if "binary_tcp_floor" in results:
         floor = results["binary_tcp_floor"]["median_s"]
         print(
             f"binary floor, no HTTP: the same bytes echoed over a plain TCP socket by a process "
             f"of its own took {floor * 1e3:.2f} ms "
-            f"({floor / forms['binary']['in_process']['median_s']:.2f}x; no goal)"
+            f"({floor / binary_base:.2f}x; no goal)"
         )
     if "binary_asgi" in results:
         through = results["binary_asgi"]["median_s"]
         print(
             f"binary through the app in this process (ASGI, no HTTP): {through * 1e3:.2f} ms "
-            f"({through / forms['binary']['in_process']['median_s']:.2f}x the in-process "
+            f"({through / binary_base:.2f}x the in-process "
             "baseline; no goal)"
         )
     if "binary" in forms and "json" in forms:
