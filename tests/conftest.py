@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
@@ -61,6 +63,18 @@ def make_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def app_without_lifespan(settings: Settings) -> Iterator[FastAPI]:
+    """An app used without its lifespan (its device manager starts on first use), whose
+    worker processes end on leaving: left to the garbage collector, their sockets would be
+    closed in the middle of a later test, with a ResourceWarning there."""
+    app = create_app(settings)
+    try:
+        yield app
+    finally:
+        app.state.devices.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,17 +85,35 @@ async def _off_loop(
     executor: ThreadPoolExecutor | None, fn: Callable[[], T], abandon: Callable[[T], None]
 ) -> T:
     """``fn()`` in ``executor``; should the caller be cancelled meanwhile, its result is
-    handed to ``abandon`` (which frees what it holds) once ready."""
-    future = asyncio.get_running_loop().run_in_executor(executor, fn)
+    handed to ``abandon`` (which frees what it holds) once ready.
+
+    ``abandon`` runs in the executor's thread when ``fn`` finishes after the cancellation,
+    not by way of the event loop: a loop that ends cancels its tasks and then runs nothing
+    more (as each loop of a test client without its lifespan does), which would leave the
+    result, a worker process and its socket, to the garbage collector.
+    """
+    lock = threading.Lock()
+    ready: list[T] = []  # fn's result, once returned to the caller
+    abandoned = False
+
+    def call() -> T:
+        result = fn()
+        with lock:
+            if not abandoned:
+                ready.append(result)
+                return result
+        abandon(result)
+        return result
+
+    future = asyncio.get_running_loop().run_in_executor(executor, call)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-
-        def done(finished: asyncio.Future[T]) -> None:
-            if not finished.cancelled() and finished.exception() is None:
-                abandon(finished.result())
-
-        future.add_done_callback(done)
+        with lock:
+            abandoned = True
+            finished = ready[:]
+        for result in finished:  # returned, but nobody awaits it now
+            abandon(result)
         raise
 
 

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import app_without_lifespan, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SOURCE = ROOT / "clients" / "python"
@@ -43,10 +43,11 @@ def needs(*paths: str) -> pytest.MarkDecorator:
 
 
 @pytest.fixture(scope="session")
-def app() -> FastAPI:
+def app() -> Iterator[FastAPI]:
     """The real app with the test settings. Its lifespan is not run: ``create_app`` builds
     its state eagerly and the device manager starts on first use."""
-    return create_app(make_settings())
+    with app_without_lifespan(make_settings()) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from PIL import Image
 from torchlab_client._base import ResponseEncoding
 
 from tests.clients.conftest import needs, run_async
-from tests.conftest import FAST_CALIBRATION, make_settings
+from tests.conftest import FAST_CALIBRATION, app_without_lifespan, make_settings
 
 EXAM_HOURS = [
     0.50, 0.75, 1.00, 1.25, 1.50, 1.75, 1.75, 2.00, 2.25, 2.50,
@@ -833,14 +833,11 @@ def test_unauthorized_and_api_key() -> None:
 
 
 def test_compute_timeout(app: FastAPI) -> None:
-    from service.main import create_app  # noqa: PLC0415
-
-    slow = create_app(make_settings(request_timeout_s=0.001, calibration=FAST_CALIBRATION))
-
     async def scenario(client: tl.AsyncClient) -> None:
         await client.benchmark(512, 512, 512, repeats=20, warmup=2, devices=["cpu"])
 
-    with pytest.raises(tl.ComputeTimeoutError) as caught:
+    settings = make_settings(request_timeout_s=0.001, calibration=FAST_CALIBRATION)
+    with app_without_lifespan(settings) as slow, pytest.raises(tl.ComputeTimeoutError) as caught:
         run_async(slow, scenario, retries=0)
     assert caught.value.status_code == 504
     assert caught.value.code == "timeout"
@@ -851,17 +848,14 @@ def test_busy_device_is_rate_limited() -> None:
 
     import httpx  # noqa: PLC0415
 
-    from service.main import create_app  # noqa: PLC0415
-
-    busy = create_app(make_settings(max_inflight_per_device=1, queue_timeout_s=0))
-
-    async def main() -> list[Any]:
+    async def main(busy: FastAPI) -> list[Any]:
         transport = httpx.ASGITransport(app=busy)
         async with tl.AsyncClient("http://testserver", transport=transport, retries=0) as client:
             calls = [client.benchmark(256, 256, 256, repeats=20, devices=["cpu"]) for _ in range(3)]
             return await asyncio.gather(*calls, return_exceptions=True)
 
-    results = asyncio.run(main())
+    with app_without_lifespan(make_settings(max_inflight_per_device=1, queue_timeout_s=0)) as busy:
+        results = asyncio.run(main(busy))
     limited = [r for r in results if isinstance(r, tl.RateLimitedError)]
     assert limited, results
     assert limited[0].status_code == 429

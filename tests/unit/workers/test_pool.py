@@ -6,8 +6,10 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from service.errors import (
 from service.limits import Deadline
 from service.metrics import Metrics
 from service.workers import RemoteTraceback, WorkerError, WorkerPool, buffers, child, transport
+from service.workers.pool import _off_loop
 from service.workers.transport import INLINE_TENSOR_BYTES
 from tests.unit.workers import tasks
 
@@ -441,6 +444,69 @@ def test_a_cancelled_call_kills_its_worker(pool, loop, metrics) -> None:
     assert wait_gone(pid)
     assert sample(metrics, "torchlab_worker_kills_total", reason="cancelled") == cancelled + 1
     assert call(loop, pool, tasks.echo, "next") == "next"
+
+
+def test_a_result_whose_caller_was_cancelled_is_abandoned_after_its_loop_ended() -> None:
+    executor = ThreadPoolExecutor(1)
+    release = threading.Event()
+    abandoned: list[str] = []
+
+    def slow() -> str:
+        release.wait(10)
+        return "a worker"
+
+    async def main() -> None:
+        # Left running: asyncio.run cancels it on leaving, then closes the loop.
+        asyncio.get_running_loop().create_task(_off_loop(executor, slow, abandoned.append))
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    release.set()
+    executor.shutdown(wait=True)
+    assert abandoned == ["a worker"]
+
+
+def test_a_result_ready_when_its_caller_is_cancelled_is_abandoned_once() -> None:
+    executor = ThreadPoolExecutor(1)
+    abandoned: list[str] = []
+
+    async def main() -> None:
+        waiting = asyncio.create_task(_off_loop(executor, lambda: "a worker", abandoned.append))
+        await asyncio.sleep(0)  # submitted
+        executor.submit(lambda: None).result()  # fn has returned; the caller not resumed
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+    executor.shutdown(wait=True)
+    assert abandoned == ["a worker"]
+
+
+def test_workers_starting_when_their_loop_ends_are_ended_not_left_behind() -> None:
+    pool = WorkerPool("cpu", size=1, spares=1, preload=PRELOAD)
+    launched: list[Any] = []
+    launch = pool._launch
+
+    def recorded() -> Any:
+        launched.append(worker := launch())
+        return worker
+
+    pool._launch = recorded  # type: ignore[method-assign]
+
+    async def main() -> None:
+        pool._replenish()  # two starts, left running: the loop ends under them
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    end = time.monotonic() + 20
+    while len(launched) < 2 and time.monotonic() < end:
+        time.sleep(0.02)
+    assert len(launched) == 2
+    for worker in launched:
+        assert wait_gone(worker.pid, within=10)
+        assert worker.sock.fileno() == -1  # closed, not left to the garbage collector
+    pool.close()
 
 
 def test_workers_are_replaced_to_keep_the_pool_full(pool, loop, metrics) -> None:
