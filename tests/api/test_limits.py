@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.api import compute
@@ -26,7 +27,7 @@ from service.main import create_app
 from service.ops.nn.rnn import STEP_SECONDS
 from tests.api.test_binary import frame, placeholder, read_frame, tensors_of
 from tests.api.test_system import assert_error
-from tests.conftest import FAST_CALIBRATION, make_settings
+from tests.conftest import FAST_CALIBRATION, app_without_lifespan, make_settings
 
 SLOW_BENCHMARK = {"m": 1536, "k": 1536, "n": 1536, "repeats": 100, "warmup": 0, "devices": ["cpu"]}
 
@@ -86,10 +87,8 @@ def test_over_the_time_limit_is_504_and_the_server_recovers() -> None:
 
 
 def test_more_compute_than_the_device_allows_is_429_with_retry_after() -> None:
-    app = create_app(
-        make_settings(
-            max_inflight_per_device=1, queue_timeout_s=0.2, request_timeout_s=30, max_flops=1e12
-        )
+    settings = make_settings(
+        max_inflight_per_device=1, queue_timeout_s=0.2, request_timeout_s=30, max_flops=1e12
     )
     slow = {**SLOW_BENCHMARK, "repeats": 40}
     # Over the inline threshold, so it needs a compute slot like any real work.
@@ -97,7 +96,7 @@ def test_more_compute_than_the_device_allows_is_429_with_retry_after() -> None:
     # Tiny programs run on the event loop and never wait for a slot.
     tiny = {"steps": [{"op": "ones", "size": [2]}]}
 
-    async def scenario() -> list[httpx.Response]:
+    async def scenario(app: FastAPI) -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             first = asyncio.create_task(client.post("/benchmark", json=slow))
@@ -107,7 +106,8 @@ def test_more_compute_than_the_device_allows_is_429_with_retry_after() -> None:
             health = await client.get("/health")
             return [await first, refused, answered, health]
 
-    first, refused, answered, health = asyncio.run(scenario())
+    with app_without_lifespan(settings) as app:
+        first, refused, answered, health = asyncio.run(scenario(app))
     assert first.status_code == 200, first.text
     body = assert_error(refused, 429, "too_many_requests")
     assert refused.headers["Retry-After"] == "1"

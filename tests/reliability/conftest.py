@@ -104,26 +104,26 @@ def start_server(env: dict[str, str], log: Path, timeout: float = 120.0) -> Serv
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHLAB_")}
-    output = log.open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--http",
-            "service.protocol:HeadTimedProtocol",
-        ],
-        cwd=ROOT,
-        env={**base, **env},
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as output:  # the server writes to its own copy
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "service.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--http",
+                "service.protocol:HeadTimedProtocol",
+            ],
+            cwd=ROOT,
+            env={**base, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

@@ -65,21 +65,21 @@ def exposition(directory: Path) -> str:
 @contextlib.contextmanager
 def counting_process(directory: Path, requests: int, inflight: int) -> Iterator[None]:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    process = subprocess.Popen(
+    with subprocess.Popen(  # which closes its pipes on leaving
         [sys.executable, "-c", PROCESS, str(requests), str(inflight)],
         cwd=ROOT,
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-        yield
-    finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        process.wait(timeout=30)
+    ) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+            yield
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(timeout=30)
 
 
 def test_metrics_add_up_over_processes_and_forget_the_gauges_of_dead_ones(

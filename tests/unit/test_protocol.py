@@ -5,12 +5,13 @@ ASGI app: the app never sees a head)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, BinaryIO
 
@@ -90,9 +91,14 @@ def port() -> Iterator[int]:
         protocol.header_timeout_s.cache_clear()
 
 
-def connect(port: int) -> socket.socket:
-    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
-    return conn
+Connect = Callable[[], socket.socket]
+
+
+@pytest.fixture
+def connect(port: int) -> Iterator[Connect]:
+    """Opens connections to the server, closed after the test."""
+    with contextlib.ExitStack() as opened:
+        yield lambda: opened.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
 
 
 def read_all(conn: socket.socket) -> bytes:
@@ -112,16 +118,20 @@ def assert_late_head(answer: bytes) -> None:
     assert payload["details"] == {"limit": "header_timeout_s", "allowed": TIMEOUT}
 
 
-def test_a_connection_that_sends_nothing_is_answered_408_and_closed(port: int) -> None:
+def test_a_connection_that_sends_nothing_is_answered_408_and_closed(
+    connect: Connect,
+) -> None:
     start = time.monotonic()  # before the connection: the server counts from its accept
-    conn = connect(port)
+    conn = connect()
     answer = read_all(conn)
     assert TIMEOUT <= time.monotonic() - start < TIMEOUT + 1.0
     assert_late_head(answer)
 
 
-def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_timeout(port: int) -> None:
-    conn = connect(port)
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_timeout(
+    connect: Connect,
+) -> None:
+    conn = connect()
     start = time.monotonic()
     conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
     with pytest.raises(OSError):  # the server closes the connection while it trickles
@@ -144,9 +154,9 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_timeout(port: int) -> 
     ids=["two lengths", "length and chunked", "bad chunk size", "control character"],
 )
 def test_a_request_the_parser_refuses_is_a_400_in_the_contracts_shape(
-    port: int, head: bytes
+    connect: Connect, head: bytes
 ) -> None:
-    conn = connect(port)
+    conn = connect()
     conn.sendall(head)
     answer = read_all(conn)
     status, _, body = answer.partition(b"\r\n\r\n")
@@ -174,8 +184,10 @@ def read_answer(reader: BinaryIO, headers: dict[bytes, bytes] | None = None) -> 
     return reader.read(int(seen.get(b"content-length", b"0")))
 
 
-def test_a_kept_alive_connection_is_timed_from_each_requests_first_byte(port: int) -> None:
-    conn = connect(port)
+def test_a_kept_alive_connection_is_timed_from_each_requests_first_byte(
+    connect: Connect,
+) -> None:
+    conn = connect()
     answers = conn.makefile("rb")
     conn.sendall(request("/one"))
     assert orjson.loads(read_answer(answers)) == {"path": "/one"}
@@ -188,8 +200,10 @@ def test_a_kept_alive_connection_is_timed_from_each_requests_first_byte(port: in
     assert TIMEOUT - 0.05 <= time.monotonic() - start < TIMEOUT + 1.0
 
 
-def test_a_slow_answer_and_a_request_pipelined_behind_it_are_not_late_heads(port: int) -> None:
-    conn = connect(port)
+def test_a_slow_answer_and_a_request_pipelined_behind_it_are_not_late_heads(
+    connect: Connect,
+) -> None:
+    conn = connect()
     answers = conn.makefile("rb")
     conn.sendall(request("/slow") + request("/after"))  # the second waits for the first
     assert orjson.loads(read_answer(answers)) == {"path": "/slow"}  # a second: twice the timeout
@@ -264,9 +278,9 @@ def test_the_pieces_replace_uvicorns_bytearray_and_leave_an_older_uvicorns_bytes
 
 @pytest.mark.parametrize("size", [0, 1, 65_535, 65_537, 3_000_001])
 def test_a_body_reaches_the_app_whole_as_bytes_on_a_kept_alive_connection(
-    port: int, size: int
+    connect: Connect, size: int
 ) -> None:
-    conn = connect(port)
+    conn = connect()
     answers = conn.makefile("rb")
     for sent_in in (1, 7):  # at once, then in pieces with pauses between them
         body = os.urandom(size)
@@ -286,8 +300,8 @@ def test_a_body_reaches_the_app_whole_as_bytes_on_a_kept_alive_connection(
     conn.close()
 
 
-def test_a_chunked_body_reaches_the_app_whole(port: int) -> None:
-    conn = connect(port)
+def test_a_chunked_body_reaches_the_app_whole(connect: Connect) -> None:
+    conn = connect()
     answers = conn.makefile("rb")
     parts = [os.urandom(n) for n in (10, 100_000, 1, 400_000)]
     conn.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
