@@ -27,7 +27,7 @@ from service.protocol import (
     HeadTimedProtocol,
 )
 from tests.conftest import make_settings
-from tests.reliability.conftest import free_port
+from tests.live import free_port
 
 BODY = b'{"steps": [{"op": "zeros", "size": [2]}]}'
 MiB = 1 << 20

@@ -4,11 +4,7 @@ skip tests of routes the service does not have yet, and a live uvicorn for the s
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from tests.conftest import app_without_lifespan, make_settings
+from tests.live import free_port, spawn_uvicorn, stop, wait_for_health
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_SOURCE = ROOT / "clients" / "python"
@@ -103,55 +100,15 @@ def recorded(app: FastAPI) -> Iterator[tuple[TestClient, Recorder]]:
 # --- a live server, for the slow tests -------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``uvicorn service.main:app`` on a free loopback port, with the default settings."""
     port = free_port()
     log = tmp_path_factory.mktemp("uvicorn") / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHLAB_")}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_uvicorn(port, {}, log, protocol=False)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not answer within 120 s:\n{log.read_text()}")
-            time.sleep(0.25)
+        wait_for_health(url, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

@@ -11,10 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +33,8 @@ from playwright.sync_api import (
     Request,
     sync_playwright,
 )
+
+from tests import live
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "build" / "screenshots"
@@ -69,53 +67,22 @@ CALIBRATION = '{"cpu/float32": 1e11, "cpu/float16": 1e9, "cpu/elements": 1e9}'
 # --- servers and browser ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LiveServer:
     """``uvicorn service.main:app`` on a free loopback port, with ``env`` on top of the
     environment less its ``TORCHLAB_*`` variables."""
 
     def __init__(self, log: Path, **env: str) -> None:
-        self.port = _free_port()
+        self.port = live.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("TORCHLAB_")}
-        environment |= {"TORCHLAB_CALIBRATION": CALIBRATION, **env}
-        command = [sys.executable, "-m", "uvicorn", "service.main:app"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT
-            )
+        environment = {"TORCHLAB_CALIBRATION": CALIBRATION, **env}
+        self.process = live.spawn_uvicorn(self.port, environment, log, protocol=False)
 
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"uvicorn exited with {self.process.returncode}:\n{self.read_log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not answer within {timeout_s} s:\n{self.read_log()}")
-            time.sleep(0.2)
-
-    def read_log(self) -> str:
-        return self.log.read_text(errors="replace")
+    def wait_ready(self) -> None:
+        live.wait_for_health(self.url, self.process, self.log)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        live.stop(self.process)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,7 @@ whether the server's event loop, compute slots and memory stay healthy.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +17,7 @@ import httpx
 import pytest
 
 from bench._probe import children, rss_bytes, tree_rss_bytes
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.live import free_port, spawn_uvicorn, stop, wait_for_health
 
 SMALL_LIMITS = {
     "TORCHLAB_REQUEST_TIMEOUT_S": "3",
@@ -47,13 +42,6 @@ it is when the server starts."""
 OPTIMISTIC_RATES = {**REALISTIC_RATES, "cpu/float32": 1e13, "cpu/float64": 5e12}
 """A device thought a hundred times faster than it is: the plan admits work that then runs
 past its deadline, which is what the deadline tests need."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -103,49 +91,13 @@ class Server:
 def start_server(env: dict[str, str], log: Path, timeout: float = 120.0) -> Server:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHLAB_")}
-    with log.open("wb") as output:  # the server writes to its own copy
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "service.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--http",
-                "service.protocol:HeadTimedProtocol",
-            ],
-            cwd=ROOT,
-            env={**base, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return Server(url, process, log)
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"uvicorn did not answer within {timeout:g} s:\n{log.read_text()}")
-        time.sleep(0.2)
+    process = spawn_uvicorn(port, env, log)
+    wait_for_health(url, process, log, timeout)
+    return Server(url, process, log)
 
 
 def stop_server(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    stop(server.process)
 
 
 def _serve(rates: dict[str, float], log: Path) -> Iterator[Server]:

@@ -14,20 +14,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bench._probe import children
 from deploy.nginx.render import write_standalone
 from service.config import Limits
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.live import free_port, spawn_uvicorn, stop, wait_for_health
 
 REPLICA_ENV = {
     "TORCHLAB_DEVICE": "cpu",
@@ -45,15 +42,6 @@ REPLICA_ENV = {
     ),
 }
 """The replicas' settings: the service's own, smaller, so that limits are cheap to reach."""
-
-STARTUP_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def nginx_binary() -> str | None:
@@ -88,21 +76,6 @@ def kill_pids(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def wait_for_health(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{url} did not answer in {STARTUP_TIMEOUT_S:g} s:\n{log.read_text()}"
-            )
-        time.sleep(0.2)
-
-
 @dataclass
 class Replica:
     """One ``uvicorn service.main:app`` on a fixed loopback port, which it keeps when
@@ -122,27 +95,7 @@ class Replica:
         return f"127.0.0.1:{self.port}"
 
     def start(self, *, wait: bool = True) -> Replica:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHLAB_")}
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "service.main:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--no-access-log",
-                    "--http",
-                    "service.protocol:HeadTimedProtocol",
-                ],
-                cwd=ROOT,
-                env={**base, **self.env},
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
+        self.process = spawn_uvicorn(self.port, self.env, self.log, append=True)
         if wait:
             self.wait()
         return self
@@ -164,12 +117,7 @@ class Replica:
         if self.process is None or self.process.poll() is not None:
             return
         below = descendants(self.process.pid)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=15)
+        stop(self.process)
         kill_pids([pid for pid in below if Path(f"/proc/{pid}").exists()])
 
 

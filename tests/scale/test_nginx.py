@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.errors import ErrorCode
 from service.main import create_app
 from tests.conftest import make_settings
-from tests.scale.conftest import Cluster, Nginx, Replica, free_port, replica_limits
+from tests.live import free_port
+from tests.scale.conftest import Cluster, Nginx, Replica, replica_limits
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ import yaml
 
 from service.config import Limits, Settings
 from service.errors import ErrorCode
-from tests.scale.conftest import ROOT, free_port
+from tests.live import ROOT, free_port
 
 CONFIGS = sorted((ROOT / "deploy" / "ray").glob("*.yaml"))
 HAS_RAY = importlib.util.find_spec("ray") is not None

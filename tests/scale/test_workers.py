@@ -19,7 +19,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.scale.conftest import ROOT, descendants, free_port, kill_pids
+from tests.live import ROOT, free_port
+from tests.scale.conftest import descendants, kill_pids
 
 # --- the metrics of several processes, without a server -----------------------------------------
 

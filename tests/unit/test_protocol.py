@@ -21,7 +21,7 @@ import uvicorn
 
 from service import protocol
 from service.protocol import SMALL_PIECE_BYTES, BodyPieces, HeadTimedProtocol
-from tests.reliability.conftest import free_port
+from tests.live import free_port
 
 TIMEOUT = 0.5
 UNFINISHED = 8 << 20
