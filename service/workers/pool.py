@@ -287,7 +287,19 @@ class WorkerPool:
             outcome = transport.loads(reply, mapped, fresh)
         else:
             loop = asyncio.get_running_loop()
-            outcome = await loop.run_in_executor(None, transport.loads, reply, mapped, fresh)
+            decoding = loop.run_in_executor(None, transport.loads, reply, mapped, fresh)
+            try:
+                outcome = await asyncio.shield(decoding)
+            except asyncio.CancelledError:
+                # The caller is gone, but what the answer maps is the worker's buffers: once
+                # they die here, the worker must hear of it, or they stay lent for good.
+                def track(done: asyncio.Future[Any]) -> None:
+                    if not done.cancelled():
+                        done.exception()  # retrieved: nobody awaits it now
+                    worker.lent.add(mapped, fresh)
+
+                decoding.add_done_callback(track)
+                raise
         worker.lent.add(mapped, fresh)
         kind, value = outcome
         return kind, value

@@ -27,6 +27,7 @@ from service.errors import (
 from service.limits import Deadline
 from service.metrics import Metrics
 from service.workers import RemoteTraceback, WorkerError, WorkerPool, buffers, child, transport
+from service.workers import pool as pool_module
 from service.workers.pool import _off_loop
 from service.workers.transport import INLINE_TENSOR_BYTES
 from tests.unit.workers import tasks
@@ -173,6 +174,54 @@ def test_an_answer_buffer_is_reused_once_the_server_has_let_it_go(pool, loop) ->
     assert _inode(again) == first_file
     assert (again == 3).all() and (held == 2).all()
     assert again.numel() == size  # a view of its size, whatever the buffer's
+
+
+def test_an_answer_whose_caller_is_cancelled_while_it_is_decoded_is_released_all_the_same(
+    loop, monkeypatch
+) -> None:
+    # A large answer is unpickled in a thread; a caller cancelled meanwhile (its client gone)
+    # must not leave the worker's buffer lent for good.
+    monkeypatch.setattr(pool_module, "LOOP_DECODE_BYTES", 0)  # every answer in a thread
+    decoding, decoded = threading.Event(), threading.Event()
+    cancelled_files: list[int] = []
+    loads = transport.loads
+
+    def slow_loads(reply: Any, mapped: Any, fresh: Any) -> Any:
+        decoding.set()
+        time.sleep(0.2)
+        outcome = loads(reply, mapped, fresh)
+        cancelled_files.extend(inode for inode, _ in mapped)
+        decoded.set()
+        return outcome
+
+    pool = WorkerPool("cpu", size=1, spares=0, preload=PRELOAD)
+    size = 3 << 20
+    try:
+        call(loop, pool, tasks.pid, None)  # the worker is ready
+        monkeypatch.setattr(transport, "loads", slow_loads)
+
+        async def cancelled_while_decoded() -> None:
+            running = asyncio.create_task(pool.run(tasks.answer, (size, 2), Deadline(20)))
+            while not decoding.is_set():
+                await asyncio.sleep(0.005)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            while not decoded.is_set():
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)  # what the loop does once the thread is done
+
+        loop.run_until_complete(cancelled_while_decoded())
+        monkeypatch.setattr(transport, "loads", loads)
+        assert len(cancelled_files) == 1
+        gc.collect()
+        # The next answers (held) are written in the worker's free buffers: the cancelled
+        # answer's among them once the server has released it.
+        held = [call(loop, pool, tasks.answer, (size, value)) for value in (3, 4)]
+        assert cancelled_files[0] in {_inode(answer) for answer in held}
+        assert [answer.unique().tolist() for answer in held] == [[3], [4]]
+    finally:
+        close(loop, pool)
 
 
 def test_an_idle_worker_lets_go_of_its_buffers(pool, loop) -> None:
