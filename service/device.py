@@ -192,7 +192,8 @@ class DeviceManager:
 
         Waits at most ``queue_timeout_s`` for the slots (then 429 with ``Retry-After``) and
         ``request_timeout_s`` for the result (then 504; the work stops at its next
-        ``deadline.check()`` and keeps its slots until it has). Runs under
+        ``deadline.check()`` and keeps its slots until it has). A caller cancelled (its
+        client gone) stops the work the same way. Runs under
         ``torch.inference_mode()`` unless ``autograd``.
 
         Work the caller has measured as tiny (microseconds), where a thread hop would cost
@@ -242,6 +243,9 @@ class DeviceManager:
                 f"the request ran past its time limit of {deadline.seconds:g} s",
                 details={"limit": "request_timeout_s", "allowed": deadline.seconds},
             ) from None
+        except asyncio.CancelledError:  # its caller gone (a client that left)
+            deadline.cancelled = True  # the work stops at its next check, freeing its slots
+            raise
 
     def run_inline(self, fn: Callable[[A, Deadline], T], arg: A, *, autograd: bool = False) -> T:
         """``fn(arg, deadline)`` at once, on the event loop, for work measured as tiny: no

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -153,3 +154,31 @@ def test_time_limit_and_queue_limit() -> None:
     assert busy.headers == {"Retry-After": "1"}
     assert late.details["limit"] == "request_timeout_s"
     assert after == 7
+
+
+def test_work_whose_caller_is_cancelled_stops_at_its_next_check_and_frees_its_slot() -> None:
+    # A client gone (the route cancels its work): a thread cannot be stopped, but the work
+    # sees its deadline cancelled at its next check, and its slot is free then, not at 30 s.
+    devices = DeviceManager(
+        make_settings(max_inflight_per_device=1, request_timeout_s=30, queue_timeout_s=0.5)
+    )
+    stopped = threading.Event()
+
+    def slow(deadline: Deadline) -> None:
+        try:
+            while True:
+                time.sleep(0.01)
+                deadline.check()
+        finally:
+            stopped.set()
+
+    async def scenario() -> int:
+        first = asyncio.create_task(devices.run(slow, [torch.device("cpu")]))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await devices.run(lambda d: 7, [torch.device("cpu")])  # waits for the slot
+
+    assert asyncio.run(scenario()) == 7
+    assert stopped.is_set()
