@@ -443,3 +443,27 @@ def test_an_rnns_answer_too_large_is_refused_before_the_work(
         assert quiet.status_code == 200, quiet.text
         assert quiet.json()["weights"] is None
         assert len(quiet.json()["output"]["data"]) == 3
+
+
+def test_a_convolutions_or_poolings_answer_too_large_is_refused_before_the_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Their plans know the answer's tensors: a feature map too large for JSON is a 413
+    # without a compute slot taken, and fits in binary.
+    settings = make_settings(max_response_bytes=64 * 1024)
+    x = {"data": [0.5] * (64 * 64), "shape": [1, 1, 64, 64]}
+    conv = {"input": x, "kernels": ["edge", "random", "sobel_x"], "kernel_size": 3, "seed": 0}
+    pool = {"input": x, "kind": "avg", "kernel_size": 1}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        leased = _leases(client, monkeypatch)
+        for path, body in (("/conv", conv), ("/pool", pool)):
+            refused = assert_error(client.post(path, json=body), 413, "response_bytes_limit")
+            assert refused["details"]["limit"] == "max_response_bytes"
+            assert refused["details"]["requested"] > 64 * 1024
+        assert leased == []
+        answer, binary = read_frame(client.post("/conv?encoding=binary", json=conv))
+        outputs = dict(tensors_of(answer, binary))
+        assert len(leased) == 1
+        weight = outputs[".weight"].reshape(3, 1, 3, 3)
+        expected = torch.nn.functional.conv2d(torch.full((1, 1, 64, 64), 0.5), weight)
+        torch.testing.assert_close(outputs[".output"].reshape(1, 3, 62, 62), expected)

@@ -117,6 +117,17 @@ class ConvPlan:
     device: torch.device
     layout: FeatureLayout | None
     """The figure's layout with ``"format": "png"``; ``None`` answers JSON."""
+    answer: list[tuple[tuple[int, ...], torch.dtype]] | None = None
+    """The shape and dtype of every tensor a JSON answer holds (the response sized before
+    the work); ``None`` for a figure, whose size is checked once drawn."""
+
+
+def _answer(
+    layout: FeatureLayout | None, *tensors: tuple[Sequence[int], torch.dtype] | None
+) -> list[tuple[tuple[int, ...], torch.dtype]] | None:
+    if layout is not None:
+        return None
+    return [(tuple(int(n) for n in shape), dtype) for shape, dtype in filter(None, tensors)]
 
 
 def prepare_conv(ctx: ComputeContext, body: ConvRequest, upload: bytes | None) -> ConvPlan:
@@ -150,7 +161,11 @@ def prepare_conv(ctx: ComputeContext, body: ConvRequest, upload: bytes | None) -
         device=ctx.device,
     )
     layout = _figure(ctx, body.format, x.shape, shapes.output_shape)
-    return ConvPlan(x, weight, spec, activation, pool, ctx.device, layout)
+    bias = None if weight.bias is None else (weight.bias.shape, weight.bias.dtype)
+    answer = _answer(
+        layout, (shapes.output_shape, x.dtype), (weight.weight.shape, weight.weight.dtype), bias
+    )
+    return ConvPlan(x, weight, spec, activation, pool, ctx.device, layout, answer)
 
 
 def compute_conv(plan: ConvPlan, deadline: Deadline) -> dict[str, Any] | Png:
@@ -188,6 +203,8 @@ class PoolPlan:
     device: torch.device
     layout: FeatureLayout | None
     """The figure's layout with ``"format": "png"``; ``None`` answers JSON."""
+    answer: list[tuple[tuple[int, ...], torch.dtype]] | None = None
+    """As :attr:`ConvPlan.answer`."""
 
 
 def prepare_pool(ctx: ComputeContext, body: PoolRequest, upload: bytes | None) -> PoolPlan:
@@ -197,7 +214,7 @@ def prepare_pool(ctx: ComputeContext, body: PoolRequest, upload: bytes | None) -
     x = load_input(ctx, body, upload)
     output_shape = plan_pool(spec, x.shape, x.dtype, ctx.budget)
     layout = _figure(ctx, body.format, x.shape, output_shape)
-    return PoolPlan(x, spec, ctx.device, layout)
+    return PoolPlan(x, spec, ctx.device, layout, _answer(layout, (output_shape, x.dtype)))
 
 
 def compute_pool(plan: PoolPlan, deadline: Deadline) -> dict[str, Any] | Png:

@@ -14,6 +14,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from PIL import Image
 
 from schemas.vision import ConvRequest, PoolRequest
+from service.api.compute import _tensors
 from service.config import Limits
 from service.errors import LimitExceeded
 from service.limits import Deadline
@@ -136,3 +137,56 @@ def test_plans_hold_everything_compute_needs_and_pickle() -> None:
     torch.testing.assert_close(here["output"], expected)
     pool = pickle.loads(pickle.dumps(prepare_pool(context(), PoolRequest(input=body.input), None)))
     assert isinstance(compute_pool(pool, deadline()), dict)
+
+
+def _examples(model: type[ConvRequest] | type[PoolRequest]) -> list[dict[str, object]]:
+    extra = model.model_config.get("json_schema_extra")
+    assert isinstance(extra, dict)
+    return list(extra["examples"])  # type: ignore[arg-type]
+
+
+X64 = torch.rand(2, 4, 12, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+WIRE64 = {"data": X64.flatten().tolist(), "shape": list(X64.shape), "dtype": "float64"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        *_examples(ConvRequest),
+        {"input": WIRE64, "kernels": ["random"] * 4, "groups": 2},
+        {"input": X64.tolist(), "kernels": ["edge"], "bias": True, "dilation": 2, "stride": 3},
+        {
+            "input": X64.tolist(),
+            "kernels": ["random", "random"],
+            "bias": True,
+            "bias_values": [0.5, -1.0],
+            "padding": "same",
+            "pool": {"kind": "adaptive_max", "output_size": [3, 2]},
+        },
+    ],
+)
+def test_a_convolutions_plan_knows_its_answers_tensors(body: dict[str, object]) -> None:
+    # The response is sized from the plan before the work (and not again after it): the
+    # plan's shapes and dtypes must be the answer's.
+    plan = prepare_conv(context(), ConvRequest.model_validate(body), None)
+    content = compute_conv(plan, deadline())
+    if isinstance(content, Png):
+        assert plan.answer is None  # a figure is sized once drawn
+    else:
+        assert plan.answer == [(tuple(t.shape), t.dtype) for t in _tensors(content, [])]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        *_examples(PoolRequest),
+        {"input": WIRE64, "kind": "max", "kernel_size": 3, "padding": 1},
+    ],
+)
+def test_a_poolings_plan_knows_its_answers_tensors(body: dict[str, object]) -> None:
+    plan = prepare_pool(context(), PoolRequest.model_validate(body), None)
+    content = compute_pool(plan, deadline())
+    if isinstance(content, Png):
+        assert plan.answer is None
+    else:
+        assert plan.answer == [(tuple(t.shape), t.dtype) for t in _tensors(content, [])]
