@@ -445,18 +445,19 @@ def test_an_rnns_answer_too_large_is_refused_before_the_work(
         assert len(quiet.json()["output"]["data"]) == 3
 
 
-def test_a_convolutions_or_poolings_answer_too_large_is_refused_before_the_work(
+def test_a_layers_answer_too_large_is_refused_before_the_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Their plans know the answer's tensors: a feature map too large for JSON is a 413
-    # without a compute slot taken, and fits in binary.
+    # Their plans know the answer's tensors: a feature map (or a Linear layer's output) too
+    # large for JSON is a 413 without a compute slot taken, and fits in binary.
     settings = make_settings(max_response_bytes=64 * 1024)
     x = {"data": [0.5] * (64 * 64), "shape": [1, 1, 64, 64]}
     conv = {"input": x, "kernels": ["edge", "random", "sobel_x"], "kernel_size": 3, "seed": 0}
     pool = {"input": x, "kind": "avg", "kernel_size": 1}
+    linear = {"in_features": 4, "out_features": 64, "input": [[0.5] * 4] * 64, "seed": 0}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         leased = _leases(client, monkeypatch)
-        for path, body in (("/conv", conv), ("/pool", pool)):
+        for path, body in (("/conv", conv), ("/pool", pool), ("/layers/linear", linear)):
             refused = assert_error(client.post(path, json=body), 413, "response_bytes_limit")
             assert refused["details"]["limit"] == "max_response_bytes"
             assert refused["details"]["requested"] > 64 * 1024

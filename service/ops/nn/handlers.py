@@ -193,6 +193,8 @@ class LinearLayerPlan:
     bias: torch.Tensor | None
     seed: int | None
     device: torch.device
+    answer: list[tuple[tuple[int, ...], torch.dtype]] = field(default_factory=list)
+    """The shape and dtype of every tensor answered (the response sized before the work)."""
 
 
 def prepare_linear_layer(ctx: ComputeContext, body: LinearRequest) -> LinearLayerPlan:
@@ -202,15 +204,20 @@ def prepare_linear_layer(ctx: ComputeContext, body: LinearRequest) -> LinearLaye
     input = ctx.decode(body.input.root, "input")
     weight = ctx.decode_optional(_wire(body.weight), "weight")
     bias = ctx.decode_optional(_wire(body.bias_values), "bias_values")
-    plan_linear(
+    dtype = compute_dtype(input.dtype)
+    output_shape = plan_linear(
         spec,
         input.shape,
         ctx.budget,
         weight_shape=None if weight is None else weight.shape,
         bias_shape=None if bias is None else bias.shape,
-        dtype=compute_dtype(input.dtype),
+        dtype=dtype,
     )
-    return LinearLayerPlan(spec, input, weight, bias, body.seed, ctx.device)
+    shapes = [output_shape, [spec.out_features, spec.in_features]]
+    if spec.bias:
+        shapes.append([spec.out_features])
+    answer = [(tuple(shape), dtype) for shape in shapes]
+    return LinearLayerPlan(spec, input, weight, bias, body.seed, ctx.device, answer)
 
 
 def compute_linear_layer(plan: LinearLayerPlan, deadline: Deadline) -> dict[str, Any]:

@@ -4,6 +4,7 @@ models, refusals before any work, results against ``torch.nn`` modules built her
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections.abc import Iterator
 
@@ -153,6 +154,27 @@ def test_linear_layer_with_given_parameters_is_nn_linear() -> None:
         torch.testing.assert_close(content["output"], reference(x))
     torch.testing.assert_close(content["weight"], w)
     torch.testing.assert_close(content["bias"], b)
+
+
+@pytest.mark.parametrize("shape", [[3], [5, 3], [2, 4, 3]])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "float16"])
+def test_a_linear_plan_knows_its_answers_tensors(shape: list[int], bias: bool, dtype: str) -> None:
+    # The response is sized from them before the work: they must be what the work answers.
+    x = torch.arange(math.prod(shape)).reshape(shape)
+    body = LinearRequest.model_validate(
+        {
+            "in_features": 3,
+            "out_features": 2,
+            "bias": bias,
+            "input": {"data": x.tolist(), "dtype": dtype},
+            "seed": 0,
+        }
+    )
+    plan = prepare_linear_layer(context(), body)
+    content = compute_linear_layer(plan, deadline())
+    tensors = [content[name] for name in ("output", "weight", "bias") if content[name] is not None]
+    assert plan.answer == [(tuple(t.shape), t.dtype) for t in tensors]
 
 
 def test_linear_layer_is_refused_in_prepare() -> None:
