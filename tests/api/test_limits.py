@@ -445,19 +445,22 @@ def test_an_rnns_answer_too_large_is_refused_before_the_work(
         assert len(quiet.json()["output"]["data"]) == 3
 
 
-def test_a_layers_answer_too_large_is_refused_before_the_work(
+def test_answers_too_large_are_refused_before_the_work_on_every_route_that_plans_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Their plans know the answer's tensors: a feature map (or a Linear layer's output) too
-    # large for JSON is a 413 without a compute slot taken, and fits in binary.
+    # Their plans know the answer's tensors: a feature map (a Linear layer's output, an
+    # activation's values) too large for JSON is a 413 without a compute slot taken, and
+    # fits in binary.
     settings = make_settings(max_response_bytes=64 * 1024)
     x = {"data": [0.5] * (64 * 64), "shape": [1, 1, 64, 64]}
     conv = {"input": x, "kernels": ["edge", "random", "sobel_x"], "kernel_size": 3, "seed": 0}
     pool = {"input": x, "kind": "avg", "kernel_size": 1}
     linear = {"in_features": 4, "out_features": 64, "input": [[0.5] * 4] * 64, "seed": 0}
+    activate = {"function": "relu", "range": {"steps": 4000}}
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         leased = _leases(client, monkeypatch)
-        for path, body in (("/conv", conv), ("/pool", pool), ("/layers/linear", linear)):
+        bodies = {"/conv": conv, "/pool": pool, "/layers/linear": linear, "/activate": activate}
+        for path, body in bodies.items():
             refused = assert_error(client.post(path, json=body), 413, "response_bytes_limit")
             assert refused["details"]["limit"] == "max_response_bytes"
             assert refused["details"]["requested"] > 64 * 1024

@@ -93,6 +93,10 @@ class ActivatePlan:
     derivative: bool
     png: bool
     columns: int | None
+    answer: list[tuple[tuple[int, ...], torch.dtype]] | None = None
+    """The shape and dtype of every tensor a JSON answer holds (the response sized before
+    the work): x, y and ``dydx`` of each function, each x's shape and dtype; ``None`` for a
+    figure, whose size is checked once drawn."""
 
 
 def _requested(body: ActivateRequest) -> list[tuple[str, Mapping[str, object]]]:
@@ -144,7 +148,11 @@ def prepare_activate(ctx: ComputeContext, body: ActivateRequest) -> ActivatePlan
             max_points=ctx.limits.max_plot_points,
             max_pixels=ctx.limits.max_png_pixels,
         )
-    return ActivatePlan(functions, x, ctx.device, body.derivative, png, body.columns)
+    answer = None
+    if not png:
+        each = (tuple(x.shape), x.dtype)
+        answer = [each] * (len(functions) * (3 if body.derivative else 2))
+    return ActivatePlan(functions, x, ctx.device, body.derivative, png, body.columns, answer)
 
 
 def compute_activate(plan: ActivatePlan, deadline: Deadline) -> dict[str, Any] | Png:

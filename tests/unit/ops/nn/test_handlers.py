@@ -93,6 +93,31 @@ def test_activate_with_shared_params_dim_and_derivative() -> None:
     torch.testing.assert_close(leaky["y"], nn.LeakyReLU(0.3)(x.float()))
 
 
+@pytest.mark.parametrize("function", [a.name for a in ACTIVATIONS])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "bfloat16"])
+@pytest.mark.parametrize("derivative", [False, True])
+def test_an_activation_plan_knows_its_answers_tensors(
+    function: str, dtype: str, derivative: bool
+) -> None:
+    # The response is sized from them before the work: they must be what the work answers.
+    x = {"data": [[-2, -1, 0], [1, 2, 3]], "dtype": dtype}
+    required = {"threshold": {"threshold": 0.5, "value": -1.0}}.get(function, {})
+    body = ActivateRequest.model_validate(
+        {"functions": [{"function": function, "params": required}, "relu"], "x": x}
+        | {"derivative": derivative}
+    )
+    plan = prepare_activate(context(), body)
+    content = compute_activate(plan, deadline())
+    assert isinstance(content, dict)
+    tensors = [
+        result[name]
+        for result in content["results"]
+        for name in ("x", "y", "dydx")
+        if result[name] is not None
+    ]
+    assert plan.answer == [(tuple(t.shape), t.dtype) for t in tensors]
+
+
 def test_activate_as_png_draws_the_grid_it_announces() -> None:
     body = ActivateRequest.model_validate(
         {"functions": ["relu", "elu", "gelu"], "format": "png", "columns": 2, "derivative": True}
