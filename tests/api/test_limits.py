@@ -226,7 +226,7 @@ def test_a_request_past_the_workers_memory_limit_is_503_and_the_worker_goes_on(
     fails in the worker and the answer is a 503 naming the limit, whichever route it was
     (each turns torch's other errors into 422s), and the next request is served."""
     big = 1 << 24  # 128 MiB of float64
-    requests = [
+    requests = [  # in binary: in JSON, the answer would be over max_response_bytes (a 413)
         (
             "/tensor/ops",
             {
@@ -248,7 +248,8 @@ def test_a_request_past_the_workers_memory_limit_is_503_and_the_worker_goes_on(
         ),
     ]
     for path, body in requests:
-        answer = assert_error(limited.post(path, json=body), 503, "device_out_of_memory")
+        response = limited.post(path, json=body, params={"encoding": "binary"})
+        answer = assert_error(response, 503, "device_out_of_memory")
         assert answer["details"]["limit"] == "worker_max_memory_bytes"
         assert answer["details"]["allowed"] == MEMORY_LIMIT
         assert "can't allocate memory" in answer["details"]["reason"]
