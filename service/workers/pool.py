@@ -293,12 +293,7 @@ class WorkerPool:
             except asyncio.CancelledError:
                 # The caller is gone, but what the answer maps is the worker's buffers: once
                 # they die here, the worker must hear of it, or they stay lent for good.
-                def track(done: asyncio.Future[Any]) -> None:
-                    if not done.cancelled():
-                        done.exception()  # retrieved: nobody awaits it now
-                    worker.lent.add(mapped, fresh)
-
-                decoding.add_done_callback(track)
+                decoding.add_done_callback(lambda _: worker.lent.add(mapped, fresh))
                 raise
         worker.lent.add(mapped, fresh)
         kind, value = outcome
